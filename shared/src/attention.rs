@@ -1,0 +1,167 @@
+//! Prompt insertion (Eq. 6) and the prompt-conditioned attention giving r and e (Eqs. 7-8).
+//!
+//! Dimension key: see the crate root (`B`, `N`, `d`, `H`, `d_h`, `L`).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::activation::softmax;
+use burn::tensor::{Device, Tensor};
+
+use crate::config::PromptInsertion;
+
+/// Configuration of the refinement attention.
+#[derive(Config, Debug)]
+pub struct ContextAttentionConfig {
+    /// Hidden size d.
+    pub d_model: usize,
+    /// Heads n_h; must divide d.
+    pub n_heads: usize,
+    /// How the prompt P enters (Eq. 6 and the alternatives of Tables 5-6).
+    #[config(default = "PromptInsertion::Token")]
+    pub insertion: PromptInsertion,
+    /// Prompt tokens of the MAPs-input insertion (P is expanded to this many).
+    #[config(default = 4)]
+    pub prompt_len: usize,
+}
+
+/// W^Q, W^K, W^V, W^O of Eq. 7, plus the prompt maps of the MAPs insertion types.
+#[derive(Module, Debug)]
+pub struct ContextAttention {
+    /// W^Q (all heads): d -> d.
+    pub query: Linear,
+    /// W^K (all heads): d -> d.
+    pub key: Linear,
+    /// W^V (all heads): d -> d.
+    pub value: Linear,
+    /// W^O: d -> d.
+    pub output: Linear,
+    /// MAPs-input: P -> L prompt tokens (d -> L d); MAPs-attention: P -> one key and one value
+    /// (d -> 2d). None for the token and summation types.
+    pub prompt_map: Option<Linear>,
+    /// Heads n_h.
+    pub n_heads: usize,
+    /// Prompt tokens of the MAPs-input insertion.
+    pub prompt_len: usize,
+    /// The insertion type (stored by name so the module stays a plain record).
+    #[module(skip)]
+    pub insertion: PromptInsertion,
+}
+
+impl ContextAttentionConfig {
+    /// Builds the attention on `device`.
+    pub fn init(&self, device: &Device) -> ContextAttention {
+        let d = self.d_model;
+        let linear = || LinearConfig::new(d, d).init(device);
+        let prompt_map = match self.insertion {
+            PromptInsertion::Token | PromptInsertion::Summation => None,
+            PromptInsertion::MapsInput => Some(LinearConfig::new(d, self.prompt_len * d).init(device)),
+            PromptInsertion::MapsAttention => Some(LinearConfig::new(d, 2 * d).init(device)),
+        };
+        ContextAttention {
+            query: linear(),
+            key: linear(),
+            value: linear(),
+            output: linear(),
+            prompt_map,
+            n_heads: self.n_heads,
+            prompt_len: self.prompt_len,
+            insertion: self.insertion,
+        }
+    }
+}
+
+/// What the attention gives the ranking and the redistribution.
+pub struct AttentionOutput {
+    /// r of Eq. 7, the conditionally enhanced tokens. [B, N, d]
+    pub r: Tensor<3>,
+    /// e of Eq. 8: head-averaged attention restricted to token keys; row i = query i. [B, N, N]
+    pub e: Tensor<3>,
+}
+
+impl ContextAttention {
+    /// Splits `[B, n, d]` into heads `[B, H, n, d_h]`.
+    fn heads(&self, x: Tensor<3>) -> Tensor<4> {
+        let [b, n, d] = x.dims();
+        x.reshape([b, n, self.n_heads, d / self.n_heads]).swap_dims(1, 2) // [B, H, n, d_h]
+    }
+
+    /// Eqs. 6-8. The prompt P is inserted as configured (Eq. 6: h_p = [h_e; P]); queries come
+    /// from the N tokens, keys and values from h_p, so a_i is [N, N + 1];
+    /// r = [a_1 h_p W_1^V | ... ] W^O (Eq. 7) and e = mean_i a_i over the token columns (Eq. 8).
+    ///
+    /// The insertion types: `Token` appends P as one key/value row; `Summation` adds P to every
+    /// token (queries, keys and values all see it, no extra row); `MapsInput` appends L rows
+    /// made from P through W^K, W^V; `MapsAttention` appends one key and one value made from P
+    /// directly, bypassing W^K, W^V. In every case e keeps only the N token columns, so rows of
+    /// e sum to less than 1 by the attention paid to the prompt.
+    ///
+    /// # Shapes
+    /// - tokens: `[B, N, d]`; prompt: `[B, d]`
+    /// - output: r `[B, N, d]`, e `[B, N, N]`
+    pub fn forward(&self, tokens: Tensor<3>, prompt: Tensor<2>) -> AttentionOutput {
+        let [b, n, d] = tokens.dims();
+        let prompt_row = prompt.clone().reshape([b, 1, d]); // [B, 1, d]
+        let (queries_from, keys, values) = match self.insertion {
+            PromptInsertion::Token => {
+                let h_p = Tensor::cat(vec![tokens.clone(), prompt_row], 1); // [B, N+1, d]
+                (tokens, self.key.forward(h_p.clone()), self.value.forward(h_p))
+            }
+            PromptInsertion::Summation => {
+                let h_p = tokens + prompt_row; // [B, N, d]
+                (h_p.clone(), self.key.forward(h_p.clone()), self.value.forward(h_p))
+            }
+            PromptInsertion::MapsInput => {
+                let map = self.prompt_map.as_ref().expect("maps-input has a prompt map");
+                let prompts = map.forward(prompt).reshape([b, self.prompt_len, d]); // [B, L, d]
+                let h_p = Tensor::cat(vec![tokens.clone(), prompts], 1); // [B, N+L, d]
+                (tokens, self.key.forward(h_p.clone()), self.value.forward(h_p))
+            }
+            PromptInsertion::MapsAttention => {
+                let map = self.prompt_map.as_ref().expect("maps-attention has a prompt map");
+                let kv = map.forward(prompt); // [B, 2d]
+                let key_prompt = kv.clone().narrow(1, 0, d).reshape([b, 1, d]); // [B, 1, d]
+                let value_prompt = kv.narrow(1, d, d).reshape([b, 1, d]); // [B, 1, d]
+                let keys = Tensor::cat(vec![self.key.forward(tokens.clone()), key_prompt], 1); // [B, N+1, d]
+                let values = Tensor::cat(vec![self.value.forward(tokens.clone()), value_prompt], 1); // [B, N+1, d]
+                (tokens, keys, values)
+            }
+        };
+        let q = self.heads(self.query.forward(queries_from)); // [B, H, N, d_h]
+        let k = self.heads(keys); // [B, H, N', d_h]
+        let v = self.heads(values); // [B, H, N', d_h]
+        let d_h = (d / self.n_heads) as f64;
+        let a = softmax(q.matmul(k.swap_dims(2, 3)).div_scalar(d_h.sqrt()), 3); // [B, H, N, N']
+        let context = a.clone().matmul(v).swap_dims(1, 2).reshape([b, n, d]); // [B, N, d]
+        let r = self.output.forward(context); // [B, N, d]
+        let e = a.narrow(3, 0, n).mean_dim(1).reshape([b, n, n]); // [B, N, N]
+        AttentionOutput { r, e }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn every_insertion_type_gives_r_and_e_of_the_right_shape_and_mass() {
+        let device = Device::flex();
+        for insertion in PromptInsertion::ALL {
+            let attn = ContextAttentionConfig::new(8, 2).with_insertion(insertion).with_prompt_len(3).init(&device);
+            let tokens = Tensor::<3>::random([2, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+            let prompt = Tensor::<2>::random([2, 8], Distribution::Normal(0.0, 1.0), &device);
+            let out = attn.forward(tokens, prompt);
+            assert_eq!(out.r.dims(), [2, 5, 8], "{insertion:?}");
+            assert_eq!(out.e.dims(), [2, 5, 5], "{insertion:?}");
+            let row_sums = out.e.sum_dim(2).into_data().try_to_vec::<f32>().unwrap();
+            for s in row_sums {
+                if insertion == PromptInsertion::Summation {
+                    assert!((s - 1.0).abs() < 1e-5, "{insertion:?}: {s}");
+                } else {
+                    assert!(s < 1.0 && s > 0.0, "{insertion:?}: the prompt takes some mass, {s}");
+                }
+            }
+        }
+    }
+}

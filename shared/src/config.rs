@@ -1,0 +1,377 @@
+//! The model configuration: one enum-driven config for MGR, its ablations and the methods the
+//! paper compares with (Tables 1-8).
+
+use burn::config::Config;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::MgrError;
+
+/// One input modality: its name and its token grid.
+#[derive(Config, Debug, PartialEq)]
+pub struct ModalitySpec {
+    /// Human-readable name ("vision", "audio", "text"); used in traces, CSVs and `--drop`.
+    pub name: String,
+    /// Tokens per sample, N_i (image patches, spectrogram frames, words).
+    pub n_tokens: usize,
+    /// Raw features per token, D_i (pixels per patch, bins per frame, vocabulary size).
+    pub token_dim: usize,
+}
+
+/// The methods compared in the paper, and MGR's ablations (Tables 1, 2, 7, 8).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// ViLT-style multimodal transformer, mean pooling, head (Kim et al. 2021).
+    Baseline,
+    /// Missing-aware prompts chosen by the absence pattern (Lee et al., CVPR 2023).
+    Maps,
+    /// Modality-specific prompts summed over the available modalities (Jang et al., ICASSP 2024).
+    Msps,
+    /// The full MGR framework.
+    Mgr,
+    /// MGR without the mixed context: the prompt is the sum of the pattern prompts only.
+    MgrNoMixed,
+    /// MGR without the diversity loss (lambda_div = 0).
+    MgrNoDiv,
+    /// MGR without the unimodal features h_u (alpha_u = 0, no unimodal encoders).
+    MgrNoHu,
+}
+
+impl Method {
+    /// Every method, in the order of the paper's tables.
+    pub const ALL: [Method; 7] = [
+        Method::Baseline,
+        Method::Maps,
+        Method::Msps,
+        Method::Mgr,
+        Method::MgrNoMixed,
+        Method::MgrNoDiv,
+        Method::MgrNoHu,
+    ];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Baseline => "baseline",
+            Method::Maps => "maps",
+            Method::Msps => "msps",
+            Method::Mgr => "mgr",
+            Method::MgrNoMixed => "mgr-no-mixed",
+            Method::MgrNoDiv => "mgr-no-div",
+            Method::MgrNoHu => "mgr-no-hu",
+        }
+    }
+
+    /// Whether the method runs MGR's refinement layers (Eqs. 5-12).
+    pub fn is_mgr(self) -> bool {
+        matches!(self, Method::Mgr | Method::MgrNoMixed | Method::MgrNoDiv | Method::MgrNoHu)
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Method {
+    type Err = MgrError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Method::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| MgrError::UnknownName {
+            kind: "method".into(),
+            name: s.into(),
+            expected: Method::ALL.map(Method::name).join(", "),
+        })
+    }
+}
+
+/// How the mixed-context prompt P enters the refinement attention (Eq. 6 and Tables 5-6).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum PromptInsertion {
+    /// Eq. 6: P appended as one extra key/value token, h_p = [h_e; P] (the paper's default).
+    Token,
+    /// P added to every token before the attention, h_p = h_e + P.
+    Summation,
+    /// MAPs input-level prompts: P expanded to `maps_prompt_len` tokens appended to the input,
+    /// projected by the same W_K, W_V as the tokens.
+    MapsInput,
+    /// MAPs attention-level prompts: P mapped to one key and one value that bypass W_K, W_V and
+    /// are prepended to the keys and values directly.
+    MapsAttention,
+}
+
+impl PromptInsertion {
+    /// Every insertion type.
+    pub const ALL: [PromptInsertion; 4] = [
+        PromptInsertion::Token,
+        PromptInsertion::Summation,
+        PromptInsertion::MapsInput,
+        PromptInsertion::MapsAttention,
+    ];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            PromptInsertion::Token => "token",
+            PromptInsertion::Summation => "summation",
+            PromptInsertion::MapsInput => "maps-input",
+            PromptInsertion::MapsAttention => "maps-attention",
+        }
+    }
+}
+
+impl FromStr for PromptInsertion {
+    type Err = MgrError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        PromptInsertion::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
+            MgrError::UnknownName {
+                kind: "prompt insertion".into(),
+                name: s.into(),
+                expected: PromptInsertion::ALL.map(PromptInsertion::name).join(", "),
+            }
+        })
+    }
+}
+
+/// The downstream task: what f_task predicts and which loss L_task is (Eq. 13).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[serde(rename_all = "kebab-case")]
+pub enum Task {
+    /// Cross-entropy over `n_outputs` classes.
+    Classification,
+    /// Mean absolute error on one real value (CMU-MOSI / MOSEI sentiment).
+    Regression,
+}
+
+/// The whole model: modalities, sizes, method and every hyperparameter of Eqs. 1-13.
+#[derive(Config, Debug)]
+pub struct ModelConfig {
+    /// The input modalities, in the order of the token sequence (Eq. 2's concatenation).
+    pub modalities: Vec<ModalitySpec>,
+    /// Classes for classification, 1 for regression.
+    pub n_outputs: usize,
+    /// Classification (cross-entropy) or regression (L1).
+    #[config(default = "Task::Classification")]
+    pub task: Task,
+    /// Which method this model is.
+    #[config(default = "Method::Mgr")]
+    pub method: Method,
+    /// Hidden size d (the PyTorch peer and AV-MNIST runs use 64).
+    #[config(default = 64)]
+    pub d_model: usize,
+    /// Attention heads n_h; must divide d.
+    #[config(default = 4)]
+    pub n_heads: usize,
+    /// Layers of the multimodal transformer (Eq. 2).
+    #[config(default = 2)]
+    pub n_layers: usize,
+    /// Feed-forward width as a multiple of d (ViLT uses 4).
+    #[config(default = 4)]
+    pub ff_mult: usize,
+    /// Layers of each unimodal transformer (Eq. 3); the paper says they "share a similar
+    /// architecture", one layer keeps them cheap.
+    #[config(default = 1)]
+    pub unimodal_layers: usize,
+    /// Refinement layers L_T (Eqs. 5-12 repeated).
+    #[config(default = 2)]
+    pub refine_layers: usize,
+    /// Kept fraction rho per refinement layer (Eq. 10); K = ceil(rho * N), at least 1.
+    #[config(default = 0.5)]
+    pub rho: f64,
+    /// alpha_u, weight of the unimodal features (Eq. 3).
+    #[config(default = 0.5)]
+    pub alpha_u: f64,
+    /// alpha_f, weight of the feature-level ranking against the correlation-level one (Eq. 9).
+    #[config(default = 0.5)]
+    pub alpha_f: f64,
+    /// lambda_div, weight of the diversity loss (Eq. 13).
+    #[config(default = 0.1)]
+    pub lambda_div: f64,
+    /// epsilon inside the square root of Eq. 4, so a constant batch does not divide by zero.
+    #[config(default = 1e-9)]
+    pub dcor_eps: f64,
+    /// How P enters the refinement attention (Eq. 6, Tables 5-6).
+    #[config(default = "PromptInsertion::Token")]
+    pub prompt_insertion: PromptInsertion,
+    /// Prompt tokens of the MAPs-input insertion type and of the MAPs / MSPs baselines.
+    #[config(default = 4)]
+    pub prompt_len: usize,
+    /// Encoder layers that receive MAPs / MSPs prompts at their input (MAPs uses the first few).
+    #[config(default = 2)]
+    pub prompt_depth: usize,
+    /// Weight of the MSPs orthogonality loss between modality prompts.
+    #[config(default = 0.1)]
+    pub lambda_orth: f64,
+    /// Multiply each kept token by its score xi, as TopK/SAG graph pooling does: top-k has no
+    /// gradient, so without this the ranking projector f_Psi never learns (DESIGN.md).
+    #[config(default = true)]
+    pub score_gating: bool,
+    /// Standard deviation of the learnable embeddings and prompts at initialisation.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+}
+
+impl ModelConfig {
+    /// Total tokens N = sum N_i before refinement.
+    pub fn n_tokens(&self) -> usize {
+        self.modalities.iter().map(|m| m.n_tokens).sum()
+    }
+
+    /// Tokens kept by a refinement layer that receives `n` tokens: K = ceil(rho * n), >= 1.
+    ///
+    /// Computed in f64 with a small tolerance so that e.g. rho = 0.3, n = 10 gives 3, not 4.
+    pub fn kept_tokens(&self, n: usize) -> usize {
+        let k = (self.rho * n as f64 - 1e-9).ceil() as usize;
+        k.clamp(1, n.max(1))
+    }
+
+    /// Token counts entering each refinement layer, then the count leaving the last.
+    pub fn tokens_per_layer(&self) -> Vec<usize> {
+        let mut counts = vec![self.n_tokens()];
+        for _ in 0..self.refine_layers_effective() {
+            let n = *counts.last().expect("counts starts non-empty");
+            counts.push(self.kept_tokens(n));
+        }
+        counts
+    }
+
+    /// Refinement layers this method actually runs (0 for the non-MGR methods).
+    pub fn refine_layers_effective(&self) -> usize {
+        if self.method.is_mgr() { self.refine_layers } else { 0 }
+    }
+
+    /// Whether the unimodal encoders of Eq. 3 exist.
+    pub fn uses_unimodal(&self) -> bool {
+        self.method.is_mgr() && self.method != Method::MgrNoHu && self.alpha_u != 0.0
+    }
+
+    /// lambda_div as this method uses it (0 for the `mgr-no-div` ablation).
+    pub fn lambda_div_effective(&self) -> f64 {
+        if self.uses_unimodal() && self.method != Method::MgrNoDiv { self.lambda_div } else { 0.0 }
+    }
+
+    /// Whether the prompt mixes in the pooled context (false for `mgr-no-mixed`).
+    pub fn mixed_context(&self) -> bool {
+        self.method != Method::MgrNoMixed
+    }
+
+    /// Number of absence patterns, 2^M - 1 (all-missing never happens).
+    pub fn n_patterns(&self) -> usize {
+        (1usize << self.modalities.len()) - 1
+    }
+
+    /// Checks every field; `ModelConfig::init` calls it.
+    pub fn validate(&self) -> Result<(), MgrError> {
+        if self.modalities.is_empty() {
+            return Err(MgrError::config("modalities", "at least one modality is needed"));
+        }
+        if self.modalities.len() > 8 {
+            return Err(MgrError::config("modalities", "at most 8 modalities are supported"));
+        }
+        for (i, m) in self.modalities.iter().enumerate() {
+            if m.n_tokens == 0 || m.token_dim == 0 {
+                return Err(MgrError::config(
+                    "modalities",
+                    format!("modality {i} `{}` has {} tokens of size {}", m.name, m.n_tokens, m.token_dim),
+                ));
+            }
+        }
+        if self.n_outputs == 0 {
+            return Err(MgrError::config("n_outputs", "must be at least 1"));
+        }
+        if self.task == Task::Regression && self.n_outputs != 1 {
+            return Err(MgrError::config("n_outputs", "regression predicts exactly 1 value"));
+        }
+        if self.d_model == 0 || self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+            return Err(MgrError::config(
+                "n_heads",
+                format!("d_model {} must be a positive multiple of n_heads {}", self.d_model, self.n_heads),
+            ));
+        }
+        if self.ff_mult == 0 {
+            return Err(MgrError::config("ff_mult", "must be at least 1"));
+        }
+        if !(self.rho > 0.0 && self.rho <= 1.0) {
+            return Err(MgrError::config("rho", format!("{} is outside (0, 1]", self.rho)));
+        }
+        for (field, value) in [("alpha_u", self.alpha_u), ("alpha_f", self.alpha_f)] {
+            if !(0.0..=1.0).contains(&value) {
+                return Err(MgrError::config(field, format!("{value} is outside [0, 1]")));
+            }
+        }
+        for (field, value) in [("lambda_div", self.lambda_div), ("lambda_orth", self.lambda_orth), ("dcor_eps", self.dcor_eps), ("init_std", self.init_std)] {
+            if !(value >= 0.0 && value.is_finite()) {
+                return Err(MgrError::config(field, format!("{value} must be finite and >= 0")));
+            }
+        }
+        if self.method.is_mgr() && self.refine_layers == 0 {
+            return Err(MgrError::config("refine_layers", "MGR needs at least one refinement layer"));
+        }
+        if self.prompt_len == 0 {
+            return Err(MgrError::config("prompt_len", "must be at least 1"));
+        }
+        if self.prompt_depth > self.n_layers {
+            return Err(MgrError::config(
+                "prompt_depth",
+                format!("{} exceeds the {} encoder layers", self.prompt_depth, self.n_layers),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(rho: f64) -> ModelConfig {
+        ModelConfig::new(vec![ModalitySpec::new("a".into(), 7, 3), ModalitySpec::new("b".into(), 4, 2)], 3)
+            .with_rho(rho)
+    }
+
+    #[test]
+    fn kept_tokens_is_ceil_of_rho_n_and_at_least_one() {
+        assert_eq!(cfg(0.5).kept_tokens(11), 6);
+        assert_eq!(cfg(0.3).kept_tokens(10), 3);
+        assert_eq!(cfg(0.01).kept_tokens(11), 1);
+        assert_eq!(cfg(1.0).kept_tokens(11), 11);
+        assert_eq!(cfg(0.5).tokens_per_layer(), vec![11, 6, 3]);
+    }
+
+    #[test]
+    fn method_names_round_trip_and_unknown_is_named() {
+        for m in Method::ALL {
+            assert_eq!(m.name().parse::<Method>().unwrap(), m);
+            let json = serde_json::to_string(&m).unwrap();
+            assert_eq!(json, format!("\"{}\"", m.name()));
+        }
+        let err = "mgrr".parse::<Method>().unwrap_err().to_string();
+        assert!(err.contains("mgrr") && err.contains("baseline"), "{err}");
+    }
+
+    #[test]
+    fn validate_rejects_out_of_domain_values() {
+        assert!(cfg(0.0).validate().is_err());
+        assert!(cfg(1.5).validate().is_err());
+        assert!(cfg(0.5).validate().is_ok());
+        assert!(cfg(0.5).with_n_heads(5).validate().is_err());
+        assert!(cfg(0.5).with_alpha_f(1.2).validate().is_err());
+        let err = cfg(0.5).with_prompt_depth(9).validate().unwrap_err().to_string();
+        assert!(err.contains("prompt_depth"), "{err}");
+    }
+
+    #[test]
+    fn ablations_switch_off_their_component() {
+        let base = cfg(0.5);
+        assert!(base.uses_unimodal() && base.lambda_div_effective() > 0.0 && base.mixed_context());
+        let no_hu = cfg(0.5).with_method(Method::MgrNoHu);
+        assert!(!no_hu.uses_unimodal() && no_hu.lambda_div_effective() == 0.0);
+        let no_div = cfg(0.5).with_method(Method::MgrNoDiv);
+        assert!(no_div.uses_unimodal() && no_div.lambda_div_effective() == 0.0);
+        assert!(!cfg(0.5).with_method(Method::MgrNoMixed).mixed_context());
+        assert_eq!(cfg(0.5).with_method(Method::Maps).refine_layers_effective(), 0);
+    }
+}

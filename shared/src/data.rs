@@ -1,0 +1,127 @@
+//! In-memory datasets: one split's token features per modality and its targets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{ModalitySpec, Task};
+use crate::error::MgrError;
+
+/// The targets of one split.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Targets {
+    /// Class indices in `0..n_classes`.
+    Classes { labels: Vec<usize>, n_classes: usize },
+    /// Real values (regression); classification metrics use `value > 0`.
+    Values(Vec<f32>),
+}
+
+impl Targets {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        match self {
+            Targets::Classes { labels, .. } => labels.len(),
+            Targets::Values(v) => v.len(),
+        }
+    }
+
+    /// Whether there are no samples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The task these targets define.
+    pub fn task(&self) -> Task {
+        match self {
+            Targets::Classes { .. } => Task::Classification,
+            Targets::Values(_) => Task::Regression,
+        }
+    }
+
+    /// Outputs the head needs: classes, or 1.
+    pub fn n_outputs(&self) -> usize {
+        match self {
+            Targets::Classes { n_classes, .. } => *n_classes,
+            Targets::Values(_) => 1,
+        }
+    }
+}
+
+/// One split (train, validation or test) of a dataset, held in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DataSplit {
+    /// What the data is called in messages ("synthetic/train", a file name).
+    pub name: String,
+    /// The modalities, in token order.
+    pub modalities: Vec<ModalitySpec>,
+    /// Per modality, the samples' tokens flattened: `n * N_i * D_i` values.
+    pub features: Vec<Vec<f32>>,
+    /// The targets.
+    pub targets: Targets,
+}
+
+impl DataSplit {
+    /// Number of samples.
+    pub fn len(&self) -> usize {
+        self.targets.len()
+    }
+
+    /// Whether the split has no samples.
+    pub fn is_empty(&self) -> bool {
+        self.targets.is_empty()
+    }
+
+    /// Checks shapes, finiteness and label ranges; the error names the split and the problem.
+    pub fn validate(&self) -> Result<(), MgrError> {
+        let n = self.len();
+        if self.features.len() != self.modalities.len() {
+            return Err(MgrError::data(&self.name, format!("{} feature blocks for {} modalities", self.features.len(), self.modalities.len())));
+        }
+        for (spec, values) in self.modalities.iter().zip(&self.features) {
+            let want = n * spec.n_tokens * spec.token_dim;
+            if values.len() != want {
+                return Err(MgrError::data(
+                    &self.name,
+                    format!("modality `{}` has {} values, expected {n} x {} x {} = {want}", spec.name, values.len(), spec.n_tokens, spec.token_dim),
+                ));
+            }
+            if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
+                let per = spec.n_tokens * spec.token_dim;
+                return Err(MgrError::data(&self.name, format!("modality `{}` has a non-finite value ({}) in sample {}", spec.name, values[pos], pos / per)));
+            }
+        }
+        match &self.targets {
+            Targets::Classes { labels, n_classes } => {
+                if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l >= *n_classes) {
+                    return Err(MgrError::data(&self.name, format!("label {l} of sample {i} is not below {n_classes} classes")));
+                }
+            }
+            Targets::Values(v) => {
+                if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                    return Err(MgrError::data(&self.name, format!("target of sample {i} is not finite")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The tokens of one sample and modality, `N_i * D_i` values.
+    pub fn sample_features(&self, modality: usize, index: usize) -> &[f32] {
+        let spec = &self.modalities[modality];
+        let per = spec.n_tokens * spec.token_dim;
+        &self.features[modality][index * per..(index + 1) * per]
+    }
+
+    /// A new split with the samples at `indices`, in that order.
+    pub fn subset(&self, indices: &[usize], name: impl Into<String>) -> DataSplit {
+        let features = self
+            .modalities
+            .iter()
+            .enumerate()
+            .map(|(m, _)| indices.iter().flat_map(|&i| self.sample_features(m, i).iter().copied()).collect())
+            .collect();
+        let targets = match &self.targets {
+            Targets::Classes { labels, n_classes } => Targets::Classes { labels: indices.iter().map(|&i| labels[i]).collect(), n_classes: *n_classes },
+            Targets::Values(v) => Targets::Values(indices.iter().map(|&i| v[i]).collect()),
+        };
+        DataSplit { name: name.into(), modalities: self.modalities.clone(), features, targets }
+    }
+}

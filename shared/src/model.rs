@@ -1,0 +1,257 @@
+//! The complete model: every method of the comparison, selected by [`ModelConfig::method`].
+//!
+//! Dimension key: see the crate root (`B`, `M`, `N`, `N_i`, `K`, `d`, `L`, `C`).
+//!
+//! ```text
+//! X^i --Eq.1--> x^i --cat--> x --Eq.2--> h --Eq.3--> h_e --(Eqs.5-12) x L_T--> z --f_task--> Y'
+//!                 \--content--> unimodal encoders --> h_u --Eq.4--> L_div           (Eq. 13)
+//! ```
+
+use burn::module::{Module, Param};
+use burn::nn::Initializer;
+use burn::tensor::{Bool, Device, Tensor, TensorData};
+
+use crate::batch::{Batch, BatchTargets};
+use crate::config::{Method, ModelConfig, Task};
+use crate::encoder::{Encoder, EncoderConfig};
+use crate::error::MgrError;
+use crate::head::{TaskHead, TaskHeadConfig};
+use crate::loss;
+use crate::refinement::{RefinementLayer, RefinementLayerConfig, RefinementOutput};
+use crate::tokenizer::{ModalityTokenizer, ModalityTokenizerConfig};
+use crate::unimodal::{UnimodalEnhancement, UnimodalEnhancementConfig};
+
+/// Baseline, MAPs, MSPs, MGR and its ablations in one module; absent parts are `None`.
+#[derive(Module, Debug)]
+pub struct Model {
+    /// f_theta^i with E_avail^i / E_miss^i, one per modality (Eq. 1).
+    pub tokenizers: Vec<ModalityTokenizer>,
+    /// The multimodal transformer (Eq. 2).
+    pub encoder: Encoder,
+    /// Unimodal transformers and alpha_u (Eq. 3); MGR and its ablations except `mgr-no-hu`.
+    pub unimodal: Option<UnimodalEnhancement>,
+    /// L_T refinement layers (Eqs. 5-12); MGR and its ablations.
+    pub refinement: Vec<RefinementLayer>,
+    /// MAPs: one prompt per absence pattern and prompted layer, `[depth, 2^M - 1, L d]`.
+    pub pattern_prompts: Option<Param<Tensor<3>>>,
+    /// MSPs: one prompt per modality and prompted layer, `[depth, M, L d]`.
+    pub modality_prompts: Option<Param<Tensor<3>>>,
+    /// f_task.
+    pub head: TaskHead,
+    /// The configuration this model was built from.
+    #[module(skip)]
+    pub config: ModelConfig,
+}
+
+impl ModelConfig {
+    /// Builds the model on `device` after [`ModelConfig::validate`].
+    pub fn init(&self, device: &Device) -> Result<Model, MgrError> {
+        self.validate()?;
+        let d = self.d_model;
+        let m = self.modalities.len();
+        let encoder = EncoderConfig::new(d, self.n_heads, self.n_layers).with_ff_mult(self.ff_mult);
+        let prompts = |rows: usize| {
+            Initializer::Normal { mean: 0.0, std: self.init_std }.init([self.prompt_depth, rows, self.prompt_len * d], device)
+        };
+        let layer = RefinementLayerConfig::new(m, d, self.n_heads)
+            .with_rho(self.rho)
+            .with_alpha_f(self.alpha_f)
+            .with_mixed_context(self.mixed_context())
+            .with_insertion(self.prompt_insertion)
+            .with_prompt_len(self.prompt_len)
+            .with_score_gating(self.score_gating)
+            .with_init_std(self.init_std);
+        Ok(Model {
+            tokenizers: self
+                .modalities
+                .iter()
+                .map(|s| ModalityTokenizerConfig::new(s.n_tokens, s.token_dim, d).with_init_std(self.init_std).init(device))
+                .collect(),
+            encoder: encoder.init(device),
+            unimodal: self.uses_unimodal().then(|| {
+                UnimodalEnhancementConfig::new(m, EncoderConfig::new(d, self.n_heads, self.unimodal_layers).with_ff_mult(self.ff_mult))
+                    .with_alpha_u(self.alpha_u)
+                    .init(device)
+            }),
+            refinement: (0..self.refine_layers_effective()).map(|_| layer.init(device)).collect(),
+            pattern_prompts: (self.method == Method::Maps && self.prompt_depth > 0).then(|| prompts(self.n_patterns())),
+            modality_prompts: (self.method == Method::Msps && self.prompt_depth > 0).then(|| prompts(m)),
+            head: TaskHeadConfig::new(d, self.n_outputs).init(device),
+            config: self.clone(),
+        })
+    }
+}
+
+/// What one forward pass computed.
+#[derive(Clone, Debug)]
+pub struct ModelOutput {
+    /// Logits (classification) or predictions (regression). [B, C]
+    pub output: Tensor<2>,
+    /// L_div of Eq. 4 summed over modalities (0 where the method has no unimodal branch). [1]
+    pub l_div: Tensor<1>,
+    /// MSPs' prompt orthogonality loss (0 for other methods). [1]
+    pub l_orth: Tensor<1>,
+    /// Each refinement layer's scores, split and redistribution weights (empty for non-MGR).
+    pub layers: Vec<RefinementOutput>,
+}
+
+/// The parts of Eq. 13's total loss.
+#[derive(Clone, Debug)]
+pub struct LossParts {
+    /// L = L_task + lambda_div L_div (+ lambda_orth L_orth for MSPs). [1]
+    pub total: Tensor<1>,
+    /// L_task. [1]
+    pub task: Tensor<1>,
+    /// L_div (unweighted). [1]
+    pub div: Tensor<1>,
+}
+
+impl ModelOutput {
+    /// Eq. 13: L = L_task + lambda_div L_div, with cross-entropy (classification) or L1
+    /// (regression) as L_task; MSPs add lambda_orth times their orthogonality loss.
+    pub fn total_loss(&self, targets: &BatchTargets, config: &ModelConfig) -> LossParts {
+        let task = match targets {
+            BatchTargets::Classes(t) => loss::cross_entropy(self.output.clone(), t.clone()),
+            BatchTargets::Values(v) => loss::l1(self.output.clone(), v.clone()),
+        };
+        let total = task.clone()
+            + self.l_div.clone().mul_scalar(config.lambda_div_effective())
+            + self.l_orth.clone().mul_scalar(config.lambda_orth);
+        LossParts { total, task, div: self.l_div.clone() }
+    }
+}
+
+impl Model {
+    /// The forward pass of the configured method.
+    ///
+    /// # Shapes
+    /// - batch.inputs: each `[B, N_i, D_i]`; batch.available: `[B, M]`
+    /// - output: `[B, C]`; per refinement layer, scores `[B, N]` and weights `[B, N, N]`
+    pub fn forward(&self, batch: &Batch) -> ModelOutput {
+        let cfg = &self.config;
+        let device = batch.available.device();
+        let [b, m] = batch.available.dims();
+        let d = cfg.d_model;
+        let zero = || Tensor::<1>::zeros([1], &device);
+        let availability: Vec<Tensor<1, Bool>> = (0..m)
+            .map(|i| batch.available.clone().narrow(1, i, 1).reshape([b]).greater_elem(0.5))
+            .collect();
+
+        let mut tokens = Vec::with_capacity(m);
+        let mut contents = Vec::with_capacity(m);
+        for (i, tokenizer) in self.tokenizers.iter().enumerate() {
+            let t = tokenizer.forward(batch.inputs[i].clone(), availability[i].clone()); // [B, N_i, d]  Eq. 1
+            tokens.push(t.tokens);
+            contents.push(t.content);
+        }
+        let x = Tensor::cat(tokens, 1); // [B, N, d]
+
+        let mut l_orth = zero();
+        let h = match (&self.pattern_prompts, &self.modality_prompts) {
+            (Some(prompts), _) => {
+                let one_hot = pattern_one_hot(&batch.available_host, cfg.n_patterns(), &device); // [B, 2^M - 1]
+                let layer_prompts = self.layer_prompts(prompts.val(), one_hot, b); // each [B, L, d]
+                self.encoder.forward_with_prompts(x, &layer_prompts) // [B, N, d]
+            }
+            (None, Some(prompts)) => {
+                let prompts = prompts.val(); // [depth, M, L d]
+                let [depth, _, ld] = prompts.dims();
+                l_orth = (0..depth)
+                    .map(|l| loss::orthogonality(prompts.clone().narrow(0, l, 1).reshape([m, ld])))
+                    .fold(zero(), |acc, v| acc + v)
+                    .div_scalar(depth as f64);
+                let layer_prompts = self.layer_prompts(prompts, batch.available.clone(), b); // each [B, L, d]
+                self.encoder.forward_with_prompts(x, &layer_prompts) // [B, N, d]
+            }
+            (None, None) => self.encoder.forward(x), // [B, N, d]  Eq. 2
+        };
+
+        let mut l_div = zero();
+        let mut current = match &self.unimodal {
+            Some(unimodal) => {
+                let mut enhanced = Vec::with_capacity(m);
+                let mut offset = 0;
+                for (i, content) in contents.into_iter().enumerate() {
+                    let n_i = cfg.modalities[i].n_tokens;
+                    let h_i = h.clone().narrow(1, offset, n_i); // [B, N_i, d]
+                    offset += n_i;
+                    let h_u = unimodal.unimodal_features(i, content); // [B, N_i, d]
+                    l_div = l_div + self.diversity_term(i, h_u.clone(), h_i.clone(), &batch.available_host);
+                    enhanced.push(unimodal.enhance(h_i, h_u, availability[i].clone())); // [B, N_i, d]  Eq. 3
+                }
+                Tensor::cat(enhanced, 1) // [B, N, d]
+            }
+            None => h,
+        };
+
+        let mut layers = Vec::with_capacity(self.refinement.len());
+        for layer in &self.refinement {
+            let out = layer.forward(current, batch.available.clone()); // [B, K, d]  Eqs. 5-12
+            current = out.tokens.clone();
+            layers.push(out);
+        }
+        debug_assert_eq!(current.dims()[2], d);
+        let output = self.head.forward(current); // [B, C]
+        ModelOutput { output, l_div, l_orth, layers }
+    }
+
+    /// One modality's term of Eq. 4: squared distance correlation between the mean-pooled h_u^i
+    /// and h^i over the samples of the batch that have modality i; zero (no term) when fewer
+    /// than 2 samples have it.
+    ///
+    /// # Shapes
+    /// - h_u, h: `[B, N_i, d]`
+    /// - output: `[1]`
+    fn diversity_term(&self, i: usize, h_u: Tensor<3>, h: Tensor<3>, available: &[Vec<bool>]) -> Tensor<1> {
+        let device = h.device();
+        let rows: Vec<i64> = available.iter().enumerate().filter(|(_, a)| a[i]).map(|(r, _)| r as i64).collect();
+        if rows.len() < 2 {
+            return Tensor::zeros([1], &device);
+        }
+        let n = rows.len();
+        let d = h.dims()[2];
+        let index = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(rows, [n]), &device);
+        let pooled_u = h_u.select(0, index.clone()).mean_dim(1).reshape([n, d]); // [n, d]
+        let pooled_h = h.select(0, index).mean_dim(1).reshape([n, d]); // [n, d]
+        loss::squared_distance_correlation_eps(pooled_u, pooled_h, self.config.dcor_eps)
+    }
+
+    /// Per prompted layer, `selector @ prompts[l]` reshaped to `[B, L, d]`: the MAPs prompt of
+    /// each sample's pattern (one-hot selector) or the MSPs sum over its available modalities.
+    fn layer_prompts(&self, prompts: Tensor<3>, selector: Tensor<2>, b: usize) -> Vec<Tensor<3>> {
+        let [depth, rows, ld] = prompts.dims();
+        let len = self.config.prompt_len;
+        (0..depth)
+            .map(|l| {
+                let table = prompts.clone().narrow(0, l, 1).reshape([rows, ld]); // [rows, L d]
+                selector.clone().matmul(table).reshape([b, len, ld / len]) // [B, L, d]
+            })
+            .collect()
+    }
+
+    /// Probabilities (softmax of the logits) for classification, the raw value for regression.
+    ///
+    /// # Shapes
+    /// - output: `[B, C]`
+    pub fn probabilities(&self, output: Tensor<2>) -> Tensor<2> {
+        match self.config.task {
+            Task::Classification => burn::tensor::activation::softmax(output, 1),
+            Task::Regression => output,
+        }
+    }
+}
+
+/// The index of an absence pattern among the 2^M - 1 non-empty ones: bits of the available
+/// modalities, minus one.
+pub fn pattern_index(available: &[bool]) -> usize {
+    available.iter().enumerate().map(|(i, &a)| (a as usize) << i).sum::<usize>().saturating_sub(1)
+}
+
+/// One-hot of each sample's absence pattern. Output `[B, 2^M - 1]`.
+fn pattern_one_hot(available: &[Vec<bool>], n_patterns: usize, device: &Device) -> Tensor<2> {
+    let mut flat = vec![0.0f32; available.len() * n_patterns];
+    for (row, a) in available.iter().enumerate() {
+        flat[row * n_patterns + pattern_index(a)] = 1.0;
+    }
+    Tensor::from_data(TensorData::new(flat, [available.len(), n_patterns]), device)
+}

@@ -1,0 +1,170 @@
+//! Bias identification: the dual ranking xi (Eq. 9) and the top-rho split (Eq. 10).
+//!
+//! Dimension key: see the crate root (`B`, `N`, `K`, `d`).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+
+/// Configuration of the ranking.
+#[derive(Config, Debug)]
+pub struct RankingConfig {
+    /// Hidden size d.
+    pub d_model: usize,
+    /// alpha_f: weight of the feature-level ranking xi_f against xi_e (Eq. 9).
+    #[config(default = 0.5)]
+    pub alpha_f: f64,
+}
+
+/// f_Psi and alpha_f of Eq. 9.
+#[derive(Module, Debug)]
+pub struct Ranking {
+    /// f_Psi: the learnable projector d -> 1 of the feature-level ranking.
+    pub projector: Linear,
+    /// alpha_f of Eq. 9.
+    pub alpha_f: f64,
+}
+
+impl RankingConfig {
+    /// Builds the ranking on `device`.
+    pub fn init(&self, device: &Device) -> Ranking {
+        Ranking { projector: LinearConfig::new(self.d_model, 1).init(device), alpha_f: self.alpha_f }
+    }
+}
+
+/// The three scores of Eq. 9, each `[B, N]`; higher means less likely biased.
+pub struct Scores {
+    /// xi_f = tanh(f_Psi(r)). [B, N]
+    pub xi_f: Tensor<2>,
+    /// xi_e = tanh(sum_i e_i): how much attention each token receives. [B, N]
+    pub xi_e: Tensor<2>,
+    /// xi = alpha_f xi_f + (1 - alpha_f) xi_e. [B, N]
+    pub xi: Tensor<2>,
+}
+
+impl Ranking {
+    /// Eq. 9: xi = alpha_f tanh(f_Psi(r)) + (1 - alpha_f) tanh(sum_i e_i), where sum_i e_i is
+    /// the column sum of e (the attention token j receives from all queries).
+    ///
+    /// # Shapes
+    /// - r: `[B, N, d]`; e: `[B, N, N]`
+    /// - output: xi_f, xi_e, xi, each `[B, N]`
+    pub fn forward(&self, r: Tensor<3>, e: Tensor<3>) -> Scores {
+        let [b, n, _] = r.dims();
+        let xi_f = self.projector.forward(r).reshape([b, n]).tanh(); // [B, N]
+        let xi_e = e.sum_dim(1).reshape([b, n]).tanh(); // [B, N]
+        let xi = xi_f.clone().mul_scalar(self.alpha_f) + xi_e.clone().mul_scalar(1.0 - self.alpha_f); // [B, N]
+        Scores { xi_f, xi_e, xi }
+    }
+}
+
+/// The split of Eq. 10, as tensors usable inside the graph.
+pub struct Split {
+    /// Rank of each token by xi, 0 = highest; ties go to the lower index. [B, N]
+    pub rank: Tensor<2>,
+    /// 1.0 for kept (idx_u), 0.0 for biased (idx_b). [B, N]
+    pub kept: Tensor<2>,
+    /// Selection matrix, `select[b, r, i] = 1` iff token i has rank r < K: `select @ x` gathers
+    /// the kept tokens in rank order. [B, K, N]
+    pub select: Tensor<3>,
+}
+
+/// Eq. 10: idx_u = ArgSort(xi)_{1:K}, idx_b = the rest, K = `k`.
+///
+/// Ties are broken by the lower token index, so the split is deterministic on every backend:
+/// rank_i = #{j : xi_j > xi_i} + #{j < i : xi_j = xi_i}. The ranks are a permutation of 0..N,
+/// computed by comparisons on the device (no host round trip, no reliance on a backend's
+/// top-k tie order). The scores are detached: the split itself has no gradient.
+///
+/// # Shapes
+/// - xi: `[B, N]`
+/// - output: rank, kept `[B, N]`; select `[B, K, N]`
+pub fn top_rho_split(xi: Tensor<2>, k: usize) -> Split {
+    let [b, n] = xi.dims();
+    let device = xi.device();
+    let xi = xi.detach();
+    let own: Tensor<3> = xi.clone().reshape([b, n, 1]).expand([b, n, n]); // [B, N, N] xi_i at (i, j)
+    let other: Tensor<3> = xi.reshape([b, 1, n]).expand([b, n, n]); // [B, N, N] xi_j at (i, j)
+    let before: Vec<f32> = (0..n * n).map(|ij| if ij % n < ij / n { 1.0 } else { 0.0 }).collect();
+    let before: Tensor<3> = Tensor::<2>::from_data(TensorData::new(before, [n, n]), &device)
+        .reshape([1, n, n])
+        .expand([b, n, n]); // [B, N, N] 1 where j < i
+    let higher = other.clone().greater(own.clone()).float(); // [B, N, N]
+    let tied_before = other.equal(own).float() * before; // [B, N, N]
+    let rank = (higher + tied_before).sum_dim(2).reshape([b, n]); // [B, N]
+    let kept = rank.clone().lower_elem(k as f32 - 0.5).float(); // [B, N]
+    let slots: Vec<f32> = (0..k).map(|r| r as f32).collect();
+    let slots: Tensor<3> = Tensor::<1>::from_data(TensorData::new(slots, [k]), &device)
+        .reshape([1, k, 1])
+        .expand([b, k, n]); // [B, K, N]
+    let select = rank.clone().reshape([b, 1, n]).expand([b, k, n]).equal(slots).float(); // [B, K, N]
+    Split { rank, kept, select }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn split_host(xi: &[f32], k: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let device = Device::flex();
+        let n = xi.len();
+        let t = Tensor::<2>::from_data(TensorData::new(xi.to_vec(), [1, n]), &device);
+        let s = top_rho_split(t, k);
+        (
+            s.rank.into_data().try_to_vec::<f32>().unwrap(),
+            s.kept.into_data().try_to_vec::<f32>().unwrap(),
+            s.select.into_data().try_to_vec::<f32>().unwrap(),
+        )
+    }
+
+    #[test]
+    fn ties_go_to_the_lower_index() {
+        let (rank, kept, select) = split_host(&[0.2, 0.5, 0.2, 0.5, 0.2], 3);
+        assert_eq!(rank, vec![2.0, 0.0, 3.0, 1.0, 4.0]);
+        assert_eq!(kept, vec![1.0, 1.0, 0.0, 1.0, 0.0]);
+        // rank 0 -> token 1, rank 1 -> token 3, rank 2 -> token 0
+        let rows: Vec<usize> = select.chunks(5).map(|row| row.iter().position(|&v| v == 1.0).unwrap()).collect();
+        assert_eq!(rows, vec![1, 3, 0]);
+    }
+
+    #[test]
+    fn k_of_one_keeps_the_maximum() {
+        let (_, kept, _) = split_host(&[-0.3, 0.9, 0.1], 1);
+        assert_eq!(kept, vec![0.0, 1.0, 0.0]);
+    }
+
+    #[test]
+    fn ranking_combines_feature_and_correlation_scores() {
+        let device = Device::flex();
+        let ranking = RankingConfig::new(2).with_alpha_f(0.25).init(&device);
+        let r = Tensor::<3>::ones([1, 2, 2], &device);
+        let e = Tensor::<3>::from_data(TensorData::new(vec![0.1f32, 0.7, 0.3, 0.4], [1, 2, 2]), &device);
+        let scores = ranking.forward(r.clone(), e);
+        let xi_e = scores.xi_e.into_data().try_to_vec::<f32>().unwrap();
+        assert!((xi_e[0] - 0.4f32.tanh()).abs() < 1e-6 && (xi_e[1] - 1.1f32.tanh()).abs() < 1e-6);
+        let xi_f: Vec<f32> = scores.xi_f.into_data().try_to_vec::<f32>().unwrap();
+        let xi: Vec<f32> = scores.xi.into_data().try_to_vec::<f32>().unwrap();
+        for j in 0..2 {
+            assert!((xi[j] - (0.25 * xi_f[j] + 0.75 * xi_e[j])).abs() < 1e-6);
+        }
+    }
+
+    proptest! {
+        /// Eq. 10: the kept set is exactly the top-k of xi, with ties to the lower index.
+        #[test]
+        fn kept_set_is_exactly_the_top_k(values in prop::collection::vec(0u8..6, 1..12), k_frac in 0.01f64..1.0) {
+            let xi: Vec<f32> = values.iter().map(|&v| v as f32 / 5.0).collect();
+            let n = xi.len();
+            let k = ((k_frac * n as f64).ceil() as usize).clamp(1, n);
+            let mut order: Vec<usize> = (0..n).collect();
+            order.sort_by(|&a, &b| xi[b].partial_cmp(&xi[a]).unwrap().then(a.cmp(&b)));
+            let (rank, kept, _) = split_host(&xi, k);
+            for (r, &i) in order.iter().enumerate() {
+                prop_assert_eq!(rank[i] as usize, r);
+                prop_assert_eq!(kept[i] == 1.0, r < k);
+            }
+        }
+    }
+}

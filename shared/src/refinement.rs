@@ -1,0 +1,160 @@
+//! One refinement layer (Eqs. 5-12): prompt, attention, ranking, split, redistribution.
+//!
+//! Dimension key: see the crate root (`B`, `M`, `N`, `K`, `d`).
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::tensor::{Device, Tensor};
+
+use crate::attention::{ContextAttention, ContextAttentionConfig};
+use crate::config::PromptInsertion;
+use crate::prompt::{MixedContextPrompt, MixedContextPromptConfig};
+use crate::ranking::{Ranking, RankingConfig, top_rho_split};
+use crate::redistribution::{Redistribution, RedistributionConfig};
+
+/// Configuration of one refinement layer.
+#[derive(Config, Debug)]
+pub struct RefinementLayerConfig {
+    /// Number of modalities M.
+    pub n_modalities: usize,
+    /// Hidden size d.
+    pub d_model: usize,
+    /// Heads of the refinement attention.
+    pub n_heads: usize,
+    /// Kept fraction rho (Eq. 10).
+    #[config(default = 0.5)]
+    pub rho: f64,
+    /// alpha_f of Eq. 9.
+    #[config(default = 0.5)]
+    pub alpha_f: f64,
+    /// Mix the pooled context into P (false: `mgr-no-mixed`).
+    #[config(default = true)]
+    pub mixed_context: bool,
+    /// Prompt insertion type (Eq. 6).
+    #[config(default = "PromptInsertion::Token")]
+    pub insertion: PromptInsertion,
+    /// Prompt tokens of the MAPs-input insertion.
+    #[config(default = 4)]
+    pub prompt_len: usize,
+    /// Multiply kept tokens by their score (TopK pooling's gate, so f_Psi gets a gradient).
+    #[config(default = true)]
+    pub score_gating: bool,
+    /// Standard deviation of the modality prompts at initialisation.
+    #[config(default = 0.02)]
+    pub init_std: f64,
+}
+
+/// Eqs. 5-12 as one module.
+#[derive(Module, Debug)]
+pub struct RefinementLayer {
+    /// Eq. 5.
+    pub prompt: MixedContextPrompt,
+    /// Eqs. 6-8.
+    pub attention: ContextAttention,
+    /// Eq. 9.
+    pub ranking: Ranking,
+    /// Eqs. 11-12.
+    pub redistribution: Redistribution,
+    /// rho of Eq. 10.
+    pub rho: f64,
+    /// Whether kept tokens are gated by their score.
+    pub score_gating: bool,
+}
+
+impl RefinementLayerConfig {
+    /// Builds the layer on `device`.
+    pub fn init(&self, device: &Device) -> RefinementLayer {
+        RefinementLayer {
+            prompt: MixedContextPromptConfig::new(self.n_modalities, self.d_model)
+                .with_mixed_context(self.mixed_context)
+                .with_init_std(self.init_std)
+                .init(device),
+            attention: ContextAttentionConfig::new(self.d_model, self.n_heads)
+                .with_insertion(self.insertion)
+                .with_prompt_len(self.prompt_len)
+                .init(device),
+            ranking: RankingConfig::new(self.d_model).with_alpha_f(self.alpha_f).init(device),
+            redistribution: RedistributionConfig::new(self.d_model).init(device),
+            rho: self.rho,
+            score_gating: self.score_gating,
+        }
+    }
+}
+
+/// Everything one refinement layer computed: the next tokens and what the trace shows.
+#[derive(Clone, Debug)]
+pub struct RefinementOutput {
+    /// The K kept tokens, in rank order, refined by Eq. 12 (and gated by xi). [B, K, d]
+    pub tokens: Tensor<3>,
+    /// xi_f of Eq. 9. [B, N]
+    pub xi_f: Tensor<2>,
+    /// xi_e of Eq. 9. [B, N]
+    pub xi_e: Tensor<2>,
+    /// xi of Eq. 9. [B, N]
+    pub xi: Tensor<2>,
+    /// Rank of each token (0 = most reliable). [B, N]
+    pub rank: Tensor<2>,
+    /// 1.0 kept, 0.0 biased (Eq. 10). [B, N]
+    pub kept: Tensor<2>,
+    /// Redistribution weights A of Eq. 11: row = biased sender, column = kept receiver. [B, N, N]
+    pub adjacency: Tensor<3>,
+}
+
+impl RefinementLayer {
+    /// K = ceil(rho N), at least 1 (Eq. 10: |idx_u| = rho |xi|).
+    pub fn kept_tokens(&self, n: usize) -> usize {
+        (((self.rho * n as f64) - 1e-9).ceil() as usize).clamp(1, n.max(1))
+    }
+
+    /// Eqs. 5-12 on the current tokens (h_e for the first layer, the previous z after).
+    ///
+    /// # Shapes
+    /// - tokens: `[B, N, d]`; available: `[B, M]` (1.0 present)
+    /// - output: tokens `[B, K, d]`, scores `[B, N]`, adjacency `[B, N, N]`
+    pub fn forward(&self, tokens: Tensor<3>, available: Tensor<2>) -> RefinementOutput {
+        let [b, n, d] = tokens.dims();
+        let k = self.kept_tokens(n);
+        let prompt = self.prompt.forward(tokens.clone(), available); // [B, d]      Eq. 5
+        let attended = self.attention.forward(tokens, prompt); // r [B, N, d], e [B, N, N]  Eqs. 6-8
+        let scores = self.ranking.forward(attended.r.clone(), attended.e.clone()); // [B, N]  Eq. 9
+        let split = top_rho_split(scores.xi.clone(), k); // [B, K, N] select      Eq. 10
+        let adjacency = Redistribution::adjacency(attended.e, split.kept.clone()); // [B, N, N]  Eq. 11
+        let z = self.redistribution.forward(attended.r, adjacency.clone()); // [B, N, d]  Eq. 12
+        let mut kept_tokens = split.select.clone().matmul(z); // [B, K, d]
+        if self.score_gating {
+            let kept_scores = split.select.matmul(scores.xi.clone().reshape([b, n, 1])); // [B, K, 1]
+            kept_tokens = kept_tokens * kept_scores; // [B, K, d]
+        }
+        debug_assert_eq!(kept_tokens.dims(), [b, k, d]);
+        RefinementOutput {
+            tokens: kept_tokens,
+            xi_f: scores.xi_f,
+            xi_e: scores.xi_e,
+            xi: scores.xi,
+            rank: split.rank,
+            kept: split.kept,
+            adjacency,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn odd_token_counts_and_k_of_one() {
+        let device = Device::flex();
+        for (n, rho, k) in [(7, 0.5, 4), (5, 0.01, 1), (3, 1.0, 3)] {
+            let layer = RefinementLayerConfig::new(2, 8, 2).with_rho(rho).init(&device);
+            let x = Tensor::<3>::random([3, n, 8], Distribution::Normal(0.0, 1.0), &device);
+            let available = Tensor::<2>::ones([3, 2], &device);
+            let out = layer.forward(x, available);
+            assert_eq!(out.tokens.dims(), [3, k, 8]);
+            assert_eq!(out.adjacency.dims(), [3, n, n]);
+            let kept: f32 = out.kept.sum().into_scalar();
+            assert_eq!(kept as usize, 3 * k);
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Training and evaluation loops shared by the trainer, the benchmarks and the tests.
+//!
+//! A hand-written loop rather than burn-train's `Learner`: a step needs the per-sample absence
+//! mask on the host (Eq. 4 selects the rows that have each modality) and reports L_div beside
+//! the task loss, and the same loop must run in the browser crate's tests and in `mgr bench`
+//! without burn-train's threads and terminal UI.
+
+use burn::config::Config;
+use burn::module::Module;
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::tensor::Device;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::absence::AbsenceMask;
+use crate::batch::Batch;
+use crate::config::{ModelConfig, Task};
+use crate::data::{DataSplit, Targets};
+use crate::error::MgrError;
+use crate::metrics::{Metrics, argmax};
+use crate::model::Model;
+
+/// Optimisation settings.
+#[derive(Config, Debug)]
+pub struct TrainConfig {
+    /// AdamW learning rate.
+    #[config(default = 1e-3)]
+    pub lr: f64,
+    /// AdamW decoupled weight decay.
+    #[config(default = 1e-4)]
+    pub weight_decay: f64,
+    /// Samples per step (the paper and the PyTorch peer use 64 on AV-MNIST).
+    #[config(default = 64)]
+    pub batch_size: usize,
+    /// Passes over the training split.
+    #[config(default = 10)]
+    pub epochs: usize,
+    /// Seed of the parameter initialisation and of the batch order.
+    #[config(default = 0)]
+    pub seed: u64,
+}
+
+impl TrainConfig {
+    /// Checks every field.
+    pub fn validate(&self) -> Result<(), MgrError> {
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(MgrError::InvalidConfig { field: "lr".into(), reason: format!("{} must be positive", self.lr) });
+        }
+        if self.batch_size == 0 {
+            return Err(MgrError::InvalidConfig { field: "batch_size".into(), reason: "must be at least 1".into() });
+        }
+        if !(self.weight_decay >= 0.0) {
+            return Err(MgrError::InvalidConfig { field: "weight_decay".into(), reason: "must be >= 0".into() });
+        }
+        Ok(())
+    }
+
+    /// The AdamW optimiser these settings describe.
+    pub fn optimizer(&self) -> ModuleOptimizer {
+        AdamWConfig::new().with_weight_decay(self.weight_decay as f32).init()
+    }
+
+    /// The sample order of `epoch`: a permutation of 0..n from (seed, epoch).
+    pub fn epoch_order(&self, n: usize, epoch: usize) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64 + 1)));
+        order
+    }
+}
+
+/// Losses of one step, on the host.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct StepLosses {
+    /// Eq. 13's total.
+    pub total: f64,
+    /// L_task.
+    pub task: f64,
+    /// L_div (unweighted).
+    pub div: f64,
+}
+
+/// Builds a model with a seeded initialisation on an autodiff version of `device`.
+pub fn init_model(config: &ModelConfig, seed: u64, device: &Device) -> Result<Model, MgrError> {
+    let device = device.clone().autodiff();
+    device.seed(seed);
+    config.init(&device)
+}
+
+/// One optimisation step (forward, Eq. 13, backward, AdamW). `model` and `batch` live on an
+/// autodiff device.
+pub fn train_step(model: Model, optimizer: &mut ModuleOptimizer, lr: f64, batch: &Batch) -> (Model, StepLosses) {
+    let output = model.forward(batch);
+    let targets = batch.targets.as_ref().expect("a training batch has targets");
+    let parts = output.total_loss(targets, &model.config);
+    let losses = StepLosses {
+        total: parts.total.clone().into_scalar::<f32>() as f64,
+        task: parts.task.into_scalar::<f32>() as f64,
+        div: parts.div.into_scalar::<f32>() as f64,
+    };
+    let grads = GradientsParams::from_grads(parts.total.backward(), &model);
+    (optimizer.step(lr, model, grads), losses)
+}
+
+/// One pass over `split` in the order of `epoch`; returns the model and the mean losses.
+/// `on_step` is called after every step with (steps done, steps total, losses).
+#[allow(clippy::too_many_arguments)]
+pub fn train_epoch(
+    mut model: Model,
+    optimizer: &mut ModuleOptimizer,
+    config: &TrainConfig,
+    split: &DataSplit,
+    mask: &AbsenceMask,
+    epoch: usize,
+    device: &Device,
+    mut on_step: impl FnMut(usize, usize, &StepLosses),
+) -> (Model, StepLosses) {
+    let order = config.epoch_order(split.len(), epoch);
+    let chunks: Vec<&[usize]> = order.chunks(config.batch_size).collect();
+    let mut sum = StepLosses::default();
+    for (step, indices) in chunks.iter().enumerate() {
+        let batch = Batch::from_split(split, indices, mask, device);
+        let (next, losses) = train_step(model, optimizer, config.lr, &batch);
+        model = next;
+        sum.total += losses.total;
+        sum.task += losses.task;
+        sum.div += losses.div;
+        on_step(step + 1, chunks.len(), &losses);
+    }
+    let n = chunks.len().max(1) as f64;
+    (model, StepLosses { total: sum.total / n, task: sum.task / n, div: sum.div / n })
+}
+
+/// The result of evaluating a model on a split under a mask.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Evaluation {
+    /// Metrics over the whole split.
+    pub overall: Metrics,
+    /// Metrics per absence pattern (name: the available modalities joined by '+').
+    pub per_pattern: BTreeMap<String, Metrics>,
+    /// Mean task loss.
+    pub loss: f64,
+}
+
+/// Evaluates `model` (any device; it is switched to validation mode) on `split` under `mask`.
+pub fn evaluate(model: &Model, split: &DataSplit, mask: &AbsenceMask, batch_size: usize, device: &Device) -> Evaluation {
+    let model = model.valid();
+    let n = split.len();
+    let c = model.config.n_outputs;
+    let mut outputs: Vec<f32> = Vec::with_capacity(n * c);
+    let mut loss_sum = 0.0;
+    let indices: Vec<usize> = (0..n).collect();
+    for chunk in indices.chunks(batch_size.max(1)) {
+        let batch = Batch::from_split(split, chunk, mask, device);
+        let out = model.forward(&batch);
+        let parts = out.total_loss(batch.targets.as_ref().expect("split has targets"), &model.config);
+        loss_sum += parts.task.into_scalar::<f32>() as f64 * chunk.len() as f64;
+        outputs.extend(out.output.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 output"));
+    }
+    let groups = {
+        let mut g: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for i in 0..n {
+            g.entry(mask.pattern_name(i)).or_default().push(i);
+        }
+        g
+    };
+    let metrics_of = |rows: &[usize]| match (&split.targets, model.config.task) {
+        (Targets::Classes { labels, n_classes }, Task::Classification) => {
+            let predicted: Vec<usize> = rows.iter().map(|&i| argmax(&outputs[i * c..(i + 1) * c])).collect();
+            let target: Vec<usize> = rows.iter().map(|&i| labels[i]).collect();
+            Metrics::classification(&predicted, &target, *n_classes)
+        }
+        (Targets::Values(v), _) => {
+            let predicted: Vec<f32> = rows.iter().map(|&i| outputs[i * c]).collect();
+            let target: Vec<f32> = rows.iter().map(|&i| v[i]).collect();
+            Metrics::regression(&predicted, &target)
+        }
+        (Targets::Classes { labels, .. }, Task::Regression) => {
+            let predicted: Vec<f32> = rows.iter().map(|&i| outputs[i * c]).collect();
+            let target: Vec<f32> = rows.iter().map(|&i| labels[i] as f32).collect();
+            Metrics::regression(&predicted, &target)
+        }
+    };
+    Evaluation {
+        overall: metrics_of(&indices),
+        per_pattern: groups.iter().map(|(k, rows)| (k.clone(), metrics_of(rows))).collect(),
+        loss: loss_sum / n.max(1) as f64,
+    }
+}

@@ -1,0 +1,450 @@
+//! AV-MNIST rebuilt from real recordings (`mgr prepare avmnist`) and loaded from MultiBench's
+//! npy layout (`--dataset avmnist`).
+//!
+//! The recipe (MultiBench, from the MFAS generator; see `../shared/data/README.md`):
+//! - image: PCA fitted on the training images (raw 0-255 pixels); keep the fewest components
+//!   whose cumulative explained variance first exceeds 0.25; each image (train and test) is
+//!   replaced by its projection on them, mean not added back, stored as 784 floats.
+//! - audio: the Free Spoken Digit Dataset; speakers jackson, nicolas, theo for training and
+//!   yweweler for test; each digit takes the next recording of that digit in turn (cycling, in
+//!   speaker then index order); the wave (scaled to [-1, 1]) is mixed with noise at gain 0.009,
+//!   then turned into a 112 x 112 power spectrogram (scipy.signal.spectrogram's defaults with a
+//!   boxcar window and nfft = nperseg = 223: constant detrend, density scaling, one-sided).
+//! - ESC-50's noise clips are not available here. Instead: white Gaussian noise (unit variance,
+//!   times the recipe's gain 0.009), drawn from `--noise-seed` (ChaCha8), one clip per sample.
+//! - The spectrogram needs 112 frames: every wave is zero-padded or cut to 8,000 samples (1 s at
+//!   8 kHz) and the hop is 70 samples (noverlap 153): 1 + (8000 - 223) / 70 = 112 frames.
+//!
+//! Loading: MultiBench divides both modalities by 255; we then take log10(x + 1e-10) of the
+//! (non-negative) audio power and standardise each modality by its training mean and standard
+//! deviation, so both reach the tokenizers at unit scale. Tokens: the image as 28 x 28 in 16
+//! patches of 7 x 7 (49 values); the spectrogram (frequency x time) as 28 tokens of 4 time
+//! frames x 112 frequencies (448 values). Validation: the last 10% of the training samples.
+
+use anyhow::{Context, Result, anyhow, bail};
+use flate2::read::GzDecoder;
+use mgr::ModalitySpec;
+use mgr::data::{DataSplit, Targets};
+use nalgebra::{DMatrix, SymmetricEigen};
+use ndarray::{Array1, Array2, Array3};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use realfft::RealFftPlanner;
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// Gain of the noise mixed into every wave (MultiBench's recipe).
+pub const NOISE_GAIN: f64 = 0.009;
+/// Samples per wave after padding or cutting.
+pub const WAVE_LEN: usize = 8000;
+/// Window length and FFT size.
+pub const NFFT: usize = 223;
+/// Hop between windows.
+pub const HOP: usize = 70;
+/// Frequencies and frames of the spectrogram.
+pub const SPEC: usize = 112;
+/// Sample rate of the recordings.
+pub const RATE: u32 = 8000;
+/// Training speakers.
+pub const TRAIN_SPEAKERS: [&str; 3] = ["jackson", "nicolas", "theo"];
+/// Test speaker.
+pub const TEST_SPEAKER: &str = "yweweler";
+
+/// Reads an idx file (MNIST's format), gzip-compressed or not: (dims, bytes).
+pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
+    let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        GzDecoder::new(&raw[..]).read_to_end(&mut out).with_context(|| format!("{}: broken gzip stream", path.display()))?;
+        out
+    } else {
+        raw
+    };
+    if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
+        bail!("{}: not an idx file of unsigned bytes", path.display());
+    }
+    let ndim = bytes[3] as usize;
+    let header = 4 + 4 * ndim;
+    if ndim == 0 || bytes.len() < header {
+        bail!("{}: truncated idx header", path.display());
+    }
+    let dims: Vec<usize> = (0..ndim).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize).collect();
+    let want: usize = dims.iter().product();
+    if bytes.len() - header != want {
+        bail!("{}: idx header says {:?} = {want} values, the file holds {}", path.display(), dims, bytes.len() - header);
+    }
+    Ok((dims, bytes[header..].to_vec()))
+}
+
+fn find_mnist(dir: &Path, names: &[&str]) -> Result<PathBuf> {
+    names
+        .iter()
+        .map(|n| dir.join(n))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow!("{}: none of {} found", dir.display(), names.join(", ")))
+}
+
+/// MNIST images ([n, 784] pixels) and labels of one split.
+fn read_mnist(dir: &Path, train: bool) -> Result<(Vec<u8>, Vec<u8>, usize)> {
+    let (images, labels) = if train {
+        (
+            find_mnist(dir, &["train-images-idx3-ubyte.gz", "train-images-idx3-ubyte", "train10k-images-idx3-ubyte.gz"])?,
+            find_mnist(dir, &["train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte", "train10k-labels-idx1-ubyte.gz"])?,
+        )
+    } else {
+        (
+            find_mnist(dir, &["t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"])?,
+            find_mnist(dir, &["t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte"])?,
+        )
+    };
+    let (idims, pixels) = read_idx(&images)?;
+    let (ldims, labels_v) = read_idx(&labels)?;
+    if idims.len() != 3 || idims[1] != 28 || idims[2] != 28 {
+        bail!("{}: expected n x 28 x 28 images, found {:?}", images.display(), idims);
+    }
+    if ldims != [idims[0]] {
+        bail!("{}: {} labels for {} images in {}", labels.display(), ldims.first().copied().unwrap_or(0), idims[0], images.display());
+    }
+    if let Some(bad) = labels_v.iter().find(|&&l| l > 9) {
+        bail!("{}: label {bad} is not a digit", labels.display());
+    }
+    Ok((pixels, labels_v, idims[0]))
+}
+
+/// PCA of the images: the fewest components whose cumulative explained variance first exceeds
+/// `threshold`; returns (mean [784], components [784 x k]).
+pub fn fit_pca(pixels: &[u8], n: usize, threshold: f64) -> (Vec<f64>, DMatrix<f64>) {
+    let d = 784;
+    let mut x = DMatrix::<f64>::from_fn(n, d, |i, j| pixels[i * d + j] as f64);
+    let mean: Vec<f64> = (0..d).map(|j| x.column(j).sum() / n as f64).collect();
+    for j in 0..d {
+        x.column_mut(j).add_scalar_mut(-mean[j]);
+    }
+    let cov = (x.transpose() * &x) / (n.max(2) - 1) as f64;
+    let eig = SymmetricEigen::new(cov);
+    let mut order: Vec<usize> = (0..d).collect();
+    order.sort_by(|&a, &b| eig.eigenvalues[b].partial_cmp(&eig.eigenvalues[a]).expect("finite eigenvalues"));
+    let total: f64 = eig.eigenvalues.iter().map(|v| v.max(0.0)).sum();
+    let mut cumulative = 0.0;
+    let mut k = 0;
+    for &i in &order {
+        cumulative += eig.eigenvalues[i].max(0.0);
+        k += 1;
+        if cumulative / total > threshold {
+            break;
+        }
+    }
+    let components = DMatrix::from_fn(d, k, |r, c| eig.eigenvectors[(r, order[c])]);
+    (mean, components)
+}
+
+/// Each image replaced by its projection on the components, mean not added back: [n, 784].
+pub fn project(pixels: &[u8], n: usize, mean: &[f64], components: &DMatrix<f64>) -> Vec<f32> {
+    let d = 784;
+    let x = DMatrix::<f64>::from_fn(n, d, |i, j| pixels[i * d + j] as f64 - mean[j]);
+    let projected = (&x * components) * components.transpose(); // [n, 784]
+    let mut out = Vec::with_capacity(n * d);
+    for i in 0..n {
+        for j in 0..d {
+            out.push(projected[(i, j)] as f32);
+        }
+    }
+    out
+}
+
+/// A recording: the wave scaled to [-1, 1].
+fn read_wav(path: &Path) -> Result<Vec<f64>> {
+    let mut reader = hound::WavReader::open(path).with_context(|| format!("{}: not a readable wav file", path.display()))?;
+    let spec = reader.spec();
+    if spec.channels != 1 || spec.sample_format != hound::SampleFormat::Int || spec.bits_per_sample != 16 {
+        bail!("{}: expected mono 16-bit PCM, found {} channels, {} bits", path.display(), spec.channels, spec.bits_per_sample);
+    }
+    if spec.sample_rate != RATE {
+        bail!("{}: expected {RATE} Hz, found {}", path.display(), spec.sample_rate);
+    }
+    let samples: Result<Vec<i16>, _> = reader.samples::<i16>().collect();
+    let samples = samples.with_context(|| format!("{}: truncated or broken wav data", path.display()))?;
+    if samples.is_empty() {
+        bail!("{}: no samples", path.display());
+    }
+    Ok(samples.into_iter().map(|s| s as f64 / 32768.0).collect())
+}
+
+/// The power spectrogram, [112 frequencies][112 frames], as scipy.signal.spectrogram(x,
+/// fs=8000, window='boxcar', nperseg=223, noverlap=153) computes it.
+pub fn spectrogram(wave: &[f64], planner: &mut RealFftPlanner<f64>) -> Vec<f32> {
+    let fft = planner.plan_fft_forward(NFFT);
+    let mut input = fft.make_input_vec();
+    let mut output = fft.make_output_vec();
+    let scale = 1.0 / (RATE as f64 * NFFT as f64); // density: 1 / (fs * sum(window^2)), boxcar
+    let mut out = vec![0.0f32; SPEC * SPEC];
+    for t in 0..SPEC {
+        let start = t * HOP;
+        let segment = &wave[start..start + NFFT];
+        let mean = segment.iter().sum::<f64>() / NFFT as f64; // detrend='constant'
+        for (dst, &v) in input.iter_mut().zip(segment) {
+            *dst = v - mean;
+        }
+        fft.process(&mut input, &mut output).expect("sizes from the plan");
+        for (f, c) in output.iter().enumerate().take(SPEC) {
+            let one_sided = if f == 0 { 1.0 } else { 2.0 }; // nfft odd: no Nyquist bin
+            out[f * SPEC + t] = (c.norm_sqr() * scale * one_sided) as f32;
+        }
+    }
+    out
+}
+
+/// The recordings of `speakers`, per digit, in speaker then index order.
+fn recordings(fsdd: &Path, speakers: &[&str]) -> Result<BTreeMap<u8, Vec<PathBuf>>> {
+    let dir = fsdd.join("recordings");
+    let entries = std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let mut found: Vec<(u8, usize, usize, PathBuf)> = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+        let parts: Vec<&str> = stem.split('_').collect();
+        if parts.len() != 3 || path.extension().and_then(|e| e.to_str()) != Some("wav") {
+            continue;
+        }
+        let (Ok(digit), Some(speaker), Ok(index)) = (parts[0].parse::<u8>(), speakers.iter().position(|s| *s == parts[1]), parts[2].parse::<usize>()) else {
+            continue;
+        };
+        found.push((digit, speaker, index, path));
+    }
+    found.sort();
+    let mut by_digit: BTreeMap<u8, Vec<PathBuf>> = BTreeMap::new();
+    for (digit, _, _, path) in found {
+        by_digit.entry(digit).or_default().push(path);
+    }
+    for d in 0..10u8 {
+        if by_digit.get(&d).is_none_or(|v| v.is_empty()) {
+            bail!("{}: no recording of digit {d} by {}", dir.display(), speakers.join(", "));
+        }
+    }
+    Ok(by_digit)
+}
+
+/// Spectrograms for `labels`, cycling through each digit's recordings; [n, 112, 112].
+fn audio_for(labels: &[u8], recs: &BTreeMap<u8, Vec<PathBuf>>, rng: &mut ChaCha8Rng) -> Result<Vec<f32>> {
+    let mut cache: BTreeMap<PathBuf, Vec<f64>> = BTreeMap::new();
+    let mut next: BTreeMap<u8, usize> = BTreeMap::new();
+    let mut planner = RealFftPlanner::<f64>::new();
+    let mut out = Vec::with_capacity(labels.len() * SPEC * SPEC);
+    for &label in labels {
+        let list = &recs[&label];
+        let counter = next.entry(label).or_insert(0);
+        let path = &list[*counter % list.len()];
+        *counter += 1;
+        if !cache.contains_key(path) {
+            cache.insert(path.clone(), read_wav(path)?);
+        }
+        let mut wave = cache[path].clone();
+        wave.resize(WAVE_LEN, 0.0);
+        for v in wave.iter_mut() {
+            // Box-Muller white noise, unit variance, times the recipe's gain.
+            let (u, w): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+            *v += NOISE_GAIN * (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * w).cos();
+        }
+        out.extend(spectrogram(&wave, &mut planner));
+    }
+    Ok(out)
+}
+
+/// `mgr prepare avmnist`: writes MultiBench's layout into `out`; returns (n_train, n_test, k).
+pub fn prepare(mnist: &Path, fsdd: &Path, out: &Path, noise_seed: u64, quiet: bool) -> Result<(usize, usize, usize)> {
+    let (train_px, train_labels, n_train) = read_mnist(mnist, true)?;
+    let (test_px, test_labels, n_test) = read_mnist(mnist, false)?;
+    let train_recs = recordings(fsdd, &TRAIN_SPEAKERS)?;
+    let test_recs = recordings(fsdd, &[TEST_SPEAKER])?;
+    let step = |s: &str| {
+        if !quiet {
+            eprintln!("prepare: {s}");
+        }
+    };
+    step("fitting PCA on the training images");
+    let (mean, components) = fit_pca(&train_px, n_train, 0.25);
+    step(&format!("keeping {} components (cumulative explained variance > 0.25)", components.ncols()));
+    let train_img = project(&train_px, n_train, &mean, &components);
+    let test_img = project(&test_px, n_test, &mean, &components);
+    let mut rng = ChaCha8Rng::seed_from_u64(noise_seed);
+    step("training spectrograms");
+    let train_audio = audio_for(&train_labels, &train_recs, &mut rng)?;
+    step("test spectrograms");
+    let test_audio = audio_for(&test_labels, &test_recs, &mut rng)?;
+
+    // Write into a temp folder, then rename: a half-prepared dataset never looks complete.
+    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("image"))?;
+    std::fs::create_dir_all(tmp.join("audio"))?;
+    let write2 = |p: PathBuf, v: Vec<f32>, n: usize| -> Result<()> {
+        ndarray_npy::write_npy(&p, &Array2::from_shape_vec((n, 784), v)?).with_context(|| format!("cannot write {}", p.display()))
+    };
+    let write3 = |p: PathBuf, v: Vec<f32>, n: usize| -> Result<()> {
+        ndarray_npy::write_npy(&p, &Array3::from_shape_vec((n, SPEC, SPEC), v)?).with_context(|| format!("cannot write {}", p.display()))
+    };
+    let write_labels = |p: PathBuf, v: &[u8]| -> Result<()> {
+        ndarray_npy::write_npy(&p, &Array1::from_iter(v.iter().map(|&l| l as i64))).with_context(|| format!("cannot write {}", p.display()))
+    };
+    write2(tmp.join("image/train_data.npy"), train_img, n_train)?;
+    write2(tmp.join("image/test_data.npy"), test_img, n_test)?;
+    write3(tmp.join("audio/train_data.npy"), train_audio, n_train)?;
+    write3(tmp.join("audio/test_data.npy"), test_audio, n_test)?;
+    write_labels(tmp.join("train_labels.npy"), &train_labels)?;
+    write_labels(tmp.join("test_labels.npy"), &test_labels)?;
+    let recipe = serde_json::json!({
+        "recipe": "MultiBench AV-MNIST (MFAS generator), rebuilt by mgr prepare avmnist",
+        "pca_components": components.ncols(),
+        "pca_threshold": 0.25,
+        "train_speakers": TRAIN_SPEAKERS, "test_speaker": TEST_SPEAKER,
+        "noise": format!("white Gaussian noise x {NOISE_GAIN} (ESC-50 not available), ChaCha8 seed {noise_seed}"),
+        "spectrogram": {"nperseg": NFFT, "nfft": NFFT, "noverlap": NFFT - HOP, "window": "boxcar", "wave_len": WAVE_LEN, "fs": RATE},
+        "n_train": n_train, "n_test": n_test,
+        "fsdd_licence": "Free Spoken Digit Dataset, CC BY-SA 4.0",
+    });
+    std::fs::write(tmp.join("recipe.json"), serde_json::to_string_pretty(&recipe)?)?;
+    if out.exists() {
+        std::fs::remove_dir_all(out).with_context(|| format!("cannot replace {}", out.display()))?;
+    }
+    std::fs::rename(&tmp, out).with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))?;
+    Ok((n_train, n_test, components.ncols()))
+}
+
+/// Reads a float npy array of any float or integer dtype, naming the file on error.
+fn read_f32<D: ndarray::Dimension>(path: &Path) -> Result<ndarray::Array<f32, D>> {
+    use ndarray_npy::read_npy;
+    if !path.is_file() {
+        bail!("{}: file not found", path.display());
+    }
+    if let Ok(a) = read_npy::<_, ndarray::Array<f32, D>>(path) {
+        return Ok(a);
+    }
+    if let Ok(a) = read_npy::<_, ndarray::Array<f64, D>>(path) {
+        return Ok(a.mapv(|v| v as f32));
+    }
+    if let Ok(a) = read_npy::<_, ndarray::Array<u8, D>>(path) {
+        return Ok(a.mapv(|v| v as f32));
+    }
+    match read_npy::<_, ndarray::Array<i64, D>>(path) {
+        Ok(a) => Ok(a.mapv(|v| v as f32)),
+        Err(e) => bail!("{}: not a readable npy array of {} dimensions: {e}", path.display(), D::NDIM.unwrap_or(0)),
+    }
+}
+
+fn read_any_image(path: &Path) -> Result<Array2<f32>> {
+    if let Ok(a) = read_f32::<ndarray::Ix2>(path) {
+        return Ok(a);
+    }
+    let a = read_f32::<ndarray::Ix3>(path).map_err(|_| anyhow!("{}: expected an (N, 784) or (N, 28, 28) array", path.display()))?;
+    let n = a.shape()[0];
+    if a.shape()[1] * a.shape()[2] != 784 {
+        bail!("{}: images of {:?}, expected 28 x 28", path.display(), &a.shape()[1..]);
+    }
+    Ok(a.into_shape_with_order((n, 784))?)
+}
+
+/// The token grids of AV-MNIST.
+pub fn modalities() -> Vec<ModalitySpec> {
+    vec![ModalitySpec::new("vision".into(), 16, 49), ModalitySpec::new("audio".into(), 28, 448)]
+}
+
+struct Raw {
+    image: Array2<f32>,
+    audio: Array3<f32>,
+    labels: Vec<usize>,
+}
+
+fn read_split(dir: &Path, split: &str) -> Result<Raw> {
+    let image_path = dir.join(format!("image/{split}_data.npy"));
+    let audio_path = dir.join(format!("audio/{split}_data.npy"));
+    let label_path = dir.join(format!("{split}_labels.npy"));
+    let image = read_any_image(&image_path)?;
+    let audio = read_f32::<ndarray::Ix3>(&audio_path)?;
+    let labels = read_f32::<ndarray::Ix1>(&label_path)?;
+    let n = labels.len();
+    if image.shape() != [n, 784] {
+        bail!("{}: shape {:?}, expected ({n}, 784) to match {}", image_path.display(), image.shape(), label_path.display());
+    }
+    if audio.shape() != [n, SPEC, SPEC] {
+        bail!("{}: shape {:?}, expected ({n}, 112, 112) to match {}", audio_path.display(), audio.shape(), label_path.display());
+    }
+    for (path, bad) in [(&image_path, image.iter().any(|v| !v.is_finite())), (&audio_path, audio.iter().any(|v| !v.is_finite()))] {
+        if bad {
+            bail!("{}: contains NaN or infinite values", path.display());
+        }
+    }
+    let labels: Vec<usize> = labels
+        .iter()
+        .map(|&l| if l >= 0.0 && l < 10.0 && l.fract() == 0.0 { Ok(l as usize) } else { Err(anyhow!("{}: label {l} is not a digit", label_path.display())) })
+        .collect::<Result<_>>()?;
+    Ok(Raw { image, audio, labels })
+}
+
+/// Tokens of one sample: 16 patches of 7 x 7, and 28 tokens of 4 frames x 112 frequencies.
+fn tokens(raw: &Raw, i: usize, image_out: &mut Vec<f32>, audio_out: &mut Vec<f32>) {
+    for p in 0..16 {
+        let (py, px) = (p / 4, p % 4);
+        for y in 0..7 {
+            for x in 0..7 {
+                image_out.push(raw.image[[i, (py * 7 + y) * 28 + px * 7 + x]]);
+            }
+        }
+    }
+    for t in 0..28 {
+        for frame in 4 * t..4 * t + 4 {
+            for f in 0..SPEC {
+                audio_out.push(raw.audio[[i, f, frame]]);
+            }
+        }
+    }
+}
+
+fn standardise(values: &mut [f32], mean: f64, std: f64) {
+    for v in values.iter_mut() {
+        *v = ((*v as f64 - mean) / std) as f32;
+    }
+}
+
+fn moments(values: &[f32]) -> (f64, f64) {
+    let n = values.len().max(1) as f64;
+    let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
+    let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    (mean, var.sqrt().max(1e-12))
+}
+
+/// Loads MultiBench's AV-MNIST layout: (train, valid = last 10% of train, test).
+pub fn load(dir: &Path) -> Result<(DataSplit, DataSplit, DataSplit)> {
+    let mut splits = Vec::new();
+    for split in ["train", "test"] {
+        let raw = read_split(dir, split)?;
+        let n = raw.labels.len();
+        let (mut image, mut audio) = (Vec::with_capacity(n * 784), Vec::with_capacity(n * SPEC * SPEC));
+        for i in 0..n {
+            tokens(&raw, i, &mut image, &mut audio);
+        }
+        image.iter_mut().for_each(|v| *v /= 255.0);
+        audio.iter_mut().for_each(|v| *v = (*v / 255.0 + 1e-10).max(1e-10).log10());
+        splits.push(DataSplit {
+            name: format!("{}/{split}", dir.display()),
+            modalities: modalities(),
+            features: vec![image, audio],
+            targets: Targets::Classes { labels: raw.labels, n_classes: 10 },
+        });
+    }
+    let mut test = splits.pop().expect("two splits");
+    let mut train = splits.pop().expect("two splits");
+    for m in 0..2 {
+        let (mean, std) = moments(&train.features[m]);
+        standardise(&mut train.features[m], mean, std);
+        standardise(&mut test.features[m], mean, std);
+    }
+    let n = train.len();
+    let n_valid = (n / 10).max(1);
+    if n < 2 {
+        bail!("{}: {n} training samples are too few to hold out a validation split", dir.display());
+    }
+    let valid = train.subset(&((n - n_valid)..n).collect::<Vec<_>>(), format!("{}/valid", dir.display()));
+    let train = train.subset(&(0..n - n_valid).collect::<Vec<_>>(), format!("{}/train", dir.display()));
+    Ok((train, valid, test))
+}

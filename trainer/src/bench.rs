@@ -1,0 +1,187 @@
+//! `mgr bench`: training-step and inference throughput at AV-MNIST's shapes, the same model
+//! and shapes as `../shared/bench/torch_mgr.py bench`, so the two can be compared side by side.
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::tensor::{Device, Distribution, Tensor};
+use mgr::absence::AbsenceMask;
+use mgr::batch::Batch;
+use mgr::data::{DataSplit, Targets};
+use mgr::train::{TrainConfig, init_model, train_step};
+use mgr::{Method, ModalitySpec, ModelConfig};
+use serde_json::json;
+use std::time::Instant;
+
+use crate::device::{self, DeviceChoice};
+
+/// Flags of `mgr bench` (defaults: the PyTorch peer's).
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// Samples per step.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Timed steps per repeat.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Untimed warm-up steps.
+    #[arg(long, default_value_t = 3)]
+    warmup: usize,
+    /// Timed repeats (median and spread are over these).
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// auto | flex | wgpu.
+    #[arg(long, value_enum, default_value = "flex")]
+    device: DeviceChoice,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Hidden size.
+    #[arg(long, default_value_t = 64)]
+    d: usize,
+    /// Attention heads.
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    /// Encoder layers.
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    /// Unimodal encoder layers.
+    #[arg(long, default_value_t = 1)]
+    uni_layers: usize,
+    /// Refinement layers L_T.
+    #[arg(long, default_value_t = 2)]
+    lt: usize,
+    /// Kept fraction rho.
+    #[arg(long, default_value_t = 0.5)]
+    rho: f64,
+    /// Method to time.
+    #[arg(long, default_value = "mgr")]
+    method: String,
+}
+
+/// AV-MNIST's token grids: 16 image patches of 7x7, 28 spectrogram frames of 4x112.
+fn config(a: &BenchArgs) -> Result<ModelConfig> {
+    Ok(ModelConfig::new(vec![ModalitySpec::new("vision".into(), 16, 49), ModalitySpec::new("audio".into(), 28, 448)], 10)
+        .with_method(a.method.parse::<Method>()?)
+        .with_d_model(a.d)
+        .with_n_heads(a.heads)
+        .with_n_layers(a.layers)
+        .with_unimodal_layers(a.uni_layers)
+        .with_refine_layers(a.lt)
+        .with_rho(a.rho))
+}
+
+/// Forward multiply-add FLOPs per sample (2 per multiply-add), matmuls only.
+pub fn forward_flops(cfg: &ModelConfig) -> f64 {
+    let d = cfg.d_model as f64;
+    let ff = (cfg.ff_mult as f64) * d;
+    let encoder_layer = |n: f64| 2.0 * (4.0 * n * d * d + 2.0 * n * n * d + 2.0 * n * d * ff);
+    let n: f64 = cfg.n_tokens() as f64;
+    let mut flops: f64 = cfg.modalities.iter().map(|m| 2.0 * (m.n_tokens * m.token_dim) as f64 * d).sum();
+    flops += cfg.n_layers as f64 * encoder_layer(n);
+    if cfg.uses_unimodal() {
+        flops += cfg.modalities.iter().map(|m| cfg.unimodal_layers as f64 * encoder_layer(m.n_tokens as f64)).sum::<f64>();
+    }
+    let counts = cfg.tokens_per_layer();
+    for w in counts.windows(2) {
+        let (n, k) = (w[0] as f64, w[1] as f64);
+        flops += 2.0 * (2.0 * d * d + n * d * d + 2.0 * (n + 1.0) * d * d + n * d * d) // f_Mix, W_Q, W_K, W_V, W_O
+            + 2.0 * 2.0 * n * (n + 1.0) * d // scores and context
+            + 2.0 * n * d // f_Psi
+            + 2.0 * 2.0 * n * d * d + 2.0 * n * n * d // W_c1, W_c2, A^T messages
+            + 2.0 * k * n * d; // gathering the kept tokens
+    }
+    flops + 2.0 * d * cfg.n_outputs as f64
+}
+
+fn median_and_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).expect("finite"));
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+/// Runs the benchmark.
+pub fn run(a: &BenchArgs) -> Result<()> {
+    let cfg = config(a)?;
+    cfg.validate()?;
+    let (device, device_name) = device::select(a.device, a.json)?;
+    let b = a.batch.max(1);
+    let split = DataSplit {
+        name: "bench".into(),
+        modalities: cfg.modalities.clone(),
+        features: cfg
+            .modalities
+            .iter()
+            .map(|s| {
+                let t = Tensor::<1>::random([b * s.n_tokens * s.token_dim], Distribution::Normal(0.0, 1.0), &Device::flex());
+                t.into_data().try_to_vec::<f32>().expect("f32")
+            })
+            .collect(),
+        targets: Targets::Classes { labels: (0..b).map(|i| i % 10).collect(), n_classes: 10 },
+    };
+    // As the peer: the first third misses vision, the second third misses audio.
+    let rows = (0..b).map(|i| vec![!(i < b / 3), !(i >= b / 3 && i < 2 * b / 3)]).collect();
+    let mask = AbsenceMask { modalities: vec!["vision".into(), "audio".into()], rows };
+    let indices: Vec<usize> = (0..b).collect();
+    let train_device = device.clone().autodiff();
+    let train_batch = Batch::from_split(&split, &indices, &mask, &train_device);
+    let infer_batch = Batch::from_split(&split, &indices, &mask, &device);
+    let tc = TrainConfig::new().with_lr(1e-4);
+    let mut model = init_model(&cfg, 0, &device)?;
+    let mut optimizer = tc.optimizer();
+    for _ in 0..a.warmup {
+        model = train_step(model, &mut optimizer, tc.lr, &train_batch).0;
+    }
+    let mut train_rates = Vec::new();
+    for _ in 0..a.repeats.max(1) {
+        let t = Instant::now();
+        for _ in 0..a.steps {
+            model = train_step(model, &mut optimizer, tc.lr, &train_batch).0;
+        }
+        train_rates.push((a.steps * b) as f64 / t.elapsed().as_secs_f64());
+    }
+    let inference = model.valid();
+    let run_inference = || {
+        let out = inference.forward(&infer_batch).output;
+        out.into_data(); // waits for the device
+    };
+    for _ in 0..a.warmup {
+        run_inference();
+    }
+    let mut infer_rates = Vec::new();
+    for _ in 0..a.repeats.max(1) {
+        let t = Instant::now();
+        for _ in 0..a.steps {
+            run_inference();
+        }
+        infer_rates.push((a.steps * b) as f64 / t.elapsed().as_secs_f64());
+    }
+    let flops = forward_flops(&cfg);
+    let (train_med, train_min, train_max) = median_and_spread(train_rates.clone());
+    let (infer_med, infer_min, infer_max) = median_and_spread(infer_rates.clone());
+    let out = json!({
+        "impl": "mgr-rust",
+        "device": device_name,
+        "method": cfg.method.name(),
+        "batch": b,
+        "steps": a.steps,
+        "repeats": a.repeats,
+        "train_samples_per_s": train_med,
+        "train_samples_per_s_min": train_min,
+        "train_samples_per_s_max": train_max,
+        "infer_samples_per_s": infer_med,
+        "infer_samples_per_s_min": infer_min,
+        "infer_samples_per_s_max": infer_max,
+        "forward_flops_per_sample": flops,
+        "train_gflops_per_s": train_med * 3.0 * flops / 1e9,
+        "infer_gflops_per_s": infer_med * flops / 1e9,
+        "params": model.num_params(),
+    });
+    if a.json {
+        println!("{out}");
+    } else {
+        println!("device {device_name}, method {}, batch {b}, {} params", cfg.method, model.num_params());
+        println!("forward FLOPs per sample: {:.2} M (training ~3x)", flops / 1e6);
+        println!("train: {train_med:>9.1} samples/s (min {train_min:.1}, max {train_max:.1}) = {:.2} GFLOP/s", train_med * 3.0 * flops / 1e9);
+        println!("infer: {infer_med:>9.1} samples/s (min {infer_min:.1}, max {infer_max:.1}) = {:.2} GFLOP/s", infer_med * flops / 1e9);
+    }
+    Ok(())
+}

@@ -1,0 +1,178 @@
+//! `mgr eval`, `mgr trace`, `mgr export-web`, and the resolution of `mgr train`'s settings.
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::tensor::Device;
+use mgr::absence::{AbsenceMask, SplitKind};
+use mgr::batch::Batch;
+use mgr::data::Targets;
+use mgr::train::evaluate;
+use serde_json::json;
+
+use crate::checkpoint::{RunPaths, load_model};
+use crate::dataset;
+use crate::device;
+use crate::fsutil::write_atomic;
+use crate::runconfig::{self, RunConfig, set_key};
+use crate::{EvalArgs, ExportArgs, TraceArgs, TrainArgs};
+
+/// Defaults, then `--config`, then the flags, then `--set`.
+pub fn resolve_train_config(a: &TrainArgs) -> Result<RunConfig> {
+    let mut v = serde_json::to_value(RunConfig::default())?;
+    if let Some(file) = &a.config {
+        runconfig::merge_toml(&mut v, file)?;
+    }
+    let mut flags: Vec<(&str, String)> = Vec::new();
+    if let Some(d) = &a.dataset {
+        flags.push(("dataset", serde_json::to_string(d)?));
+    }
+    if let Some(d) = &a.data_dir {
+        flags.push(("data_dir", serde_json::to_string(d)?));
+    }
+    if let Some(m) = &a.method {
+        m.parse::<mgr::Method>()?;
+        flags.push(("model.method", serde_json::to_string(m)?));
+    }
+    if let Some(k) = a.kappa {
+        if !(0.0..=1.0).contains(&k) {
+            bail!("--kappa {k} is outside [0, 1]");
+        }
+        flags.push(("absence.kappa", k.to_string()));
+    }
+    if let Some(s) = a.absence_seed {
+        flags.push(("absence.seed", s.to_string()));
+    }
+    if let Some(s) = a.seed {
+        flags.push(("train.seed", s.to_string()));
+    }
+    if let Some(e) = a.epochs {
+        flags.push(("train.epochs", e.to_string()));
+    }
+    for (k, raw) in flags {
+        set_key(&mut v, k, &raw)?;
+    }
+    for s in &a.sets {
+        let (k, raw) = s.split_once('=').ok_or_else(|| anyhow!("--set `{s}`: expected KEY=VALUE"))?;
+        set_key(&mut v, k.trim(), raw.trim())?;
+    }
+    runconfig::finish(v)
+}
+
+fn finished_run(run: &std::path::Path) -> Result<(RunConfig, RunPaths)> {
+    let rc = runconfig::load(run)?;
+    let paths = RunPaths { root: run.to_path_buf() };
+    if !paths.best().is_file() {
+        bail!("{} has no trained model ({} is missing)", run.display(), paths.best().display());
+    }
+    Ok((rc, paths))
+}
+
+/// `mgr eval`: the saved best model on the test split under another absence setting.
+pub fn eval(a: &EvalArgs) -> Result<()> {
+    let (mut rc, paths) = finished_run(&a.run)?;
+    if let Some(k) = a.kappa {
+        if !(0.0..=1.0).contains(&k) {
+            bail!("--kappa {k} is outside [0, 1]");
+        }
+        rc.absence.kappa = k;
+    }
+    if let Some(s) = a.absence_seed {
+        rc.absence.seed = s;
+    }
+    if let Some(t) = &a.absence_type {
+        rc.absence.missable = t.clone();
+    }
+    if let Some(m) = a.max_missing {
+        rc.absence.max_missing = m;
+    }
+    let (device, _) = device::select(a.device, true)?;
+    let splits = dataset::load(&rc)?;
+    let names: Vec<String> = rc.model.modalities.iter().map(|m| m.name.clone()).collect();
+    let absence = rc.absence.to_config(&rc.model.modalities)?;
+    let mask = AbsenceMask::generate(&absence, &names, splits.test.len(), rc.absence.seed, SplitKind::Test)?;
+    let model = load_model(&rc.model, &paths.best(), &device)?;
+    let test = evaluate(&model, &splits.test, &mask, 256, &device);
+    let mut out = json!({
+        "run": a.run,
+        "dataset": rc.dataset,
+        "method": rc.model.method.name(),
+        "kappa": rc.absence.kappa,
+        "absence_seed": rc.absence.seed,
+        "absence_type": rc.absence.missable,
+        "accuracy": test.overall.accuracy,
+        "f1": test.overall.f1,
+        "n_test": test.overall.n,
+        "per_pattern": test.per_pattern,
+    });
+    if let (Some(mae), Some(corr)) = (test.overall.mae, test.overall.corr) {
+        out["mae"] = json!(mae);
+        out["corr"] = json!(corr);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `mgr trace`: one test sample's trace as JSON.
+pub fn trace(a: &TraceArgs) -> Result<()> {
+    let (rc, paths) = finished_run(&a.run)?;
+    let device = Device::flex();
+    let splits = dataset::load(&rc)?;
+    if a.index >= splits.test.len() {
+        bail!("--index {} is out of range: the test split has {} samples", a.index, splits.test.len());
+    }
+    let names: Vec<String> = rc.model.modalities.iter().map(|m| m.name.clone()).collect();
+    let available = match &a.drop {
+        Some(drop) => {
+            for d in drop {
+                if !names.contains(d) {
+                    bail!("--drop: unknown modality `{d}` (this model has {})", names.join(", "));
+                }
+            }
+            let row: Vec<bool> = names.iter().map(|n| !drop.contains(n)).collect();
+            if !row.iter().any(|&x| x) {
+                bail!("--drop: at least one modality must stay");
+            }
+            row
+        }
+        None => {
+            let text = std::fs::read_to_string(paths.mask("test")).with_context(|| format!("cannot read {}", paths.mask("test").display()))?;
+            AbsenceMask::from_csv(&text, &paths.mask("test").display().to_string())?.available(a.index).to_vec()
+        }
+    };
+    let model = load_model(&rc.model, &paths.best(), &device)?;
+    let batch = Batch::from_features(&splits.test, &[a.index], vec![available], &device);
+    let (_, traces) = model.trace(&batch);
+    let label = match &splits.test.targets {
+        Targets::Classes { labels, .. } => json!(labels[a.index]),
+        Targets::Values(v) => json!(v[a.index]),
+    };
+    let out = json!({"index": a.index, "label": label, "trace": traces[0]});
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `mgr export-web`: weights (burnpack), the model config and a few test samples for the page.
+pub fn export_web(a: &ExportArgs) -> Result<()> {
+    let (rc, paths) = finished_run(&a.run)?;
+    if rc.dataset != "synthetic" {
+        bail!("export-web: the page draws synthetic samples; {} was trained on {}", a.run.display(), rc.dataset);
+    }
+    let device = Device::flex();
+    let model = load_model(&rc.model, &paths.best(), &device)?;
+    let bytes = mgr::persist::to_burnpack(&model)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    write_atomic(&a.out.join("model.bpk"), &bytes)?;
+    let results = std::fs::read_to_string(paths.results()).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let meta = json!({
+        "format": "mgr-web-model/1",
+        "model": rc.model,
+        "synthetic": rc.synthetic,
+        "kappa": rc.absence.kappa,
+        "results": results,
+    });
+    write_atomic(&a.out.join("model.json"), serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    let n = a.samples.min(rc.synthetic.n_test);
+    let samples: Vec<_> = (0..n).map(|i| rc.synthetic.sample(SplitKind::Test, i)).collect();
+    write_atomic(&a.out.join("samples.json"), serde_json::to_string(&samples)?.as_bytes())?;
+    eprintln!("wrote {} ({} bytes of weights, {n} samples)", a.out.display(), bytes.len());
+    Ok(())
+}

@@ -1,0 +1,183 @@
+//! `mgr`: train, evaluate, trace, export and benchmark MGR and the methods it is compared with.
+
+mod affect;
+mod avmnist;
+mod bench;
+mod checkpoint;
+mod commands;
+mod dataset;
+mod device;
+mod fsutil;
+mod progress;
+mod runconfig;
+mod train_cmd;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+use crate::device::DeviceChoice;
+
+#[derive(Parser)]
+#[command(name = "mgr", version, about = "MGR (AAAI 2025) in Rust: train, evaluate, trace, export, benchmark")]
+struct Cli {
+    /// Print only results (no progress, no device line).
+    #[arg(long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Train one model and evaluate it on the test split.
+    Train(TrainArgs),
+    /// Evaluate a trained run under another absence setting.
+    Eval(EvalArgs),
+    /// Print the trace of one test sample as JSON.
+    Trace(TraceArgs),
+    /// Write what the web page loads: weights, config, samples.
+    ExportWeb(ExportArgs),
+    /// Time training steps and inference at AV-MNIST's shapes.
+    Bench(bench::BenchArgs),
+    /// Build a dataset from raw files (`avmnist`: MNIST + Free Spoken Digit Dataset).
+    Prepare(PrepareArgs),
+}
+
+/// The settings `train` shares with the config file; each flag overrides the file.
+#[derive(Args)]
+struct TrainArgs {
+    /// synthetic | avmnist | mosi | mosei | urfunny.
+    #[arg(long)]
+    dataset: Option<String>,
+    /// Dataset folder (avmnist) or pickle file (mosi, mosei, urfunny).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// baseline | maps | msps | mgr | mgr-no-mixed | mgr-no-div | mgr-no-hu.
+    #[arg(long)]
+    method: Option<String>,
+    /// Share of samples missing at least one modality, in [0, 1].
+    #[arg(long)]
+    kappa: Option<f64>,
+    /// Seed of the absence masks.
+    #[arg(long)]
+    absence_seed: Option<u64>,
+    /// Seed of initialisation and batch order.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Training epochs.
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// auto | flex | wgpu.
+    #[arg(long, value_enum, default_value = "auto")]
+    device: DeviceChoice,
+    /// Run folder to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// A TOML file with any of the config's sections ([model], [train], [absence], [synthetic]).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Override any field: `--set rho=0.3`, `--set train.lr=1e-3` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    sets: Vec<String>,
+    /// Continue an interrupted run from its last epoch checkpoint.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// A run folder written by `mgr train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// kappa to evaluate at (default: the run's).
+    #[arg(long)]
+    kappa: Option<f64>,
+    /// Seed of the test mask (default: the run's).
+    #[arg(long)]
+    absence_seed: Option<u64>,
+    /// Modalities that may be missing, comma-separated (default: the run's).
+    #[arg(long, value_delimiter = ',')]
+    absence_type: Option<Vec<String>>,
+    /// At most this many missing at once.
+    #[arg(long)]
+    max_missing: Option<usize>,
+    /// auto | flex | wgpu.
+    #[arg(long, value_enum, default_value = "flex")]
+    device: DeviceChoice,
+}
+
+#[derive(Args)]
+struct TraceArgs {
+    /// A run folder written by `mgr train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Test sample index.
+    #[arg(long)]
+    index: usize,
+    /// Modalities to drop, comma-separated (default: the run's test mask for this sample).
+    #[arg(long, value_delimiter = ',')]
+    drop: Option<Vec<String>>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// A run folder written by `mgr train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// Folder to write `model.bpk`, `model.json` and `samples.json` into.
+    #[arg(long)]
+    out: PathBuf,
+    /// Test samples to include.
+    #[arg(long, default_value_t = 32)]
+    samples: usize,
+}
+
+#[derive(Args)]
+struct PrepareArgs {
+    /// Which dataset: avmnist.
+    dataset: String,
+    /// Folder with the MNIST idx files.
+    #[arg(long)]
+    mnist_dir: PathBuf,
+    /// Folder of the Free Spoken Digit Dataset (with recordings/).
+    #[arg(long)]
+    fsdd_dir: PathBuf,
+    /// Output folder (MultiBench's layout).
+    #[arg(long)]
+    out: PathBuf,
+    /// Seed of the white noise mixed into the recordings.
+    #[arg(long, default_value_t = 0)]
+    noise_seed: u64,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = dispatch(cli) {
+        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(1);
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<()> {
+    let quiet = cli.quiet;
+    match cli.command {
+        Command::Train(a) => {
+            let rc = commands::resolve_train_config(&a)?;
+            train_cmd::run(rc, &a.out, a.device, a.resume, quiet)
+        }
+        Command::Eval(a) => commands::eval(&a),
+        Command::Trace(a) => commands::trace(&a),
+        Command::ExportWeb(a) => commands::export_web(&a),
+        Command::Bench(a) => bench::run(&a),
+        Command::Prepare(a) => {
+            if a.dataset != "avmnist" {
+                anyhow::bail!("prepare: unknown dataset `{}` (only avmnist is built from raw files)", a.dataset);
+            }
+            let t = std::time::Instant::now();
+            let (n_train, n_test, k) = avmnist::prepare(&a.mnist_dir, &a.fsdd_dir, &a.out, a.noise_seed, quiet)?;
+            eprintln!("wrote {} ({n_train} train, {n_test} test, {k} PCA components) in {:.1}s", a.out.display(), t.elapsed().as_secs_f64());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The full resolved configuration of a run: defaults, then `--config FILE.toml`, then the
+//! command-line flags, then `--set key=value`. Unknown keys are errors, never ignored.
+
+use anyhow::{Context, Result, anyhow, bail};
+use mgr::absence::AbsenceConfig;
+use mgr::synthetic::SyntheticConfig;
+use mgr::train::TrainConfig;
+use mgr::{ModalitySpec, ModelConfig};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// Datasets the trainer knows.
+pub const DATASETS: [&str; 5] = ["synthetic", "avmnist", "mosi", "mosei", "urfunny"];
+
+/// The absence setting of a run, with modality names rather than indices.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbsenceSettings {
+    /// Share of samples missing at least one modality, in [0, 1].
+    pub kappa: f64,
+    /// Seed of the masks (each split draws its own from it).
+    pub seed: u64,
+    /// Modalities that may be missing (empty: all).
+    pub missable: Vec<String>,
+    /// At most this many missing at once (0: up to M - 1).
+    pub max_missing: usize,
+}
+
+impl AbsenceSettings {
+    /// The model crate's absence config for these modalities.
+    pub fn to_config(&self, modalities: &[ModalitySpec]) -> Result<AbsenceConfig> {
+        let missable = self
+            .missable
+            .iter()
+            .map(|name| {
+                modalities.iter().position(|m| &m.name == name).ok_or_else(|| {
+                    let names: Vec<&str> = modalities.iter().map(|m| m.name.as_str()).collect();
+                    anyhow!("absence type: unknown modality `{name}` (this dataset has {})", names.join(", "))
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let max_missing = if self.max_missing == 0 { usize::MAX } else { self.max_missing };
+        Ok(AbsenceConfig { kappa: self.kappa, missable, max_missing })
+    }
+}
+
+/// Everything that defines a run; written to `config.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// Dataset name (see [`DATASETS`]).
+    pub dataset: String,
+    /// Folder or file of the dataset (not used by `synthetic`).
+    pub data_dir: Option<PathBuf>,
+    /// The absence protocol.
+    pub absence: AbsenceSettings,
+    /// The model (modalities and outputs are filled from the dataset).
+    pub model: ModelConfig,
+    /// Optimisation.
+    pub train: TrainConfig,
+    /// The synthetic dataset's settings (used when `dataset = "synthetic"`).
+    pub synthetic: SyntheticConfig,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self {
+            dataset: "synthetic".into(),
+            data_dir: None,
+            absence: AbsenceSettings { kappa: 0.7, seed: 0, missable: Vec::new(), max_missing: 0 },
+            model: ModelConfig::new(Vec::new(), 0),
+            train: TrainConfig::new(),
+            synthetic: SyntheticConfig::new(),
+        }
+    }
+}
+
+const SECTIONS: [&str; 4] = ["model", "train", "absence", "synthetic"];
+
+/// Sets `key` (dotted path, or a bare field name searched in the sections) to `value`.
+pub fn set_key(root: &mut Value, key: &str, raw: &str) -> Result<()> {
+    let value: Value = serde_json::from_str(raw).unwrap_or_else(|_| Value::String(raw.to_string()));
+    let path: Vec<String> = if key.contains('.') {
+        key.split('.').map(str::to_string).collect()
+    } else if root.get(key).is_some() {
+        vec![key.to_string()]
+    } else {
+        let hits: Vec<&str> = SECTIONS.iter().copied().filter(|s| root[*s].get(key).is_some()).collect();
+        match hits.as_slice() {
+            [one] => vec![one.to_string(), key.to_string()],
+            [] => bail!("config key `{key}` does not exist (try `mgr train --help`, or a dotted path such as model.rho)"),
+            many => bail!("config key `{key}` is ambiguous: {}", many.iter().map(|s| format!("{s}.{key}")).collect::<Vec<_>>().join(", ")),
+        }
+    };
+    let mut node = root;
+    for (i, part) in path.iter().enumerate() {
+        let obj = node.as_object_mut().ok_or_else(|| anyhow!("config key `{key}`: `{part}` is not inside a section"))?;
+        if !obj.contains_key(part) {
+            bail!("config key `{key}` does not exist");
+        }
+        if i + 1 == path.len() {
+            obj.insert(part.clone(), value);
+            return Ok(());
+        }
+        node = obj.get_mut(part).expect("checked");
+    }
+    unreachable!("path is non-empty")
+}
+
+/// Merges a TOML document into the defaults; unknown keys are errors naming the file.
+pub fn merge_toml(root: &mut Value, file: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read config {}", file.display()))?;
+    let doc: toml::Value = toml::from_str(&text).with_context(|| format!("{}: not valid TOML", file.display()))?;
+    let doc = serde_json::to_value(doc)?;
+    fn walk(node: &mut Value, doc: &Map<String, Value>, prefix: &str, file: &Path) -> Result<()> {
+        for (k, v) in doc {
+            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let Some(slot) = node.get_mut(k) else {
+                bail!("{}: config key `{key}` does not exist", file.display());
+            };
+            match (v, slot.is_object()) {
+                (Value::Object(inner), true) => walk(slot, inner, &key, file)?,
+                _ => *slot = v.clone(),
+            }
+        }
+        Ok(())
+    }
+    let doc = doc.as_object().ok_or_else(|| anyhow!("{}: not a TOML table", file.display()))?;
+    walk(root, doc, "", file)
+}
+
+/// Deserialises the merged value, naming the field that does not fit.
+pub fn finish(root: Value) -> Result<RunConfig> {
+    let rc: RunConfig = serde_json::from_value(root).map_err(|e| anyhow!("invalid config: {e}"))?;
+    if !DATASETS.contains(&rc.dataset.as_str()) {
+        bail!("unknown dataset `{}` (expected one of: {})", rc.dataset, DATASETS.join(", "));
+    }
+    if !(0.0..=1.0).contains(&rc.absence.kappa) {
+        bail!("kappa {} is outside [0, 1]", rc.absence.kappa);
+    }
+    if !(rc.model.rho > 0.0 && rc.model.rho <= 1.0) {
+        bail!("rho {} is outside (0, 1]", rc.model.rho);
+    }
+    rc.train.validate()?;
+    Ok(rc)
+}
+
+/// Loads a run's `config.json`.
+pub fn load(run: &Path) -> Result<RunConfig> {
+    let path = run.join("config.json");
+    if !path.is_file() {
+        bail!("{} is not a run folder (no config.json)", run.display());
+    }
+    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not a run config", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_finds_bare_and_dotted_keys_and_rejects_unknown_ones() {
+        let mut v = serde_json::to_value(RunConfig::default()).unwrap();
+        set_key(&mut v, "rho", "0.25").unwrap();
+        set_key(&mut v, "train.epochs", "3").unwrap();
+        set_key(&mut v, "method", "msps").unwrap();
+        let rc = finish(v.clone()).unwrap();
+        assert_eq!(rc.model.rho, 0.25);
+        assert_eq!(rc.train.epochs, 3);
+        assert_eq!(rc.model.method, mgr::Method::Msps);
+        let err = set_key(&mut v, "rhoo", "1").unwrap_err().to_string();
+        assert!(err.contains("rhoo") && err.contains("does not exist"), "{err}");
+        set_key(&mut v, "method", "nope").unwrap();
+        assert!(finish(v).is_err());
+    }
+
+    #[test]
+    fn toml_merge_rejects_unknown_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good.toml");
+        std::fs::write(&good, "[model]\nrho = 0.3\n[train]\nepochs = 2\n").unwrap();
+        let mut v = serde_json::to_value(RunConfig::default()).unwrap();
+        merge_toml(&mut v, &good).unwrap();
+        assert_eq!(finish(v.clone()).unwrap().model.rho, 0.3);
+        let bad = dir.path().join("bad.toml");
+        std::fs::write(&bad, "[model]\nrhoo = 0.3\n").unwrap();
+        let err = merge_toml(&mut v, &bad).unwrap_err().to_string();
+        assert!(err.contains("bad.toml") && err.contains("model.rhoo"), "{err}");
+    }
+}

@@ -1,0 +1,14 @@
+//! The browser demo of MGR: runs the model crate in WASM and draws, for one synthetic sample,
+//! which tokens each refinement layer ranks biased and how their information is redistributed.
+//!
+//! The page only draws a typed trace ([`mgr::trace::SampleTrace`]); every piece of view state
+//! lives in the URL hash ([`state::ViewState`]), so a link or an `<iframe>` opens one exact view.
+//! [`engine`] and [`state`] are plain Rust (tested natively); `app` is the DOM and canvas layer.
+
+pub mod engine;
+pub mod state;
+
+#[cfg(target_arch = "wasm32")]
+mod app;
+#[cfg(target_arch = "wasm32")]
+mod render;

@@ -1,0 +1,163 @@
+//! Canvas drawing: the sample's three modalities as a person sees them, and on top of them the
+//! chosen refinement layer's kept / biased tokens and the redistribution edges.
+
+use mgr::synthetic::{BINS, FRAMES, IMAGE_SIDE, PATCH_SIDE, SyntheticSample, VOCABULARY, WORDS};
+use mgr::trace::{LayerTrace, SampleTrace, TokenOrigin};
+use web_sys::CanvasRenderingContext2d;
+
+/// A rectangle in canvas pixels.
+#[derive(Clone, Copy, Debug)]
+pub struct Rect {
+    pub x: f64,
+    pub y: f64,
+    pub w: f64,
+    pub h: f64,
+}
+
+impl Rect {
+    fn center(&self) -> (f64, f64) {
+        (self.x + self.w / 2.0, self.y + self.h / 2.0)
+    }
+}
+
+/// Where the three panels go for a canvas `width` wide; returns the panels and the height.
+pub fn layout(width: f64) -> ([Rect; 3], f64) {
+    let title = 22.0;
+    if width >= 600.0 {
+        let gap = 16.0;
+        let side = ((width - 2.0 * gap) / 3.0).min(300.0);
+        let panels = [0.0, 1.0, 2.0].map(|i| Rect { x: i * (side + gap), y: title, w: side, h: side });
+        (panels, side + title + 8.0)
+    } else {
+        let side = width.min(320.0);
+        let text_h = side * 0.75;
+        let panels = [
+            Rect { x: 0.0, y: title, w: side, h: side },
+            Rect { x: 0.0, y: 2.0 * title + side, w: side, h: side },
+            Rect { x: 0.0, y: 3.0 * title + 2.0 * side, w: side, h: text_h },
+        ];
+        (panels, 3.0 * title + 2.0 * side + text_h + 8.0)
+    }
+}
+
+/// The rectangle of one token (image patch, spectrogram frame, word) inside its panel.
+pub fn token_rect(panels: &[Rect; 3], origin: TokenOrigin) -> Rect {
+    let p = panels[origin.modality];
+    match origin.modality {
+        0 => {
+            let per = (IMAGE_SIDE / PATCH_SIDE) as f64;
+            let (px, py) = ((origin.position % (IMAGE_SIDE / PATCH_SIDE)) as f64, (origin.position / (IMAGE_SIDE / PATCH_SIDE)) as f64);
+            Rect { x: p.x + px * p.w / per, y: p.y + py * p.h / per, w: p.w / per, h: p.h / per }
+        }
+        1 => {
+            let w = p.w / FRAMES as f64;
+            Rect { x: p.x + origin.position as f64 * w, y: p.y, w, h: p.h }
+        }
+        _ => {
+            let h = p.h / WORDS as f64;
+            Rect { x: p.x, y: p.y + origin.position as f64 * h, w: p.w, h }
+        }
+    }
+}
+
+fn heat(v: f32) -> String {
+    // A dark-blue -> yellow ramp, readable in grey print.
+    let v = v.clamp(0.0, 1.0) as f64;
+    let r = (255.0 * v.powf(0.8)) as u8;
+    let g = (220.0 * v) as u8;
+    let b = (120.0 * (1.0 - v) + 40.0) as u8;
+    format!("rgb({r},{g},{b})")
+}
+
+/// Draws everything for `layer` of `trace` (None: no refinement layers).
+pub fn draw(ctx: &CanvasRenderingContext2d, width: f64, sample: &SyntheticSample, trace: &SampleTrace, layer: Option<&LayerTrace>) {
+    let (panels, height) = layout(width);
+    ctx.clear_rect(0.0, 0.0, width, height);
+    ctx.set_font("14px system-ui, sans-serif");
+    ctx.set_text_baseline("alphabetic");
+    let titles = ["vision (image patches)", "audio (spectrogram frames)", "text (words)"];
+    for (m, p) in panels.iter().enumerate() {
+        ctx.set_fill_style_str("#222");
+        let dropped = !trace.available[m];
+        let title = if dropped { format!("{} - dropped", titles[m]) } else { titles[m].to_string() };
+        let _ = ctx.fill_text(&title, p.x, p.y - 6.0);
+    }
+    // The modalities as a person sees them.
+    let cell = panels[0].w / IMAGE_SIDE as f64;
+    for (i, v) in sample.image.iter().enumerate() {
+        let g = (255.0 * (1.0 - v.clamp(0.0, 1.0))) as u8;
+        ctx.set_fill_style_str(&format!("rgb({g},{g},{g})"));
+        ctx.fill_rect(panels[0].x + (i % IMAGE_SIDE) as f64 * cell, panels[0].y + (i / IMAGE_SIDE) as f64 * cell, cell + 0.5, cell + 0.5);
+    }
+    let (cw, ch) = (panels[1].w / FRAMES as f64, panels[1].h / BINS as f64);
+    for (i, v) in sample.spectrogram.iter().enumerate() {
+        let (t, f) = (i / BINS, i % BINS);
+        ctx.set_fill_style_str(&heat(*v));
+        ctx.fill_rect(panels[1].x + t as f64 * cw, panels[1].y + (BINS - 1 - f) as f64 * ch, cw + 0.5, ch + 0.5);
+    }
+    ctx.set_fill_style_str("#f7f7f2");
+    ctx.fill_rect(panels[2].x, panels[2].y, panels[2].w, panels[2].h);
+    for (w, &word) in sample.words.iter().enumerate() {
+        let r = token_rect(&panels, TokenOrigin { modality: 2, position: w });
+        ctx.set_fill_style_str("#222");
+        ctx.set_font(&format!("{}px system-ui, sans-serif", (r.h * 0.55).clamp(10.0, 20.0)));
+        let _ = ctx.fill_text(VOCABULARY[word], r.x + 8.0, r.y + r.h * 0.7);
+    }
+    for (m, p) in panels.iter().enumerate() {
+        if !trace.available[m] {
+            ctx.set_fill_style_str("rgba(120,120,120,0.75)");
+            ctx.fill_rect(p.x, p.y, p.w, p.h);
+            ctx.set_fill_style_str("#fff");
+            ctx.set_font("16px system-ui, sans-serif");
+            let _ = ctx.fill_text("absent: E_miss", p.x + 8.0, p.y + p.h / 2.0);
+        }
+    }
+    let Some(layer) = layer else { return };
+
+    // Tokens pruned by earlier layers are shaded; this layer's tokens are kept or biased.
+    let present: Vec<TokenOrigin> = layer.tokens.iter().map(|t| t.origin).collect();
+    for (m, p) in panels.iter().enumerate() {
+        let n = match m {
+            0 => (IMAGE_SIDE / PATCH_SIDE) * (IMAGE_SIDE / PATCH_SIDE),
+            1 => FRAMES,
+            _ => WORDS,
+        };
+        for pos in 0..n {
+            let origin = TokenOrigin { modality: m, position: pos };
+            if !present.contains(&origin) {
+                let r = token_rect(&panels, origin);
+                ctx.set_fill_style_str("rgba(30,30,30,0.55)");
+                ctx.fill_rect(r.x, r.y, r.w, r.h);
+            }
+        }
+        let _ = p;
+    }
+    let max_weight = layer.edges.iter().map(|e| e.weight).fold(0.0f32, f32::max).max(1e-6);
+    ctx.set_stroke_style_str("rgb(230,120,0)");
+    for edge in &layer.edges {
+        let strength = (edge.weight / max_weight) as f64;
+        if strength < 0.25 {
+            continue;
+        }
+        let (x0, y0) = token_rect(&panels, layer.tokens[edge.from].origin).center();
+        let (x1, y1) = token_rect(&panels, layer.tokens[edge.to].origin).center();
+        ctx.set_global_alpha(0.15 + 0.7 * strength);
+        ctx.set_line_width(0.5 + 3.0 * strength);
+        ctx.begin_path();
+        ctx.move_to(x0, y0);
+        ctx.quadratic_curve_to((x0 + x1) / 2.0, (y0 + y1) / 2.0 - 30.0, x1, y1);
+        ctx.stroke();
+    }
+    ctx.set_global_alpha(1.0);
+    for token in &layer.tokens {
+        let r = token_rect(&panels, token.origin);
+        if token.kept {
+            ctx.set_stroke_style_str("rgb(0,150,70)");
+            ctx.set_line_width(1.0 + 2.5 * ((token.xi as f64 + 1.0) / 2.0));
+            ctx.stroke_rect(r.x + 1.5, r.y + 1.5, r.w - 3.0, r.h - 3.0);
+        } else {
+            ctx.set_fill_style_str("rgba(220,30,30,0.35)");
+            ctx.fill_rect(r.x, r.y, r.w, r.h);
+        }
+    }
+}
