@@ -313,7 +313,7 @@ impl ModelConfig {
         if self.prompt_len == 0 {
             return Err(MgrError::config("prompt_len", "must be at least 1"));
         }
-        if self.prompt_depth > self.n_layers {
+        if matches!(self.method, Method::Maps | Method::Msps) && self.prompt_depth > self.n_layers {
             return Err(MgrError::config(
                 "prompt_depth",
                 format!("{} exceeds the {} encoder layers", self.prompt_depth, self.n_layers),
@@ -359,7 +359,8 @@ mod tests {
         assert!(cfg(0.5).validate().is_ok());
         assert!(cfg(0.5).with_n_heads(5).validate().is_err());
         assert!(cfg(0.5).with_alpha_f(1.2).validate().is_err());
-        let err = cfg(0.5).with_prompt_depth(9).validate().unwrap_err().to_string();
+        assert!(cfg(0.5).with_prompt_depth(9).validate().is_ok(), "MGR has no encoder prompts");
+        let err = cfg(0.5).with_method(Method::Maps).with_prompt_depth(9).validate().unwrap_err().to_string();
         assert!(err.contains("prompt_depth"), "{err}");
     }
 

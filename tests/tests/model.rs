@@ -29,7 +29,7 @@ fn random_batch(cfg: &ModelConfig, available: Vec<Vec<bool>>, device: &Device) -
             .map(|s| {
                 Tensor::<1>::random([b * s.n_tokens * s.token_dim], Distribution::Normal(0.0, 1.0), &Device::flex())
                     .into_data()
-                    .to_vec()
+                    .try_to_vec::<f32>()
                     .unwrap()
             })
             .collect(),
@@ -104,7 +104,7 @@ fn an_absent_modality_values_have_no_effect() {
     }
 }
 
-fn has_grad<const D: usize>(name: &str, param: &Param<Tensor<D>>, grads: &burn::tensor::backend::Gradients) {
+fn has_grad<const D: usize>(name: &str, param: &Param<Tensor<D>>, grads: &burn::tensor::Gradients) {
     let grad = param.val().grad(grads).unwrap_or_else(|| panic!("{name} has no gradient"));
     let norm: f32 = grad.abs().sum().into_scalar();
     assert!(norm > 0.0 && norm.is_finite(), "{name} gradient norm {norm}");
