@@ -59,19 +59,32 @@ pub struct AbsenceConfig {
 impl AbsenceConfig {
     /// Any modality may be missing, at most M - 1 at once.
     pub fn new(kappa: f64) -> Self {
-        Self { kappa, missable: Vec::new(), max_missing: usize::MAX }
+        Self {
+            kappa,
+            missable: Vec::new(),
+            max_missing: usize::MAX,
+        }
     }
 
     /// The absence patterns this setting can draw for an incomplete sample, each a row of
     /// availability flags, in a fixed order.
     pub fn incomplete_patterns(&self, n_modalities: usize) -> Result<Vec<Vec<bool>>, MgrError> {
         if !(0.0..=1.0).contains(&self.kappa) {
-            return Err(MgrError::InvalidAbsence(format!("kappa {} is outside [0, 1]", self.kappa)));
+            return Err(MgrError::InvalidAbsence(format!(
+                "kappa {} is outside [0, 1]",
+                self.kappa
+            )));
         }
         if let Some(&bad) = self.missable.iter().find(|&&i| i >= n_modalities) {
-            return Err(MgrError::InvalidAbsence(format!("modality index {bad} does not exist ({n_modalities} modalities)")));
+            return Err(MgrError::InvalidAbsence(format!(
+                "modality index {bad} does not exist ({n_modalities} modalities)"
+            )));
         }
-        let missable: Vec<usize> = if self.missable.is_empty() { (0..n_modalities).collect() } else { self.missable.clone() };
+        let missable: Vec<usize> = if self.missable.is_empty() {
+            (0..n_modalities).collect()
+        } else {
+            self.missable.clone()
+        };
         let cap = self.max_missing.min(n_modalities.saturating_sub(1));
         let mut patterns = Vec::new();
         for bits in 1usize..(1 << n_modalities) {
@@ -102,13 +115,22 @@ pub struct AbsenceMask {
 impl AbsenceMask {
     /// Every modality available for `n` samples.
     pub fn complete(modalities: &[String], n: usize) -> Self {
-        Self { modalities: modalities.to_vec(), rows: vec![vec![true; modalities.len()]; n] }
+        Self {
+            modalities: modalities.to_vec(),
+            rows: vec![vec![true; modalities.len()]; n],
+        }
     }
 
     /// Draws the mask of one split: exactly round(kappa n) samples, chosen at random, get a
     /// pattern drawn uniformly among the setting's incomplete patterns; the rest are complete.
     /// The same (config, n, seed, split) gives the same mask on every platform.
-    pub fn generate(config: &AbsenceConfig, modalities: &[String], n: usize, seed: u64, split: SplitKind) -> Result<Self, MgrError> {
+    pub fn generate(
+        config: &AbsenceConfig,
+        modalities: &[String],
+        n: usize,
+        seed: u64,
+        split: SplitKind,
+    ) -> Result<Self, MgrError> {
         let patterns = config.incomplete_patterns(modalities.len())?;
         let mut rng = ChaCha8Rng::seed_from_u64(seed ^ split.stream());
         let n_incomplete = (config.kappa * n as f64).round() as usize;
@@ -118,7 +140,10 @@ impl AbsenceMask {
         for &i in &order[..n_incomplete] {
             rows[i] = patterns[rng.random_range(0..patterns.len())].clone();
         }
-        Ok(Self { modalities: modalities.to_vec(), rows })
+        Ok(Self {
+            modalities: modalities.to_vec(),
+            rows,
+        })
     }
 
     /// Number of samples.
@@ -159,7 +184,9 @@ impl AbsenceMask {
     /// Parses [`AbsenceMask::to_csv`]'s format; `what` names the source in errors.
     pub fn from_csv(text: &str, what: &str) -> Result<Self, MgrError> {
         let mut lines = text.lines();
-        let header = lines.next().ok_or_else(|| MgrError::data(what, "empty mask file"))?;
+        let header = lines
+            .next()
+            .ok_or_else(|| MgrError::data(what, "empty mask file"))?;
         let mut cols = header.split(',');
         if cols.next() != Some("index") {
             return Err(MgrError::data(what, "header must start with `index`"));
@@ -169,19 +196,28 @@ impl AbsenceMask {
         for (line_no, line) in lines.enumerate().filter(|(_, l)| !l.trim().is_empty()) {
             let cells: Vec<&str> = line.split(',').collect();
             if cells.len() != modalities.len() + 1 || cells[0].parse::<usize>() != Ok(rows.len()) {
-                return Err(MgrError::data(what, format!("line {} is not `{},<0|1>...`", line_no + 2, rows.len())));
+                return Err(MgrError::data(
+                    what,
+                    format!("line {} is not `{},<0|1>...`", line_no + 2, rows.len()),
+                ));
             }
             let row: Result<Vec<bool>, MgrError> = cells[1..]
                 .iter()
                 .map(|c| match *c {
                     "1" => Ok(true),
                     "0" => Ok(false),
-                    other => Err(MgrError::data(what, format!("line {}: `{other}` is not 0 or 1", line_no + 2))),
+                    other => Err(MgrError::data(
+                        what,
+                        format!("line {}: `{other}` is not 0 or 1", line_no + 2),
+                    )),
                 })
                 .collect();
             let row = row?;
             if !row.iter().any(|&a| a) {
-                return Err(MgrError::data(what, format!("line {}: a sample cannot miss every modality", line_no + 2)));
+                return Err(MgrError::data(
+                    what,
+                    format!("line {}: a sample cannot miss every modality", line_no + 2),
+                ));
             }
             rows.push(row);
         }
@@ -196,7 +232,12 @@ impl AbsenceMask {
 
 /// Name of an availability pattern: the available modalities joined by '+'.
 pub fn pattern_name(modalities: &[String], available: &[bool]) -> String {
-    let names: Vec<&str> = modalities.iter().zip(available).filter(|(_, a)| **a).map(|(m, _)| m.as_str()).collect();
+    let names: Vec<&str> = modalities
+        .iter()
+        .zip(available)
+        .filter(|(_, a)| **a)
+        .map(|(m, _)| m.as_str())
+        .collect();
     names.join("+")
 }
 
@@ -206,7 +247,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn names(m: usize) -> Vec<String> {
-        ["vision", "audio", "text"][..m].iter().map(|s| s.to_string()).collect()
+        ["vision", "audio", "text"][..m]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
     }
 
     #[test]
@@ -215,37 +259,75 @@ mod tests {
         let a = AbsenceMask::generate(&cfg, &names(3), 200, 3, SplitKind::Train).unwrap();
         let b = AbsenceMask::generate(&cfg, &names(3), 200, 3, SplitKind::Train).unwrap();
         assert_eq!(a, b);
-        assert_ne!(a, AbsenceMask::generate(&cfg, &names(3), 200, 4, SplitKind::Train).unwrap());
-        assert_ne!(a, AbsenceMask::generate(&cfg, &names(3), 200, 3, SplitKind::Test).unwrap());
+        assert_ne!(
+            a,
+            AbsenceMask::generate(&cfg, &names(3), 200, 4, SplitKind::Train).unwrap()
+        );
+        assert_ne!(
+            a,
+            AbsenceMask::generate(&cfg, &names(3), 200, 3, SplitKind::Test).unwrap()
+        );
     }
 
     #[test]
     fn absence_type_restricts_modalities_and_count() {
-        let cfg = AbsenceConfig { kappa: 1.0, missable: vec![1], max_missing: 1 };
+        let cfg = AbsenceConfig {
+            kappa: 1.0,
+            missable: vec![1],
+            max_missing: 1,
+        };
         let mask = AbsenceMask::generate(&cfg, &names(3), 50, 0, SplitKind::Valid).unwrap();
         assert!(mask.rows.iter().all(|r| r == &vec![true, false, true]));
-        let two = AbsenceConfig { kappa: 1.0, missable: vec![], max_missing: 1 };
+        let two = AbsenceConfig {
+            kappa: 1.0,
+            missable: vec![],
+            max_missing: 1,
+        };
         let mask = AbsenceMask::generate(&two, &names(3), 50, 0, SplitKind::Valid).unwrap();
-        assert!(mask.rows.iter().all(|r| r.iter().filter(|a| !**a).count() == 1));
+        assert!(
+            mask.rows
+                .iter()
+                .all(|r| r.iter().filter(|a| !**a).count() == 1)
+        );
     }
 
     #[test]
     fn impossible_settings_are_errors() {
-        assert!(AbsenceMask::generate(&AbsenceConfig::new(0.5), &names(1), 10, 0, SplitKind::Train).is_err());
-        assert!(AbsenceMask::generate(&AbsenceConfig::new(1.5), &names(2), 10, 0, SplitKind::Train).is_err());
-        let bad = AbsenceConfig { kappa: 0.5, missable: vec![7], max_missing: 1 };
+        assert!(
+            AbsenceMask::generate(&AbsenceConfig::new(0.5), &names(1), 10, 0, SplitKind::Train)
+                .is_err()
+        );
+        assert!(
+            AbsenceMask::generate(&AbsenceConfig::new(1.5), &names(2), 10, 0, SplitKind::Train)
+                .is_err()
+        );
+        let bad = AbsenceConfig {
+            kappa: 0.5,
+            missable: vec![7],
+            max_missing: 1,
+        };
         assert!(AbsenceMask::generate(&bad, &names(2), 10, 0, SplitKind::Train).is_err());
         // kappa = 0 with one modality is fine: nothing has to be missing.
-        assert!(AbsenceMask::generate(&AbsenceConfig::new(0.0), &names(1), 10, 0, SplitKind::Train).is_ok());
+        assert!(
+            AbsenceMask::generate(&AbsenceConfig::new(0.0), &names(1), 10, 0, SplitKind::Train)
+                .is_ok()
+        );
     }
 
     #[test]
     fn csv_round_trips_and_bad_csv_is_named() {
-        let mask = AbsenceMask::generate(&AbsenceConfig::new(0.5), &names(2), 9, 1, SplitKind::Test).unwrap();
+        let mask =
+            AbsenceMask::generate(&AbsenceConfig::new(0.5), &names(2), 9, 1, SplitKind::Test)
+                .unwrap();
         let back = AbsenceMask::from_csv(&mask.to_csv(), "m.csv").unwrap();
         assert_eq!(mask, back);
-        let err = AbsenceMask::from_csv("index,vision,audio\n0,0,0\n", "m.csv").unwrap_err().to_string();
-        assert!(err.contains("m.csv") && err.contains("every modality"), "{err}");
+        let err = AbsenceMask::from_csv("index,vision,audio\n0,0,0\n", "m.csv")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.csv") && err.contains("every modality"),
+            "{err}"
+        );
         assert!(AbsenceMask::from_csv("index,vision\n0,2\n", "m.csv").is_err());
     }
 

@@ -55,7 +55,9 @@ impl ContextAttentionConfig {
         let linear = || LinearConfig::new(d, d).init(device);
         let prompt_map = match self.insertion {
             PromptInsertion::Token | PromptInsertion::Summation => None,
-            PromptInsertion::MapsInput => Some(LinearConfig::new(d, self.prompt_len * d).init(device)),
+            PromptInsertion::MapsInput => {
+                Some(LinearConfig::new(d, self.prompt_len * d).init(device))
+            }
             PromptInsertion::MapsAttention => Some(LinearConfig::new(d, 2 * d).init(device)),
         };
         ContextAttention {
@@ -83,7 +85,8 @@ impl ContextAttention {
     /// Splits `[B, n, d]` into heads `[B, H, n, d_h]`.
     fn heads(&self, x: Tensor<3>) -> Tensor<4> {
         let [b, n, d] = x.dims();
-        x.reshape([b, n, self.n_heads, d / self.n_heads]).swap_dims(1, 2) // [B, H, n, d_h]
+        x.reshape([b, n, self.n_heads, d / self.n_heads])
+            .swap_dims(1, 2) // [B, H, n, d_h]
     }
 
     /// Eqs. 6-8. The prompt P is inserted as configured (Eq. 6: h_p = [h_e; P]); queries come
@@ -105,20 +108,38 @@ impl ContextAttention {
         let (queries_from, keys, values) = match self.insertion {
             PromptInsertion::Token => {
                 let h_p = Tensor::cat(vec![tokens.clone(), prompt_row], 1); // [B, N+1, d]
-                (tokens, self.key.forward(h_p.clone()), self.value.forward(h_p))
+                (
+                    tokens,
+                    self.key.forward(h_p.clone()),
+                    self.value.forward(h_p),
+                )
             }
             PromptInsertion::Summation => {
                 let h_p = tokens + prompt_row; // [B, N, d]
-                (h_p.clone(), self.key.forward(h_p.clone()), self.value.forward(h_p))
+                (
+                    h_p.clone(),
+                    self.key.forward(h_p.clone()),
+                    self.value.forward(h_p),
+                )
             }
             PromptInsertion::MapsInput => {
-                let map = self.prompt_map.as_ref().expect("maps-input has a prompt map");
+                let map = self
+                    .prompt_map
+                    .as_ref()
+                    .expect("maps-input has a prompt map");
                 let prompts = map.forward(prompt).reshape([b, self.prompt_len, d]); // [B, L, d]
                 let h_p = Tensor::cat(vec![tokens.clone(), prompts], 1); // [B, N+L, d]
-                (tokens, self.key.forward(h_p.clone()), self.value.forward(h_p))
+                (
+                    tokens,
+                    self.key.forward(h_p.clone()),
+                    self.value.forward(h_p),
+                )
             }
             PromptInsertion::MapsAttention => {
-                let map = self.prompt_map.as_ref().expect("maps-attention has a prompt map");
+                let map = self
+                    .prompt_map
+                    .as_ref()
+                    .expect("maps-attention has a prompt map");
                 let kv = map.forward(prompt); // [B, 2d]
                 let key_prompt = kv.clone().narrow(1, 0, d).reshape([b, 1, d]); // [B, 1, d]
                 let value_prompt = kv.narrow(1, d, d).reshape([b, 1, d]); // [B, 1, d]
@@ -148,7 +169,10 @@ mod tests {
     fn every_insertion_type_gives_r_and_e_of_the_right_shape_and_mass() {
         let device = Device::flex();
         for insertion in PromptInsertion::ALL {
-            let attn = ContextAttentionConfig::new(8, 2).with_insertion(insertion).with_prompt_len(3).init(&device);
+            let attn = ContextAttentionConfig::new(8, 2)
+                .with_insertion(insertion)
+                .with_prompt_len(3)
+                .init(&device);
             let tokens = Tensor::<3>::random([2, 5, 8], Distribution::Normal(0.0, 1.0), &device);
             let prompt = Tensor::<2>::random([2, 8], Distribution::Normal(0.0, 1.0), &device);
             let out = attn.forward(tokens, prompt);
@@ -159,7 +183,10 @@ mod tests {
                 if insertion == PromptInsertion::Summation {
                     assert!((s - 1.0).abs() < 1e-5, "{insertion:?}: {s}");
                 } else {
-                    assert!(s < 1.0 && s > 0.0, "{insertion:?}: the prompt takes some mass, {s}");
+                    assert!(
+                        s < 1.0 && s > 0.0,
+                        "{insertion:?}: the prompt takes some mass, {s}"
+                    );
                 }
             }
         }

@@ -41,42 +41,70 @@ impl Batch {
     }
 
     /// The samples `indices` of `split`, with the absence pattern `mask` gives each of them.
-    pub fn from_split(split: &DataSplit, indices: &[usize], mask: &AbsenceMask, device: &Device) -> Batch {
-        let available_host: Vec<Vec<bool>> = indices.iter().map(|&i| mask.available(i).to_vec()).collect();
-        let mut batch = Batch::from_features(
-            split,
-            indices,
-            available_host,
-            device,
-        );
+    pub fn from_split(
+        split: &DataSplit,
+        indices: &[usize],
+        mask: &AbsenceMask,
+        device: &Device,
+    ) -> Batch {
+        let available_host: Vec<Vec<bool>> = indices
+            .iter()
+            .map(|&i| mask.available(i).to_vec())
+            .collect();
+        let mut batch = Batch::from_features(split, indices, available_host, device);
         batch.targets = Some(match &split.targets {
             Targets::Classes { labels, .. } => {
                 let l: Vec<i64> = indices.iter().map(|&i| labels[i] as i64).collect();
-                BatchTargets::Classes(Tensor::from_data(TensorData::new(l, [indices.len()]), device))
+                BatchTargets::Classes(Tensor::from_data(
+                    TensorData::new(l, [indices.len()]),
+                    device,
+                ))
             }
             Targets::Values(v) => {
                 let l: Vec<f32> = indices.iter().map(|&i| v[i]).collect();
-                BatchTargets::Values(Tensor::from_data(TensorData::new(l, [indices.len(), 1]), device))
+                BatchTargets::Values(Tensor::from_data(
+                    TensorData::new(l, [indices.len(), 1]),
+                    device,
+                ))
             }
         });
         batch
     }
 
     /// The samples `indices` of `split` with the given availability rows, without targets.
-    pub fn from_features(split: &DataSplit, indices: &[usize], available_host: Vec<Vec<bool>>, device: &Device) -> Batch {
+    pub fn from_features(
+        split: &DataSplit,
+        indices: &[usize],
+        available_host: Vec<Vec<bool>>,
+        device: &Device,
+    ) -> Batch {
         let b = indices.len();
         let inputs = split
             .modalities
             .iter()
             .enumerate()
             .map(|(m, spec)| {
-                let values: Vec<f32> = indices.iter().flat_map(|&i| split.sample_features(m, i).iter().copied()).collect();
-                Tensor::from_data(TensorData::new(values, [b, spec.n_tokens, spec.token_dim]), device)
+                let values: Vec<f32> = indices
+                    .iter()
+                    .flat_map(|&i| split.sample_features(m, i).iter().copied())
+                    .collect();
+                Tensor::from_data(
+                    TensorData::new(values, [b, spec.n_tokens, spec.token_dim]),
+                    device,
+                )
             })
             .collect();
         let m = split.modalities.len();
-        let flat: Vec<f32> = available_host.iter().flat_map(|row| row.iter().map(|&a| if a { 1.0 } else { 0.0 })).collect();
+        let flat: Vec<f32> = available_host
+            .iter()
+            .flat_map(|row| row.iter().map(|&a| if a { 1.0 } else { 0.0 }))
+            .collect();
         let available = Tensor::from_data(TensorData::new(flat, [b, m]), device);
-        Batch { inputs, available, available_host, targets: None }
+        Batch {
+            inputs,
+            available,
+            available_host,
+            targets: None,
+        }
     }
 }

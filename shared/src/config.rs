@@ -66,7 +66,10 @@ impl Method {
 
     /// Whether the method runs MGR's refinement layers (Eqs. 5-12).
     pub fn is_mgr(self) -> bool {
-        matches!(self, Method::Mgr | Method::MgrNoMixed | Method::MgrNoDiv | Method::MgrNoHu)
+        matches!(
+            self,
+            Method::Mgr | Method::MgrNoMixed | Method::MgrNoDiv | Method::MgrNoHu
+        )
     }
 }
 
@@ -79,11 +82,14 @@ impl fmt::Display for Method {
 impl FromStr for Method {
     type Err = MgrError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Method::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| MgrError::UnknownName {
-            kind: "method".into(),
-            name: s.into(),
-            expected: Method::ALL.map(Method::name).join(", "),
-        })
+        Method::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| MgrError::UnknownName {
+                kind: "method".into(),
+                name: s.into(),
+                expected: Method::ALL.map(Method::name).join(", "),
+            })
     }
 }
 
@@ -126,13 +132,14 @@ impl PromptInsertion {
 impl FromStr for PromptInsertion {
     type Err = MgrError;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PromptInsertion::ALL.into_iter().find(|m| m.name() == s).ok_or_else(|| {
-            MgrError::UnknownName {
+        PromptInsertion::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| MgrError::UnknownName {
                 kind: "prompt insertion".into(),
                 name: s.into(),
                 expected: PromptInsertion::ALL.map(PromptInsertion::name).join(", "),
-            }
-        })
+            })
     }
 }
 
@@ -240,7 +247,11 @@ impl ModelConfig {
 
     /// Refinement layers this method actually runs (0 for the non-MGR methods).
     pub fn refine_layers_effective(&self) -> usize {
-        if self.method.is_mgr() { self.refine_layers } else { 0 }
+        if self.method.is_mgr() {
+            self.refine_layers
+        } else {
+            0
+        }
     }
 
     /// Whether the unimodal encoders of Eq. 3 exist.
@@ -250,7 +261,11 @@ impl ModelConfig {
 
     /// lambda_div as this method uses it (0 for the `mgr-no-div` ablation).
     pub fn lambda_div_effective(&self) -> f64 {
-        if self.uses_unimodal() && self.method != Method::MgrNoDiv { self.lambda_div } else { 0.0 }
+        if self.uses_unimodal() && self.method != Method::MgrNoDiv {
+            self.lambda_div
+        } else {
+            0.0
+        }
     }
 
     /// Whether the prompt mixes in the pooled context (false for `mgr-no-mixed`).
@@ -266,16 +281,25 @@ impl ModelConfig {
     /// Checks every field; `ModelConfig::init` calls it.
     pub fn validate(&self) -> Result<(), MgrError> {
         if self.modalities.is_empty() {
-            return Err(MgrError::config("modalities", "at least one modality is needed"));
+            return Err(MgrError::config(
+                "modalities",
+                "at least one modality is needed",
+            ));
         }
         if self.modalities.len() > 8 {
-            return Err(MgrError::config("modalities", "at most 8 modalities are supported"));
+            return Err(MgrError::config(
+                "modalities",
+                "at most 8 modalities are supported",
+            ));
         }
         for (i, m) in self.modalities.iter().enumerate() {
             if m.n_tokens == 0 || m.token_dim == 0 {
                 return Err(MgrError::config(
                     "modalities",
-                    format!("modality {i} `{}` has {} tokens of size {}", m.name, m.n_tokens, m.token_dim),
+                    format!(
+                        "modality {i} `{}` has {} tokens of size {}",
+                        m.name, m.n_tokens, m.token_dim
+                    ),
                 ));
             }
         }
@@ -283,32 +307,55 @@ impl ModelConfig {
             return Err(MgrError::config("n_outputs", "must be at least 1"));
         }
         if self.task == Task::Regression && self.n_outputs != 1 {
-            return Err(MgrError::config("n_outputs", "regression predicts exactly 1 value"));
+            return Err(MgrError::config(
+                "n_outputs",
+                "regression predicts exactly 1 value",
+            ));
         }
         if self.d_model == 0 || self.n_heads == 0 || self.d_model % self.n_heads != 0 {
             return Err(MgrError::config(
                 "n_heads",
-                format!("d_model {} must be a positive multiple of n_heads {}", self.d_model, self.n_heads),
+                format!(
+                    "d_model {} must be a positive multiple of n_heads {}",
+                    self.d_model, self.n_heads
+                ),
             ));
         }
         if self.ff_mult == 0 {
             return Err(MgrError::config("ff_mult", "must be at least 1"));
         }
         if !(self.rho > 0.0 && self.rho <= 1.0) {
-            return Err(MgrError::config("rho", format!("{} is outside (0, 1]", self.rho)));
+            return Err(MgrError::config(
+                "rho",
+                format!("{} is outside (0, 1]", self.rho),
+            ));
         }
         for (field, value) in [("alpha_u", self.alpha_u), ("alpha_f", self.alpha_f)] {
             if !(0.0..=1.0).contains(&value) {
-                return Err(MgrError::config(field, format!("{value} is outside [0, 1]")));
+                return Err(MgrError::config(
+                    field,
+                    format!("{value} is outside [0, 1]"),
+                ));
             }
         }
-        for (field, value) in [("lambda_div", self.lambda_div), ("lambda_orth", self.lambda_orth), ("dcor_eps", self.dcor_eps), ("init_std", self.init_std)] {
+        for (field, value) in [
+            ("lambda_div", self.lambda_div),
+            ("lambda_orth", self.lambda_orth),
+            ("dcor_eps", self.dcor_eps),
+            ("init_std", self.init_std),
+        ] {
             if !(value >= 0.0 && value.is_finite()) {
-                return Err(MgrError::config(field, format!("{value} must be finite and >= 0")));
+                return Err(MgrError::config(
+                    field,
+                    format!("{value} must be finite and >= 0"),
+                ));
             }
         }
         if self.method.is_mgr() && self.refine_layers == 0 {
-            return Err(MgrError::config("refine_layers", "MGR needs at least one refinement layer"));
+            return Err(MgrError::config(
+                "refine_layers",
+                "MGR needs at least one refinement layer",
+            ));
         }
         if self.prompt_len == 0 {
             return Err(MgrError::config("prompt_len", "must be at least 1"));
@@ -316,7 +363,10 @@ impl ModelConfig {
         if matches!(self.method, Method::Maps | Method::Msps) && self.prompt_depth > self.n_layers {
             return Err(MgrError::config(
                 "prompt_depth",
-                format!("{} exceeds the {} encoder layers", self.prompt_depth, self.n_layers),
+                format!(
+                    "{} exceeds the {} encoder layers",
+                    self.prompt_depth, self.n_layers
+                ),
             ));
         }
         Ok(())
@@ -328,8 +378,14 @@ mod tests {
     use super::*;
 
     fn cfg(rho: f64) -> ModelConfig {
-        ModelConfig::new(vec![ModalitySpec::new("a".into(), 7, 3), ModalitySpec::new("b".into(), 4, 2)], 3)
-            .with_rho(rho)
+        ModelConfig::new(
+            vec![
+                ModalitySpec::new("a".into(), 7, 3),
+                ModalitySpec::new("b".into(), 4, 2),
+            ],
+            3,
+        )
+        .with_rho(rho)
     }
 
     #[test]
@@ -359,8 +415,16 @@ mod tests {
         assert!(cfg(0.5).validate().is_ok());
         assert!(cfg(0.5).with_n_heads(5).validate().is_err());
         assert!(cfg(0.5).with_alpha_f(1.2).validate().is_err());
-        assert!(cfg(0.5).with_prompt_depth(9).validate().is_ok(), "MGR has no encoder prompts");
-        let err = cfg(0.5).with_method(Method::Maps).with_prompt_depth(9).validate().unwrap_err().to_string();
+        assert!(
+            cfg(0.5).with_prompt_depth(9).validate().is_ok(),
+            "MGR has no encoder prompts"
+        );
+        let err = cfg(0.5)
+            .with_method(Method::Maps)
+            .with_prompt_depth(9)
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("prompt_depth"), "{err}");
     }
 
@@ -373,6 +437,9 @@ mod tests {
         let no_div = cfg(0.5).with_method(Method::MgrNoDiv);
         assert!(no_div.uses_unimodal() && no_div.lambda_div_effective() == 0.0);
         assert!(!cfg(0.5).with_method(Method::MgrNoMixed).mixed_context());
-        assert_eq!(cfg(0.5).with_method(Method::Maps).refine_layers_effective(), 0);
+        assert_eq!(
+            cfg(0.5).with_method(Method::Maps).refine_layers_effective(),
+            0
+        );
     }
 }

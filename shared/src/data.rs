@@ -9,7 +9,10 @@ use crate::error::MgrError;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Targets {
     /// Class indices in `0..n_classes`.
-    Classes { labels: Vec<usize>, n_classes: usize },
+    Classes {
+        labels: Vec<usize>,
+        n_classes: usize,
+    },
     /// Real values (regression); classification metrics use `value > 0`.
     Values(Vec<f32>),
 }
@@ -73,30 +76,57 @@ impl DataSplit {
     pub fn validate(&self) -> Result<(), MgrError> {
         let n = self.len();
         if self.features.len() != self.modalities.len() {
-            return Err(MgrError::data(&self.name, format!("{} feature blocks for {} modalities", self.features.len(), self.modalities.len())));
+            return Err(MgrError::data(
+                &self.name,
+                format!(
+                    "{} feature blocks for {} modalities",
+                    self.features.len(),
+                    self.modalities.len()
+                ),
+            ));
         }
         for (spec, values) in self.modalities.iter().zip(&self.features) {
             let want = n * spec.n_tokens * spec.token_dim;
             if values.len() != want {
                 return Err(MgrError::data(
                     &self.name,
-                    format!("modality `{}` has {} values, expected {n} x {} x {} = {want}", spec.name, values.len(), spec.n_tokens, spec.token_dim),
+                    format!(
+                        "modality `{}` has {} values, expected {n} x {} x {} = {want}",
+                        spec.name,
+                        values.len(),
+                        spec.n_tokens,
+                        spec.token_dim
+                    ),
                 ));
             }
             if let Some(pos) = values.iter().position(|v| !v.is_finite()) {
                 let per = spec.n_tokens * spec.token_dim;
-                return Err(MgrError::data(&self.name, format!("modality `{}` has a non-finite value ({}) in sample {}", spec.name, values[pos], pos / per)));
+                return Err(MgrError::data(
+                    &self.name,
+                    format!(
+                        "modality `{}` has a non-finite value ({}) in sample {}",
+                        spec.name,
+                        values[pos],
+                        pos / per
+                    ),
+                ));
             }
         }
         match &self.targets {
             Targets::Classes { labels, n_classes } => {
                 if let Some((i, l)) = labels.iter().enumerate().find(|(_, l)| **l >= *n_classes) {
-                    return Err(MgrError::data(&self.name, format!("label {l} of sample {i} is not below {n_classes} classes")));
+                    return Err(MgrError::data(
+                        &self.name,
+                        format!("label {l} of sample {i} is not below {n_classes} classes"),
+                    ));
                 }
             }
             Targets::Values(v) => {
                 if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-                    return Err(MgrError::data(&self.name, format!("target of sample {i} is not finite")));
+                    return Err(MgrError::data(
+                        &self.name,
+                        format!("target of sample {i} is not finite"),
+                    ));
                 }
             }
         }
@@ -116,12 +146,25 @@ impl DataSplit {
             .modalities
             .iter()
             .enumerate()
-            .map(|(m, _)| indices.iter().flat_map(|&i| self.sample_features(m, i).iter().copied()).collect())
+            .map(|(m, _)| {
+                indices
+                    .iter()
+                    .flat_map(|&i| self.sample_features(m, i).iter().copied())
+                    .collect()
+            })
             .collect();
         let targets = match &self.targets {
-            Targets::Classes { labels, n_classes } => Targets::Classes { labels: indices.iter().map(|&i| labels[i]).collect(), n_classes: *n_classes },
+            Targets::Classes { labels, n_classes } => Targets::Classes {
+                labels: indices.iter().map(|&i| labels[i]).collect(),
+                n_classes: *n_classes,
+            },
             Targets::Values(v) => Targets::Values(indices.iter().map(|&i| v[i]).collect()),
         };
-        DataSplit { name: name.into(), modalities: self.modalities.clone(), features, targets }
+        DataSplit {
+            name: name.into(),
+            modalities: self.modalities.clone(),
+            features,
+            targets,
+        }
     }
 }

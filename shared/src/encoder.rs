@@ -5,8 +5,8 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderLayer};
 use burn::nn::activation::ActivationConfig;
+use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderLayer};
 use burn::tensor::{Device, Tensor};
 
 /// Configuration of a transformer encoder stack.
@@ -33,11 +33,20 @@ pub struct Encoder {
 impl EncoderConfig {
     /// Builds the encoder on `device`.
     pub fn init(&self, device: &Device) -> Encoder {
-        let layer = TransformerEncoderConfig::new(self.d_model, self.ff_mult * self.d_model, self.n_heads, 1)
-            .with_dropout(0.0)
-            .with_norm_first(true)
-            .with_activation(ActivationConfig::Gelu);
-        Encoder { layers: (0..self.n_layers).map(|_| TransformerEncoderLayer::new(&layer, device)).collect() }
+        let layer = TransformerEncoderConfig::new(
+            self.d_model,
+            self.ff_mult * self.d_model,
+            self.n_heads,
+            1,
+        )
+        .with_dropout(0.0)
+        .with_norm_first(true)
+        .with_activation(ActivationConfig::Gelu);
+        Encoder {
+            layers: (0..self.n_layers)
+                .map(|_| TransformerEncoderLayer::new(&layer, device))
+                .collect(),
+        }
     }
 }
 
@@ -48,7 +57,9 @@ impl Encoder {
     /// - x: `[B, N, d]`
     /// - output: `[B, N, d]`
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.layers.iter().fold(x, |x, layer| layer.forward(x, None, None))
+        self.layers
+            .iter()
+            .fold(x, |x, layer| layer.forward(x, None, None))
     }
 
     /// Eq. 2 with input-level prompts: before layer `l < prompts.len()`, `prompts[l]` is
@@ -92,7 +103,10 @@ mod tests {
         assert_eq!(prompted.dims(), [3, 7, 8]);
         let diff: f32 = (plain.clone() - prompted).abs().max().into_scalar();
         assert!(diff > 1e-4, "a prompt must change the output");
-        let same: f32 = (plain - enc.forward_with_prompts(x, &[])).abs().max().into_scalar();
+        let same: f32 = (plain - enc.forward_with_prompts(x, &[]))
+            .abs()
+            .max()
+            .into_scalar();
         assert!(same < 1e-6);
     }
 }

@@ -16,14 +16,24 @@ pub enum MgrError {
     InvalidAbsence(String),
     /// A name (method, insertion type, modality) that is not known.
     #[error("unknown {kind} `{name}` (expected one of: {expected})")]
-    UnknownName { kind: String, name: String, expected: String },
+    UnknownName {
+        kind: String,
+        name: String,
+        expected: String,
+    },
 }
 
 impl MgrError {
     pub(crate) fn config(field: &str, reason: impl Into<String>) -> Self {
-        Self::InvalidConfig { field: field.into(), reason: reason.into() }
+        Self::InvalidConfig {
+            field: field.into(),
+            reason: reason.into(),
+        }
     }
     pub(crate) fn data(what: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self::InvalidData { what: what.into(), reason: reason.into() }
+        Self::InvalidData {
+            what: what.into(),
+            reason: reason.into(),
+        }
     }
 }

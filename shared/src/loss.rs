@@ -22,7 +22,12 @@ fn double_centred_distances(x: Tensor<2>) -> Tensor<2> {
     let [n, d] = x.dims();
     let rows: Tensor<3> = x.clone().reshape([n, 1, d]).expand([n, n, d]); // [n, n, d]
     let cols: Tensor<3> = x.reshape([1, n, d]).expand([n, n, d]); // [n, n, d]
-    let dist: Tensor<2> = (rows - cols).powi_scalar(2).sum_dim(2).add_scalar(1e-12).sqrt().reshape([n, n]); // [n, n]
+    let dist: Tensor<2> = (rows - cols)
+        .powi_scalar(2)
+        .sum_dim(2)
+        .add_scalar(1e-12)
+        .sqrt()
+        .reshape([n, n]); // [n, n]
     let row_mean = dist.clone().mean_dim(1); // [n, 1]
     let col_mean = dist.clone().mean_dim(0); // [1, n]
     let all_mean = dist.clone().mean().reshape([1, 1]); // [1, 1]
@@ -49,7 +54,11 @@ pub fn squared_distance_correlation(x: Tensor<2>, y: Tensor<2>) -> Tensor<1> {
 /// - x: `[n, d_x]`, y: `[n, d_y]`
 /// - output: `[1]`
 pub fn squared_distance_correlation_eps(x: Tensor<2>, y: Tensor<2>, eps: f64) -> Tensor<1> {
-    assert_eq!(x.dims()[0], y.dims()[0], "distance correlation needs the same samples in x and y");
+    assert_eq!(
+        x.dims()[0],
+        y.dims()[0],
+        "distance correlation needs the same samples in x and y"
+    );
     let a = double_centred_distances(x); // [n, n]
     let b = double_centred_distances(y); // [n, n]
     let v_xy = (a.clone() * b.clone()).mean(); // [1]
@@ -89,7 +98,12 @@ pub fn l1(prediction: Tensor<2>, target: Tensor<2>) -> Tensor<1> {
 pub fn orthogonality(prompts: Tensor<2>) -> Tensor<1> {
     let [m, _] = prompts.dims();
     let device = prompts.device();
-    let norm = prompts.clone().powi_scalar(2).sum_dim(1).add_scalar(1e-12).sqrt(); // [M, 1]
+    let norm = prompts
+        .clone()
+        .powi_scalar(2)
+        .sum_dim(1)
+        .add_scalar(1e-12)
+        .sqrt(); // [M, 1]
     let unit = prompts / norm; // [M, L*d]
     let gram = unit.clone().matmul(unit.transpose()); // [M, M]
     let off_diagonal = gram - Tensor::<2>::eye(m, &device); // [M, M]
@@ -117,7 +131,12 @@ mod tests {
         // y swaps the last two points, so B is A with rows/cols 2 and 3 swapped.
         let s = 2f64.sqrt();
         let m = (2.0 + s) / 4.0;
-        let a = [[0.0, 1.0, 1.0, s], [1.0, 0.0, s, 1.0], [1.0, s, 0.0, 1.0], [s, 1.0, 1.0, 0.0]];
+        let a = [
+            [0.0, 1.0, 1.0, s],
+            [1.0, 0.0, s, 1.0],
+            [1.0, s, 0.0, 1.0],
+            [s, 1.0, 1.0, 0.0],
+        ];
         let perm = [0, 1, 3, 2];
         let (mut vxy, mut vxx) = (0.0, 0.0);
         for k in 0..4 {
@@ -130,9 +149,15 @@ mod tests {
         }
         let expected = vxy / vxx; // V(y,y) = V(x,x) by symmetry
         // The same by a second route (numpy): V(x,y) = 0.228553, V(x,x) = 0.271447.
-        assert!((expected - 0.8419828528814562).abs() < 1e-9, "hand value {expected}");
+        assert!(
+            (expected - 0.8419828528814562).abs() < 1e-9,
+            "hand value {expected}"
+        );
         let got: f32 = squared_distance_correlation(x, y).into_scalar();
-        assert!((got as f64 - expected).abs() < 1e-4, "got {got}, expected {expected}");
+        assert!(
+            (got as f64 - expected).abs() < 1e-4,
+            "got {got}, expected {expected}"
+        );
     }
 
     #[test]
@@ -148,7 +173,13 @@ mod tests {
     /// independent by construction and V_n^2(x, y) is exactly 0.
     #[test]
     fn eq4_is_zero_for_independent_by_construction() {
-        let u = [[0.0f32, 1.0], [2.0, -1.0], [0.5, 0.5], [3.0, 2.0], [-1.0, 0.0]];
+        let u = [
+            [0.0f32, 1.0],
+            [2.0, -1.0],
+            [0.5, 0.5],
+            [3.0, 2.0],
+            [-1.0, 0.0],
+        ];
         let v = [[1.0f32, 0.0], [0.0, 4.0], [2.0, 2.0], [-3.0, 1.0]];
         let (mut xs, mut ys) = (vec![], vec![]);
         for p in u {
@@ -177,6 +208,9 @@ mod tests {
         assert!(orthogonality(eye).into_scalar::<f32>().abs() < 1e-6);
         let same = Tensor::<2>::ones([2, 4], &device);
         let got: f32 = orthogonality(same).into_scalar();
-        assert!((got - 0.5).abs() < 1e-5, "two equal prompts: off-diagonals 1, mean 2/4, got {got}");
+        assert!(
+            (got - 0.5).abs() < 1e-5,
+            "two equal prompts: off-diagonals 1, mean 2/4, got {got}"
+        );
     }
 }

@@ -5,7 +5,9 @@ use serde::{Deserialize, Serialize};
 
 /// Index of the largest value (the first one on ties).
 pub fn argmax(row: &[f32]) -> usize {
-    row.iter().enumerate().fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
+    row.iter()
+        .enumerate()
+        .fold(0, |best, (i, &v)| if v > row[best] { i } else { best })
 }
 
 /// Share of equal entries.
@@ -17,10 +19,26 @@ pub fn accuracy(predicted: &[usize], target: &[usize]) -> f64 {
 }
 
 fn f1_of_class(predicted: &[usize], target: &[usize], class: usize) -> f64 {
-    let tp = predicted.iter().zip(target).filter(|(p, t)| **p == class && **t == class).count() as f64;
-    let fp = predicted.iter().zip(target).filter(|(p, t)| **p == class && **t != class).count() as f64;
-    let fn_ = predicted.iter().zip(target).filter(|(p, t)| **p != class && **t == class).count() as f64;
-    if tp == 0.0 { 0.0 } else { 2.0 * tp / (2.0 * tp + fp + fn_) }
+    let tp = predicted
+        .iter()
+        .zip(target)
+        .filter(|(p, t)| **p == class && **t == class)
+        .count() as f64;
+    let fp = predicted
+        .iter()
+        .zip(target)
+        .filter(|(p, t)| **p == class && **t != class)
+        .count() as f64;
+    let fn_ = predicted
+        .iter()
+        .zip(target)
+        .filter(|(p, t)| **p != class && **t == class)
+        .count() as f64;
+    if tp == 0.0 {
+        0.0
+    } else {
+        2.0 * tp / (2.0 * tp + fp + fn_)
+    }
 }
 
 /// F1 as the paper reports it: of the positive class (1) for two classes, macro-averaged over
@@ -29,11 +47,17 @@ pub fn f1(predicted: &[usize], target: &[usize], n_classes: usize) -> f64 {
     if n_classes == 2 {
         return f1_of_class(predicted, target, 1);
     }
-    let present: Vec<usize> = (0..n_classes).filter(|c| target.contains(c) || predicted.contains(c)).collect();
+    let present: Vec<usize> = (0..n_classes)
+        .filter(|c| target.contains(c) || predicted.contains(c))
+        .collect();
     if present.is_empty() {
         return 0.0;
     }
-    present.iter().map(|&c| f1_of_class(predicted, target, c)).sum::<f64>() / present.len() as f64
+    present
+        .iter()
+        .map(|&c| f1_of_class(predicted, target, c))
+        .sum::<f64>()
+        / present.len() as f64
 }
 
 /// Mean absolute error.
@@ -41,7 +65,12 @@ pub fn mae(predicted: &[f32], target: &[f32]) -> f64 {
     if target.is_empty() {
         return 0.0;
     }
-    predicted.iter().zip(target).map(|(p, t)| (p - t).abs() as f64).sum::<f64>() / target.len() as f64
+    predicted
+        .iter()
+        .zip(target)
+        .map(|(p, t)| (p - t).abs() as f64)
+        .sum::<f64>()
+        / target.len() as f64
 }
 
 /// Pearson correlation (0 when either side is constant).
@@ -59,7 +88,11 @@ pub fn pearson(x: &[f32], y: &[f32]) -> f64 {
         sxx += a * a;
         syy += b * b;
     }
-    if sxx == 0.0 || syy == 0.0 { 0.0 } else { sxy / (sxx * syy).sqrt() }
+    if sxx == 0.0 || syy == 0.0 {
+        0.0
+    } else {
+        sxy / (sxx * syy).sqrt()
+    }
 }
 
 /// Mean and sample standard deviation (n - 1; 0 for one value).
@@ -96,14 +129,26 @@ pub struct Metrics {
 impl Metrics {
     /// Classification metrics from predicted and true classes.
     pub fn classification(predicted: &[usize], target: &[usize], n_classes: usize) -> Self {
-        Self { accuracy: accuracy(predicted, target), f1: f1(predicted, target, n_classes), n: target.len(), mae: None, corr: None }
+        Self {
+            accuracy: accuracy(predicted, target),
+            f1: f1(predicted, target, n_classes),
+            n: target.len(),
+            mae: None,
+            corr: None,
+        }
     }
 
     /// Regression metrics; accuracy and F1 are of the sign (value > 0), as for CMU-MOSI.
     pub fn regression(predicted: &[f32], target: &[f32]) -> Self {
         let sign = |v: &[f32]| v.iter().map(|&x| (x > 0.0) as usize).collect::<Vec<_>>();
         let (p, t) = (sign(predicted), sign(target));
-        Self { accuracy: accuracy(&p, &t), f1: f1(&p, &t, 2), n: target.len(), mae: Some(mae(predicted, target)), corr: Some(pearson(predicted, target)) }
+        Self {
+            accuracy: accuracy(&p, &t),
+            f1: f1(&p, &t, 2),
+            n: target.len(),
+            mae: Some(mae(predicted, target)),
+            corr: Some(pearson(predicted, target)),
+        }
     }
 }
 

@@ -51,7 +51,11 @@ impl ModelConfig {
         let m = self.modalities.len();
         let encoder = EncoderConfig::new(d, self.n_heads, self.n_layers).with_ff_mult(self.ff_mult);
         let prompts = |rows: usize| {
-            Initializer::Normal { mean: 0.0, std: self.init_std }.init([self.prompt_depth, rows, self.prompt_len * d], device)
+            Initializer::Normal {
+                mean: 0.0,
+                std: self.init_std,
+            }
+            .init([self.prompt_depth, rows, self.prompt_len * d], device)
         };
         let layer = RefinementLayerConfig::new(m, d, self.n_heads)
             .with_rho(self.rho)
@@ -65,17 +69,29 @@ impl ModelConfig {
             tokenizers: self
                 .modalities
                 .iter()
-                .map(|s| ModalityTokenizerConfig::new(s.n_tokens, s.token_dim, d).with_init_std(self.init_std).init(device))
+                .map(|s| {
+                    ModalityTokenizerConfig::new(s.n_tokens, s.token_dim, d)
+                        .with_init_std(self.init_std)
+                        .init(device)
+                })
                 .collect(),
             encoder: encoder.init(device),
             unimodal: self.uses_unimodal().then(|| {
-                UnimodalEnhancementConfig::new(m, EncoderConfig::new(d, self.n_heads, self.unimodal_layers).with_ff_mult(self.ff_mult))
-                    .with_alpha_u(self.alpha_u)
-                    .init(device)
+                UnimodalEnhancementConfig::new(
+                    m,
+                    EncoderConfig::new(d, self.n_heads, self.unimodal_layers)
+                        .with_ff_mult(self.ff_mult),
+                )
+                .with_alpha_u(self.alpha_u)
+                .init(device)
             }),
-            refinement: (0..self.refine_layers_effective()).map(|_| layer.init(device)).collect(),
-            pattern_prompts: (self.method == Method::Maps && self.prompt_depth > 0).then(|| prompts(self.n_patterns())),
-            modality_prompts: (self.method == Method::Msps && self.prompt_depth > 0).then(|| prompts(m)),
+            refinement: (0..self.refine_layers_effective())
+                .map(|_| layer.init(device))
+                .collect(),
+            pattern_prompts: (self.method == Method::Maps && self.prompt_depth > 0)
+                .then(|| prompts(self.n_patterns())),
+            modality_prompts: (self.method == Method::Msps && self.prompt_depth > 0)
+                .then(|| prompts(m)),
             head: TaskHeadConfig::new(d, self.n_outputs).init(device),
             config: self.clone(),
         })
@@ -117,7 +133,11 @@ impl ModelOutput {
         let total = task.clone()
             + self.l_div.clone().mul_scalar(config.lambda_div_effective())
             + self.l_orth.clone().mul_scalar(config.lambda_orth);
-        LossParts { total, task, div: self.l_div.clone() }
+        LossParts {
+            total,
+            task,
+            div: self.l_div.clone(),
+        }
     }
 }
 
@@ -134,7 +154,14 @@ impl Model {
         let d = cfg.d_model;
         let zero = || Tensor::<1>::zeros([1], &device);
         let availability: Vec<Tensor<1, Bool>> = (0..m)
-            .map(|i| batch.available.clone().narrow(1, i, 1).reshape([b]).greater_elem(0.5))
+            .map(|i| {
+                batch
+                    .available
+                    .clone()
+                    .narrow(1, i, 1)
+                    .reshape([b])
+                    .greater_elem(0.5)
+            })
             .collect();
 
         let mut tokens = Vec::with_capacity(m);
@@ -176,7 +203,8 @@ impl Model {
                     let h_i = h.clone().narrow(1, offset, n_i); // [B, N_i, d]
                     offset += n_i;
                     let h_u = unimodal.unimodal_features(i, content); // [B, N_i, d]
-                    l_div = l_div + self.diversity_term(i, h_u.clone(), h_i.clone(), &batch.available_host);
+                    l_div = l_div
+                        + self.diversity_term(i, h_u.clone(), h_i.clone(), &batch.available_host);
                     enhanced.push(unimodal.enhance(h_i, h_u, availability[i].clone())); // [B, N_i, d]  Eq. 3
                 }
                 Tensor::cat(enhanced, 1) // [B, N, d]
@@ -192,7 +220,12 @@ impl Model {
         }
         debug_assert_eq!(current.dims()[2], d);
         let output = self.head.forward(current); // [B, C]
-        ModelOutput { output, l_div, l_orth, layers }
+        ModelOutput {
+            output,
+            l_div,
+            l_orth,
+            layers,
+        }
     }
 
     /// One modality's term of Eq. 4: squared distance correlation between the mean-pooled h_u^i
@@ -202,9 +235,20 @@ impl Model {
     /// # Shapes
     /// - h_u, h: `[B, N_i, d]`
     /// - output: `[1]`
-    fn diversity_term(&self, i: usize, h_u: Tensor<3>, h: Tensor<3>, available: &[Vec<bool>]) -> Tensor<1> {
+    fn diversity_term(
+        &self,
+        i: usize,
+        h_u: Tensor<3>,
+        h: Tensor<3>,
+        available: &[Vec<bool>],
+    ) -> Tensor<1> {
         let device = h.device();
-        let rows: Vec<i64> = available.iter().enumerate().filter(|(_, a)| a[i]).map(|(r, _)| r as i64).collect();
+        let rows: Vec<i64> = available
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a[i])
+            .map(|(r, _)| r as i64)
+            .collect();
         if rows.len() < 2 {
             return Tensor::zeros([1], &device);
         }
@@ -244,7 +288,12 @@ impl Model {
 /// The index of an absence pattern among the 2^M - 1 non-empty ones: bits of the available
 /// modalities, minus one.
 pub fn pattern_index(available: &[bool]) -> usize {
-    available.iter().enumerate().map(|(i, &a)| (a as usize) << i).sum::<usize>().saturating_sub(1)
+    available
+        .iter()
+        .enumerate()
+        .map(|(i, &a)| (a as usize) << i)
+        .sum::<usize>()
+        .saturating_sub(1)
 }
 
 /// One-hot of each sample's absence pattern. Output `[B, 2^M - 1]`.

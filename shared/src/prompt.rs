@@ -38,8 +38,11 @@ impl MixedContextPromptConfig {
     /// Builds the prompt generator on `device`.
     pub fn init(&self, device: &Device) -> MixedContextPrompt {
         MixedContextPrompt {
-            modality_prompts: Initializer::Normal { mean: 0.0, std: self.init_std }
-                .init([self.n_modalities, self.d_model], device),
+            modality_prompts: Initializer::Normal {
+                mean: 0.0,
+                std: self.init_std,
+            }
+            .init([self.n_modalities, self.d_model], device),
             mix: LinearConfig::new(2 * self.d_model, self.d_model).init(device),
             mixed_context: self.mixed_context,
         }
@@ -72,12 +75,17 @@ mod tests {
     #[test]
     fn prompt_sums_available_modality_prompts() {
         let device = Device::flex();
-        let prompt = MixedContextPromptConfig::new(3, 4).with_mixed_context(false).init(&device);
+        let prompt = MixedContextPromptConfig::new(3, 4)
+            .with_mixed_context(false)
+            .init(&device);
         let available = Tensor::<2>::from_data(TensorData::from([[1.0f32, 0.0, 1.0]]), &device);
         let tokens = Tensor::<3>::zeros([1, 5, 4], &device);
         let p = prompt.modality_prompts.val();
         let expected = p.clone().narrow(0, 0, 1) + p.narrow(0, 2, 1);
-        prompt.forward(tokens, available).into_data().assert_approx_eq::<f32>(&expected.into_data(), Default::default());
+        prompt
+            .forward(tokens, available)
+            .into_data()
+            .assert_approx_eq::<f32>(&expected.into_data(), Default::default());
     }
 
     #[test]

@@ -29,7 +29,10 @@ pub struct Ranking {
 impl RankingConfig {
     /// Builds the ranking on `device`.
     pub fn init(&self, device: &Device) -> Ranking {
-        Ranking { projector: LinearConfig::new(self.d_model, 1).init(device), alpha_f: self.alpha_f }
+        Ranking {
+            projector: LinearConfig::new(self.d_model, 1).init(device),
+            alpha_f: self.alpha_f,
+        }
     }
 }
 
@@ -54,7 +57,8 @@ impl Ranking {
         let [b, n, _] = r.dims();
         let xi_f = self.projector.forward(r).reshape([b, n]).tanh(); // [B, N]
         let xi_e = e.sum_dim(1).reshape([b, n]).tanh(); // [B, N]
-        let xi = xi_f.clone().mul_scalar(self.alpha_f) + xi_e.clone().mul_scalar(1.0 - self.alpha_f); // [B, N]
+        let xi =
+            xi_f.clone().mul_scalar(self.alpha_f) + xi_e.clone().mul_scalar(1.0 - self.alpha_f); // [B, N]
         Scores { xi_f, xi_e, xi }
     }
 }
@@ -86,7 +90,9 @@ pub fn top_rho_split(xi: Tensor<2>, k: usize) -> Split {
     let xi = xi.detach();
     let own: Tensor<3> = xi.clone().reshape([b, n, 1]).expand([b, n, n]); // [B, N, N] xi_i at (i, j)
     let other: Tensor<3> = xi.reshape([b, 1, n]).expand([b, n, n]); // [B, N, N] xi_j at (i, j)
-    let before: Vec<f32> = (0..n * n).map(|ij| if ij % n < ij / n { 1.0 } else { 0.0 }).collect();
+    let before: Vec<f32> = (0..n * n)
+        .map(|ij| if ij % n < ij / n { 1.0 } else { 0.0 })
+        .collect();
     let before: Tensor<3> = Tensor::<2>::from_data(TensorData::new(before, [n, n]), &device)
         .reshape([1, n, n])
         .expand([b, n, n]); // [B, N, N] 1 where j < i
@@ -98,7 +104,12 @@ pub fn top_rho_split(xi: Tensor<2>, k: usize) -> Split {
     let slots: Tensor<3> = Tensor::<1>::from_data(TensorData::new(slots, [k]), &device)
         .reshape([1, k, 1])
         .expand([b, k, n]); // [B, K, N]
-    let select = rank.clone().reshape([b, 1, n]).expand([b, k, n]).equal(slots).float(); // [B, K, N]
+    let select = rank
+        .clone()
+        .reshape([b, 1, n])
+        .expand([b, k, n])
+        .equal(slots)
+        .float(); // [B, K, N]
     Split { rank, kept, select }
 }
 
@@ -125,7 +136,10 @@ mod tests {
         assert_eq!(rank, vec![2.0, 0.0, 3.0, 1.0, 4.0]);
         assert_eq!(kept, vec![1.0, 1.0, 0.0, 1.0, 0.0]);
         // rank 0 -> token 1, rank 1 -> token 3, rank 2 -> token 0
-        let rows: Vec<usize> = select.chunks(5).map(|row| row.iter().position(|&v| v == 1.0).unwrap()).collect();
+        let rows: Vec<usize> = select
+            .chunks(5)
+            .map(|row| row.iter().position(|&v| v == 1.0).unwrap())
+            .collect();
         assert_eq!(rows, vec![1, 3, 0]);
     }
 
@@ -140,7 +154,10 @@ mod tests {
         let device = Device::flex();
         let ranking = RankingConfig::new(2).with_alpha_f(0.25).init(&device);
         let r = Tensor::<3>::ones([1, 2, 2], &device);
-        let e = Tensor::<3>::from_data(TensorData::new(vec![0.1f32, 0.7, 0.3, 0.4], [1, 2, 2]), &device);
+        let e = Tensor::<3>::from_data(
+            TensorData::new(vec![0.1f32, 0.7, 0.3, 0.4], [1, 2, 2]),
+            &device,
+        );
         let scores = ranking.forward(r.clone(), e);
         let xi_e = scores.xi_e.into_data().try_to_vec::<f32>().unwrap();
         assert!((xi_e[0] - 0.4f32.tanh()).abs() < 1e-6 && (xi_e[1] - 1.1f32.tanh()).abs() < 1e-6);

@@ -29,7 +29,9 @@ impl RedistributionConfig {
     pub fn init(&self, device: &Device) -> Redistribution {
         Redistribution {
             root: LinearConfig::new(self.d_model, self.d_model).init(device),
-            neighbour: LinearConfig::new(self.d_model, self.d_model).with_bias(false).init(device),
+            neighbour: LinearConfig::new(self.d_model, self.d_model)
+                .with_bias(false)
+                .init(device),
         }
     }
 }
@@ -54,7 +56,9 @@ impl Redistribution {
     /// - r: `[B, N, d]`; adjacency: `[B, N, N]` from [`Redistribution::adjacency`]
     /// - output: `[B, N, d]`
     pub fn forward(&self, r: Tensor<3>, adjacency: Tensor<3>) -> Tensor<3> {
-        let messages = adjacency.swap_dims(1, 2).matmul(self.neighbour.forward(r.clone())); // [B, N, d]
+        let messages = adjacency
+            .swap_dims(1, 2)
+            .matmul(self.neighbour.forward(r.clone())); // [B, N, d]
         gelu(self.root.forward(r) + messages) // [B, N, d]
     }
 }
@@ -75,14 +79,38 @@ mod tests {
         let kept_v = [1.0f32, 0.0, 1.0, 0.0, 0.0];
         let kept = Tensor::<2>::from_data(TensorData::new(kept_v.to_vec(), [1, n]), &device);
         let a = Redistribution::adjacency(e.clone(), kept);
-        let z: Vec<f32> = layer.forward(r.clone(), a.clone()).into_data().try_to_vec::<f32>().unwrap();
+        let z: Vec<f32> = layer
+            .forward(r.clone(), a.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
 
         let rv: Vec<f32> = r.into_data().try_to_vec::<f32>().unwrap();
         let ev: Vec<f32> = e.into_data().try_to_vec::<f32>().unwrap();
         let av: Vec<f32> = a.into_data().try_to_vec::<f32>().unwrap();
-        let w1: Vec<f32> = layer.root.weight.val().into_data().try_to_vec::<f32>().unwrap(); // [d_in, d_out]
-        let b1: Vec<f32> = layer.root.bias.as_ref().unwrap().val().into_data().try_to_vec::<f32>().unwrap();
-        let w2: Vec<f32> = layer.neighbour.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let w1: Vec<f32> = layer
+            .root
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap(); // [d_in, d_out]
+        let b1: Vec<f32> = layer
+            .root
+            .bias
+            .as_ref()
+            .unwrap()
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let w2: Vec<f32> = layer
+            .neighbour
+            .weight
+            .val()
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         let gelu = |x: f32| 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2));
         for i in 0..n {
             for o in 0..d {
@@ -91,14 +119,22 @@ mod tests {
                     acc += rv[i * d + c] * w1[c * d + o];
                 }
                 for j in 0..n {
-                    let a_ji = if kept_v[j] == 0.0 && kept_v[i] == 1.0 { ev[j * n + i] } else { 0.0 };
+                    let a_ji = if kept_v[j] == 0.0 && kept_v[i] == 1.0 {
+                        ev[j * n + i]
+                    } else {
+                        0.0
+                    };
                     assert_eq!(av[j * n + i], a_ji);
                     for c in 0..d {
                         acc += rv[j * d + c] * w2[c * d + o] * a_ji;
                     }
                 }
                 let want = gelu(acc);
-                assert!((z[i * d + o] - want).abs() < 1e-4, "z[{i},{o}] = {} vs {want}", z[i * d + o]);
+                assert!(
+                    (z[i * d + o] - want).abs() < 1e-4,
+                    "z[{i},{o}] = {} vs {want}",
+                    z[i * d + o]
+                );
             }
         }
     }
@@ -107,7 +143,8 @@ mod tests {
     fn erf(x: f32) -> f32 {
         let t = 1.0 / (1.0 + 0.3275911 * x.abs());
         let y = 1.0
-            - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t + 0.254829592)
+            - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t
+                + 0.254829592)
                 * t
                 * (-x * x).exp();
         y.copysign(x)

@@ -73,7 +73,9 @@ impl RefinementLayerConfig {
                 .with_insertion(self.insertion)
                 .with_prompt_len(self.prompt_len)
                 .init(device),
-            ranking: RankingConfig::new(self.d_model).with_alpha_f(self.alpha_f).init(device),
+            ranking: RankingConfig::new(self.d_model)
+                .with_alpha_f(self.alpha_f)
+                .init(device),
             redistribution: RedistributionConfig::new(self.d_model).init(device),
             rho: self.rho,
             score_gating: self.score_gating,
@@ -147,7 +149,9 @@ mod tests {
     fn odd_token_counts_and_k_of_one() {
         let device = Device::flex();
         for (n, rho, k) in [(7, 0.5, 4), (5, 0.01, 1), (3, 1.0, 3)] {
-            let layer = RefinementLayerConfig::new(2, 8, 2).with_rho(rho).init(&device);
+            let layer = RefinementLayerConfig::new(2, 8, 2)
+                .with_rho(rho)
+                .init(&device);
             let x = Tensor::<3>::random([3, n, 8], Distribution::Normal(0.0, 1.0), &device);
             let available = Tensor::<2>::ones([3, 2], &device);
             let out = layer.forward(x, available);

@@ -38,24 +38,44 @@ pub const WORDS: usize = 8;
 pub const N_CLASSES: usize = 10;
 /// The digit names, then the filler words; a text token is one-hot over this list.
 pub const VOCABULARY: [&str; 20] = [
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "the", "a", "this", "is", "number",
-    "shows", "i", "see", "maybe", "it",
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "the", "a",
+    "this", "is", "number", "shows", "i", "see", "maybe", "it",
 ];
 /// Modality names, in token order.
 pub const MODALITY_NAMES: [&str; 3] = ["vision", "audio", "text"];
 
 /// 5 x 7 bitmap font, one row per string.
 const FONT: [[&str; 7]; 10] = [
-    ["01110", "10001", "10011", "10101", "11001", "10001", "01110"],
-    ["00100", "01100", "00100", "00100", "00100", "00100", "01110"],
-    ["01110", "10001", "00001", "00010", "00100", "01000", "11111"],
-    ["11111", "00010", "00100", "00010", "00001", "10001", "01110"],
-    ["00010", "00110", "01010", "10010", "11111", "00010", "00010"],
-    ["11111", "10000", "11110", "00001", "00001", "10001", "01110"],
-    ["00110", "01000", "10000", "11110", "10001", "10001", "01110"],
-    ["11111", "00001", "00010", "00100", "01000", "01000", "01000"],
-    ["01110", "10001", "10001", "01110", "10001", "10001", "01110"],
-    ["01110", "10001", "10001", "01111", "00001", "00010", "01100"],
+    [
+        "01110", "10001", "10011", "10101", "11001", "10001", "01110",
+    ],
+    [
+        "00100", "01100", "00100", "00100", "00100", "00100", "01110",
+    ],
+    [
+        "01110", "10001", "00001", "00010", "00100", "01000", "11111",
+    ],
+    [
+        "11111", "00010", "00100", "00010", "00001", "10001", "01110",
+    ],
+    [
+        "00010", "00110", "01010", "10010", "11111", "00010", "00010",
+    ],
+    [
+        "11111", "10000", "11110", "00001", "00001", "10001", "01110",
+    ],
+    [
+        "00110", "01000", "10000", "11110", "10001", "10001", "01110",
+    ],
+    [
+        "11111", "00001", "00010", "00100", "01000", "01000", "01000",
+    ],
+    [
+        "01110", "10001", "10001", "01110", "10001", "10001", "01110",
+    ],
+    [
+        "01110", "10001", "10001", "01111", "00001", "00010", "01100",
+    ],
 ];
 
 /// Each digit's melody: four notes (frequency bins), each held for four frames.
@@ -141,7 +161,11 @@ fn normal(rng: &mut ChaCha8Rng) -> f64 {
 }
 
 fn shown_digit(rng: &mut ChaCha8Rng, label: usize, flip_prob: f64) -> usize {
-    if rng.random::<f64>() < flip_prob { (label + rng.random_range(1..N_CLASSES)) % N_CLASSES } else { label }
+    if rng.random::<f64>() < flip_prob {
+        (label + rng.random_range(1..N_CLASSES)) % N_CLASSES
+    } else {
+        label
+    }
 }
 
 impl SyntheticConfig {
@@ -156,8 +180,12 @@ impl SyntheticConfig {
 
     /// Sample `index` of `split`: a pure function of (seed, split, index).
     pub fn sample(&self, split: SplitKind, index: usize) -> SyntheticSample {
-        let split_id = SplitKind::ALL.iter().position(|s| *s == split).expect("listed") as u64;
-        let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(self.seed) ^ mix(split_id + 1) ^ (index as u64)));
+        let split_id = SplitKind::ALL
+            .iter()
+            .position(|s| *s == split)
+            .expect("listed") as u64;
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(mix(mix(self.seed) ^ mix(split_id + 1) ^ (index as u64)));
         let label = rng.random_range(0..N_CLASSES);
         let shown = [
             shown_digit(&mut rng, label, self.flip_prob),
@@ -167,7 +195,14 @@ impl SyntheticConfig {
         let (image, image_noise) = self.draw_image(&mut rng, shown[0]);
         let (spectrogram, audio_noise) = self.draw_melody(&mut rng, shown[1]);
         let (words, text_noise) = draw_sentence(&mut rng, shown[2]);
-        SyntheticSample { label, shown, image, spectrogram, words, noise_tokens: [image_noise, audio_noise, text_noise] }
+        SyntheticSample {
+            label,
+            shown,
+            image,
+            spectrogram,
+            words,
+            noise_tokens: [image_noise, audio_noise, text_noise],
+        }
     }
 
     fn draw_image(&self, rng: &mut ChaCha8Rng, digit: usize) -> (Vec<f32>, Vec<bool>) {
@@ -176,7 +211,11 @@ impl SyntheticConfig {
         let mut image = vec![0.0f32; IMAGE_SIDE * IMAGE_SIDE];
         for (y, px) in image.chunks_mut(IMAGE_SIDE).enumerate() {
             for (x, p) in px.iter_mut().enumerate() {
-                let on = x >= dx && y >= dy && (x - dx) / 2 < 5 && (y - dy) / 2 < 7 && FONT[digit][(y - dy) / 2].as_bytes()[(x - dx) / 2] == b'1';
+                let on = x >= dx
+                    && y >= dy
+                    && (x - dx) / 2 < 5
+                    && (y - dy) / 2 < 7
+                    && FONT[digit][(y - dy) / 2].as_bytes()[(x - dx) / 2] == b'1';
                 let value = if on { 1.0 } else { 0.0 } + self.pixel_noise * normal(rng);
                 *p = value.clamp(0.0, 1.0) as f32;
             }
@@ -189,7 +228,8 @@ impl SyntheticConfig {
                 let (py, px) = (p / per_side, p % per_side);
                 for y in 0..PATCH_SIDE {
                     for x in 0..PATCH_SIDE {
-                        image[(py * PATCH_SIDE + y) * IMAGE_SIDE + px * PATCH_SIDE + x] = rng.random::<f32>();
+                        image[(py * PATCH_SIDE + y) * IMAGE_SIDE + px * PATCH_SIDE + x] =
+                            rng.random::<f32>();
                     }
                 }
             }
@@ -223,7 +263,10 @@ impl SyntheticConfig {
     pub fn split(&self, split: SplitKind) -> DataSplit {
         let n = self.len(split);
         let specs = modalities();
-        let mut features: Vec<Vec<f32>> = specs.iter().map(|s| Vec::with_capacity(n * s.n_tokens * s.token_dim)).collect();
+        let mut features: Vec<Vec<f32>> = specs
+            .iter()
+            .map(|s| Vec::with_capacity(n * s.n_tokens * s.token_dim))
+            .collect();
         let mut labels = Vec::with_capacity(n);
         for i in 0..n {
             let sample = self.sample(split, i);
@@ -232,13 +275,29 @@ impl SyntheticConfig {
             }
             labels.push(sample.label);
         }
-        DataSplit { name: format!("synthetic/{}", split.name()), modalities: specs, features, targets: Targets::Classes { labels, n_classes: N_CLASSES } }
+        DataSplit {
+            name: format!("synthetic/{}", split.name()),
+            modalities: specs,
+            features,
+            targets: Targets::Classes {
+                labels,
+                n_classes: N_CLASSES,
+            },
+        }
     }
 }
 
 fn draw_sentence(rng: &mut ChaCha8Rng, digit: usize) -> (Vec<usize>, Vec<bool>) {
     let at = rng.random_range(0..WORDS);
-    let words: Vec<usize> = (0..WORDS).map(|w| if w == at { digit } else { N_CLASSES + rng.random_range(0..VOCABULARY.len() - N_CLASSES) }).collect();
+    let words: Vec<usize> = (0..WORDS)
+        .map(|w| {
+            if w == at {
+                digit
+            } else {
+                N_CLASSES + rng.random_range(0..VOCABULARY.len() - N_CLASSES)
+            }
+        })
+        .collect();
     let noise = (0..WORDS).map(|w| w != at).collect();
     (words, noise)
 }
@@ -265,7 +324,11 @@ impl SyntheticSample {
 
     /// The sentence as text.
     pub fn sentence(&self) -> String {
-        self.words.iter().map(|&w| VOCABULARY[w]).collect::<Vec<_>>().join(" ")
+        self.words
+            .iter()
+            .map(|&w| VOCABULARY[w])
+            .collect::<Vec<_>>()
+            .join(" ")
     }
 }
 
@@ -276,9 +339,18 @@ mod tests {
     #[test]
     fn samples_are_deterministic_and_differ_across_index_and_split() {
         let cfg = SyntheticConfig::new();
-        assert_eq!(cfg.sample(SplitKind::Train, 5), cfg.sample(SplitKind::Train, 5));
-        assert_ne!(cfg.sample(SplitKind::Train, 5), cfg.sample(SplitKind::Train, 6));
-        assert_ne!(cfg.sample(SplitKind::Train, 5), cfg.sample(SplitKind::Test, 5));
+        assert_eq!(
+            cfg.sample(SplitKind::Train, 5),
+            cfg.sample(SplitKind::Train, 5)
+        );
+        assert_ne!(
+            cfg.sample(SplitKind::Train, 5),
+            cfg.sample(SplitKind::Train, 6)
+        );
+        assert_ne!(
+            cfg.sample(SplitKind::Train, 5),
+            cfg.sample(SplitKind::Test, 5)
+        );
     }
 
     #[test]
@@ -287,7 +359,13 @@ mod tests {
         let split = cfg.split(SplitKind::Valid);
         split.validate().unwrap();
         assert_eq!(split.len(), 40);
-        assert!(split.features.iter().flatten().all(|v| (0.0..=1.0).contains(v)));
+        assert!(
+            split
+                .features
+                .iter()
+                .flatten()
+                .all(|v| (0.0..=1.0).contains(v))
+        );
     }
 
     /// Each modality alone is imperfect by construction, and noise tokens exist.
@@ -297,8 +375,14 @@ mod tests {
         let samples: Vec<_> = (0..500).map(|i| cfg.sample(SplitKind::Train, i)).collect();
         for m in 0..3 {
             let agree = samples.iter().filter(|s| s.shown[m] == s.label).count() as f64 / 500.0;
-            assert!(agree > 0.7 && agree < 0.9, "modality {m} shows the label {agree}");
-            let noisy = samples.iter().map(|s| s.noise_tokens[m].iter().filter(|&&b| b).count()).sum::<usize>();
+            assert!(
+                agree > 0.7 && agree < 0.9,
+                "modality {m} shows the label {agree}"
+            );
+            let noisy = samples
+                .iter()
+                .map(|s| s.noise_tokens[m].iter().filter(|&&b| b).count())
+                .sum::<usize>();
             assert!(noisy > 0, "modality {m} has noise tokens");
         }
         // The digit name is in the sentence exactly where the ground truth says it is.

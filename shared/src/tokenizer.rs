@@ -37,7 +37,10 @@ pub struct ModalityTokenizer {
 impl ModalityTokenizerConfig {
     /// Builds the tokenizer on `device`.
     pub fn init(&self, device: &Device) -> ModalityTokenizer {
-        let normal = Initializer::Normal { mean: 0.0, std: self.init_std };
+        let normal = Initializer::Normal {
+            mean: 0.0,
+            std: self.init_std,
+        };
         let shape = [self.n_tokens, self.d_model];
         ModalityTokenizer {
             projection: LinearConfig::new(self.token_dim, self.d_model).init(device),
@@ -77,7 +80,10 @@ impl ModalityTokenizer {
         let present_tokens = content.clone() + self.e_avail.val().unsqueeze_dim(0); // [B, N_i, d]
         let missing_tokens: Tensor<3> = self.e_miss.val().unsqueeze_dim::<3>(0).expand([b, n, d]); // [B, N_i, d]
         let absent_tokens: Tensor<3, Bool> = absent.reshape([b, 1, 1]).expand([b, n, d]);
-        Tokens { tokens: present_tokens.mask_where(absent_tokens, missing_tokens), content }
+        Tokens {
+            tokens: present_tokens.mask_where(absent_tokens, missing_tokens),
+            content,
+        }
     }
 }
 
@@ -95,11 +101,15 @@ mod tests {
         let out = tok.forward(x.clone(), available);
         assert_eq!(out.tokens.dims(), [2, 3, 4]);
         let absent = out.tokens.clone().narrow(0, 1, 1).reshape([3, 4]);
-        absent.into_data().assert_approx_eq::<f32>(&tok.e_miss.val().into_data(), Default::default());
+        absent
+            .into_data()
+            .assert_approx_eq::<f32>(&tok.e_miss.val().into_data(), Default::default());
         let present = out.tokens.narrow(0, 0, 1).reshape([3, 4]);
         let expected = tok.projection.forward(x.narrow(0, 0, 1)).reshape([3, 4])
             + tok.position.val()
             + tok.e_avail.val();
-        present.into_data().assert_approx_eq::<f32>(&expected.into_data(), Default::default());
+        present
+            .into_data()
+            .assert_approx_eq::<f32>(&expected.into_data(), Default::default());
     }
 }

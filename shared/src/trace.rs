@@ -84,7 +84,10 @@ impl Model {
 }
 
 fn host(t: burn::tensor::Tensor<2>) -> Vec<f32> {
-    t.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data")
+    t.into_data()
+        .convert::<f32>()
+        .try_to_vec::<f32>()
+        .expect("f32 data")
 }
 
 /// Converts the tensors of `output` into one [`SampleTrace`] per sample.
@@ -97,16 +100,30 @@ pub fn read_traces(model: &Model, batch: &Batch, output: &ModelOutput) -> Vec<Sa
         cfg.modalities
             .iter()
             .enumerate()
-            .flat_map(|(m, s)| (0..s.n_tokens).map(move |p| TokenOrigin { modality: m, position: p }))
+            .flat_map(|(m, s)| (0..s.n_tokens).map(move |p| TokenOrigin {
+                modality: m,
+                position: p
+            }))
             .collect();
         b
     ];
     let mut layers: Vec<Vec<LayerTrace>> = vec![Vec::new(); b];
     for (l, layer) in output.layers.iter().enumerate() {
         let n = layer.xi.dims()[1];
-        let (xi_f, xi_e, xi, rank, kept) =
-            (host(layer.xi_f.clone()), host(layer.xi_e.clone()), host(layer.xi.clone()), host(layer.rank.clone()), host(layer.kept.clone()));
-        let adjacency: Vec<f32> = layer.adjacency.clone().into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 data");
+        let (xi_f, xi_e, xi, rank, kept) = (
+            host(layer.xi_f.clone()),
+            host(layer.xi_e.clone()),
+            host(layer.xi.clone()),
+            host(layer.rank.clone()),
+            host(layer.kept.clone()),
+        );
+        let adjacency: Vec<f32> = layer
+            .adjacency
+            .clone()
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .expect("f32 data");
         for s in 0..b {
             let at = |j: usize| s * n + j;
             let tokens: Vec<TokenTrace> = (0..n)
@@ -128,10 +145,18 @@ pub fn read_traces(model: &Model, batch: &Batch, output: &ModelOutput) -> Vec<Sa
                     }
                 }
             }
-            let mut next: Vec<(usize, TokenOrigin)> = tokens.iter().filter(|t| t.kept).map(|t| (t.rank, t.origin)).collect();
+            let mut next: Vec<(usize, TokenOrigin)> = tokens
+                .iter()
+                .filter(|t| t.kept)
+                .map(|t| (t.rank, t.origin))
+                .collect();
             next.sort_by_key(|(r, _)| *r);
             origins[s] = next.into_iter().map(|(_, o)| o).collect();
-            layers[s].push(LayerTrace { layer: l, tokens, edges });
+            layers[s].push(LayerTrace {
+                layer: l,
+                tokens,
+                edges,
+            });
         }
     }
     layers
@@ -139,7 +164,8 @@ pub fn read_traces(model: &Model, batch: &Batch, output: &ModelOutput) -> Vec<Sa
         .enumerate()
         .map(|(s, layers)| {
             let row = out[s * c..(s + 1) * c].to_vec();
-            let predicted_class = (cfg.task == Task::Classification).then(|| crate::metrics::argmax(&row));
+            let predicted_class =
+                (cfg.task == Task::Classification).then(|| crate::metrics::argmax(&row));
             SampleTrace {
                 modalities: cfg.modalities.iter().map(|m| m.name.clone()).collect(),
                 available: batch.available_host[s].clone(),

@@ -47,26 +47,41 @@ impl TrainConfig {
     /// Checks every field.
     pub fn validate(&self) -> Result<(), MgrError> {
         if !(self.lr > 0.0 && self.lr.is_finite()) {
-            return Err(MgrError::InvalidConfig { field: "lr".into(), reason: format!("{} must be positive", self.lr) });
+            return Err(MgrError::InvalidConfig {
+                field: "lr".into(),
+                reason: format!("{} must be positive", self.lr),
+            });
         }
         if self.batch_size == 0 {
-            return Err(MgrError::InvalidConfig { field: "batch_size".into(), reason: "must be at least 1".into() });
+            return Err(MgrError::InvalidConfig {
+                field: "batch_size".into(),
+                reason: "must be at least 1".into(),
+            });
         }
         if !(self.weight_decay >= 0.0) {
-            return Err(MgrError::InvalidConfig { field: "weight_decay".into(), reason: "must be >= 0".into() });
+            return Err(MgrError::InvalidConfig {
+                field: "weight_decay".into(),
+                reason: "must be >= 0".into(),
+            });
         }
         Ok(())
     }
 
     /// The AdamW optimiser these settings describe.
     pub fn optimizer(&self) -> ModuleOptimizer {
-        AdamWConfig::new().with_weight_decay(self.weight_decay as f32).init()
+        AdamWConfig::new()
+            .with_weight_decay(self.weight_decay as f32)
+            .init()
     }
 
     /// The sample order of `epoch`: a permutation of 0..n from (seed, epoch).
     pub fn epoch_order(&self, n: usize, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(self.seed.wrapping_mul(0x9E37_79B9).wrapping_add(epoch as u64 + 1)));
+        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            self.seed
+                .wrapping_mul(0x9E37_79B9)
+                .wrapping_add(epoch as u64 + 1),
+        ));
         order
     }
 }
@@ -91,9 +106,17 @@ pub fn init_model(config: &ModelConfig, seed: u64, device: &Device) -> Result<Mo
 
 /// One optimisation step (forward, Eq. 13, backward, AdamW). `model` and `batch` live on an
 /// autodiff device.
-pub fn train_step(model: Model, optimizer: &mut ModuleOptimizer, lr: f64, batch: &Batch) -> (Model, StepLosses) {
+pub fn train_step(
+    model: Model,
+    optimizer: &mut ModuleOptimizer,
+    lr: f64,
+    batch: &Batch,
+) -> (Model, StepLosses) {
     let output = model.forward(batch);
-    let targets = batch.targets.as_ref().expect("a training batch has targets");
+    let targets = batch
+        .targets
+        .as_ref()
+        .expect("a training batch has targets");
     let parts = output.total_loss(targets, &model.config);
     let losses = StepLosses {
         total: parts.total.clone().into_scalar::<f32>() as f64,
@@ -130,7 +153,14 @@ pub fn train_epoch(
         on_step(step + 1, chunks.len(), &losses);
     }
     let n = chunks.len().max(1) as f64;
-    (model, StepLosses { total: sum.total / n, task: sum.task / n, div: sum.div / n })
+    (
+        model,
+        StepLosses {
+            total: sum.total / n,
+            task: sum.task / n,
+            div: sum.div / n,
+        },
+    )
 }
 
 /// The result of evaluating a model on a split under a mask.
@@ -145,7 +175,13 @@ pub struct Evaluation {
 }
 
 /// Evaluates `model` (any device; it is switched to validation mode) on `split` under `mask`.
-pub fn evaluate(model: &Model, split: &DataSplit, mask: &AbsenceMask, batch_size: usize, device: &Device) -> Evaluation {
+pub fn evaluate(
+    model: &Model,
+    split: &DataSplit,
+    mask: &AbsenceMask,
+    batch_size: usize,
+    device: &Device,
+) -> Evaluation {
     let model = model.valid();
     let n = split.len();
     let c = model.config.n_outputs;
@@ -155,9 +191,18 @@ pub fn evaluate(model: &Model, split: &DataSplit, mask: &AbsenceMask, batch_size
     for chunk in indices.chunks(batch_size.max(1)) {
         let batch = Batch::from_split(split, chunk, mask, device);
         let out = model.forward(&batch);
-        let parts = out.total_loss(batch.targets.as_ref().expect("split has targets"), &model.config);
+        let parts = out.total_loss(
+            batch.targets.as_ref().expect("split has targets"),
+            &model.config,
+        );
         loss_sum += parts.task.into_scalar::<f32>() as f64 * chunk.len() as f64;
-        outputs.extend(out.output.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 output"));
+        outputs.extend(
+            out.output
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32 output"),
+        );
     }
     let groups = {
         let mut g: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -168,7 +213,10 @@ pub fn evaluate(model: &Model, split: &DataSplit, mask: &AbsenceMask, batch_size
     };
     let metrics_of = |rows: &[usize]| match (&split.targets, model.config.task) {
         (Targets::Classes { labels, n_classes }, Task::Classification) => {
-            let predicted: Vec<usize> = rows.iter().map(|&i| argmax(&outputs[i * c..(i + 1) * c])).collect();
+            let predicted: Vec<usize> = rows
+                .iter()
+                .map(|&i| argmax(&outputs[i * c..(i + 1) * c]))
+                .collect();
             let target: Vec<usize> = rows.iter().map(|&i| labels[i]).collect();
             Metrics::classification(&predicted, &target, *n_classes)
         }
@@ -185,7 +233,10 @@ pub fn evaluate(model: &Model, split: &DataSplit, mask: &AbsenceMask, batch_size
     };
     Evaluation {
         overall: metrics_of(&indices),
-        per_pattern: groups.iter().map(|(k, rows)| (k.clone(), metrics_of(rows))).collect(),
+        per_pattern: groups
+            .iter()
+            .map(|(k, rows)| (k.clone(), metrics_of(rows)))
+            .collect(),
         loss: loss_sum / n.max(1) as f64,
     }
 }

@@ -33,7 +33,9 @@ impl UnimodalEnhancementConfig {
     /// Builds one encoder per modality on `device`.
     pub fn init(&self, device: &Device) -> UnimodalEnhancement {
         UnimodalEnhancement {
-            encoders: (0..self.n_modalities).map(|_| self.encoder.init(device)).collect(),
+            encoders: (0..self.n_modalities)
+                .map(|_| self.encoder.init(device))
+                .collect(),
             alpha_u: self.alpha_u,
         }
     }
@@ -70,7 +72,9 @@ mod tests {
     #[test]
     fn enhancement_adds_alpha_u_h_u_only_where_available() {
         let device = Device::flex();
-        let uni = UnimodalEnhancementConfig::new(1, EncoderConfig::new(4, 2, 1)).with_alpha_u(0.25).init(&device);
+        let uni = UnimodalEnhancementConfig::new(1, EncoderConfig::new(4, 2, 1))
+            .with_alpha_u(0.25)
+            .init(&device);
         let h = Tensor::<3>::random([2, 3, 4], Distribution::Normal(0.0, 1.0), &device);
         let h_u = Tensor::<3>::ones([2, 3, 4], &device);
         let available = Tensor::<1, Bool>::from_data(TensorData::from([true, false]), &device);

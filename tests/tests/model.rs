@@ -11,11 +11,17 @@ use mgr::synthetic::SyntheticConfig;
 use mgr::train::{TrainConfig, init_model, train_step};
 
 fn odd_config(method: Method) -> ModelConfig {
-    ModelConfig::new(vec![ModalitySpec::new("v".into(), 5, 3), ModalitySpec::new("a".into(), 4, 6)], 3)
-        .with_method(method)
-        .with_d_model(8)
-        .with_n_heads(2)
-        .with_prompt_len(2)
+    ModelConfig::new(
+        vec![
+            ModalitySpec::new("v".into(), 5, 3),
+            ModalitySpec::new("a".into(), 4, 6),
+        ],
+        3,
+    )
+    .with_method(method)
+    .with_d_model(8)
+    .with_n_heads(2)
+    .with_prompt_len(2)
 }
 
 fn random_batch(cfg: &ModelConfig, available: Vec<Vec<bool>>, device: &Device) -> Batch {
@@ -27,20 +33,32 @@ fn random_batch(cfg: &ModelConfig, available: Vec<Vec<bool>>, device: &Device) -
             .modalities
             .iter()
             .map(|s| {
-                Tensor::<1>::random([b * s.n_tokens * s.token_dim], Distribution::Normal(0.0, 1.0), &Device::flex())
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .unwrap()
+                Tensor::<1>::random(
+                    [b * s.n_tokens * s.token_dim],
+                    Distribution::Normal(0.0, 1.0),
+                    &Device::flex(),
+                )
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
             })
             .collect(),
-        targets: Targets::Classes { labels: (0..b).map(|i| i % cfg.n_outputs).collect(), n_classes: cfg.n_outputs },
+        targets: Targets::Classes {
+            labels: (0..b).map(|i| i % cfg.n_outputs).collect(),
+            n_classes: cfg.n_outputs,
+        },
     };
-    let mask = AbsenceMask { modalities: cfg.modalities.iter().map(|m| m.name.clone()).collect(), rows: available };
+    let mask = AbsenceMask {
+        modalities: cfg.modalities.iter().map(|m| m.name.clone()).collect(),
+        rows: available,
+    };
     Batch::from_split(&split, &(0..b).collect::<Vec<_>>(), &mask, device)
 }
 
 fn mixed_availability(b: usize, m: usize) -> Vec<Vec<bool>> {
-    (0..b).map(|i| (0..m).map(|j| m == 1 || (i + j) % 3 != 0).collect()).collect()
+    (0..b)
+        .map(|i| (0..m).map(|j| m == 1 || (i + j) % 3 != 0).collect())
+        .collect()
 }
 
 #[test]
@@ -48,7 +66,9 @@ fn every_method_and_insertion_has_the_right_shapes_on_odd_sizes() {
     let device = Device::flex();
     for method in Method::ALL {
         for insertion in PromptInsertion::ALL {
-            let cfg = odd_config(method).with_prompt_insertion(insertion).with_rho(0.3);
+            let cfg = odd_config(method)
+                .with_prompt_insertion(insertion)
+                .with_rho(0.3);
             let model = cfg.init(&device).unwrap();
             let batch = random_batch(&cfg, mixed_availability(5, 2), &device);
             let out = model.forward(&batch);
@@ -60,7 +80,10 @@ fn every_method_and_insertion_has_the_right_shapes_on_odd_sizes() {
                 assert_eq!(out.layers[0].tokens.dims(), [5, 3, 8]);
                 assert_eq!(out.layers[1].tokens.dims(), [5, 1, 8]);
             }
-            let loss: f32 = out.total_loss(batch.targets.as_ref().unwrap(), &cfg).total.into_scalar();
+            let loss: f32 = out
+                .total_loss(batch.targets.as_ref().unwrap(), &cfg)
+                .total
+                .into_scalar();
             assert!(loss.is_finite(), "{method} {insertion:?}");
         }
     }
@@ -69,7 +92,10 @@ fn every_method_and_insertion_has_the_right_shapes_on_odd_sizes() {
 #[test]
 fn a_single_modality_model_works() {
     let device = Device::flex();
-    let cfg = ModelConfig::new(vec![ModalitySpec::new("only".into(), 3, 2)], 2).with_d_model(4).with_n_heads(1).with_rho(0.5);
+    let cfg = ModelConfig::new(vec![ModalitySpec::new("only".into(), 3, 2)], 2)
+        .with_d_model(4)
+        .with_n_heads(1)
+        .with_rho(0.5);
     let model = cfg.init(&device).unwrap();
     let out = model.forward(&random_batch(&cfg, vec![vec![true]; 3], &device));
     assert_eq!(out.output.dims(), [3, 2]);
@@ -88,26 +114,50 @@ fn an_absent_modality_values_have_no_effect() {
         // Overwrite the absent audio of sample 0 with garbage (even NaN), and the absent
         // vision of sample 1.
         let mut audio: Vec<f32> = changed.inputs[1].to_data().try_to_vec::<f32>().unwrap();
-        audio[..24].iter_mut().enumerate().for_each(|(i, v)| *v = if i == 3 { f32::NAN } else { 1e3 * i as f32 });
+        audio[..24]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = if i == 3 { f32::NAN } else { 1e3 * i as f32 });
         changed.inputs[1] = Tensor::from_data(TensorData::new(audio, [3, 4, 6]), &device);
         let mut vision: Vec<f32> = changed.inputs[0].to_data().try_to_vec::<f32>().unwrap();
         vision[15..30].iter_mut().for_each(|v| *v = -7.0);
         changed.inputs[0] = Tensor::from_data(TensorData::new(vision, [3, 5, 3]), &device);
-        let a: Vec<f32> = model.forward(&batch).output.into_data().try_to_vec::<f32>().unwrap();
-        let b: Vec<f32> = model.forward(&changed).output.into_data().try_to_vec::<f32>().unwrap();
+        let a: Vec<f32> = model
+            .forward(&batch)
+            .output
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let b: Vec<f32> = model
+            .forward(&changed)
+            .output
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert_eq!(a, b, "{method}");
         // Present values do matter.
         let mut present = batch.clone();
         present.inputs[0] = present.inputs[0].clone().add_scalar(1.0);
-        let c: Vec<f32> = model.forward(&present).output.into_data().try_to_vec::<f32>().unwrap();
+        let c: Vec<f32> = model
+            .forward(&present)
+            .output
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
         assert_ne!(a, c, "{method}");
     }
 }
 
 fn has_grad<const D: usize>(name: &str, param: &Param<Tensor<D>>, grads: &burn::tensor::Gradients) {
-    let grad = param.val().grad(grads).unwrap_or_else(|| panic!("{name} has no gradient"));
+    let grad = param
+        .val()
+        .grad(grads)
+        .unwrap_or_else(|| panic!("{name} has no gradient"));
     let norm: f32 = grad.abs().sum().into_scalar();
-    assert!(norm > 0.0 && norm.is_finite(), "{name} gradient norm {norm}");
+    assert!(
+        norm > 0.0 && norm.is_finite(),
+        "{name} gradient norm {norm}"
+    );
 }
 
 #[test]
@@ -118,28 +168,79 @@ fn gradients_reach_every_parameter_group_including_the_ranking_projector() {
     let model = cfg.init(&device).unwrap();
     let batch = random_batch(&cfg, mixed_availability(6, 2), &device);
     let out = model.forward(&batch);
-    let grads = out.total_loss(batch.targets.as_ref().unwrap(), &cfg).total.backward();
+    let grads = out
+        .total_loss(batch.targets.as_ref().unwrap(), &cfg)
+        .total
+        .backward();
     for (i, t) in model.tokenizers.iter().enumerate() {
-        has_grad(&format!("tokenizer {i} projection"), &t.projection.weight, &grads);
+        has_grad(
+            &format!("tokenizer {i} projection"),
+            &t.projection.weight,
+            &grads,
+        );
         has_grad(&format!("tokenizer {i} position"), &t.position, &grads);
         has_grad(&format!("tokenizer {i} E_avail"), &t.e_avail, &grads);
         has_grad(&format!("tokenizer {i} E_miss"), &t.e_miss, &grads);
     }
-    has_grad("encoder", &model.encoder.layers[0].pwff.linear_inner.weight, &grads);
+    has_grad(
+        "encoder",
+        &model.encoder.layers[0].pwff.linear_inner.weight,
+        &grads,
+    );
     let uni = model.unimodal.as_ref().unwrap();
     for (i, e) in uni.encoders.iter().enumerate() {
-        has_grad(&format!("unimodal {i}"), &e.layers[0].pwff.linear_inner.weight, &grads);
+        has_grad(
+            &format!("unimodal {i}"),
+            &e.layers[0].pwff.linear_inner.weight,
+            &grads,
+        );
     }
     for (l, layer) in model.refinement.iter().enumerate() {
-        has_grad(&format!("layer {l} p^i"), &layer.prompt.modality_prompts, &grads);
-        has_grad(&format!("layer {l} f_Mix"), &layer.prompt.mix.weight, &grads);
-        has_grad(&format!("layer {l} W_Q"), &layer.attention.query.weight, &grads);
-        has_grad(&format!("layer {l} W_K"), &layer.attention.key.weight, &grads);
-        has_grad(&format!("layer {l} W_V"), &layer.attention.value.weight, &grads);
-        has_grad(&format!("layer {l} W_O"), &layer.attention.output.weight, &grads);
-        has_grad(&format!("layer {l} f_Psi"), &layer.ranking.projector.weight, &grads);
-        has_grad(&format!("layer {l} W_c1"), &layer.redistribution.root.weight, &grads);
-        has_grad(&format!("layer {l} W_c2"), &layer.redistribution.neighbour.weight, &grads);
+        has_grad(
+            &format!("layer {l} p^i"),
+            &layer.prompt.modality_prompts,
+            &grads,
+        );
+        has_grad(
+            &format!("layer {l} f_Mix"),
+            &layer.prompt.mix.weight,
+            &grads,
+        );
+        has_grad(
+            &format!("layer {l} W_Q"),
+            &layer.attention.query.weight,
+            &grads,
+        );
+        has_grad(
+            &format!("layer {l} W_K"),
+            &layer.attention.key.weight,
+            &grads,
+        );
+        has_grad(
+            &format!("layer {l} W_V"),
+            &layer.attention.value.weight,
+            &grads,
+        );
+        has_grad(
+            &format!("layer {l} W_O"),
+            &layer.attention.output.weight,
+            &grads,
+        );
+        has_grad(
+            &format!("layer {l} f_Psi"),
+            &layer.ranking.projector.weight,
+            &grads,
+        );
+        has_grad(
+            &format!("layer {l} W_c1"),
+            &layer.redistribution.root.weight,
+            &grads,
+        );
+        has_grad(
+            &format!("layer {l} W_c2"),
+            &layer.redistribution.neighbour.weight,
+            &grads,
+        );
     }
     has_grad("head", &model.head.linear.weight, &grads);
 }
@@ -151,8 +252,16 @@ fn baselines_prompts_learn() {
         let cfg = odd_config(method);
         let model = cfg.init(&device).unwrap();
         let batch = random_batch(&cfg, mixed_availability(6, 2), &device);
-        let grads = model.forward(&batch).total_loss(batch.targets.as_ref().unwrap(), &cfg).total.backward();
-        let prompts = model.pattern_prompts.as_ref().or(model.modality_prompts.as_ref()).unwrap();
+        let grads = model
+            .forward(&batch)
+            .total_loss(batch.targets.as_ref().unwrap(), &cfg)
+            .total
+            .backward();
+        let prompts = model
+            .pattern_prompts
+            .as_ref()
+            .or(model.modality_prompts.as_ref())
+            .unwrap();
         has_grad(&format!("{method} prompts"), prompts, &grads);
     }
 }
@@ -180,11 +289,24 @@ fn trace_is_consistent_with_the_split() {
         let next: Vec<_> = t.layers[1].tokens.iter().map(|k| k.origin).collect();
         assert_eq!(next, kept.iter().map(|k| k.origin).collect::<Vec<_>>());
         // The kept tokens have the highest scores.
-        let min_kept = first.tokens.iter().filter(|k| k.kept).map(|k| k.xi).fold(f32::INFINITY, f32::min);
-        let max_biased = first.tokens.iter().filter(|k| !k.kept).map(|k| k.xi).fold(f32::NEG_INFINITY, f32::max);
+        let min_kept = first
+            .tokens
+            .iter()
+            .filter(|k| k.kept)
+            .map(|k| k.xi)
+            .fold(f32::INFINITY, f32::min);
+        let max_biased = first
+            .tokens
+            .iter()
+            .filter(|k| !k.kept)
+            .map(|k| k.xi)
+            .fold(f32::NEG_INFINITY, f32::max);
         assert!(min_kept >= max_biased);
         let json = serde_json::to_string(t).unwrap();
-        assert_eq!(&serde_json::from_str::<mgr::trace::SampleTrace>(&json).unwrap(), t);
+        assert_eq!(
+            &serde_json::from_str::<mgr::trace::SampleTrace>(&json).unwrap(),
+            t
+        );
     }
 }
 
@@ -193,9 +315,21 @@ fn trace_is_consistent_with_the_split() {
 #[test]
 fn training_drives_the_loss_well_down_on_a_small_set() {
     let device = Device::flex();
-    let data = SyntheticConfig::new().with_n_train(48).split(SplitKind::Train);
-    let mask = AbsenceMask::generate(&AbsenceConfig::new(0.5), &["vision".into(), "audio".into(), "text".into()], 48, 0, SplitKind::Train).unwrap();
-    let cfg = ModelConfig::new(data.modalities.clone(), 10).with_d_model(32).with_n_heads(2).with_n_layers(1);
+    let data = SyntheticConfig::new()
+        .with_n_train(48)
+        .split(SplitKind::Train);
+    let mask = AbsenceMask::generate(
+        &AbsenceConfig::new(0.5),
+        &["vision".into(), "audio".into(), "text".into()],
+        48,
+        0,
+        SplitKind::Train,
+    )
+    .unwrap();
+    let cfg = ModelConfig::new(data.modalities.clone(), 10)
+        .with_d_model(32)
+        .with_n_heads(2)
+        .with_n_layers(1);
     let train = TrainConfig::new().with_lr(3e-3).with_batch_size(48);
     let mut model = init_model(&cfg, 0, &device).unwrap();
     let mut optimizer = train.optimizer();
@@ -212,5 +346,8 @@ fn training_drives_the_loss_well_down_on_a_small_set() {
     let first = first.unwrap();
     assert!(first > 1.5, "starts near chance: {first}");
     assert!(last < 0.1 * first, "loss fell from {first} to {last} only");
-    if let Some(BatchTargets::Classes(_)) = batch.targets {} else { panic!("classification targets") }
+    if let Some(BatchTargets::Classes(_)) = batch.targets {
+    } else {
+        panic!("classification targets")
+    }
 }

@@ -103,7 +103,8 @@ fn feature_moments(values: &[f32], d: usize) -> (Vec<f64>, Vec<f64>) {
 fn read_split(file: &Path, dir: &Path, split: &str, dataset: &str) -> Result<DataSplit> {
     let what = |key: &str| format!("{} [{split}/{key}]", file.display());
     let read3 = |key: &str| -> Result<Array3<f64>> {
-        ndarray_npy::read_npy::<_, Array3<f64>>(dir.join(format!("{split}_{key}.npy"))).map_err(|e| anyhow!("{}: expected an (N, T, D) array: {e}", what(key)))
+        ndarray_npy::read_npy::<_, Array3<f64>>(dir.join(format!("{split}_{key}.npy")))
+            .map_err(|e| anyhow!("{}: expected an (N, T, D) array: {e}", what(key)))
     };
     let mut arrays = Vec::new();
     for key in ["vision", "audio", "text"] {
@@ -127,7 +128,11 @@ fn read_split(file: &Path, dir: &Path, split: &str, dataset: &str) -> Result<Dat
     };
     let n = arrays[0].1.shape()[0];
     if labels.len() != n {
-        bail!("{}: {} labels for {n} samples", what("labels"), labels.len());
+        bail!(
+            "{}: {} labels for {n} samples",
+            what("labels"),
+            labels.len()
+        );
     }
     if labels.iter().any(|v| !v.is_finite()) {
         bail!("{}: contains NaN or infinite values", what("labels"));
@@ -136,19 +141,44 @@ fn read_split(file: &Path, dir: &Path, split: &str, dataset: &str) -> Result<Dat
     let mut features = Vec::new();
     for (key, a) in arrays {
         if a.shape()[0] != n {
-            bail!("{}: {} samples, the other modalities have {n}", what(key), a.shape()[0]);
+            bail!(
+                "{}: {} samples, the other modalities have {n}",
+                what(key),
+                a.shape()[0]
+            );
         }
-        modalities.push(ModalitySpec::new(key.into(), a.shape()[1].max(1), a.shape()[2].max(1)));
+        modalities.push(ModalitySpec::new(
+            key.into(),
+            a.shape()[1].max(1),
+            a.shape()[2].max(1),
+        ));
         features.push(a.iter().map(|&v| v as f32).collect::<Vec<f32>>());
     }
     let targets = if dataset == "urfunny" {
         let classes: Result<Vec<usize>> = labels
             .iter()
-            .map(|&l| if l == 0.0 || l == 1.0 { Ok(l as usize) } else { Err(anyhow!("{}: UR-FUNNY label {l} is not 0 or 1", what("labels"))) })
+            .map(|&l| {
+                if l == 0.0 || l == 1.0 {
+                    Ok(l as usize)
+                } else {
+                    Err(anyhow!(
+                        "{}: UR-FUNNY label {l} is not 0 or 1",
+                        what("labels")
+                    ))
+                }
+            })
             .collect();
-        Targets::Classes { labels: classes?, n_classes: 2 }
+        Targets::Classes {
+            labels: classes?,
+            n_classes: 2,
+        }
     } else {
         Targets::Values(labels.iter().map(|&v| v as f32).collect())
     };
-    Ok(DataSplit { name: format!("{} [{split}]", file.display()), modalities, features, targets })
+    Ok(DataSplit {
+        name: format!("{} [{split}]", file.display()),
+        modalities,
+        features,
+        targets,
+    })
 }

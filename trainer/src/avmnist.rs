@@ -56,7 +56,9 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let raw = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
     let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
-        GzDecoder::new(&raw[..]).read_to_end(&mut out).with_context(|| format!("{}: broken gzip stream", path.display()))?;
+        GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .with_context(|| format!("{}: broken gzip stream", path.display()))?;
         out
     } else {
         raw
@@ -69,10 +71,19 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     if ndim == 0 || bytes.len() < header {
         bail!("{}: truncated idx header", path.display());
     }
-    let dims: Vec<usize> = (0..ndim).map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize).collect();
+    let dims: Vec<usize> = (0..ndim)
+        .map(|i| {
+            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
+        })
+        .collect();
     let want: usize = dims.iter().product();
     if bytes.len() - header != want {
-        bail!("{}: idx header says {:?} = {want} values, the file holds {}", path.display(), dims, bytes.len() - header);
+        bail!(
+            "{}: idx header says {:?} = {want} values, the file holds {}",
+            path.display(),
+            dims,
+            bytes.len() - header
+        );
     }
     Ok((dims, bytes[header..].to_vec()))
 }
@@ -89,22 +100,52 @@ fn find_mnist(dir: &Path, names: &[&str]) -> Result<PathBuf> {
 fn read_mnist(dir: &Path, train: bool) -> Result<(Vec<u8>, Vec<u8>, usize)> {
     let (images, labels) = if train {
         (
-            find_mnist(dir, &["train-images-idx3-ubyte.gz", "train-images-idx3-ubyte", "train10k-images-idx3-ubyte.gz"])?,
-            find_mnist(dir, &["train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte", "train10k-labels-idx1-ubyte.gz"])?,
+            find_mnist(
+                dir,
+                &[
+                    "train-images-idx3-ubyte.gz",
+                    "train-images-idx3-ubyte",
+                    "train10k-images-idx3-ubyte.gz",
+                ],
+            )?,
+            find_mnist(
+                dir,
+                &[
+                    "train-labels-idx1-ubyte.gz",
+                    "train-labels-idx1-ubyte",
+                    "train10k-labels-idx1-ubyte.gz",
+                ],
+            )?,
         )
     } else {
         (
-            find_mnist(dir, &["t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"])?,
-            find_mnist(dir, &["t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte"])?,
+            find_mnist(
+                dir,
+                &["t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"],
+            )?,
+            find_mnist(
+                dir,
+                &["t10k-labels-idx1-ubyte.gz", "t10k-labels-idx1-ubyte"],
+            )?,
         )
     };
     let (idims, pixels) = read_idx(&images)?;
     let (ldims, labels_v) = read_idx(&labels)?;
     if idims.len() != 3 || idims[1] != 28 || idims[2] != 28 {
-        bail!("{}: expected n x 28 x 28 images, found {:?}", images.display(), idims);
+        bail!(
+            "{}: expected n x 28 x 28 images, found {:?}",
+            images.display(),
+            idims
+        );
     }
     if ldims != [idims[0]] {
-        bail!("{}: {} labels for {} images in {}", labels.display(), ldims.first().copied().unwrap_or(0), idims[0], images.display());
+        bail!(
+            "{}: {} labels for {} images in {}",
+            labels.display(),
+            ldims.first().copied().unwrap_or(0),
+            idims[0],
+            images.display()
+        );
     }
     if let Some(bad) = labels_v.iter().find(|&&l| l > 9) {
         bail!("{}: label {bad} is not a digit", labels.display());
@@ -124,7 +165,11 @@ pub fn fit_pca(pixels: &[u8], n: usize, threshold: f64) -> (Vec<f64>, DMatrix<f6
     let cov = (x.transpose() * &x) / (n.max(2) - 1) as f64;
     let eig = SymmetricEigen::new(cov);
     let mut order: Vec<usize> = (0..d).collect();
-    order.sort_by(|&a, &b| eig.eigenvalues[b].partial_cmp(&eig.eigenvalues[a]).expect("finite eigenvalues"));
+    order.sort_by(|&a, &b| {
+        eig.eigenvalues[b]
+            .partial_cmp(&eig.eigenvalues[a])
+            .expect("finite eigenvalues")
+    });
     let total: f64 = eig.eigenvalues.iter().map(|v| v.max(0.0)).sum();
     let mut cumulative = 0.0;
     let mut k = 0;
@@ -155,16 +200,30 @@ pub fn project(pixels: &[u8], n: usize, mean: &[f64], components: &DMatrix<f64>)
 
 /// A recording: the wave scaled to [-1, 1].
 fn read_wav(path: &Path) -> Result<Vec<f64>> {
-    let mut reader = hound::WavReader::open(path).with_context(|| format!("{}: not a readable wav file", path.display()))?;
+    let mut reader = hound::WavReader::open(path)
+        .with_context(|| format!("{}: not a readable wav file", path.display()))?;
     let spec = reader.spec();
-    if spec.channels != 1 || spec.sample_format != hound::SampleFormat::Int || spec.bits_per_sample != 16 {
-        bail!("{}: expected mono 16-bit PCM, found {} channels, {} bits", path.display(), spec.channels, spec.bits_per_sample);
+    if spec.channels != 1
+        || spec.sample_format != hound::SampleFormat::Int
+        || spec.bits_per_sample != 16
+    {
+        bail!(
+            "{}: expected mono 16-bit PCM, found {} channels, {} bits",
+            path.display(),
+            spec.channels,
+            spec.bits_per_sample
+        );
     }
     if spec.sample_rate != RATE {
-        bail!("{}: expected {RATE} Hz, found {}", path.display(), spec.sample_rate);
+        bail!(
+            "{}: expected {RATE} Hz, found {}",
+            path.display(),
+            spec.sample_rate
+        );
     }
     let samples: Result<Vec<i16>, _> = reader.samples::<i16>().collect();
-    let samples = samples.with_context(|| format!("{}: truncated or broken wav data", path.display()))?;
+    let samples =
+        samples.with_context(|| format!("{}: truncated or broken wav data", path.display()))?;
     if samples.is_empty() {
         bail!("{}: no samples", path.display());
     }
@@ -186,7 +245,8 @@ pub fn spectrogram(wave: &[f64], planner: &mut RealFftPlanner<f64>) -> Vec<f32> 
         for (dst, &v) in input.iter_mut().zip(segment) {
             *dst = v - mean;
         }
-        fft.process(&mut input, &mut output).expect("sizes from the plan");
+        fft.process(&mut input, &mut output)
+            .expect("sizes from the plan");
         for (f, c) in output.iter().enumerate().take(SPEC) {
             let one_sided = if f == 0 { 1.0 } else { 2.0 }; // nfft odd: no Nyquist bin
             out[f * SPEC + t] = (c.norm_sqr() * scale * one_sided) as f32;
@@ -198,16 +258,23 @@ pub fn spectrogram(wave: &[f64], planner: &mut RealFftPlanner<f64>) -> Vec<f32> 
 /// The recordings of `speakers`, per digit, in speaker then index order.
 fn recordings(fsdd: &Path, speakers: &[&str]) -> Result<BTreeMap<u8, Vec<PathBuf>>> {
     let dir = fsdd.join("recordings");
-    let entries = std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    let entries =
+        std::fs::read_dir(&dir).with_context(|| format!("cannot list {}", dir.display()))?;
     let mut found: Vec<(u8, usize, usize, PathBuf)> = Vec::new();
     for entry in entries {
         let path = entry?.path();
-        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else { continue };
+        let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
+            continue;
+        };
         let parts: Vec<&str> = stem.split('_').collect();
         if parts.len() != 3 || path.extension().and_then(|e| e.to_str()) != Some("wav") {
             continue;
         }
-        let (Ok(digit), Some(speaker), Ok(index)) = (parts[0].parse::<u8>(), speakers.iter().position(|s| *s == parts[1]), parts[2].parse::<usize>()) else {
+        let (Ok(digit), Some(speaker), Ok(index)) = (
+            parts[0].parse::<u8>(),
+            speakers.iter().position(|s| *s == parts[1]),
+            parts[2].parse::<usize>(),
+        ) else {
             continue;
         };
         found.push((digit, speaker, index, path));
@@ -219,14 +286,22 @@ fn recordings(fsdd: &Path, speakers: &[&str]) -> Result<BTreeMap<u8, Vec<PathBuf
     }
     for d in 0..10u8 {
         if by_digit.get(&d).is_none_or(|v| v.is_empty()) {
-            bail!("{}: no recording of digit {d} by {}", dir.display(), speakers.join(", "));
+            bail!(
+                "{}: no recording of digit {d} by {}",
+                dir.display(),
+                speakers.join(", ")
+            );
         }
     }
     Ok(by_digit)
 }
 
 /// Spectrograms for `labels`, cycling through each digit's recordings; [n, 112, 112].
-fn audio_for(labels: &[u8], recs: &BTreeMap<u8, Vec<PathBuf>>, rng: &mut ChaCha8Rng) -> Result<Vec<f32>> {
+fn audio_for(
+    labels: &[u8],
+    recs: &BTreeMap<u8, Vec<PathBuf>>,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<f32>> {
     let mut cache: BTreeMap<PathBuf, Vec<f64>> = BTreeMap::new();
     let mut next: BTreeMap<u8, usize> = BTreeMap::new();
     let mut planner = RealFftPlanner::<f64>::new();
@@ -252,7 +327,13 @@ fn audio_for(labels: &[u8], recs: &BTreeMap<u8, Vec<PathBuf>>, rng: &mut ChaCha8
 }
 
 /// `mgr prepare avmnist`: writes MultiBench's layout into `out`; returns (n_train, n_test, k).
-pub fn prepare(mnist: &Path, fsdd: &Path, out: &Path, noise_seed: u64, quiet: bool) -> Result<(usize, usize, usize)> {
+pub fn prepare(
+    mnist: &Path,
+    fsdd: &Path,
+    out: &Path,
+    noise_seed: u64,
+    quiet: bool,
+) -> Result<(usize, usize, usize)> {
     let (train_px, train_labels, n_train) = read_mnist(mnist, true)?;
     let (test_px, test_labels, n_test) = read_mnist(mnist, false)?;
     let train_recs = recordings(fsdd, &TRAIN_SPEAKERS)?;
@@ -264,7 +345,10 @@ pub fn prepare(mnist: &Path, fsdd: &Path, out: &Path, noise_seed: u64, quiet: bo
     };
     step("fitting PCA on the training images");
     let (mean, components) = fit_pca(&train_px, n_train, 0.25);
-    step(&format!("keeping {} components (cumulative explained variance > 0.25)", components.ncols()));
+    step(&format!(
+        "keeping {} components (cumulative explained variance > 0.25)",
+        components.ncols()
+    ));
     let train_img = project(&train_px, n_train, &mean, &components);
     let test_img = project(&test_px, n_test, &mean, &components);
     let mut rng = ChaCha8Rng::seed_from_u64(noise_seed);
@@ -279,13 +363,16 @@ pub fn prepare(mnist: &Path, fsdd: &Path, out: &Path, noise_seed: u64, quiet: bo
     std::fs::create_dir_all(tmp.join("image"))?;
     std::fs::create_dir_all(tmp.join("audio"))?;
     let write2 = |p: PathBuf, v: Vec<f32>, n: usize| -> Result<()> {
-        ndarray_npy::write_npy(&p, &Array2::from_shape_vec((n, 784), v)?).with_context(|| format!("cannot write {}", p.display()))
+        ndarray_npy::write_npy(&p, &Array2::from_shape_vec((n, 784), v)?)
+            .with_context(|| format!("cannot write {}", p.display()))
     };
     let write3 = |p: PathBuf, v: Vec<f32>, n: usize| -> Result<()> {
-        ndarray_npy::write_npy(&p, &Array3::from_shape_vec((n, SPEC, SPEC), v)?).with_context(|| format!("cannot write {}", p.display()))
+        ndarray_npy::write_npy(&p, &Array3::from_shape_vec((n, SPEC, SPEC), v)?)
+            .with_context(|| format!("cannot write {}", p.display()))
     };
     let write_labels = |p: PathBuf, v: &[u8]| -> Result<()> {
-        ndarray_npy::write_npy(&p, &Array1::from_iter(v.iter().map(|&l| l as i64))).with_context(|| format!("cannot write {}", p.display()))
+        ndarray_npy::write_npy(&p, &Array1::from_iter(v.iter().map(|&l| l as i64)))
+            .with_context(|| format!("cannot write {}", p.display()))
     };
     write2(tmp.join("image/train_data.npy"), train_img, n_train)?;
     write2(tmp.join("image/test_data.npy"), test_img, n_test)?;
@@ -303,11 +390,16 @@ pub fn prepare(mnist: &Path, fsdd: &Path, out: &Path, noise_seed: u64, quiet: bo
         "n_train": n_train, "n_test": n_test,
         "fsdd_licence": "Free Spoken Digit Dataset, CC BY-SA 4.0",
     });
-    std::fs::write(tmp.join("recipe.json"), serde_json::to_string_pretty(&recipe)?)?;
+    std::fs::write(
+        tmp.join("recipe.json"),
+        serde_json::to_string_pretty(&recipe)?,
+    )?;
     if out.exists() {
-        std::fs::remove_dir_all(out).with_context(|| format!("cannot replace {}", out.display()))?;
+        std::fs::remove_dir_all(out)
+            .with_context(|| format!("cannot replace {}", out.display()))?;
     }
-    std::fs::rename(&tmp, out).with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))?;
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))?;
     Ok((n_train, n_test, components.ncols()))
 }
 
@@ -328,7 +420,11 @@ fn read_f32<D: ndarray::Dimension>(path: &Path) -> Result<ndarray::Array<f32, D>
     }
     match read_npy::<_, ndarray::Array<i64, D>>(path) {
         Ok(a) => Ok(a.mapv(|v| v as f32)),
-        Err(e) => bail!("{}: not a readable npy array of {} dimensions: {e}", path.display(), D::NDIM.unwrap_or(0)),
+        Err(e) => bail!(
+            "{}: not a readable npy array of {} dimensions: {e}",
+            path.display(),
+            D::NDIM.unwrap_or(0)
+        ),
     }
 }
 
@@ -336,17 +432,29 @@ fn read_any_image(path: &Path) -> Result<Array2<f32>> {
     if let Ok(a) = read_f32::<ndarray::Ix2>(path) {
         return Ok(a);
     }
-    let a = read_f32::<ndarray::Ix3>(path).map_err(|_| anyhow!("{}: expected an (N, 784) or (N, 28, 28) array", path.display()))?;
+    let a = read_f32::<ndarray::Ix3>(path).map_err(|_| {
+        anyhow!(
+            "{}: expected an (N, 784) or (N, 28, 28) array",
+            path.display()
+        )
+    })?;
     let n = a.shape()[0];
     if a.shape()[1] * a.shape()[2] != 784 {
-        bail!("{}: images of {:?}, expected 28 x 28", path.display(), &a.shape()[1..]);
+        bail!(
+            "{}: images of {:?}, expected 28 x 28",
+            path.display(),
+            &a.shape()[1..]
+        );
     }
     Ok(a.into_shape_with_order((n, 784))?)
 }
 
 /// The token grids of AV-MNIST.
 pub fn modalities() -> Vec<ModalitySpec> {
-    vec![ModalitySpec::new("vision".into(), 16, 49), ModalitySpec::new("audio".into(), 28, 448)]
+    vec![
+        ModalitySpec::new("vision".into(), 16, 49),
+        ModalitySpec::new("audio".into(), 28, 448),
+    ]
 }
 
 struct Raw {
@@ -364,21 +472,47 @@ fn read_split(dir: &Path, split: &str) -> Result<Raw> {
     let labels = read_f32::<ndarray::Ix1>(&label_path)?;
     let n = labels.len();
     if image.shape() != [n, 784] {
-        bail!("{}: shape {:?}, expected ({n}, 784) to match {}", image_path.display(), image.shape(), label_path.display());
+        bail!(
+            "{}: shape {:?}, expected ({n}, 784) to match {}",
+            image_path.display(),
+            image.shape(),
+            label_path.display()
+        );
     }
     if audio.shape() != [n, SPEC, SPEC] {
-        bail!("{}: shape {:?}, expected ({n}, 112, 112) to match {}", audio_path.display(), audio.shape(), label_path.display());
+        bail!(
+            "{}: shape {:?}, expected ({n}, 112, 112) to match {}",
+            audio_path.display(),
+            audio.shape(),
+            label_path.display()
+        );
     }
-    for (path, bad) in [(&image_path, image.iter().any(|v| !v.is_finite())), (&audio_path, audio.iter().any(|v| !v.is_finite()))] {
+    for (path, bad) in [
+        (&image_path, image.iter().any(|v| !v.is_finite())),
+        (&audio_path, audio.iter().any(|v| !v.is_finite())),
+    ] {
         if bad {
             bail!("{}: contains NaN or infinite values", path.display());
         }
     }
     let labels: Vec<usize> = labels
         .iter()
-        .map(|&l| if l >= 0.0 && l < 10.0 && l.fract() == 0.0 { Ok(l as usize) } else { Err(anyhow!("{}: label {l} is not a digit", label_path.display())) })
+        .map(|&l| {
+            if l >= 0.0 && l < 10.0 && l.fract() == 0.0 {
+                Ok(l as usize)
+            } else {
+                Err(anyhow!(
+                    "{}: label {l} is not a digit",
+                    label_path.display()
+                ))
+            }
+        })
         .collect::<Result<_>>()?;
-    Ok(Raw { image, audio, labels })
+    Ok(Raw {
+        image,
+        audio,
+        labels,
+    })
 }
 
 /// Tokens of one sample: 16 patches of 7 x 7, and 28 tokens of 4 frames x 112 frequencies.
@@ -409,7 +543,11 @@ fn standardise(values: &mut [f32], mean: f64, std: f64) {
 fn moments(values: &[f32]) -> (f64, f64) {
     let n = values.len().max(1) as f64;
     let mean = values.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = values.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
+    let var = values
+        .iter()
+        .map(|&v| (v as f64 - mean).powi(2))
+        .sum::<f64>()
+        / n;
     (mean, var.sqrt().max(1e-12))
 }
 
@@ -419,17 +557,25 @@ pub fn load(dir: &Path) -> Result<(DataSplit, DataSplit, DataSplit)> {
     for split in ["train", "test"] {
         let raw = read_split(dir, split)?;
         let n = raw.labels.len();
-        let (mut image, mut audio) = (Vec::with_capacity(n * 784), Vec::with_capacity(n * SPEC * SPEC));
+        let (mut image, mut audio) = (
+            Vec::with_capacity(n * 784),
+            Vec::with_capacity(n * SPEC * SPEC),
+        );
         for i in 0..n {
             tokens(&raw, i, &mut image, &mut audio);
         }
         image.iter_mut().for_each(|v| *v /= 255.0);
-        audio.iter_mut().for_each(|v| *v = (*v / 255.0 + 1e-10).max(1e-10).log10());
+        audio
+            .iter_mut()
+            .for_each(|v| *v = (*v / 255.0 + 1e-10).max(1e-10).log10());
         splits.push(DataSplit {
             name: format!("{}/{split}", dir.display()),
             modalities: modalities(),
             features: vec![image, audio],
-            targets: Targets::Classes { labels: raw.labels, n_classes: 10 },
+            targets: Targets::Classes {
+                labels: raw.labels,
+                n_classes: 10,
+            },
         });
     }
     let mut test = splits.pop().expect("two splits");
@@ -442,9 +588,18 @@ pub fn load(dir: &Path) -> Result<(DataSplit, DataSplit, DataSplit)> {
     let n = train.len();
     let n_valid = (n / 10).max(1);
     if n < 2 {
-        bail!("{}: {n} training samples are too few to hold out a validation split", dir.display());
+        bail!(
+            "{}: {n} training samples are too few to hold out a validation split",
+            dir.display()
+        );
     }
-    let valid = train.subset(&((n - n_valid)..n).collect::<Vec<_>>(), format!("{}/valid", dir.display()));
-    let train = train.subset(&(0..n - n_valid).collect::<Vec<_>>(), format!("{}/train", dir.display()));
+    let valid = train.subset(
+        &((n - n_valid)..n).collect::<Vec<_>>(),
+        format!("{}/valid", dir.display()),
+    );
+    let train = train.subset(
+        &(0..n - n_valid).collect::<Vec<_>>(),
+        format!("{}/train", dir.display()),
+    );
     Ok((train, valid, test))
 }

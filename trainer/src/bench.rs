@@ -60,14 +60,20 @@ pub struct BenchArgs {
 
 /// AV-MNIST's token grids: 16 image patches of 7x7, 28 spectrogram frames of 4x112.
 fn config(a: &BenchArgs) -> Result<ModelConfig> {
-    Ok(ModelConfig::new(vec![ModalitySpec::new("vision".into(), 16, 49), ModalitySpec::new("audio".into(), 28, 448)], 10)
-        .with_method(a.method.parse::<Method>()?)
-        .with_d_model(a.d)
-        .with_n_heads(a.heads)
-        .with_n_layers(a.layers)
-        .with_unimodal_layers(a.uni_layers)
-        .with_refine_layers(a.lt)
-        .with_rho(a.rho))
+    Ok(ModelConfig::new(
+        vec![
+            ModalitySpec::new("vision".into(), 16, 49),
+            ModalitySpec::new("audio".into(), 28, 448),
+        ],
+        10,
+    )
+    .with_method(a.method.parse::<Method>()?)
+    .with_d_model(a.d)
+    .with_n_heads(a.heads)
+    .with_n_layers(a.layers)
+    .with_unimodal_layers(a.uni_layers)
+    .with_refine_layers(a.lt)
+    .with_rho(a.rho))
 }
 
 /// Forward multiply-add FLOPs per sample (2 per multiply-add), matmuls only.
@@ -76,10 +82,18 @@ pub fn forward_flops(cfg: &ModelConfig) -> f64 {
     let ff = (cfg.ff_mult as f64) * d;
     let encoder_layer = |n: f64| 2.0 * (4.0 * n * d * d + 2.0 * n * n * d + 2.0 * n * d * ff);
     let n: f64 = cfg.n_tokens() as f64;
-    let mut flops: f64 = cfg.modalities.iter().map(|m| 2.0 * (m.n_tokens * m.token_dim) as f64 * d).sum();
+    let mut flops: f64 = cfg
+        .modalities
+        .iter()
+        .map(|m| 2.0 * (m.n_tokens * m.token_dim) as f64 * d)
+        .sum();
     flops += cfg.n_layers as f64 * encoder_layer(n);
     if cfg.uses_unimodal() {
-        flops += cfg.modalities.iter().map(|m| cfg.unimodal_layers as f64 * encoder_layer(m.n_tokens as f64)).sum::<f64>();
+        flops += cfg
+            .modalities
+            .iter()
+            .map(|m| cfg.unimodal_layers as f64 * encoder_layer(m.n_tokens as f64))
+            .sum::<f64>();
     }
     let counts = cfg.tokens_per_layer();
     for w in counts.windows(2) {
@@ -111,15 +125,27 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             .modalities
             .iter()
             .map(|s| {
-                let t = Tensor::<1>::random([b * s.n_tokens * s.token_dim], Distribution::Normal(0.0, 1.0), &Device::flex());
+                let t = Tensor::<1>::random(
+                    [b * s.n_tokens * s.token_dim],
+                    Distribution::Normal(0.0, 1.0),
+                    &Device::flex(),
+                );
                 t.into_data().try_to_vec::<f32>().expect("f32")
             })
             .collect(),
-        targets: Targets::Classes { labels: (0..b).map(|i| i % 10).collect(), n_classes: 10 },
+        targets: Targets::Classes {
+            labels: (0..b).map(|i| i % 10).collect(),
+            n_classes: 10,
+        },
     };
     // As the peer: the first third misses vision, the second third misses audio.
-    let rows = (0..b).map(|i| vec![!(i < b / 3), !(i >= b / 3 && i < 2 * b / 3)]).collect();
-    let mask = AbsenceMask { modalities: vec!["vision".into(), "audio".into()], rows };
+    let rows = (0..b)
+        .map(|i| vec![!(i < b / 3), !(i >= b / 3 && i < 2 * b / 3)])
+        .collect();
+    let mask = AbsenceMask {
+        modalities: vec!["vision".into(), "audio".into()],
+        rows,
+    };
     let indices: Vec<usize> = (0..b).collect();
     let train_device = device.clone().autodiff();
     let train_batch = Batch::from_split(&split, &indices, &mask, &train_device);
@@ -178,10 +204,23 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     if a.json {
         println!("{out}");
     } else {
-        println!("device {device_name}, method {}, batch {b}, {} params", cfg.method, model.num_params());
-        println!("forward FLOPs per sample: {:.2} M (training ~3x)", flops / 1e6);
-        println!("train: {train_med:>9.1} samples/s (min {train_min:.1}, max {train_max:.1}) = {:.2} GFLOP/s", train_med * 3.0 * flops / 1e9);
-        println!("infer: {infer_med:>9.1} samples/s (min {infer_min:.1}, max {infer_max:.1}) = {:.2} GFLOP/s", infer_med * flops / 1e9);
+        println!(
+            "device {device_name}, method {}, batch {b}, {} params",
+            cfg.method,
+            model.num_params()
+        );
+        println!(
+            "forward FLOPs per sample: {:.2} M (training ~3x)",
+            flops / 1e6
+        );
+        println!(
+            "train: {train_med:>9.1} samples/s (min {train_min:.1}, max {train_max:.1}) = {:.2} GFLOP/s",
+            train_med * 3.0 * flops / 1e9
+        );
+        println!(
+            "infer: {infer_med:>9.1} samples/s (min {infer_min:.1}, max {infer_max:.1}) = {:.2} GFLOP/s",
+            infer_med * flops / 1e9
+        );
     }
     Ok(())
 }

@@ -94,18 +94,35 @@ pub fn save_model(model: &Model, path: &Path) -> Result<()> {
 
 /// Loads weights from `path` into a model of `config` on `device`.
 pub fn load_model(config: &ModelConfig, path: &Path, device: &Device) -> Result<Model> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read weights {}", path.display()))?;
-    Ok(from_burnpack(config, bytes, device, &path.display().to_string())?)
+    let bytes =
+        std::fs::read(path).with_context(|| format!("cannot read weights {}", path.display()))?;
+    Ok(from_burnpack(
+        config,
+        bytes,
+        device,
+        &path.display().to_string(),
+    )?)
 }
 
 /// Writes the epoch's weights and optimizer state, then the state file, then removes the
 /// previous epoch's files.
-pub fn save(paths: &RunPaths, model: &Model, optimizer: &ModuleOptimizer, state: &TrainState) -> Result<()> {
+pub fn save(
+    paths: &RunPaths,
+    model: &Model,
+    optimizer: &ModuleOptimizer,
+    state: &TrainState,
+) -> Result<()> {
     let epoch = state.epochs_done;
     save_model(model, &paths.weights(epoch))?;
-    let record = optimizer.to_record().into_bytes().map_err(|e| anyhow::anyhow!("cannot serialise the optimizer state: {e:?}"))?;
+    let record = optimizer
+        .to_record()
+        .into_bytes()
+        .map_err(|e| anyhow::anyhow!("cannot serialise the optimizer state: {e:?}"))?;
     write_atomic(&paths.optimizer(epoch), &record)?;
-    write_atomic(&paths.state(), serde_json::to_string_pretty(state)?.as_bytes())?;
+    write_atomic(
+        &paths.state(),
+        serde_json::to_string_pretty(state)?.as_bytes(),
+    )?;
     if epoch > 0 {
         let _ = std::fs::remove_file(paths.weights(epoch - 1));
         let _ = std::fs::remove_file(paths.optimizer(epoch - 1));
@@ -114,27 +131,47 @@ pub fn save(paths: &RunPaths, model: &Model, optimizer: &ModuleOptimizer, state:
 }
 
 /// Loads the last checkpoint: state, weights and optimizer.
-pub fn load(paths: &RunPaths, config: &ModelConfig, optimizer: ModuleOptimizer, device: &Device) -> Result<(TrainState, Model, ModuleOptimizer)> {
+pub fn load(
+    paths: &RunPaths,
+    config: &ModelConfig,
+    optimizer: ModuleOptimizer,
+    device: &Device,
+) -> Result<(TrainState, Model, ModuleOptimizer)> {
     let state_path = paths.state();
     if !state_path.is_file() {
-        bail!("{} has no checkpoint to resume from ({} is missing)", paths.root.display(), state_path.display());
+        bail!(
+            "{} has no checkpoint to resume from ({} is missing)",
+            paths.root.display(),
+            state_path.display()
+        );
     }
     let state: TrainState = serde_json::from_str(&std::fs::read_to_string(&state_path)?)
         .with_context(|| format!("{}: not a checkpoint state", state_path.display()))?;
     let model = load_model(config, &paths.weights(state.epochs_done), device)?;
     let opt_path = paths.optimizer(state.epochs_done);
-    let bytes = std::fs::read(&opt_path).with_context(|| format!("cannot read {}", opt_path.display()))?;
-    let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes)).map_err(|e| anyhow::anyhow!("{}: not an optimizer state: {e:?}", opt_path.display()))?;
+    let bytes =
+        std::fs::read(&opt_path).with_context(|| format!("cannot read {}", opt_path.display()))?;
+    let record = OptimizerRecord::from_bytes(Bytes::from_bytes_vec(bytes))
+        .map_err(|e| anyhow::anyhow!("{}: not an optimizer state: {e:?}", opt_path.display()))?;
     Ok((state, model, optimizer.load_record(record)))
 }
 
 /// `metrics.csv` from the epoch log.
 pub fn metrics_csv(rows: &[EpochRow]) -> String {
-    let mut out = String::from("epoch,train_loss,train_task_loss,l_div,valid_loss,valid_accuracy,valid_f1,seconds\n");
+    let mut out = String::from(
+        "epoch,train_loss,train_task_loss,l_div,valid_loss,valid_accuracy,valid_f1,seconds\n",
+    );
     for r in rows {
         out.push_str(&format!(
             "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3}\n",
-            r.epoch, r.train_loss, r.train_task_loss, r.l_div, r.valid_loss, r.valid_accuracy, r.valid_f1, r.seconds
+            r.epoch,
+            r.train_loss,
+            r.train_task_loss,
+            r.l_div,
+            r.valid_loss,
+            r.valid_accuracy,
+            r.valid_f1,
+            r.seconds
         ));
     }
     out

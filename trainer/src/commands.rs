@@ -51,7 +51,9 @@ pub fn resolve_train_config(a: &TrainArgs) -> Result<RunConfig> {
         set_key(&mut v, k, &raw)?;
     }
     for s in &a.sets {
-        let (k, raw) = s.split_once('=').ok_or_else(|| anyhow!("--set `{s}`: expected KEY=VALUE"))?;
+        let (k, raw) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--set `{s}`: expected KEY=VALUE"))?;
         set_key(&mut v, k.trim(), raw.trim())?;
     }
     runconfig::finish(v)
@@ -59,9 +61,15 @@ pub fn resolve_train_config(a: &TrainArgs) -> Result<RunConfig> {
 
 fn finished_run(run: &std::path::Path) -> Result<(RunConfig, RunPaths)> {
     let rc = runconfig::load(run)?;
-    let paths = RunPaths { root: run.to_path_buf() };
+    let paths = RunPaths {
+        root: run.to_path_buf(),
+    };
     if !paths.best().is_file() {
-        bail!("{} has no trained model ({} is missing)", run.display(), paths.best().display());
+        bail!(
+            "{} has no trained model ({} is missing)",
+            run.display(),
+            paths.best().display()
+        );
     }
     Ok((rc, paths))
 }
@@ -88,7 +96,13 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     let splits = dataset::load(&rc)?;
     let names: Vec<String> = rc.model.modalities.iter().map(|m| m.name.clone()).collect();
     let absence = rc.absence.to_config(&rc.model.modalities)?;
-    let mask = AbsenceMask::generate(&absence, &names, splits.test.len(), rc.absence.seed, SplitKind::Test)?;
+    let mask = AbsenceMask::generate(
+        &absence,
+        &names,
+        splits.test.len(),
+        rc.absence.seed,
+        SplitKind::Test,
+    )?;
     let model = load_model(&rc.model, &paths.best(), &device)?;
     let test = evaluate(&model, &splits.test, &mask, 256, &device);
     let mut out = json!({
@@ -117,14 +131,21 @@ pub fn trace(a: &TraceArgs) -> Result<()> {
     let device = Device::flex();
     let splits = dataset::load(&rc)?;
     if a.index >= splits.test.len() {
-        bail!("--index {} is out of range: the test split has {} samples", a.index, splits.test.len());
+        bail!(
+            "--index {} is out of range: the test split has {} samples",
+            a.index,
+            splits.test.len()
+        );
     }
     let names: Vec<String> = rc.model.modalities.iter().map(|m| m.name.clone()).collect();
     let available = match &a.drop {
         Some(drop) => {
             for d in drop {
                 if !names.contains(d) {
-                    bail!("--drop: unknown modality `{d}` (this model has {})", names.join(", "));
+                    bail!(
+                        "--drop: unknown modality `{d}` (this model has {})",
+                        names.join(", ")
+                    );
                 }
             }
             let row: Vec<bool> = names.iter().map(|n| !drop.contains(n)).collect();
@@ -134,8 +155,11 @@ pub fn trace(a: &TraceArgs) -> Result<()> {
             row
         }
         None => {
-            let text = std::fs::read_to_string(paths.mask("test")).with_context(|| format!("cannot read {}", paths.mask("test").display()))?;
-            AbsenceMask::from_csv(&text, &paths.mask("test").display().to_string())?.available(a.index).to_vec()
+            let text = std::fs::read_to_string(paths.mask("test"))
+                .with_context(|| format!("cannot read {}", paths.mask("test").display()))?;
+            AbsenceMask::from_csv(&text, &paths.mask("test").display().to_string())?
+                .available(a.index)
+                .to_vec()
         }
     };
     let model = load_model(&rc.model, &paths.best(), &device)?;
@@ -154,14 +178,21 @@ pub fn trace(a: &TraceArgs) -> Result<()> {
 pub fn export_web(a: &ExportArgs) -> Result<()> {
     let (rc, paths) = finished_run(&a.run)?;
     if rc.dataset != "synthetic" {
-        bail!("export-web: the page draws synthetic samples; {} was trained on {}", a.run.display(), rc.dataset);
+        bail!(
+            "export-web: the page draws synthetic samples; {} was trained on {}",
+            a.run.display(),
+            rc.dataset
+        );
     }
     let device = Device::flex();
     let model = load_model(&rc.model, &paths.best(), &device)?;
     let bytes = mgr::persist::to_burnpack(&model)?;
-    std::fs::create_dir_all(&a.out).with_context(|| format!("cannot create {}", a.out.display()))?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
     write_atomic(&a.out.join("model.bpk"), &bytes)?;
-    let results = std::fs::read_to_string(paths.results()).ok().and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let results = std::fs::read_to_string(paths.results())
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
     let meta = json!({
         "format": "mgr-web-model/1",
         "model": rc.model,
@@ -169,10 +200,22 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
         "kappa": rc.absence.kappa,
         "results": results,
     });
-    write_atomic(&a.out.join("model.json"), serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    write_atomic(
+        &a.out.join("model.json"),
+        serde_json::to_string_pretty(&meta)?.as_bytes(),
+    )?;
     let n = a.samples.min(rc.synthetic.n_test);
-    let samples: Vec<_> = (0..n).map(|i| rc.synthetic.sample(SplitKind::Test, i)).collect();
-    write_atomic(&a.out.join("samples.json"), serde_json::to_string(&samples)?.as_bytes())?;
-    eprintln!("wrote {} ({} bytes of weights, {n} samples)", a.out.display(), bytes.len());
+    let samples: Vec<_> = (0..n)
+        .map(|i| rc.synthetic.sample(SplitKind::Test, i))
+        .collect();
+    write_atomic(
+        &a.out.join("samples.json"),
+        serde_json::to_string(&samples)?.as_bytes(),
+    )?;
+    eprintln!(
+        "wrote {} ({} bytes of weights, {n} samples)",
+        a.out.display(),
+        bytes.len()
+    );
     Ok(())
 }

@@ -41,7 +41,12 @@ pub fn load(rc: &RunConfig) -> Result<Splits> {
             Splits { train, valid, test }
         }
         "mosi" | "mosei" | "urfunny" => {
-            let file = rc.data_dir.as_deref().ok_or_else(|| anyhow::anyhow!("--dataset {} needs --data-dir FILE.pkl (MultiBench's pickle)", rc.dataset))?;
+            let file = rc.data_dir.as_deref().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "--dataset {} needs --data-dir FILE.pkl (MultiBench's pickle)",
+                    rc.dataset
+                )
+            })?;
             let (train, valid, test) = crate::affect::load(file, &rc.dataset)?;
             Splits { train, valid, test }
         }

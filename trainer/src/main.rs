@@ -8,7 +8,9 @@ mod commands;
 mod dataset;
 mod device;
 mod fsutil;
+mod plots;
 mod progress;
+mod protocol;
 mod runconfig;
 mod train_cmd;
 
@@ -19,7 +21,11 @@ use std::path::PathBuf;
 use crate::device::DeviceChoice;
 
 #[derive(Parser)]
-#[command(name = "mgr", version, about = "MGR (AAAI 2025) in Rust: train, evaluate, trace, export, benchmark")]
+#[command(
+    name = "mgr",
+    version,
+    about = "MGR (AAAI 2025) in Rust: train, evaluate, trace, export, benchmark"
+)]
 struct Cli {
     /// Print only results (no progress, no device line).
     #[arg(long, global = true)]
@@ -40,6 +46,8 @@ enum Command {
     ExportWeb(ExportArgs),
     /// Time training steps and inference at AV-MNIST's shapes.
     Bench(bench::BenchArgs),
+    /// The paper's protocol: every method x kappa cell over absence seeds x seeds, tables, plots.
+    Protocol(protocol::ProtocolArgs),
     /// Build a dataset from raw files (`avmnist`: MNIST + Free Spoken Digit Dataset).
     Prepare(PrepareArgs),
 }
@@ -170,13 +178,22 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Trace(a) => commands::trace(&a),
         Command::ExportWeb(a) => commands::export_web(&a),
         Command::Bench(a) => bench::run(&a),
+        Command::Protocol(a) => protocol::run(&a),
         Command::Prepare(a) => {
             if a.dataset != "avmnist" {
-                anyhow::bail!("prepare: unknown dataset `{}` (only avmnist is built from raw files)", a.dataset);
+                anyhow::bail!(
+                    "prepare: unknown dataset `{}` (only avmnist is built from raw files)",
+                    a.dataset
+                );
             }
             let t = std::time::Instant::now();
-            let (n_train, n_test, k) = avmnist::prepare(&a.mnist_dir, &a.fsdd_dir, &a.out, a.noise_seed, quiet)?;
-            eprintln!("wrote {} ({n_train} train, {n_test} test, {k} PCA components) in {:.1}s", a.out.display(), t.elapsed().as_secs_f64());
+            let (n_train, n_test, k) =
+                avmnist::prepare(&a.mnist_dir, &a.fsdd_dir, &a.out, a.noise_seed, quiet)?;
+            eprintln!(
+                "wrote {} ({n_train} train, {n_test} test, {k} PCA components) in {:.1}s",
+                a.out.display(),
+                t.elapsed().as_secs_f64()
+            );
             Ok(())
         }
     }

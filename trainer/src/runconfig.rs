@@ -34,14 +34,28 @@ impl AbsenceSettings {
             .missable
             .iter()
             .map(|name| {
-                modalities.iter().position(|m| &m.name == name).ok_or_else(|| {
-                    let names: Vec<&str> = modalities.iter().map(|m| m.name.as_str()).collect();
-                    anyhow!("absence type: unknown modality `{name}` (this dataset has {})", names.join(", "))
-                })
+                modalities
+                    .iter()
+                    .position(|m| &m.name == name)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = modalities.iter().map(|m| m.name.as_str()).collect();
+                        anyhow!(
+                            "absence type: unknown modality `{name}` (this dataset has {})",
+                            names.join(", ")
+                        )
+                    })
             })
             .collect::<Result<Vec<_>>>()?;
-        let max_missing = if self.max_missing == 0 { usize::MAX } else { self.max_missing };
-        Ok(AbsenceConfig { kappa: self.kappa, missable, max_missing })
+        let max_missing = if self.max_missing == 0 {
+            usize::MAX
+        } else {
+            self.max_missing
+        };
+        Ok(AbsenceConfig {
+            kappa: self.kappa,
+            missable,
+            max_missing,
+        })
     }
 }
 
@@ -68,7 +82,12 @@ impl Default for RunConfig {
         Self {
             dataset: "synthetic".into(),
             data_dir: None,
-            absence: AbsenceSettings { kappa: 0.7, seed: 0, missable: Vec::new(), max_missing: 0 },
+            absence: AbsenceSettings {
+                kappa: 0.7,
+                seed: 0,
+                missable: Vec::new(),
+                max_missing: 0,
+            },
             model: ModelConfig::new(Vec::new(), 0),
             train: TrainConfig::new(),
             synthetic: SyntheticConfig::new(),
@@ -86,16 +105,30 @@ pub fn set_key(root: &mut Value, key: &str, raw: &str) -> Result<()> {
     } else if root.get(key).is_some() {
         vec![key.to_string()]
     } else {
-        let hits: Vec<&str> = SECTIONS.iter().copied().filter(|s| root[*s].get(key).is_some()).collect();
+        let hits: Vec<&str> = SECTIONS
+            .iter()
+            .copied()
+            .filter(|s| root[*s].get(key).is_some())
+            .collect();
         match hits.as_slice() {
             [one] => vec![one.to_string(), key.to_string()],
-            [] => bail!("config key `{key}` does not exist (try `mgr train --help`, or a dotted path such as model.rho)"),
-            many => bail!("config key `{key}` is ambiguous: {}", many.iter().map(|s| format!("{s}.{key}")).collect::<Vec<_>>().join(", ")),
+            [] => bail!(
+                "config key `{key}` does not exist (try `mgr train --help`, or a dotted path such as model.rho)"
+            ),
+            many => bail!(
+                "config key `{key}` is ambiguous: {}",
+                many.iter()
+                    .map(|s| format!("{s}.{key}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     };
     let mut node = root;
     for (i, part) in path.iter().enumerate() {
-        let obj = node.as_object_mut().ok_or_else(|| anyhow!("config key `{key}`: `{part}` is not inside a section"))?;
+        let obj = node
+            .as_object_mut()
+            .ok_or_else(|| anyhow!("config key `{key}`: `{part}` is not inside a section"))?;
         if !obj.contains_key(part) {
             bail!("config key `{key}` does not exist");
         }
@@ -110,12 +143,18 @@ pub fn set_key(root: &mut Value, key: &str, raw: &str) -> Result<()> {
 
 /// Merges a TOML document into the defaults; unknown keys are errors naming the file.
 pub fn merge_toml(root: &mut Value, file: &Path) -> Result<()> {
-    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read config {}", file.display()))?;
-    let doc: toml::Value = toml::from_str(&text).with_context(|| format!("{}: not valid TOML", file.display()))?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read config {}", file.display()))?;
+    let doc: toml::Value =
+        toml::from_str(&text).with_context(|| format!("{}: not valid TOML", file.display()))?;
     let doc = serde_json::to_value(doc)?;
     fn walk(node: &mut Value, doc: &Map<String, Value>, prefix: &str, file: &Path) -> Result<()> {
         for (k, v) in doc {
-            let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
             let Some(slot) = node.get_mut(k) else {
                 bail!("{}: config key `{key}` does not exist", file.display());
             };
@@ -126,7 +165,9 @@ pub fn merge_toml(root: &mut Value, file: &Path) -> Result<()> {
         }
         Ok(())
     }
-    let doc = doc.as_object().ok_or_else(|| anyhow!("{}: not a TOML table", file.display()))?;
+    let doc = doc
+        .as_object()
+        .ok_or_else(|| anyhow!("{}: not a TOML table", file.display()))?;
     walk(root, doc, "", file)
 }
 
@@ -134,7 +175,11 @@ pub fn merge_toml(root: &mut Value, file: &Path) -> Result<()> {
 pub fn finish(root: Value) -> Result<RunConfig> {
     let rc: RunConfig = serde_json::from_value(root).map_err(|e| anyhow!("invalid config: {e}"))?;
     if !DATASETS.contains(&rc.dataset.as_str()) {
-        bail!("unknown dataset `{}` (expected one of: {})", rc.dataset, DATASETS.join(", "));
+        bail!(
+            "unknown dataset `{}` (expected one of: {})",
+            rc.dataset,
+            DATASETS.join(", ")
+        );
     }
     if !(0.0..=1.0).contains(&rc.absence.kappa) {
         bail!("kappa {} is outside [0, 1]", rc.absence.kappa);
@@ -152,7 +197,8 @@ pub fn load(run: &Path) -> Result<RunConfig> {
     if !path.is_file() {
         bail!("{} is not a run folder (no config.json)", run.display());
     }
-    let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     serde_json::from_str(&text).with_context(|| format!("{}: not a run config", path.display()))
 }
 
@@ -171,7 +217,10 @@ mod tests {
         assert_eq!(rc.train.epochs, 3);
         assert_eq!(rc.model.method, mgr::Method::Msps);
         let err = set_key(&mut v, "rhoo", "1").unwrap_err().to_string();
-        assert!(err.contains("rhoo") && err.contains("does not exist"), "{err}");
+        assert!(
+            err.contains("rhoo") && err.contains("does not exist"),
+            "{err}"
+        );
         set_key(&mut v, "method", "nope").unwrap();
         assert!(finish(v).is_err());
     }
@@ -187,6 +236,9 @@ mod tests {
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, "[model]\nrhoo = 0.3\n").unwrap();
         let err = merge_toml(&mut v, &bad).unwrap_err().to_string();
-        assert!(err.contains("bad.toml") && err.contains("model.rhoo"), "{err}");
+        assert!(
+            err.contains("bad.toml") && err.contains("model.rhoo"),
+            "{err}"
+        );
     }
 }

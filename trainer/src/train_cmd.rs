@@ -25,22 +25,53 @@ pub fn prepare(mut rc: RunConfig) -> Result<(RunConfig, Splits, [AbsenceMask; 3]
     rc.model.validate()?;
     let names: Vec<String> = rc.model.modalities.iter().map(|m| m.name.clone()).collect();
     let absence = rc.absence.to_config(&rc.model.modalities)?;
-    let mask = |kind: SplitKind| AbsenceMask::generate(&absence, &names, splits.get(kind).len(), rc.absence.seed, kind);
-    let masks = [mask(SplitKind::Train)?, mask(SplitKind::Valid)?, mask(SplitKind::Test)?];
+    let mask = |kind: SplitKind| {
+        AbsenceMask::generate(
+            &absence,
+            &names,
+            splits.get(kind).len(),
+            rc.absence.seed,
+            kind,
+        )
+    };
+    let masks = [
+        mask(SplitKind::Train)?,
+        mask(SplitKind::Valid)?,
+        mask(SplitKind::Test)?,
+    ];
     Ok((rc, splits, masks))
 }
 
 /// Runs `mgr train`.
-pub fn run(rc: RunConfig, out: &Path, device_choice: DeviceChoice, resume: bool, quiet: bool) -> Result<()> {
+pub fn run(
+    rc: RunConfig,
+    out: &Path,
+    device_choice: DeviceChoice,
+    resume: bool,
+    quiet: bool,
+) -> Result<()> {
     let (rc, splits, [train_mask, valid_mask, test_mask]) = prepare(rc)?;
-    let paths = RunPaths { root: out.to_path_buf() };
+    let paths = RunPaths {
+        root: out.to_path_buf(),
+    };
     if resume {
-        let saved = crate::runconfig::load(out)?;
+        let mut saved = crate::runconfig::load(out)?;
+        saved.train.epochs = rc.train.epochs; // resuming may extend the run
         if serde_json::to_value(&saved)? != serde_json::to_value(&rc)? {
-            bail!("--resume: the settings differ from {}; resume with the same command", paths.config().display());
+            bail!(
+                "--resume: the settings differ from {}; resume with the same command (only --epochs may change)",
+                paths.config().display()
+            );
         }
+        write_atomic(
+            &paths.config(),
+            serde_json::to_string_pretty(&rc)?.as_bytes(),
+        )?;
     } else if paths.config().exists() {
-        bail!("{} already holds a run; use --resume to continue it or another --out", out.display());
+        bail!(
+            "{} already holds a run; use --resume to continue it or another --out",
+            out.display()
+        );
     }
     let (device, device_name) = device::select(device_choice, quiet)?;
     let train_device = device.clone().autodiff();
@@ -50,31 +81,67 @@ pub fn run(rc: RunConfig, out: &Path, device_choice: DeviceChoice, resume: bool,
         let (state, model, opt) = checkpoint::load(&paths, &rc.model, optimizer, &train_device)?;
         optimizer = opt;
         if !quiet {
-            eprintln!("resuming {} after epoch {}", out.display(), state.epochs_done);
+            eprintln!(
+                "resuming {} after epoch {}",
+                out.display(),
+                state.epochs_done
+            );
         }
         (state, model)
     } else {
         std::fs::create_dir_all(out)?;
-        write_atomic(&paths.config(), serde_json::to_string_pretty(&rc)?.as_bytes())?;
-        for (name, mask) in [("train", &train_mask), ("valid", &valid_mask), ("test", &test_mask)] {
+        write_atomic(
+            &paths.config(),
+            serde_json::to_string_pretty(&rc)?.as_bytes(),
+        )?;
+        for (name, mask) in [
+            ("train", &train_mask),
+            ("valid", &valid_mask),
+            ("test", &test_mask),
+        ] {
             write_atomic(&paths.mask(name), mask.to_csv().as_bytes())?;
         }
-        (TrainState::default(), init_model(&rc.model, rc.train.seed, &device)?)
+        (
+            TrainState::default(),
+            init_model(&rc.model, rc.train.seed, &device)?,
+        )
     };
     let _ = std::fs::remove_file(paths.results());
 
     let started = Instant::now();
     for epoch in state.epochs_done..rc.train.epochs {
         let t0 = Instant::now();
-        let steps = rc.train.epoch_order(splits.train.len(), epoch).chunks(rc.train.batch_size).count();
-        let bar = progress::bar(steps as u64, format!("epoch {}/{}", epoch + 1, rc.train.epochs));
-        let (next, losses) = train_epoch(model, &mut optimizer, &rc.train, &splits.train, &train_mask, epoch, &train_device, |_, _, l| {
-            bar.inc(1);
-            bar.set_message(format!("loss {:.4}", l.total));
-        });
+        let steps = rc
+            .train
+            .epoch_order(splits.train.len(), epoch)
+            .chunks(rc.train.batch_size)
+            .count();
+        let bar = progress::bar(
+            steps as u64,
+            format!("epoch {}/{}", epoch + 1, rc.train.epochs),
+        );
+        let (next, losses) = train_epoch(
+            model,
+            &mut optimizer,
+            &rc.train,
+            &splits.train,
+            &train_mask,
+            epoch,
+            &train_device,
+            |_, _, l| {
+                bar.inc(1);
+                bar.set_message(format!("loss {:.4}", l.total));
+            },
+        );
         bar.finish_and_clear();
         model = next;
-        let valid = evaluate(&model, &splits.valid, &valid_mask, rc.train.batch_size.max(128), &device);
+        let valid = evaluate(
+            &model,
+            &splits.valid,
+            &valid_mask,
+            rc.train.batch_size.max(128),
+            &device,
+        );
         let row = EpochRow {
             epoch: epoch + 1,
             train_loss: losses.total,
@@ -88,7 +155,14 @@ pub fn run(rc: RunConfig, out: &Path, device_choice: DeviceChoice, resume: bool,
         if !quiet {
             eprintln!(
                 "epoch {:>3}/{}: loss {:.4} (task {:.4}, L_div {:.4}) valid acc {:.4} f1 {:.4} [{:.1}s]",
-                row.epoch, rc.train.epochs, row.train_loss, row.train_task_loss, row.l_div, row.valid_accuracy, row.valid_f1, row.seconds
+                row.epoch,
+                rc.train.epochs,
+                row.train_loss,
+                row.train_task_loss,
+                row.l_div,
+                row.valid_accuracy,
+                row.valid_f1,
+                row.seconds
             );
         }
         if state.best_epoch == 0 || row.valid_accuracy > state.best_valid_accuracy {
@@ -98,14 +172,26 @@ pub fn run(rc: RunConfig, out: &Path, device_choice: DeviceChoice, resume: bool,
         }
         state.rows.push(row);
         state.epochs_done = epoch + 1;
-        write_atomic(&paths.metrics(), checkpoint::metrics_csv(&state.rows).as_bytes())?;
+        write_atomic(
+            &paths.metrics(),
+            checkpoint::metrics_csv(&state.rows).as_bytes(),
+        )?;
         checkpoint::save(&paths, &model, &optimizer, &state)?;
     }
 
     let best = checkpoint::load_model(&rc.model, &paths.best(), &device)?;
     let test = evaluate(&best, &splits.test, &test_mask, 256, &device);
-    let results = results_json(&rc, &test, &state, &device_name, started.elapsed().as_secs_f64());
-    write_atomic(&paths.results(), serde_json::to_string_pretty(&results)?.as_bytes())?;
+    let results = results_json(
+        &rc,
+        &test,
+        &state,
+        &device_name,
+        started.elapsed().as_secs_f64(),
+    );
+    write_atomic(
+        &paths.results(),
+        serde_json::to_string_pretty(&results)?.as_bytes(),
+    )?;
     if !quiet {
         print_summary(&rc, &test, &state);
         eprintln!("wrote {}", paths.results().display());
@@ -123,7 +209,13 @@ fn metrics_json(m: &Metrics) -> serde_json::Value {
 }
 
 /// `results.json`: test metrics overall and per absence pattern.
-pub fn results_json(rc: &RunConfig, test: &Evaluation, state: &TrainState, device: &str, seconds: f64) -> serde_json::Value {
+pub fn results_json(
+    rc: &RunConfig,
+    test: &Evaluation,
+    state: &TrainState,
+    device: &str,
+    seconds: f64,
+) -> serde_json::Value {
     let mut v = json!({
         "dataset": rc.dataset,
         "method": rc.model.method.name(),
@@ -150,11 +242,35 @@ pub fn results_json(rc: &RunConfig, test: &Evaluation, state: &TrainState, devic
 
 fn print_summary(rc: &RunConfig, test: &Evaluation, state: &TrainState) {
     eprintln!();
-    eprintln!("{:<28} {:>9} {:>9} {:>7}", format!("{} / {} / kappa {}", rc.dataset, rc.model.method, rc.absence.kappa), "accuracy", "F1", "n");
+    eprintln!(
+        "{:<28} {:>9} {:>9} {:>7}",
+        format!(
+            "{} / {} / kappa {}",
+            rc.dataset, rc.model.method, rc.absence.kappa
+        ),
+        "accuracy",
+        "F1",
+        "n"
+    );
     eprintln!("{}", "-".repeat(56));
-    eprintln!("{:<28} {:>9.4} {:>9.4} {:>7}", "test (all)", test.overall.accuracy, test.overall.f1, test.overall.n);
+    eprintln!(
+        "{:<28} {:>9.4} {:>9.4} {:>7}",
+        "test (all)", test.overall.accuracy, test.overall.f1, test.overall.n
+    );
     for (pattern, m) in &test.per_pattern {
-        eprintln!("{:<28} {:>9.4} {:>9.4} {:>7}", format!("  {pattern}"), m.accuracy, m.f1, m.n);
+        eprintln!(
+            "{:<28} {:>9.4} {:>9.4} {:>7}",
+            format!("  {pattern}"),
+            m.accuracy,
+            m.f1,
+            m.n
+        );
     }
-    eprintln!("{:<28} {:>9.4} {:>9} {:>7}", format!("valid (best, epoch {})", state.best_epoch), state.best_valid_accuracy, "", "");
+    eprintln!(
+        "{:<28} {:>9.4} {:>9} {:>7}",
+        format!("valid (best, epoch {})", state.best_epoch),
+        state.best_valid_accuracy,
+        "",
+        ""
+    );
 }

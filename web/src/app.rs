@@ -5,10 +5,13 @@ use std::cell::RefCell;
 
 use mgr::synthetic::N_CLASSES;
 use mgr::trace::SampleTrace;
-use wasm_bindgen::prelude::*;
 use wasm_bindgen::JsCast;
+use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
-use web_sys::{CanvasRenderingContext2d, Document, HtmlCanvasElement, HtmlElement, HtmlInputElement, HtmlSelectElement, Response};
+use web_sys::{
+    CanvasRenderingContext2d, Document, HtmlCanvasElement, HtmlElement, HtmlInputElement,
+    HtmlSelectElement, Response,
+};
 
 use crate::engine::{Engine, Inference};
 use crate::render;
@@ -28,7 +31,9 @@ fn document() -> Document {
 }
 
 fn el<T: JsCast>(id: &str) -> Option<T> {
-    document().get_element_by_id(id).and_then(|e| e.dyn_into::<T>().ok())
+    document()
+        .get_element_by_id(id)
+        .and_then(|e| e.dyn_into::<T>().ok())
 }
 
 fn set_text(id: &str, text: &str) {
@@ -52,25 +57,38 @@ fn show_messages(messages: &[String]) {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
-    let resp = JsFuture::from(window().fetch_with_str(url)).await.map_err(|e| format!("cannot fetch {url}: {e:?}"))?;
-    let resp: Response = resp.dyn_into().map_err(|_| format!("{url}: not a response"))?;
+    let resp = JsFuture::from(window().fetch_with_str(url))
+        .await
+        .map_err(|e| format!("cannot fetch {url}: {e:?}"))?;
+    let resp: Response = resp
+        .dyn_into()
+        .map_err(|_| format!("{url}: not a response"))?;
     if !resp.ok() {
         return Err(format!("cannot fetch {url}: HTTP {}", resp.status()));
     }
-    let buf = JsFuture::from(resp.array_buffer().map_err(|e| format!("{url}: {e:?}"))?).await.map_err(|e| format!("{url}: {e:?}"))?;
+    let buf = JsFuture::from(resp.array_buffer().map_err(|e| format!("{url}: {e:?}"))?)
+        .await
+        .map_err(|e| format!("{url}: {e:?}"))?;
     Ok(js_sys::Uint8Array::new(&buf).to_vec())
 }
 
 async fn fetch_model(meta_url: &str) -> Result<(String, Vec<u8>), String> {
     let meta = fetch_bytes(meta_url).await?;
     let meta = String::from_utf8(meta).map_err(|_| format!("{meta_url} is not text"))?;
-    let weights_url = web_sys::Url::new_with_base("model.bpk", &web_sys::Url::new_with_base(meta_url, &window().location().href().unwrap_or_default()).map_err(|_| format!("bad URL {meta_url}"))?.href())
-        .map_err(|_| format!("bad URL {meta_url}"))?
-        .href();
+    let weights_url = web_sys::Url::new_with_base(
+        "model.bpk",
+        &web_sys::Url::new_with_base(meta_url, &window().location().href().unwrap_or_default())
+            .map_err(|_| format!("bad URL {meta_url}"))?
+            .href(),
+    )
+    .map_err(|_| format!("bad URL {meta_url}"))?
+    .href();
     let weights = fetch_bytes(&weights_url).await?;
     Ok((meta, weights))
 }
@@ -89,7 +107,8 @@ pub fn start() {
 async fn boot() -> Result<(), String> {
     set_text("status", "loading model...");
     let shipped = fetch_model("model/model.json").await?;
-    let engine = Engine::load(&shipped.0, shipped.1.clone()).map_err(|e| format!("shipped model: {e}"))?;
+    let engine =
+        Engine::load(&shipped.0, shipped.1.clone()).map_err(|e| format!("shipped model: {e}"))?;
     SHIPPED.with(|s| *s.borrow_mut() = Some(shipped));
     ENGINE.with(|e| *e.borrow_mut() = Some(engine));
     let mut problems = Vec::new();
@@ -97,10 +116,19 @@ async fn boot() -> Result<(), String> {
     if let Ok(params) = web_sys::UrlSearchParams::new_with_str(&search)
         && let Some(url) = params.get("model")
     {
-        let url = if url.ends_with(".json") { url } else { format!("{}/model.json", url.trim_end_matches('/')) };
-        match fetch_model(&url).await.and_then(|(m, w)| Engine::load(&m, w)) {
+        let url = if url.ends_with(".json") {
+            url
+        } else {
+            format!("{}/model.json", url.trim_end_matches('/'))
+        };
+        match fetch_model(&url)
+            .await
+            .and_then(|(m, w)| Engine::load(&m, w))
+        {
             Ok(engine) => ENGINE.with(|e| *e.borrow_mut() = Some(engine)),
-            Err(e) => problems.push(format!("could not load ?model={url}: {e}; showing the shipped model")),
+            Err(e) => problems.push(format!(
+                "could not load ?model={url}: {e}; showing the shipped model"
+            )),
         }
     }
     bind_controls();
@@ -115,7 +143,12 @@ async fn boot() -> Result<(), String> {
 }
 
 fn limits() -> Limits {
-    ENGINE.with(|e| e.borrow().as_ref().map(Engine::limits).expect("engine loaded"))
+    ENGINE.with(|e| {
+        e.borrow()
+            .as_ref()
+            .map(Engine::limits)
+            .expect("engine loaded")
+    })
 }
 
 fn current_state() -> (ViewState, Vec<String>) {
@@ -145,12 +178,19 @@ fn bind_controls() {
     for name in ["vision", "audio", "text"] {
         on(&format!("keep-{name}"), "change", move || {
             let (mut s, _) = current_state();
-            let keep = el::<HtmlInputElement>(&format!("keep-{name}")).map(|i| i.checked()).unwrap_or(true);
+            let keep = el::<HtmlInputElement>(&format!("keep-{name}"))
+                .map(|i| i.checked())
+                .unwrap_or(true);
             s.drop.retain(|d| d != name);
             if !keep {
                 s.drop.push(name.to_string());
                 let lim = limits();
-                s.drop = lim.modalities.iter().filter(|m| s.drop.contains(m)).cloned().collect();
+                s.drop = lim
+                    .modalities
+                    .iter()
+                    .filter(|m| s.drop.contains(m))
+                    .cloned()
+                    .collect();
                 if s.drop.len() == lim.modalities.len() {
                     show_messages(&["at least one modality must stay".to_string()]);
                     if let Some(i) = el::<HtmlInputElement>(&format!("keep-{name}")) {
@@ -164,13 +204,17 @@ fn bind_controls() {
     }
     on("sample", "change", || {
         let (mut s, _) = current_state();
-        let value = el::<HtmlInputElement>("sample").map(|i| i.value()).unwrap_or_default();
+        let value = el::<HtmlInputElement>("sample")
+            .map(|i| i.value())
+            .unwrap_or_default();
         match value.trim().parse::<usize>() {
             Ok(v) if v <= MAX_SAMPLE => {
                 s.sample = v;
                 navigate(&s);
             }
-            _ => show_messages(&[format!("sample `{value}` is not an index from 0 to {MAX_SAMPLE}")]),
+            _ => show_messages(&[format!(
+                "sample `{value}` is not an index from 0 to {MAX_SAMPLE}"
+            )]),
         }
     });
     on("prev", "click", || {
@@ -190,7 +234,9 @@ fn bind_controls() {
     });
     on("layer", "change", || {
         let (mut s, _) = current_state();
-        s.layer = el::<HtmlSelectElement>("layer").and_then(|e| e.value().parse().ok()).unwrap_or(0);
+        s.layer = el::<HtmlSelectElement>("layer")
+            .and_then(|e| e.value().parse().ok())
+            .unwrap_or(0);
         navigate(&s);
     });
     on("lt", "change", || {
@@ -203,11 +249,15 @@ fn bind_controls() {
     });
     on("rho", "change", || {
         let (mut s, _) = current_state();
-        s.rho = el::<HtmlInputElement>("rho").and_then(|e| e.value().parse().ok()).filter(|r: &f64| *r > 0.0 && *r <= 1.0);
+        s.rho = el::<HtmlInputElement>("rho")
+            .and_then(|e| e.value().parse().ok())
+            .filter(|r: &f64| *r > 0.0 && *r <= 1.0);
         navigate(&s);
     });
     on("rho", "input", || {
-        let value = el::<HtmlInputElement>("rho").map(|e| e.value()).unwrap_or_default();
+        let value = el::<HtmlInputElement>("rho")
+            .map(|e| e.value())
+            .unwrap_or_default();
         set_text("rho-value", &value);
     });
     on("model-file", "change", || spawn_local(load_picked_files()));
@@ -223,12 +273,16 @@ fn bind_controls() {
 }
 
 async fn load_picked_files() {
-    let Some(input) = el::<HtmlInputElement>("model-file") else { return };
+    let Some(input) = el::<HtmlInputElement>("model-file") else {
+        return;
+    };
     let Some(files) = input.files() else { return };
     let (mut meta, mut weights) = (None, None);
     for i in 0..files.length() {
         let Some(file) = files.get(i) else { continue };
-        let Ok(buf) = JsFuture::from(file.array_buffer()).await else { continue };
+        let Ok(buf) = JsFuture::from(file.array_buffer()).await else {
+            continue;
+        };
         let bytes = js_sys::Uint8Array::new(&buf).to_vec();
         if file.name().ends_with(".json") {
             meta = Some(String::from_utf8_lossy(&bytes).to_string());
@@ -246,7 +300,9 @@ async fn load_picked_files() {
             render_from_hash(vec!["loaded the picked model".into()]);
         }
         Err(e) => {
-            show_messages(&[format!("could not load the picked model: {e}; still showing the previous model")]);
+            show_messages(&[format!(
+                "could not load the picked model: {e}; still showing the previous model"
+            )]);
         }
     }
 }
@@ -262,12 +318,16 @@ fn sync_controls(state: &ViewState, limits: &Limits, model_rho: f64) {
     }
     let lt = state.lt.unwrap_or(limits.refine_layers);
     if let Some(s) = el::<HtmlSelectElement>("lt") {
-        let options: String = (1..=limits.refine_layers).map(|l| format!("<option value=\"{l}\">{l}</option>")).collect();
+        let options: String = (1..=limits.refine_layers)
+            .map(|l| format!("<option value=\"{l}\">{l}</option>"))
+            .collect();
         s.set_inner_html(&options);
         s.set_value(&lt.to_string());
     }
     if let Some(s) = el::<HtmlSelectElement>("layer") {
-        let options: String = (0..lt).map(|l| format!("<option value=\"{l}\">layer {}</option>", l + 1)).collect();
+        let options: String = (0..lt)
+            .map(|l| format!("<option value=\"{l}\">layer {}</option>", l + 1))
+            .collect();
         s.set_inner_html(&options);
         s.set_value(&state.layer.to_string());
     }
@@ -277,7 +337,11 @@ fn sync_controls(state: &ViewState, limits: &Limits, model_rho: f64) {
     }
     set_text("rho-value", &format!("{rho}"));
     if let Some(body) = document().body() {
-        let _ = if state.embed { body.class_list().add_1("embed") } else { body.class_list().remove_1("embed") };
+        let _ = if state.embed {
+            body.class_list().add_1("embed")
+        } else {
+            body.class_list().remove_1("embed")
+        };
     }
 }
 
@@ -315,13 +379,19 @@ fn render_from_hash(mut problems: Vec<String>) {
     let (sample, trace, complete, elapsed) = rendered;
     set_text("timing", &format!("inference {elapsed:.1} ms"));
     if let Some(canvas) = el::<HtmlCanvasElement>("view") {
-        let width = canvas.parent_element().map(|p| p.client_width() as f64).unwrap_or(800.0).clamp(280.0, 960.0);
+        let width = canvas
+            .parent_element()
+            .map(|p| p.client_width() as f64)
+            .unwrap_or(800.0)
+            .clamp(280.0, 960.0);
         let (_, height) = render::layout(width);
         let ratio = window().device_pixel_ratio().max(1.0);
         canvas.set_width((width * ratio) as u32);
         canvas.set_height((height * ratio) as u32);
         let _ = canvas.style().set_property("width", &format!("{width}px"));
-        let _ = canvas.style().set_property("height", &format!("{height}px"));
+        let _ = canvas
+            .style()
+            .set_property("height", &format!("{height}px"));
         if let Ok(Some(ctx)) = canvas.get_context("2d")
             && let Ok(ctx) = ctx.dyn_into::<CanvasRenderingContext2d>()
         {
@@ -330,7 +400,11 @@ fn render_from_hash(mut problems: Vec<String>) {
         }
     }
     let label = mgr::synthetic::VOCABULARY[sample.label];
-    let name = |t: &SampleTrace| t.predicted_class.map(|c| mgr::synthetic::VOCABULARY[c]).unwrap_or("?");
+    let name = |t: &SampleTrace| {
+        t.predicted_class
+            .map(|c| mgr::synthetic::VOCABULARY[c])
+            .unwrap_or("?")
+    };
     set_html(
         "prediction",
         &format!(

@@ -46,24 +46,49 @@ pub struct Inference {
 impl Engine {
     /// Loads `model.json` and `model.bpk` contents; errors say which file and what is wrong.
     pub fn load(meta_json: &str, weights: Vec<u8>) -> Result<Engine, String> {
-        let meta: WebMeta = serde_json::from_str(meta_json).map_err(|e| format!("model.json is not an exported MGR model: {e}"))?;
+        let meta: WebMeta = serde_json::from_str(meta_json)
+            .map_err(|e| format!("model.json is not an exported MGR model: {e}"))?;
         if meta.format != "mgr-web-model/1" {
-            return Err(format!("model.json has format `{}`, expected mgr-web-model/1", meta.format));
+            return Err(format!(
+                "model.json has format `{}`, expected mgr-web-model/1",
+                meta.format
+            ));
         }
-        let expected: Vec<String> = mgr::synthetic::modalities().into_iter().map(|m| m.name).collect();
-        let got: Vec<String> = meta.model.modalities.iter().map(|m| m.name.clone()).collect();
+        let expected: Vec<String> = mgr::synthetic::modalities()
+            .into_iter()
+            .map(|m| m.name)
+            .collect();
+        let got: Vec<String> = meta
+            .model
+            .modalities
+            .iter()
+            .map(|m| m.name.clone())
+            .collect();
         if got != expected || meta.model.modalities != mgr::synthetic::modalities() {
-            return Err(format!("model.json: the page draws the synthetic modalities {expected:?}, this model has {got:?}"));
+            return Err(format!(
+                "model.json: the page draws the synthetic modalities {expected:?}, this model has {got:?}"
+            ));
         }
         let device = Device::flex();
-        let model = mgr::persist::from_burnpack(&meta.model, weights, &device, "model.bpk").map_err(|e| e.to_string())?;
-        Ok(Engine { model, meta, device })
+        let model = mgr::persist::from_burnpack(&meta.model, weights, &device, "model.bpk")
+            .map_err(|e| e.to_string())?;
+        Ok(Engine {
+            model,
+            meta,
+            device,
+        })
     }
 
     /// Modalities and layers the page may offer.
     pub fn limits(&self) -> Limits {
         Limits {
-            modalities: self.meta.model.modalities.iter().map(|m| m.name.clone()).collect(),
+            modalities: self
+                .meta
+                .model
+                .modalities
+                .iter()
+                .map(|m| m.name.clone())
+                .collect(),
             refine_layers: self.meta.model.refine_layers_effective(),
         }
     }
@@ -74,7 +99,13 @@ impl Engine {
     }
 
     /// Runs the model on `sample` with `available`, `rho` and `lt` refinement layers.
-    pub fn infer(&self, sample: &SyntheticSample, available: &[bool], rho: Option<f64>, lt: Option<usize>) -> Inference {
+    pub fn infer(
+        &self,
+        sample: &SyntheticSample,
+        available: &[bool],
+        rho: Option<f64>,
+        lt: Option<usize>,
+    ) -> Inference {
         let mut model = self.model.clone();
         if let Some(rho) = rho {
             model.refinement.iter_mut().for_each(|l| l.rho = rho);
@@ -86,10 +117,14 @@ impl Engine {
             name: "page".into(),
             modalities: self.meta.model.modalities.clone(),
             features: sample.features(),
-            targets: Targets::Classes { labels: vec![sample.label], n_classes: self.meta.model.n_outputs },
+            targets: Targets::Classes {
+                labels: vec![sample.label],
+                n_classes: self.meta.model.n_outputs,
+            },
         };
         let all = vec![true; available.len()];
-        let batch = Batch::from_features(&split, &[0, 0], vec![available.to_vec(), all], &self.device);
+        let batch =
+            Batch::from_features(&split, &[0, 0], vec![available.to_vec(), all], &self.device);
         let (_, mut traces) = model.trace(&batch);
         let complete = traces.pop().expect("two traces");
         let trace = traces.pop().expect("two traces");

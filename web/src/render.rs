@@ -26,15 +26,35 @@ pub fn layout(width: f64) -> ([Rect; 3], f64) {
     if width >= 600.0 {
         let gap = 16.0;
         let side = ((width - 2.0 * gap) / 3.0).min(300.0);
-        let panels = [0.0, 1.0, 2.0].map(|i| Rect { x: i * (side + gap), y: title, w: side, h: side });
+        let panels = [0.0, 1.0, 2.0].map(|i| Rect {
+            x: i * (side + gap),
+            y: title,
+            w: side,
+            h: side,
+        });
         (panels, side + title + 8.0)
     } else {
         let side = width.min(320.0);
         let text_h = side * 0.75;
         let panels = [
-            Rect { x: 0.0, y: title, w: side, h: side },
-            Rect { x: 0.0, y: 2.0 * title + side, w: side, h: side },
-            Rect { x: 0.0, y: 3.0 * title + 2.0 * side, w: side, h: text_h },
+            Rect {
+                x: 0.0,
+                y: title,
+                w: side,
+                h: side,
+            },
+            Rect {
+                x: 0.0,
+                y: 2.0 * title + side,
+                w: side,
+                h: side,
+            },
+            Rect {
+                x: 0.0,
+                y: 3.0 * title + 2.0 * side,
+                w: side,
+                h: text_h,
+            },
         ];
         (panels, 3.0 * title + 2.0 * side + text_h + 8.0)
     }
@@ -46,16 +66,34 @@ pub fn token_rect(panels: &[Rect; 3], origin: TokenOrigin) -> Rect {
     match origin.modality {
         0 => {
             let per = (IMAGE_SIDE / PATCH_SIDE) as f64;
-            let (px, py) = ((origin.position % (IMAGE_SIDE / PATCH_SIDE)) as f64, (origin.position / (IMAGE_SIDE / PATCH_SIDE)) as f64);
-            Rect { x: p.x + px * p.w / per, y: p.y + py * p.h / per, w: p.w / per, h: p.h / per }
+            let (px, py) = (
+                (origin.position % (IMAGE_SIDE / PATCH_SIDE)) as f64,
+                (origin.position / (IMAGE_SIDE / PATCH_SIDE)) as f64,
+            );
+            Rect {
+                x: p.x + px * p.w / per,
+                y: p.y + py * p.h / per,
+                w: p.w / per,
+                h: p.h / per,
+            }
         }
         1 => {
             let w = p.w / FRAMES as f64;
-            Rect { x: p.x + origin.position as f64 * w, y: p.y, w, h: p.h }
+            Rect {
+                x: p.x + origin.position as f64 * w,
+                y: p.y,
+                w,
+                h: p.h,
+            }
         }
         _ => {
             let h = p.h / WORDS as f64;
-            Rect { x: p.x, y: p.y + origin.position as f64 * h, w: p.w, h }
+            Rect {
+                x: p.x,
+                y: p.y + origin.position as f64 * h,
+                w: p.w,
+                h,
+            }
         }
     }
 }
@@ -70,16 +108,30 @@ fn heat(v: f32) -> String {
 }
 
 /// Draws everything for `layer` of `trace` (None: no refinement layers).
-pub fn draw(ctx: &CanvasRenderingContext2d, width: f64, sample: &SyntheticSample, trace: &SampleTrace, layer: Option<&LayerTrace>) {
+pub fn draw(
+    ctx: &CanvasRenderingContext2d,
+    width: f64,
+    sample: &SyntheticSample,
+    trace: &SampleTrace,
+    layer: Option<&LayerTrace>,
+) {
     let (panels, height) = layout(width);
     ctx.clear_rect(0.0, 0.0, width, height);
     ctx.set_font("14px system-ui, sans-serif");
     ctx.set_text_baseline("alphabetic");
-    let titles = ["vision (image patches)", "audio (spectrogram frames)", "text (words)"];
+    let titles = [
+        "vision (image patches)",
+        "audio (spectrogram frames)",
+        "text (words)",
+    ];
     for (m, p) in panels.iter().enumerate() {
         ctx.set_fill_style_str("#222");
         let dropped = !trace.available[m];
-        let title = if dropped { format!("{} - dropped", titles[m]) } else { titles[m].to_string() };
+        let title = if dropped {
+            format!("{} - dropped", titles[m])
+        } else {
+            titles[m].to_string()
+        };
         let _ = ctx.fill_text(&title, p.x, p.y - 6.0);
     }
     // The modalities as a person sees them.
@@ -87,20 +139,39 @@ pub fn draw(ctx: &CanvasRenderingContext2d, width: f64, sample: &SyntheticSample
     for (i, v) in sample.image.iter().enumerate() {
         let g = (255.0 * (1.0 - v.clamp(0.0, 1.0))) as u8;
         ctx.set_fill_style_str(&format!("rgb({g},{g},{g})"));
-        ctx.fill_rect(panels[0].x + (i % IMAGE_SIDE) as f64 * cell, panels[0].y + (i / IMAGE_SIDE) as f64 * cell, cell + 0.5, cell + 0.5);
+        ctx.fill_rect(
+            panels[0].x + (i % IMAGE_SIDE) as f64 * cell,
+            panels[0].y + (i / IMAGE_SIDE) as f64 * cell,
+            cell + 0.5,
+            cell + 0.5,
+        );
     }
     let (cw, ch) = (panels[1].w / FRAMES as f64, panels[1].h / BINS as f64);
     for (i, v) in sample.spectrogram.iter().enumerate() {
         let (t, f) = (i / BINS, i % BINS);
         ctx.set_fill_style_str(&heat(*v));
-        ctx.fill_rect(panels[1].x + t as f64 * cw, panels[1].y + (BINS - 1 - f) as f64 * ch, cw + 0.5, ch + 0.5);
+        ctx.fill_rect(
+            panels[1].x + t as f64 * cw,
+            panels[1].y + (BINS - 1 - f) as f64 * ch,
+            cw + 0.5,
+            ch + 0.5,
+        );
     }
     ctx.set_fill_style_str("#f7f7f2");
     ctx.fill_rect(panels[2].x, panels[2].y, panels[2].w, panels[2].h);
     for (w, &word) in sample.words.iter().enumerate() {
-        let r = token_rect(&panels, TokenOrigin { modality: 2, position: w });
+        let r = token_rect(
+            &panels,
+            TokenOrigin {
+                modality: 2,
+                position: w,
+            },
+        );
         ctx.set_fill_style_str("#222");
-        ctx.set_font(&format!("{}px system-ui, sans-serif", (r.h * 0.55).clamp(10.0, 20.0)));
+        ctx.set_font(&format!(
+            "{}px system-ui, sans-serif",
+            (r.h * 0.55).clamp(10.0, 20.0)
+        ));
         let _ = ctx.fill_text(VOCABULARY[word], r.x + 8.0, r.y + r.h * 0.7);
     }
     for (m, p) in panels.iter().enumerate() {
@@ -123,7 +194,10 @@ pub fn draw(ctx: &CanvasRenderingContext2d, width: f64, sample: &SyntheticSample
             _ => WORDS,
         };
         for pos in 0..n {
-            let origin = TokenOrigin { modality: m, position: pos };
+            let origin = TokenOrigin {
+                modality: m,
+                position: pos,
+            };
             if !present.contains(&origin) {
                 let r = token_rect(&panels, origin);
                 ctx.set_fill_style_str("rgba(30,30,30,0.55)");
@@ -132,7 +206,12 @@ pub fn draw(ctx: &CanvasRenderingContext2d, width: f64, sample: &SyntheticSample
         }
         let _ = p;
     }
-    let max_weight = layer.edges.iter().map(|e| e.weight).fold(0.0f32, f32::max).max(1e-6);
+    let max_weight = layer
+        .edges
+        .iter()
+        .map(|e| e.weight)
+        .fold(0.0f32, f32::max)
+        .max(1e-6);
     ctx.set_stroke_style_str("rgb(230,120,0)");
     for edge in &layer.edges {
         let strength = (edge.weight / max_weight) as f64;

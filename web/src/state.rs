@@ -32,7 +32,14 @@ pub const MAX_SAMPLE: usize = 999_999;
 
 impl Default for ViewState {
     fn default() -> Self {
-        Self { sample: 0, drop: Vec::new(), layer: 0, rho: None, lt: None, embed: false }
+        Self {
+            sample: 0,
+            drop: Vec::new(),
+            layer: 0,
+            rho: None,
+            lt: None,
+            embed: false,
+        }
     }
 }
 
@@ -42,21 +49,40 @@ impl ViewState {
     pub fn parse(hash: &str, limits: &Limits) -> (ViewState, Vec<String>) {
         let mut state = ViewState::default();
         let mut problems = Vec::new();
-        for pair in hash.trim_start_matches('#').split('&').filter(|p| !p.is_empty()) {
+        for pair in hash
+            .trim_start_matches('#')
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
                 "sample" => match value.parse::<usize>() {
                     Ok(v) if v <= MAX_SAMPLE => state.sample = v,
-                    _ => problems.push(format!("sample `{value}` is not an index from 0 to {MAX_SAMPLE}; showing sample 0")),
+                    _ => problems.push(format!(
+                        "sample `{value}` is not an index from 0 to {MAX_SAMPLE}; showing sample 0"
+                    )),
                 },
                 "drop" => {
-                    let names: Vec<String> = value.split(',').filter(|s| !s.is_empty()).map(str::to_string).collect();
+                    let names: Vec<String> = value
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect();
                     if let Some(bad) = names.iter().find(|n| !limits.modalities.contains(n)) {
-                        problems.push(format!("drop: unknown modality `{bad}` (this model has {})", limits.modalities.join(", ")));
+                        problems.push(format!(
+                            "drop: unknown modality `{bad}` (this model has {})",
+                            limits.modalities.join(", ")
+                        ));
                     } else if limits.modalities.iter().all(|m| names.contains(m)) {
-                        problems.push("drop: at least one modality must stay; showing all".to_string());
+                        problems
+                            .push("drop: at least one modality must stay; showing all".to_string());
                     } else {
-                        state.drop = limits.modalities.iter().filter(|m| names.contains(m)).cloned().collect();
+                        state.drop = limits
+                            .modalities
+                            .iter()
+                            .filter(|m| names.contains(m))
+                            .cloned()
+                            .collect();
                     }
                 }
                 "layer" => match value.parse::<usize>() {
@@ -65,11 +91,16 @@ impl ViewState {
                 },
                 "rho" => match value.parse::<f64>() {
                     Ok(v) if v > 0.0 && v <= 1.0 => state.rho = Some(v),
-                    _ => problems.push(format!("rho `{value}` is outside (0, 1]; using the model's")),
+                    _ => problems.push(format!(
+                        "rho `{value}` is outside (0, 1]; using the model's"
+                    )),
                 },
                 "lt" => match value.parse::<usize>() {
                     Ok(v) if (1..=limits.refine_layers).contains(&v) => state.lt = Some(v),
-                    _ => problems.push(format!("lt `{value}` is outside 1..={}; using {}", limits.refine_layers, limits.refine_layers)),
+                    _ => problems.push(format!(
+                        "lt `{value}` is outside 1..={}; using {}",
+                        limits.refine_layers, limits.refine_layers
+                    )),
                 },
                 "embed" => state.embed = value == "1" || value == "true",
                 other => problems.push(format!("unknown view setting `{other}`")),
@@ -77,7 +108,11 @@ impl ViewState {
         }
         let layers = state.lt.unwrap_or(limits.refine_layers);
         if layers > 0 && state.layer >= layers {
-            problems.push(format!("layer {} does not exist (0..{}); showing layer 0", state.layer, layers - 1));
+            problems.push(format!(
+                "layer {} does not exist (0..{}); showing layer 0",
+                state.layer,
+                layers - 1
+            ));
             state.layer = 0;
         }
         (state, problems)
@@ -104,7 +139,11 @@ impl ViewState {
 
     /// Availability flags for the model's modalities.
     pub fn available(&self, limits: &Limits) -> Vec<bool> {
-        limits.modalities.iter().map(|m| !self.drop.contains(m)).collect()
+        limits
+            .modalities
+            .iter()
+            .map(|m| !self.drop.contains(m))
+            .collect()
     }
 }
 
@@ -113,12 +152,22 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { modalities: vec!["vision".into(), "audio".into(), "text".into()], refine_layers: 2 }
+        Limits {
+            modalities: vec!["vision".into(), "audio".into(), "text".into()],
+            refine_layers: 2,
+        }
     }
 
     #[test]
     fn hash_round_trips() {
-        let s = ViewState { sample: 17, drop: vec!["audio".into()], layer: 1, rho: Some(0.25), lt: Some(2), embed: true };
+        let s = ViewState {
+            sample: 17,
+            drop: vec!["audio".into()],
+            layer: 1,
+            rho: Some(0.25),
+            lt: Some(2),
+            embed: true,
+        };
         let (back, problems) = ViewState::parse(&s.to_hash(), &limits());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(back, s);
@@ -126,7 +175,10 @@ mod tests {
 
     #[test]
     fn out_of_range_values_fall_back_with_a_message() {
-        let (s, problems) = ViewState::parse("#sample=-3&drop=vision,audio,text&layer=9&rho=2&lt=7&zoom=3", &limits());
+        let (s, problems) = ViewState::parse(
+            "#sample=-3&drop=vision,audio,text&layer=9&rho=2&lt=7&zoom=3",
+            &limits(),
+        );
         assert_eq!(s, ViewState::default());
         assert_eq!(problems.len(), 6, "{problems:?}");
         let (s, problems) = ViewState::parse("drop=smell", &limits());

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Builds the page with trunk (offline, installed tools only), serves dist/ on localhost and
+# drives it in Debian's headless Chromium with playwright-core; screenshots go to
+# $CARGO_TARGET_DIR/e2e/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mgr-target}"
+out="$CARGO_TARGET_DIR/e2e"
+mkdir -p "$out"
+
+trunk build --release --offline
+sample=3
+cargo run -q -p mgr-web --example expected -- web/assets/model "$sample" > "$out/expected-full.json"
+cargo run -q -p mgr-web --example expected -- web/assets/model "$sample" audio > "$out/expected-drop.json"
+
+(cd tests/e2e && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --silent; })
+
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+python3 -m http.server "$port" --bind 127.0.0.1 -d dist > "$out/server.log" 2>&1 &
+server=$!
+trap 'kill $server 2>/dev/null || true' EXIT
+for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; sleep 0.1; done
+
+BASE_URL="http://127.0.0.1:$port" SAMPLE=$sample SHOT_DIR="$out" \
+  EXPECTED_FULL="$out/expected-full.json" EXPECTED_DROP="$out/expected-drop.json" \
+  node tests/e2e/e2e.mjs

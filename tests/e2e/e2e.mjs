@@ -1,0 +1,82 @@
+// The browser end-to-end test: serves nothing itself; expects the built page at BASE_URL.
+// Drops a modality, checks that the prediction and the kept/biased drawing change and match
+// the native model (EXPECTED_* files from `cargo run -p mgr-web --example expected`), checks
+// bad URL state and a bad model URL, and saves screenshots to SHOT_DIR.
+import { chromium } from 'playwright-core';
+import { readFileSync } from 'node:fs';
+
+const base = process.env.BASE_URL;
+const sample = Number(process.env.SAMPLE ?? '3');
+const expectedFull = JSON.parse(readFileSync(process.env.EXPECTED_FULL, 'utf8'));
+const expectedDrop = JSON.parse(readFileSync(process.env.EXPECTED_DROP, 'utf8'));
+const shots = process.env.SHOT_DIR ?? '.';
+
+function fail(msg) { console.error(`e2e FAILED: ${msg}`); process.exit(1); }
+
+function keptSets(trace) {
+  return trace.layers.map(l => l.tokens.filter(t => t.kept).map(t => `${t.origin.modality}:${t.origin.position}`).sort().join(' '));
+}
+
+function compare(label, got, want) {
+  if (got.predicted_class !== want.predicted_class) fail(`${label}: predicted ${got.predicted_class}, native ${want.predicted_class}`);
+  got.output.forEach((p, i) => {
+    if (Math.abs(p - want.output[i]) > 1e-3) fail(`${label}: p[${i}] = ${p}, native ${want.output[i]}`);
+  });
+  const [g, w] = [keptSets(got), keptSets(want)];
+  g.forEach((s, l) => { if (s !== w[l]) fail(`${label}: layer ${l} kept {${s}} vs native {${w[l]}}`); });
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
+  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+    '--disable-background-networking', '--disable-component-update', '--disable-sync'],
+});
+const page = await browser.newPage({ viewport: { width: 1000, height: 1100 } });
+const errors = [];
+page.on('pageerror', e => errors.push(String(e)));
+
+async function traceAfter(hashPart) {
+  await page.waitForFunction(h => (document.getElementById('status')?.dataset.ready ?? '').includes(h), hashPart, { timeout: 60000 });
+  return JSON.parse(await page.textContent('#mgr-trace'));
+}
+
+await page.goto(`${base}/#sample=${sample}`);
+const full = await traceAfter(`sample=${sample}`);
+compare('all present', full.trace, expectedFull.trace);
+
+await page.uncheck('#keep-audio');
+const dropped = await traceAfter('drop=audio');
+if (!page.url().includes('drop=audio')) fail(`the URL does not hold the state: ${page.url()}`);
+compare('audio dropped', dropped.trace, expectedDrop.trace);
+compare('comparison panel', dropped.complete, expectedFull.trace);
+if (dropped.trace.available[1] !== false) fail('the trace does not say audio is absent');
+const changed = dropped.trace.predicted_class !== full.trace.predicted_class
+  || dropped.trace.output.some((p, i) => Math.abs(p - full.trace.output[i]) > 1e-4);
+if (!changed) fail('dropping audio changed nothing in the prediction');
+if (JSON.stringify(keptSets(dropped.trace)) === JSON.stringify(keptSets(full.trace))) fail('dropping audio changed nothing in the kept/biased split');
+await page.screenshot({ path: `${shots}/e2e-drop-audio.png`, fullPage: true });
+const timing = await page.textContent('#timing');
+
+// Out-of-range URL state: a visible message, and the page keeps working.
+await page.goto(`${base}/#sample=99999999&layer=7&rho=5&drop=vision,audio,text`);
+await traceAfter('sample=0');
+const msg = await page.textContent('#message');
+if (!/sample/.test(msg) || !(await page.isVisible('#message'))) fail(`no visible message for bad URL state: "${msg}"`);
+
+// A model URL that is not a model: a message, and the shipped model still answers.
+await page.goto(`${base}/?model=does-not-exist/#sample=${sample}`);
+const again = await traceAfter(`sample=${sample}`);
+const msg2 = await page.textContent('#message');
+if (!/could not load/.test(msg2)) fail(`no message for a bad ?model=: "${msg2}"`);
+compare('shipped model after a bad ?model=', again.trace, expectedFull.trace);
+
+// Embed mode at 400 px: controls hidden, canvas drawn.
+await page.setViewportSize({ width: 400, height: 900 });
+await page.goto(`${base}/#sample=${sample}&drop=text&embed=1`);
+await traceAfter('embed=1');
+if (await page.isVisible('#controls')) fail('embed mode shows the controls');
+await page.screenshot({ path: `${shots}/e2e-embed-400px.png`, fullPage: true });
+
+if (errors.length) fail(`page errors: ${errors.join('; ')}`);
+await browser.close();
+console.log(`e2e ok: prediction all=${full.trace.predicted_class} drop-audio=${dropped.trace.predicted_class}; ${timing}`);

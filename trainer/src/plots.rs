@@ -1,0 +1,336 @@
+//! Plots a researcher wants after a protocol, as SVG and PNG (plotters): training curves per
+//! run, accuracy against kappa from one trained model per method, per-absence-pattern bars.
+//!
+//! PNG text needs a TrueType font: DejaVu Sans from Debian's fonts-dejavu-core is registered
+//! at run time; without it only the SVGs are written (and the table says so).
+
+use anyhow::{Result, anyhow};
+use mgr::absence::{AbsenceMask, SplitKind};
+use mgr::train::evaluate;
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use crate::protocol::{Cell, Row};
+
+const FONT_PATHS: [&str; 3] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/TTF/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+];
+
+/// Registers a font for PNG text once; false when none is found.
+fn png_font() -> bool {
+    static FOUND: OnceLock<bool> = OnceLock::new();
+    *FOUND.get_or_init(|| {
+        for path in FONT_PATHS {
+            if let Ok(bytes) = std::fs::read(path) {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                if plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok() {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+}
+
+type Draw<'a> = dyn Fn(&DrawingArea<SVGBackend, Shift>) -> Result<()> + 'a;
+type DrawPng<'a> = dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> Result<()> + 'a;
+
+/// Writes `stem.svg` (and `stem.png` when a font is available); returns the files.
+fn both(stem: &Path, size: (u32, u32), svg: &Draw, png: &DrawPng) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    let svg_path = stem.with_extension("svg");
+    {
+        let root = SVGBackend::new(&svg_path, size).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(|e| anyhow!("{}: {e}", svg_path.display()))?;
+        svg(&root)?;
+        root.present()
+            .map_err(|e| anyhow!("{}: {e}", svg_path.display()))?;
+    }
+    files.push(svg_path);
+    if png_font() {
+        let png_path = stem.with_extension("png");
+        {
+            let root = BitMapBackend::new(&png_path, size).into_drawing_area();
+            root.fill(&WHITE)
+                .map_err(|e| anyhow!("{}: {e}", png_path.display()))?;
+            png(&root)?;
+            root.present()
+                .map_err(|e| anyhow!("{}: {e}", png_path.display()))?;
+        }
+        files.push(png_path);
+    }
+    Ok(files)
+}
+
+macro_rules! drawer {
+    ($body:expr) => {
+        (
+            &|root: &DrawingArea<SVGBackend, Shift>| $body(root),
+            &|root: &DrawingArea<BitMapBackend, Shift>| $body(root),
+        )
+    };
+}
+
+/// Epoch rows of a run's metrics.csv: (epoch, train loss, L_div, valid accuracy).
+fn read_curves(run: &Path) -> Vec<(f64, f64, f64, f64)> {
+    let Ok(text) = std::fs::read_to_string(run.join("metrics.csv")) else {
+        return Vec::new();
+    };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let c: Vec<f64> = l.split(',').filter_map(|v| v.parse().ok()).collect();
+            (c.len() >= 6).then(|| (c[0], c[1], c[3], c[5]))
+        })
+        .collect()
+}
+
+fn curves<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    runs: &[Vec<(f64, f64, f64, f64)>],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let panels = root.split_evenly((1, 3));
+    let names = ["train loss", "L_div", "valid accuracy"];
+    for (p, area) in panels.iter().enumerate() {
+        let pick = |r: &(f64, f64, f64, f64)| [r.1, r.2, r.3][p];
+        let max_epoch = runs.iter().flatten().map(|r| r.0).fold(1.0, f64::max);
+        let (lo, hi) = runs
+            .iter()
+            .flatten()
+            .map(pick)
+            .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+                (a.min(v), b.max(v))
+            });
+        let (lo, hi) = if lo.is_finite() && hi > lo {
+            (lo, hi)
+        } else {
+            (0.0, 1.0)
+        };
+        let mut chart = ChartBuilder::on(area)
+            .caption(format!("{title}: {}", names[p]), ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(44)
+            .build_cartesian_2d(1.0..max_epoch, lo..hi)
+            .map_err(|e| anyhow!("{e}"))?;
+        chart
+            .configure_mesh()
+            .x_desc("epoch")
+            .draw()
+            .map_err(|e| anyhow!("{e}"))?;
+        for (i, run) in runs.iter().enumerate() {
+            let color = Palette99::pick(i).to_rgba();
+            chart
+                .draw_series(LineSeries::new(run.iter().map(|r| (r.0, pick(r))), color))
+                .map_err(|e| anyhow!("{e}"))?;
+        }
+    }
+    Ok(())
+}
+
+fn sweep<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    dataset: &str,
+    lines: &BTreeMap<String, Vec<(f64, f64)>>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let mut chart = ChartBuilder::on(root)
+        .caption(
+            format!("{dataset}: test accuracy vs kappa (one trained model per method)"),
+            ("sans-serif", 18),
+        )
+        .margin(10)
+        .x_label_area_size(32)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.0..1.0, 0.0..1.0)
+        .map_err(|e| anyhow!("{e}"))?;
+    chart
+        .configure_mesh()
+        .x_desc("kappa at test time")
+        .y_desc("accuracy")
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (i, (name, points)) in lines.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        chart
+            .draw_series(LineSeries::new(
+                points.iter().copied(),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(name.clone())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+fn bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, rows: &[&Row]) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let patterns: Vec<String> = rows
+        .iter()
+        .flat_map(|r| r.per_pattern.keys().cloned())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let groups = patterns.len().max(1);
+    let per = rows.len().max(1);
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(36)
+        .y_label_area_size(48)
+        .build_cartesian_2d(0.0..groups as f64, 0.0..1.0)
+        .map_err(|e| anyhow!("{e}"))?;
+    let labels = patterns.clone();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(groups * 2 + 1)
+        .x_label_formatter(&|x| {
+            let i = x.floor() as usize;
+            if (x - i as f64 - 0.5).abs() < 0.26 {
+                labels.get(i).cloned().unwrap_or_default()
+            } else {
+                String::new()
+            }
+        })
+        .y_desc("accuracy")
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    for (j, row) in rows.iter().enumerate() {
+        let color = Palette99::pick(j).to_rgba();
+        let width = 0.8 / per as f64;
+        let rects = patterns.iter().enumerate().filter_map(|(g, p)| {
+            let v = *row.per_pattern.get(p)?;
+            let x0 = g as f64 + 0.1 + j as f64 * width;
+            Some(Rectangle::new(
+                [(x0, 0.0), (x0 + width * 0.9, v)],
+                color.filled(),
+            ))
+        });
+        let name = if row.cell.insertion == "-" {
+            row.cell.method.clone()
+        } else {
+            format!("{} ({})", row.cell.method, row.cell.insertion)
+        };
+        chart
+            .draw_series(rects)
+            .map_err(|e| anyhow!("{e}"))?
+            .label(name)
+            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// Test accuracy of one run's best model at kappa 0, 0.1, ..., 1 (its own absence seed).
+pub fn kappa_sweep(run: &Path) -> Result<Vec<(f64, f64)>> {
+    let rc = crate::runconfig::load(run)?;
+    let splits = crate::dataset::load(&rc)?;
+    let device = burn::tensor::Device::flex();
+    let model = crate::checkpoint::load_model(&rc.model, &run.join("best.bpk"), &device)?;
+    let names: Vec<String> = rc.model.modalities.iter().map(|m| m.name.clone()).collect();
+    let mut points = Vec::new();
+    for step in 0..=10 {
+        let mut absence = rc.absence.clone();
+        absence.kappa = step as f64 / 10.0;
+        let cfg = absence.to_config(&rc.model.modalities)?;
+        let mask = AbsenceMask::generate(
+            &cfg,
+            &names,
+            splits.test.len(),
+            absence.seed,
+            SplitKind::Test,
+        )?;
+        points.push((
+            absence.kappa,
+            evaluate(&model, &splits.test, &mask, 256, &device)
+                .overall
+                .accuracy,
+        ));
+    }
+    Ok(points)
+}
+
+/// All plots of a protocol; returns the files, relative to `out`.
+pub fn protocol_plots(
+    out: &Path,
+    rows: &[Row],
+    results: &[(Cell, serde_json::Value, PathBuf)],
+    dataset: &str,
+) -> Result<Vec<PathBuf>> {
+    let dir = out.join("plots");
+    std::fs::create_dir_all(&dir)?;
+    let mut files = Vec::new();
+    let mut by_cell: BTreeMap<&Cell, Vec<&PathBuf>> = BTreeMap::new();
+    for (cell, _, run) in results {
+        by_cell.entry(cell).or_default().push(run);
+    }
+    for (cell, runs) in &by_cell {
+        let curves_data: Vec<_> = runs.iter().map(|r| read_curves(r)).collect();
+        let ins = if cell.insertion == "-" {
+            String::new()
+        } else {
+            format!("-{}", cell.insertion)
+        };
+        let stem = dir.join(format!("curves-{}{ins}-kappa{}", cell.method, cell.kappa));
+        let title = format!("{}{ins} kappa {}", cell.method, cell.kappa);
+        let (s, p) = drawer!(|root| curves(root, &title, &curves_data));
+        files.extend(both(&stem, (1200, 360), s, p)?);
+    }
+    // One trained model per method: the first run of the method's first cell.
+    let mut lines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for (cell, runs) in &by_cell {
+        let name = if cell.insertion == "-" || cell.insertion == "token" {
+            cell.method.clone()
+        } else {
+            format!("{} ({})", cell.method, cell.insertion)
+        };
+        if !lines.contains_key(&name) {
+            lines.insert(name, kappa_sweep(runs[0])?);
+        }
+    }
+    let (s, p) = drawer!(|root| sweep(root, dataset, &lines));
+    files.extend(both(&dir.join("accuracy-vs-kappa"), (800, 520), s, p)?);
+    let kappas: std::collections::BTreeSet<&String> = rows.iter().map(|r| &r.cell.kappa).collect();
+    for kappa in kappas {
+        let subset: Vec<&Row> = rows.iter().filter(|r| &r.cell.kappa == kappa).collect();
+        let title = format!("{dataset}: test accuracy per absence pattern, kappa {kappa}");
+        let (s, p) = drawer!(|root| bars(root, &title, &subset));
+        files.extend(both(
+            &dir.join(format!("per-pattern-kappa{kappa}")),
+            (900, 520),
+            s,
+            p,
+        )?);
+    }
+    Ok(files
+        .into_iter()
+        .map(|f| f.strip_prefix(out).map(Path::to_path_buf).unwrap_or(f))
+        .collect())
+}

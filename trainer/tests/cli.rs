@@ -1,0 +1,354 @@
+//! The `mgr` binary end to end on a tiny synthetic setting: outputs, determinism, resume after
+//! a kill, evaluation under another absence setting, trace, export, protocol, bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const TINY: [&str; 14] = [
+    "--set",
+    "synthetic.n_train=96",
+    "--set",
+    "synthetic.n_valid=48",
+    "--set",
+    "synthetic.n_test=48",
+    "--set",
+    "d_model=16",
+    "--set",
+    "n_heads=2",
+    "--set",
+    "batch_size=32",
+    "--set",
+    "n_layers=1",
+];
+
+fn mgr(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mgr"))
+        .args(args)
+        .output()
+        .expect("run mgr")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = mgr(args);
+    assert!(
+        out.status.success(),
+        "mgr {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn train(dir: &Path, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "synthetic",
+        "--method",
+        "mgr",
+        "--kappa",
+        "0.7",
+        "--absence-seed",
+        "1",
+        "--seed",
+        "2",
+        "--device",
+        "flex",
+        "--out",
+    ];
+    args.push(dir.to_str().unwrap());
+    args.extend_from_slice(&TINY);
+    args.extend_from_slice(extra);
+    mgr(&args)
+}
+
+fn json(path: PathBuf) -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+    )
+    .unwrap()
+}
+
+/// metrics.csv without the timing column.
+fn curves(dir: &Path) -> Vec<String> {
+    std::fs::read_to_string(dir.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .collect()
+}
+
+#[test]
+fn train_writes_a_complete_run_deterministically_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b, c) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let out = train(&a, &["--epochs", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = json(a.join("results.json"));
+    for key in [
+        "dataset",
+        "method",
+        "kappa",
+        "accuracy",
+        "f1",
+        "n_test",
+        "per_pattern",
+    ] {
+        assert!(
+            results.get(key).is_some(),
+            "results.json lacks {key}: {results}"
+        );
+    }
+    assert_eq!(results["n_test"], 48);
+    assert_eq!(results["method"], "mgr");
+    let per_pattern = results["per_pattern"].as_object().unwrap();
+    assert!(
+        per_pattern.len() > 1,
+        "kappa 0.7 gives several patterns: {per_pattern:?}"
+    );
+    let counted: u64 = per_pattern.values().map(|m| m["n"].as_u64().unwrap()).sum();
+    assert_eq!(counted, 48);
+    assert_eq!(curves(&a).len(), 3, "header + 2 epochs");
+    let config = json(a.join("config.json"));
+    assert_eq!(config["model"]["d_model"], 16);
+    for split in ["train", "valid", "test"] {
+        let mask = std::fs::read_to_string(a.join(format!("masks/{split}.csv"))).unwrap();
+        assert!(mask.starts_with("index,vision,audio,text\n"));
+    }
+    // Same command, same seeds: the same numbers on the CPU backend.
+    assert!(train(&b, &["--epochs", "2"]).status.success());
+    assert_eq!(curves(&a), curves(&b));
+    assert_eq!(
+        json(b.join("results.json"))["accuracy"],
+        results["accuracy"]
+    );
+    // One epoch, then resume to two: the same as two epochs straight (weights and optimizer
+    // state both restored).
+    assert!(train(&c, &["--epochs", "1"]).status.success());
+    let out = train(&c, &["--epochs", "2", "--resume"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(curves(&a), curves(&c));
+    // A finished run is not overwritten without --resume.
+    let again = train(&a, &["--epochs", "2"]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+
+    // The saved model under other absence settings, a trace, an export.
+    let eval: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", "--run", a.to_str().unwrap(), "--kappa", "0"])).unwrap();
+    assert_eq!(eval["kappa"], 0.0);
+    assert_eq!(
+        eval["per_pattern"].as_object().unwrap().len(),
+        1,
+        "kappa 0: everything complete"
+    );
+    let eval: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--run",
+        a.to_str().unwrap(),
+        "--kappa",
+        "1",
+        "--absence-type",
+        "audio",
+        "--max-missing",
+        "1",
+    ]))
+    .unwrap();
+    assert_eq!(
+        eval["per_pattern"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        vec!["vision+text"]
+    );
+    let trace: serde_json::Value = serde_json::from_str(&ok(&[
+        "trace",
+        "--run",
+        a.to_str().unwrap(),
+        "--index",
+        "5",
+        "--drop",
+        "audio",
+    ]))
+    .unwrap();
+    assert_eq!(
+        trace["trace"]["available"],
+        serde_json::json!([true, false, true])
+    );
+    assert_eq!(trace["trace"]["layers"].as_array().unwrap().len(), 2);
+    let web = tmp.path().join("web");
+    ok(&[
+        "export-web",
+        "--run",
+        a.to_str().unwrap(),
+        "--out",
+        web.to_str().unwrap(),
+        "--samples",
+        "4",
+    ]);
+    assert!(web.join("model.bpk").is_file() && web.join("model.json").is_file());
+    assert_eq!(json(web.join("samples.json")).as_array().unwrap().len(), 4);
+}
+
+#[test]
+fn a_killed_run_resumes_from_its_last_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("killed");
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "synthetic",
+        "--method",
+        "mgr",
+        "--epochs",
+        "200",
+        "--device",
+        "flex",
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mgr"))
+        .args(&args)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let state = dir.join("checkpoint/state.json");
+    let started = std::time::Instant::now();
+    while !state.is_file() {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no checkpoint after 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !dir.join("results.json").exists(),
+        "a killed run must not look finished"
+    );
+    let done = json(state.clone())["epochs_done"].as_u64().unwrap();
+    assert!(done >= 1);
+    let mut resume = args.clone();
+    let at = resume.iter().position(|a| *a == "200").unwrap();
+    let target = (done + 1).to_string();
+    resume[at] = &target;
+    resume.push("--resume");
+    let out = mgr(&resume);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(json(state)["epochs_done"].as_u64().unwrap(), done + 1);
+    assert!(dir.join("results.json").is_file());
+}
+
+#[test]
+fn bad_input_is_a_one_line_error_with_no_run_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (&["--method", "mgrr"], "mgrr"),
+        (&["--kappa", "1.5"], "kappa"),
+        (&["--set", "rho=0"], "rho"),
+        (&["--set", "rho=1.5"], "rho"),
+        (&["--set", "no_such_key=1"], "no_such_key"),
+        (&["--dataset", "avmnist"], "data-dir"),
+    ];
+    for (i, (extra, needle)) in cases.iter().enumerate() {
+        let dir = tmp.path().join(format!("bad{i}"));
+        let mut args = vec![
+            "train",
+            "--epochs",
+            "1",
+            "--device",
+            "flex",
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        let out = mgr(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{extra:?} succeeded");
+        assert!(!err.contains("panicked"), "{extra:?} panicked: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{extra:?}: {err}");
+        assert!(
+            err.starts_with("error:") && err.contains(needle),
+            "{extra:?}: {err}"
+        );
+        assert!(!dir.exists(), "{extra:?} left a run folder");
+    }
+    for cmd in [
+        vec!["eval", "--run"],
+        vec!["trace", "--index", "0", "--run"],
+        vec!["export-web", "--out", "x", "--run"],
+    ] {
+        let mut args = cmd.clone();
+        args.push(tmp.path().to_str().unwrap());
+        let out = mgr(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("not a run folder"),
+            "{cmd:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn protocol_runs_every_cell_skips_finished_runs_and_tabulates() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("table");
+    let mut args = vec![
+        "protocol",
+        "--dataset",
+        "synthetic",
+        "--methods",
+        "baseline,mgr",
+        "--kappa",
+        "0.5",
+        "--absence-seeds",
+        "2",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--devices",
+        "flex,flex",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    let first = mgr(&args);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(String::from_utf8_lossy(&first.stderr).contains("4 runs, 0 finished, 4 to do"));
+    let table = json(out.join("table.json"));
+    assert_eq!(table.as_array().unwrap().len(), 2);
+    assert!(table.as_array().unwrap().iter().all(|r| r["runs"] == 2));
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(
+        md.contains("| mgr | token | 0.5 | 2 |") && md.contains("accuracy-vs-kappa.svg"),
+        "{md}"
+    );
+    assert!(out.join("plots/accuracy-vs-kappa.svg").is_file());
+    let second = mgr(&args);
+    assert!(second.status.success());
+    assert!(String::from_utf8_lossy(&second.stderr).contains("4 runs, 4 finished, 0 to do"));
+}
