@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mgr-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# Mesa's Vulkan loader (lavapipe, for the wgpu test) wants a runtime dir.
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/mgr-xdg-$(id -u)}"
+mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 
 scripts/setup.sh
 cargo fmt --all --check

@@ -216,6 +216,11 @@ pub struct ModelConfig {
     /// gradient, so without this the ranking projector f_Psi never learns (DESIGN.md).
     #[config(default = true)]
     pub score_gating: bool,
+    /// LayerNorm on the tokens entering each refinement layer (pre-LN; the paper is silent, and
+    /// without it training is unstable: the encoder output is not normalised and the previous
+    /// layer's tokens are scaled by their scores).
+    #[config(default = true)]
+    pub refine_input_norm: bool,
     /// Standard deviation of the learnable embeddings and prompts at initialisation.
     #[config(default = 0.02)]
     pub init_std: f64,

@@ -64,6 +64,7 @@ impl ModelConfig {
             .with_insertion(self.prompt_insertion)
             .with_prompt_len(self.prompt_len)
             .with_score_gating(self.score_gating)
+            .with_input_norm(self.refine_input_norm)
             .with_init_std(self.init_std);
         Ok(Model {
             tokenizers: self

@@ -4,6 +4,7 @@
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::{ContextAttention, ContextAttentionConfig};
@@ -42,11 +43,18 @@ pub struct RefinementLayerConfig {
     /// Standard deviation of the modality prompts at initialisation.
     #[config(default = 0.02)]
     pub init_std: f64,
+    /// LayerNorm on the tokens entering the layer (pre-LN, as the encoder's blocks). The paper
+    /// does not say; without it the un-normalised encoder output and the score-gated tokens of
+    /// the previous layer give sharp attention and unstable training.
+    #[config(default = true)]
+    pub input_norm: bool,
 }
 
 /// Eqs. 5-12 as one module.
 #[derive(Module, Debug)]
 pub struct RefinementLayer {
+    /// Pre-LN on the incoming tokens (see [`RefinementLayerConfig::input_norm`]).
+    pub norm: Option<LayerNorm>,
     /// Eq. 5.
     pub prompt: MixedContextPrompt,
     /// Eqs. 6-8.
@@ -65,6 +73,7 @@ impl RefinementLayerConfig {
     /// Builds the layer on `device`.
     pub fn init(&self, device: &Device) -> RefinementLayer {
         RefinementLayer {
+            norm: self.input_norm.then(|| LayerNormConfig::new(self.d_model).init(device)),
             prompt: MixedContextPromptConfig::new(self.n_modalities, self.d_model)
                 .with_mixed_context(self.mixed_context)
                 .with_init_std(self.init_std)
@@ -116,6 +125,10 @@ impl RefinementLayer {
     pub fn forward(&self, tokens: Tensor<3>, available: Tensor<2>) -> RefinementOutput {
         let [b, n, d] = tokens.dims();
         let k = self.kept_tokens(n);
+        let tokens = match &self.norm {
+            Some(norm) => norm.forward(tokens), // [B, N, d]
+            None => tokens,
+        };
         let prompt = self.prompt.forward(tokens.clone(), available); // [B, d]      Eq. 5
         let attended = self.attention.forward(tokens, prompt); // r [B, N, d], e [B, N, N]  Eqs. 6-8
         let scores = self.ranking.forward(attended.r.clone(), attended.e.clone()); // [B, N]  Eq. 9

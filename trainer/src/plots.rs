@@ -1,8 +1,9 @@
 //! Plots a researcher wants after a protocol, as SVG and PNG (plotters): training curves per
 //! run, accuracy against kappa from one trained model per method, per-absence-pattern bars.
 //!
-//! PNG text needs a TrueType font: DejaVu Sans from Debian's fonts-dejavu-core is registered
-//! at run time; without it only the SVGs are written (and the table says so).
+//! Text needs a TrueType font (plotters lays text out with ab_glyph, for SVG too): DejaVu Sans
+//! from Debian's fonts-dejavu-core is registered at run time; without it no plot is drawn and
+//! the table says so.
 
 use anyhow::{Result, anyhow};
 use mgr::absence::{AbsenceMask, SplitKind};
@@ -21,8 +22,8 @@ const FONT_PATHS: [&str; 3] = [
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 ];
 
-/// Registers a font for PNG text once; false when none is found.
-fn png_font() -> bool {
+/// Registers a font for plot text once; false when none is found.
+pub fn font_available() -> bool {
     static FOUND: OnceLock<bool> = OnceLock::new();
     *FOUND.get_or_init(|| {
         for path in FONT_PATHS {
@@ -44,6 +45,9 @@ type DrawPng<'a> = dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> Result<()> + 'a
 fn both(stem: &Path, size: (u32, u32), svg: &Draw, png: &DrawPng) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     let svg_path = stem.with_extension("svg");
+    if !font_available() {
+        return Ok(files);
+    }
     {
         let root = SVGBackend::new(&svg_path, size).into_drawing_area();
         root.fill(&WHITE)
@@ -53,7 +57,7 @@ fn both(stem: &Path, size: (u32, u32), svg: &Draw, png: &DrawPng) -> Result<Vec<
             .map_err(|e| anyhow!("{}: {e}", svg_path.display()))?;
     }
     files.push(svg_path);
-    if png_font() {
+    {
         let png_path = stem.with_extension("png");
         {
             let root = BitMapBackend::new(&png_path, size).into_drawing_area();

@@ -353,6 +353,9 @@ fn write_tables(a: &ProtocolArgs, jobs: &[Job]) -> Result<()> {
         md.push_str("\nkappa = 1 on a two-modality dataset leaves every sample a single modality (the paper omits it for AV-MNIST); it was run because it was asked for.\n");
     }
     let plot_files = plots::protocol_plots(&a.out, &rows, &results, &a.dataset)?;
+    if !crate::plots::font_available() {
+        md.push_str("\nNo plots: no TrueType font found (install Debian's fonts-dejavu-core).\n");
+    }
     if !plot_files.is_empty() {
         md.push_str("\n## Plots\n\n");
         for f in &plot_files {
