@@ -73,7 +73,9 @@ impl RefinementLayerConfig {
     /// Builds the layer on `device`.
     pub fn init(&self, device: &Device) -> RefinementLayer {
         RefinementLayer {
-            norm: self.input_norm.then(|| LayerNormConfig::new(self.d_model).init(device)),
+            norm: self
+                .input_norm
+                .then(|| LayerNormConfig::new(self.d_model).init(device)),
             prompt: MixedContextPromptConfig::new(self.n_modalities, self.d_model)
                 .with_mixed_context(self.mixed_context)
                 .with_init_std(self.init_std)

@@ -301,6 +301,7 @@ fn audio_for(
     labels: &[u8],
     recs: &BTreeMap<u8, Vec<PathBuf>>,
     rng: &mut ChaCha8Rng,
+    sources: &mut String,
 ) -> Result<Vec<f32>> {
     let mut cache: BTreeMap<PathBuf, Vec<f64>> = BTreeMap::new();
     let mut next: BTreeMap<u8, usize> = BTreeMap::new();
@@ -311,6 +312,10 @@ fn audio_for(
         let counter = next.entry(label).or_insert(0);
         let path = &list[*counter % list.len()];
         *counter += 1;
+        sources.push_str(&format!(
+            "{label},{}\n",
+            path.file_name().and_then(|n| n.to_str()).unwrap_or("?")
+        ));
         if !cache.contains_key(path) {
             cache.insert(path.clone(), read_wav(path)?);
         }
@@ -353,9 +358,13 @@ pub fn prepare(
     let test_img = project(&test_px, n_test, &mean, &components);
     let mut rng = ChaCha8Rng::seed_from_u64(noise_seed);
     step("training spectrograms");
-    let train_audio = audio_for(&train_labels, &train_recs, &mut rng)?;
+    let (mut train_sources, mut test_sources) = (
+        String::from("label,recording\n"),
+        String::from("label,recording\n"),
+    );
+    let train_audio = audio_for(&train_labels, &train_recs, &mut rng, &mut train_sources)?;
     step("test spectrograms");
-    let test_audio = audio_for(&test_labels, &test_recs, &mut rng)?;
+    let test_audio = audio_for(&test_labels, &test_recs, &mut rng, &mut test_sources)?;
 
     // Write into a temp folder, then rename: a half-prepared dataset never looks complete.
     let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
@@ -394,6 +403,9 @@ pub fn prepare(
         tmp.join("recipe.json"),
         serde_json::to_string_pretty(&recipe)?,
     )?;
+    // Which recording each sample got, so the pairing can be checked.
+    std::fs::write(tmp.join("audio/train_sources.csv"), train_sources)?;
+    std::fs::write(tmp.join("audio/test_sources.csv"), test_sources)?;
     if out.exists() {
         std::fs::remove_dir_all(out)
             .with_context(|| format!("cannot replace {}", out.display()))?;

@@ -52,6 +52,21 @@ pub fn load(rc: &RunConfig) -> Result<Splits> {
         }
         other => bail!("unknown dataset `{other}`"),
     };
+    let splits = if rc.limit > 0 {
+        let cut = |s: &DataSplit| {
+            s.subset(
+                &(0..s.len().min(rc.limit)).collect::<Vec<_>>(),
+                s.name.clone(),
+            )
+        };
+        Splits {
+            train: cut(&splits.train),
+            valid: cut(&splits.valid),
+            test: cut(&splits.test),
+        }
+    } else {
+        splits
+    };
     for kind in SplitKind::ALL {
         let split = splits.get(kind);
         split.validate()?;

@@ -67,6 +67,9 @@ pub struct RunConfig {
     pub dataset: String,
     /// Folder or file of the dataset (not used by `synthetic`).
     pub data_dir: Option<PathBuf>,
+    /// Use only the first N samples of each split (0: all); for quick experiments and tests.
+    #[serde(default)]
+    pub limit: usize,
     /// The absence protocol.
     pub absence: AbsenceSettings,
     /// The model (modalities and outputs are filled from the dataset).
@@ -82,6 +85,7 @@ impl Default for RunConfig {
         Self {
             dataset: "synthetic".into(),
             data_dir: None,
+            limit: 0,
             absence: AbsenceSettings {
                 kappa: 0.7,
                 seed: 0,

@@ -1,0 +1,346 @@
+//! Real data: AV-MNIST rebuilt from `../shared/data` (MNIST + Free Spoken Digit Dataset), its
+//! loader, MultiBench affect pickles written here with Python, and bad files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn shared_data() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+    p.join("mnist").is_dir().then_some(p)
+}
+
+fn mgr(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mgr"))
+        .args(args)
+        .output()
+        .expect("run mgr")
+}
+
+fn npy_shape(path: &Path) -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import sys, numpy as np; a = np.load(sys.argv[1]); print(a.shape, a.dtype, bool(np.isfinite(a).all()))", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn avmnist_is_rebuilt_from_real_recordings_and_trains_well_above_chance() {
+    let Some(data) = shared_data() else {
+        panic!(
+            "../shared/data is missing: the real-data tests need MNIST and FSDD there (see its README)"
+        );
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("avmnist");
+    let run = mgr(&[
+        "prepare",
+        "avmnist",
+        "--mnist-dir",
+        data.join("mnist").to_str().unwrap(),
+        "--fsdd-dir",
+        data.join("fsdd").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert_eq!(
+        npy_shape(&out.join("image/train_data.npy")),
+        "(10000, 784) float32 True"
+    );
+    assert_eq!(
+        npy_shape(&out.join("image/test_data.npy")),
+        "(10000, 784) float32 True"
+    );
+    assert_eq!(
+        npy_shape(&out.join("audio/train_data.npy")),
+        "(10000, 112, 112) float32 True"
+    );
+    assert_eq!(
+        npy_shape(&out.join("audio/test_data.npy")),
+        "(10000, 112, 112) float32 True"
+    );
+    assert_eq!(
+        npy_shape(&out.join("train_labels.npy")),
+        "(10000,) int64 True"
+    );
+    // Image and audio labels agree for every pair; train audio from the training speakers only.
+    for (split, speakers) in [
+        ("train", &["jackson", "nicolas", "theo"][..]),
+        ("test", &["yweweler"][..]),
+    ] {
+        let labels = Command::new("python3")
+            .args([
+                "-c",
+                "import sys, numpy as np; print(','.join(map(str, np.load(sys.argv[1]))))",
+                out.join(format!("{split}_labels.npy")).to_str().unwrap(),
+            ])
+            .output()
+            .unwrap();
+        let labels: Vec<String> = String::from_utf8(labels.stdout)
+            .unwrap()
+            .trim()
+            .split(',')
+            .map(str::to_string)
+            .collect();
+        let sources =
+            std::fs::read_to_string(out.join(format!("audio/{split}_sources.csv"))).unwrap();
+        let rows: Vec<&str> = sources.lines().skip(1).collect();
+        assert_eq!(rows.len(), labels.len());
+        for (i, (row, label)) in rows.iter().zip(&labels).enumerate() {
+            let file = row.split(',').nth(1).unwrap();
+            let digit = file.split('_').next().unwrap();
+            let speaker = file.split('_').nth(1).unwrap();
+            assert_eq!(
+                digit, label,
+                "{split} sample {i}: image {label} paired with {file}"
+            );
+            assert!(
+                speakers.contains(&speaker),
+                "{split} sample {i}: speaker {speaker}"
+            );
+        }
+    }
+    // MGR on it, a few epochs at kappa 0.7, beats chance (10%) by a wide margin.
+    let runs = tmp.path().join("run");
+    let train = mgr(&[
+        "train",
+        "--dataset",
+        "avmnist",
+        "--data-dir",
+        out.to_str().unwrap(),
+        "--method",
+        "mgr",
+        "--kappa",
+        "0.7",
+        "--epochs",
+        "3",
+        "--device",
+        "flex",
+        "--out",
+        runs.to_str().unwrap(),
+        "--set",
+        "limit=3000",
+        "--set",
+        "d_model=32",
+        "--set",
+        "n_heads=2",
+        "--quiet",
+    ]);
+    assert!(
+        train.status.success(),
+        "{}",
+        String::from_utf8_lossy(&train.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(runs.join("results.json")).unwrap()).unwrap();
+    let acc = results["accuracy"].as_f64().unwrap();
+    assert!(
+        acc > 0.4,
+        "AV-MNIST test accuracy {acc} is not far above chance (0.1)"
+    );
+}
+
+fn write_npy(path: &Path, expr: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import numpy as np; np.save({:?}, {expr})",
+                path.to_str().unwrap()
+            ),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn small_avmnist(dir: &Path) {
+    write_npy(
+        &dir.join("image/train_data.npy"),
+        "np.random.rand(40, 784).astype('float32') * 255",
+    );
+    write_npy(
+        &dir.join("image/test_data.npy"),
+        "np.random.rand(20, 28, 28).astype('float32') * 255",
+    );
+    write_npy(
+        &dir.join("audio/train_data.npy"),
+        "np.random.rand(40, 112, 112)",
+    );
+    write_npy(
+        &dir.join("audio/test_data.npy"),
+        "np.random.rand(20, 112, 112)",
+    );
+    write_npy(&dir.join("train_labels.npy"), "np.arange(40) % 10");
+    write_npy(&dir.join("test_labels.npy"), "np.arange(20) % 10");
+}
+
+fn train_on(dataset: &str, data: &Path, out: &Path) -> Output {
+    mgr(&[
+        "train",
+        "--dataset",
+        dataset,
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--device",
+        "flex",
+        "--out",
+        out.to_str().unwrap(),
+        "--set",
+        "d_model=16",
+        "--set",
+        "n_heads=2",
+        "--quiet",
+    ])
+}
+
+#[test]
+fn multibench_layout_is_read_and_bad_files_are_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let good = tmp.path().join("good");
+    small_avmnist(&good);
+    let run = train_on("avmnist", &good, &tmp.path().join("r0"));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let cases: [(&str, &str, &str); 4] = [
+        (
+            "audio/train_data.npy",
+            "np.random.rand(40, 112, 100)",
+            "audio/train_data.npy",
+        ),
+        (
+            "image/test_data.npy",
+            "np.full((20, 784), np.nan, dtype='float32')",
+            "NaN",
+        ),
+        (
+            "train_labels.npy",
+            "np.arange(39) % 10",
+            "image/train_data.npy",
+        ),
+        ("test_labels.npy", "np.arange(20) + 5", "label"),
+    ];
+    for (i, (file, expr, needle)) in cases.iter().enumerate() {
+        let dir = tmp.path().join(format!("bad{i}"));
+        small_avmnist(&dir);
+        write_npy(&dir.join(file), expr);
+        let out = train_on("avmnist", &dir, &tmp.path().join(format!("r{}", i + 1)));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{file}: accepted");
+        assert!(
+            err.contains(needle) && !err.contains("panicked"),
+            "{file}: {err}"
+        );
+    }
+    // A truncated npy file.
+    let dir = tmp.path().join("trunc");
+    small_avmnist(&dir);
+    let f = dir.join("audio/test_data.npy");
+    let bytes = std::fs::read(&f).unwrap();
+    std::fs::write(&f, &bytes[..bytes.len() / 2]).unwrap();
+    let out = train_on("avmnist", &dir, &tmp.path().join("rt"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("audio/test_data.npy"),
+        "{err}"
+    );
+}
+
+fn write_pickle(path: &Path, body: &str) {
+    let script = format!(
+        "import pickle, numpy as np\nr = np.random.RandomState(0)\ndef split(n, lab):\n    a = r.rand(n, 5, 3)\n    a[0, 0, 0] = -np.inf\n    return {{'vision': r.rand(n, 5, 4).astype('float32'), 'audio': a, 'text': r.rand(n, 5, 6), 'labels': lab(n), 'id': np.arange(n)}}\n{body}\npickle.dump(d, open({:?}, 'wb'))\n",
+        path.to_str().unwrap()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn multibench_affect_pickles_regression_and_classification() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mosi = tmp.path().join("mosi.pkl");
+    write_pickle(
+        &mosi,
+        "reg = lambda n: (r.rand(n, 1, 1) * 6 - 3).astype('float32')\nd = {s: split(n, reg) for s, n in [('train', 40), ('valid', 12), ('test', 16)]}",
+    );
+    let run = train_on("mosi", &mosi, &tmp.path().join("mosi"));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("mosi/results.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(
+        results["mae"].is_number() && results["corr"].is_number() && results["n_test"] == 16,
+        "{results}"
+    );
+    let funny = tmp.path().join("urfunny.pkl");
+    write_pickle(
+        &funny,
+        "cls = lambda n: (np.arange(n) % 2).astype('int64')\nd = {s: split(n, cls) for s, n in [('train', 40), ('valid', 12), ('test', 16)]}",
+    );
+    let run = train_on("urfunny", &funny, &tmp.path().join("funny"));
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let results: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(tmp.path().join("funny/results.json")).unwrap(),
+    )
+    .unwrap();
+    assert!(results.get("mae").is_none() && results["f1"].is_number());
+    // Wrong layouts are named.
+    let bad = tmp.path().join("bad.pkl");
+    write_pickle(
+        &bad,
+        "d = {'train': split(4, lambda n: np.zeros((n, 1, 1)))}",
+    );
+    let out = train_on("mosi", &bad, &tmp.path().join("bad"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("bad.pkl") && err.contains("valid"),
+        "{err}"
+    );
+    std::fs::write(tmp.path().join("junk.pkl"), b"not a pickle").unwrap();
+    let out = train_on(
+        "mosi",
+        &tmp.path().join("junk.pkl"),
+        &tmp.path().join("junk"),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("junk.pkl") && err.contains("pickle"),
+        "{err}"
+    );
+}
