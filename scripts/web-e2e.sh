@@ -8,7 +8,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mgr-target}"
 out="$CARGO_TARGET_DIR/e2e"
 mkdir -p "$out"
 
-trunk build --release --offline
+# The dev profile (optimised, see Cargo.toml) reuses the wasm32 build of the model crate that
+# scripts/test.sh just made; a user's `trunk build --release --offline` gives the same page.
+trunk build --offline
 sample=3
 cargo run -q -p mgr-web --example expected -- web/assets/model "$sample" > "$out/expected-full.json"
 cargo run -q -p mgr-web --example expected -- web/assets/model "$sample" audio > "$out/expected-drop.json"

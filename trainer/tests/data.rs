@@ -4,9 +4,18 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// `../shared/data` beside the checkout (or $MGR_SHARED_DATA; or /work/shared/data, where a
+/// clone made elsewhere for CI still finds it).
 fn shared_data() -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
-    p.join("mnist").is_dir().then_some(p)
+    let candidates = [
+        std::env::var_os("MGR_SHARED_DATA").map(PathBuf::from),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data")),
+        Some(PathBuf::from("/work/shared/data")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.join("mnist").is_dir() && p.join("fsdd/recordings").is_dir())
 }
 
 fn mgr(args: &[&str]) -> Output {
