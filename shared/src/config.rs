@@ -317,7 +317,7 @@ impl ModelConfig {
                 "regression predicts exactly 1 value",
             ));
         }
-        if self.d_model == 0 || self.n_heads == 0 || self.d_model % self.n_heads != 0 {
+        if self.d_model == 0 || self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             return Err(MgrError::config(
                 "n_heads",
                 format!(

@@ -111,7 +111,7 @@ mod tests {
             .into_data()
             .try_to_vec::<f32>()
             .unwrap();
-        let gelu = |x: f32| 0.5 * x * (1.0 + erf(x / std::f32::consts::SQRT_2));
+        let gelu = |x: f32| 0.5 * x * (1.0 + erf((x / std::f32::consts::SQRT_2) as f64) as f32);
         for i in 0..n {
             for o in 0..d {
                 let mut acc = b1[o];
@@ -140,7 +140,7 @@ mod tests {
     }
 
     /// Abramowitz-Stegun 7.1.26 (error < 1.5e-7), enough for a 1e-4 check.
-    fn erf(x: f32) -> f32 {
+    fn erf(x: f64) -> f64 {
         let t = 1.0 / (1.0 + 0.3275911 * x.abs());
         let y = 1.0
             - (((((1.061405429 * t - 1.453152027) * t) + 1.421413741) * t - 0.284496736) * t

@@ -58,7 +58,7 @@ impl TrainConfig {
                 reason: "must be at least 1".into(),
             });
         }
-        if !(self.weight_decay >= 0.0) {
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return Err(MgrError::InvalidConfig {
                 field: "weight_decay".into(),
                 reason: "must be >= 0".into(),

@@ -159,8 +159,8 @@ pub fn fit_pca(pixels: &[u8], n: usize, threshold: f64) -> (Vec<f64>, DMatrix<f6
     let d = 784;
     let mut x = DMatrix::<f64>::from_fn(n, d, |i, j| pixels[i * d + j] as f64);
     let mean: Vec<f64> = (0..d).map(|j| x.column(j).sum() / n as f64).collect();
-    for j in 0..d {
-        x.column_mut(j).add_scalar_mut(-mean[j]);
+    for (j, m) in mean.iter().enumerate() {
+        x.column_mut(j).add_scalar_mut(-m);
     }
     let cov = (x.transpose() * &x) / (n.max(2) - 1) as f64;
     let eig = SymmetricEigen::new(cov);
@@ -510,7 +510,7 @@ fn read_split(dir: &Path, split: &str) -> Result<Raw> {
     let labels: Vec<usize> = labels
         .iter()
         .map(|&l| {
-            if l >= 0.0 && l < 10.0 && l.fract() == 0.0 {
+            if (0.0..10.0).contains(&l) && l.fract() == 0.0 {
                 Ok(l as usize)
             } else {
                 Err(anyhow!(

@@ -140,7 +140,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     };
     // As the peer: the first third misses vision, the second third misses audio.
     let rows = (0..b)
-        .map(|i| vec![!(i < b / 3), !(i >= b / 3 && i < 2 * b / 3)])
+        .map(|i| vec![i >= b / 3, !(b / 3..2 * b / 3).contains(&i)])
         .collect();
     let mask = AbsenceMask {
         modalities: vec!["vision".into(), "audio".into()],

@@ -315,8 +315,8 @@ pub fn protocol_plots(
         } else {
             format!("{} ({})", cell.method, cell.insertion)
         };
-        if !lines.contains_key(&name) {
-            lines.insert(name, kappa_sweep(runs[0])?);
+        if let std::collections::btree_map::Entry::Vacant(slot) = lines.entry(name) {
+            slot.insert(kappa_sweep(runs[0])?);
         }
     }
     let (s, p) = drawer!(|root| sweep(root, dataset, &lines));

@@ -2,7 +2,7 @@
 //! `embed=1` hides the controls for teaching pages.
 
 /// What the page shows.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct ViewState {
     /// Index of the synthetic test sample (any index draws a sample from the seed).
     pub sample: usize,
@@ -29,19 +29,6 @@ pub struct Limits {
 
 /// Largest sample index accepted in the URL.
 pub const MAX_SAMPLE: usize = 999_999;
-
-impl Default for ViewState {
-    fn default() -> Self {
-        Self {
-            sample: 0,
-            drop: Vec::new(),
-            layer: 0,
-            rho: None,
-            lt: None,
-            embed: false,
-        }
-    }
-}
 
 impl ViewState {
     /// Parses a hash (with or without the leading '#'). Values out of range are replaced by
