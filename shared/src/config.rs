@@ -226,6 +226,12 @@ pub struct ModelConfig {
     pub init_std: f64,
 }
 
+/// Eq. 10's |idx_u| = K = ceil(rho * n), at least 1 and at most n; computed in f64 with a small
+/// tolerance so that e.g. rho = 0.3, n = 10 gives 3, not 4.
+pub fn kept_count(rho: f64, n: usize) -> usize {
+    ((rho * n as f64 - 1e-9).ceil() as usize).clamp(1, n.max(1))
+}
+
 impl ModelConfig {
     /// Total tokens N = sum N_i before refinement.
     pub fn n_tokens(&self) -> usize {
@@ -236,8 +242,7 @@ impl ModelConfig {
     ///
     /// Computed in f64 with a small tolerance so that e.g. rho = 0.3, n = 10 gives 3, not 4.
     pub fn kept_tokens(&self, n: usize) -> usize {
-        let k = (self.rho * n as f64 - 1e-9).ceil() as usize;
-        k.clamp(1, n.max(1))
+        kept_count(self.rho, n)
     }
 
     /// Token counts entering each refinement layer, then the count leaving the last.

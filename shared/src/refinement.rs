@@ -116,7 +116,7 @@ pub struct RefinementOutput {
 impl RefinementLayer {
     /// K = ceil(rho N), at least 1 (Eq. 10: |idx_u| = rho |xi|).
     pub fn kept_tokens(&self, n: usize) -> usize {
-        (((self.rho * n as f64) - 1e-9).ceil() as usize).clamp(1, n.max(1))
+        crate::config::kept_count(self.rho, n)
     }
 
     /// Eqs. 5-12 on the current tokens (h_e for the first layer, the previous z after).

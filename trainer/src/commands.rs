@@ -94,15 +94,9 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     }
     let (device, _) = device::select(a.device, true)?;
     let splits = dataset::load(&rc)?;
-    let names: Vec<String> = rc.model.modalities.iter().map(|m| m.name.clone()).collect();
-    let absence = rc.absence.to_config(&rc.model.modalities)?;
-    let mask = AbsenceMask::generate(
-        &absence,
-        &names,
-        splits.test.len(),
-        rc.absence.seed,
-        SplitKind::Test,
-    )?;
+    let mask = rc
+        .absence
+        .mask(&rc.model.modalities, splits.test.len(), SplitKind::Test)?;
     let model = load_model(&rc.model, &paths.best(), &device)?;
     let test = evaluate(&model, &splits.test, &mask, 256, &device);
     let mut out = json!({

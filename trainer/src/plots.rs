@@ -6,7 +6,7 @@
 //! the table says so.
 
 use anyhow::{Result, anyhow};
-use mgr::absence::{AbsenceMask, SplitKind};
+use mgr::absence::SplitKind;
 use mgr::train::evaluate;
 use plotters::coord::Shift;
 use plotters::prelude::*;
@@ -258,19 +258,11 @@ pub fn kappa_sweep(run: &Path) -> Result<Vec<(f64, f64)>> {
     let splits = crate::dataset::load(&rc)?;
     let device = burn::tensor::Device::flex();
     let model = crate::checkpoint::load_model(&rc.model, &run.join("best.bpk"), &device)?;
-    let names: Vec<String> = rc.model.modalities.iter().map(|m| m.name.clone()).collect();
     let mut points = Vec::new();
     for step in 0..=10 {
         let mut absence = rc.absence.clone();
         absence.kappa = step as f64 / 10.0;
-        let cfg = absence.to_config(&rc.model.modalities)?;
-        let mask = AbsenceMask::generate(
-            &cfg,
-            &names,
-            splits.test.len(),
-            absence.seed,
-            SplitKind::Test,
-        )?;
+        let mask = absence.mask(&rc.model.modalities, splits.test.len(), SplitKind::Test)?;
         points.push((
             absence.kappa,
             evaluate(&model, &splits.test, &mask, 256, &device)

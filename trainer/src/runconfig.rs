@@ -2,7 +2,7 @@
 //! command-line flags, then `--set key=value`. Unknown keys are errors, never ignored.
 
 use anyhow::{Context, Result, anyhow, bail};
-use mgr::absence::AbsenceConfig;
+use mgr::absence::{AbsenceConfig, AbsenceMask, SplitKind};
 use mgr::synthetic::SyntheticConfig;
 use mgr::train::TrainConfig;
 use mgr::{ModalitySpec, ModelConfig};
@@ -56,6 +56,23 @@ impl AbsenceSettings {
             missable,
             max_missing,
         })
+    }
+
+    /// The mask of one split of `n` samples under these settings.
+    pub fn mask(
+        &self,
+        modalities: &[ModalitySpec],
+        n: usize,
+        split: SplitKind,
+    ) -> Result<AbsenceMask> {
+        let names: Vec<String> = modalities.iter().map(|m| m.name.clone()).collect();
+        Ok(AbsenceMask::generate(
+            &self.to_config(modalities)?,
+            &names,
+            n,
+            self.seed,
+            split,
+        )?)
     }
 }
 

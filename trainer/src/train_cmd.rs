@@ -23,16 +23,9 @@ pub fn prepare(mut rc: RunConfig) -> Result<(RunConfig, Splits, [AbsenceMask; 3]
     rc.model.n_outputs = splits.train.targets.n_outputs();
     rc.model.task = splits.train.targets.task();
     rc.model.validate()?;
-    let names: Vec<String> = rc.model.modalities.iter().map(|m| m.name.clone()).collect();
-    let absence = rc.absence.to_config(&rc.model.modalities)?;
     let mask = |kind: SplitKind| {
-        AbsenceMask::generate(
-            &absence,
-            &names,
-            splits.get(kind).len(),
-            rc.absence.seed,
-            kind,
-        )
+        rc.absence
+            .mask(&rc.model.modalities, splits.get(kind).len(), kind)
     };
     let masks = [
         mask(SplitKind::Train)?,
