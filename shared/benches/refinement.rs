@@ -7,7 +7,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use mgr::absence::AbsenceMask;
 use mgr::batch::Batch;
-use mgr::data::{DataSplit, Targets};
+use mgr::data::DataSplit;
 use mgr::refinement::RefinementLayerConfig;
 use mgr::train::{TrainConfig, init_model, train_step};
 use mgr::{ModalitySpec, ModelConfig};
@@ -41,28 +41,7 @@ fn training_step(c: &mut Criterion) {
         ],
         10,
     );
-    let split = DataSplit {
-        name: "bench".into(),
-        modalities: cfg.modalities.clone(),
-        features: cfg
-            .modalities
-            .iter()
-            .map(|s| {
-                Tensor::<1>::random(
-                    [B * s.n_tokens * s.token_dim],
-                    Distribution::Normal(0.0, 1.0),
-                    &device,
-                )
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap()
-            })
-            .collect(),
-        targets: Targets::Classes {
-            labels: (0..B).map(|i| i % 10).collect(),
-            n_classes: 10,
-        },
-    };
+    let split = DataSplit::random_normal("bench", cfg.modalities.clone(), B, 10, 0);
     let rows = (0..B)
         .map(|i| vec![i >= B / 3, !(B / 3..2 * B / 3).contains(&i)])
         .collect();

@@ -1,5 +1,7 @@
 //! In-memory datasets: one split's token features per modality and its targets.
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ModalitySpec, Task};
@@ -70,6 +72,39 @@ impl DataSplit {
     /// Whether the split has no samples.
     pub fn is_empty(&self) -> bool {
         self.targets.is_empty()
+    }
+
+    /// A split of standard-normal features with labels `i mod n_classes`, drawn from `seed`:
+    /// the inputs of benchmarks and shape tests, where only the shapes matter.
+    pub fn random_normal(
+        name: &str,
+        modalities: Vec<ModalitySpec>,
+        n: usize,
+        n_classes: usize,
+        seed: u64,
+    ) -> DataSplit {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let mut normal = move || {
+            // Box-Muller; 1 - u keeps the logarithm's argument in (0, 1].
+            let (u, v): (f32, f32) = (rng.random(), rng.random());
+            (-2.0 * (1.0 - u).ln()).sqrt() * (std::f32::consts::TAU * v).cos()
+        };
+        DataSplit {
+            name: name.into(),
+            features: modalities
+                .iter()
+                .map(|s| {
+                    (0..n * s.n_tokens * s.token_dim)
+                        .map(|_| normal())
+                        .collect()
+                })
+                .collect(),
+            modalities,
+            targets: Targets::Classes {
+                labels: (0..n).map(|i| i % n_classes.max(1)).collect(),
+                n_classes: n_classes.max(1),
+            },
+        }
     }
 
     /// Checks shapes, finiteness and label ranges; the error names the split and the problem.
@@ -166,5 +201,35 @@ impl DataSplit {
             features,
             targets,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn random_normal_is_standard_normal_valid_and_seeded() {
+        let specs = vec![
+            ModalitySpec::new("a".into(), 4, 25),
+            ModalitySpec::new("b".into(), 2, 3),
+        ];
+        let split = DataSplit::random_normal("r", specs.clone(), 100, 3, 7);
+        split.validate().unwrap();
+        let a = &split.features[0];
+        assert_eq!(a.len(), 100 * 4 * 25);
+        let mean = a.iter().sum::<f32>() / a.len() as f32;
+        let var = a.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / a.len() as f32;
+        assert!(mean.abs() < 0.05, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.06, "variance {var}");
+        assert_eq!(
+            split,
+            DataSplit::random_normal("r", specs.clone(), 100, 3, 7)
+        );
+        assert_ne!(
+            split.features,
+            DataSplit::random_normal("r", specs, 100, 3, 8).features
+        );
+        assert_eq!(split.targets.len(), 100);
     }
 }

@@ -6,9 +6,9 @@
 //! without burn-train's threads and terminal UI.
 
 use burn::config::Config;
-use burn::module::Module;
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
-use burn::tensor::Device;
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, MultiGradientsParams};
+use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -98,10 +98,26 @@ pub struct StepLosses {
 }
 
 /// Builds a model with a seeded initialisation on an autodiff version of `device`.
+///
+/// Burn initialises parameters lazily, on first use, from the device's random stream; left
+/// lazy, a parameter's values would depend on which code touched it first (a forward pass, a
+/// fork to another device, saving). Every parameter is drawn here, in module order, so a seed
+/// always gives the same model.
 pub fn init_model(config: &ModelConfig, seed: u64, device: &Device) -> Result<Model, MgrError> {
     let device = device.clone().autodiff();
     device.seed(seed);
-    config.init(&device)
+    let model = config.init(&device)?;
+    model.visit(&mut Materialize);
+    Ok(model)
+}
+
+/// Draws every lazily initialised parameter it visits.
+struct Materialize;
+
+impl ModuleVisitor for Materialize {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let _ = param.val();
+    }
 }
 
 /// One optimisation step (forward, Eq. 13, backward, AdamW). `model` and `batch` live on an
@@ -127,7 +143,89 @@ pub fn train_step(
     (optimizer.step(lr, model, grads), losses)
 }
 
+/// The shards of one batch for data-parallel training: `indices` split into `parts` contiguous
+/// runs whose sizes differ by at most one (the first ones take the remainder). Empty shards
+/// are dropped, so a batch smaller than `parts` uses fewer devices.
+pub fn shard(indices: &[usize], parts: usize) -> Vec<&[usize]> {
+    let parts = parts.max(1);
+    let (base, extra) = (indices.len() / parts, indices.len() % parts);
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    for p in 0..parts {
+        let len = base + usize::from(p < extra);
+        if len > 0 {
+            out.push(&indices[start..start + len]);
+        }
+        start += len;
+    }
+    out
+}
+
+/// One data-parallel optimisation step over several devices (Burn's multi-device training:
+/// a fork of the model per device, gradients summed per parameter by `MultiGradientsParams`,
+/// one AdamW step with `step_multi`). `shards[i]` lives on `devices[i]` (autodiff devices);
+/// the returned model lives on `devices[0]`.
+///
+/// Each shard's loss is weighted by its share of the samples, so the summed gradients are
+/// those of the whole batch's mean task loss: the step equals [`train_step`] on the
+/// concatenated batch for every method without L_div. L_div (Eq. 4) is a statistic of the
+/// rows it sees, so with data parallelism it is estimated per shard (as PyTorch's DDP would).
+pub fn train_step_parallel(
+    model: Model,
+    optimizer: &mut ModuleOptimizer,
+    lr: f64,
+    shards: &[Batch],
+    devices: &[Device],
+) -> (Model, StepLosses) {
+    assert_eq!(shards.len(), devices.len(), "one shard per device");
+    let total: usize = shards.iter().map(Batch::len).sum();
+    let results: Vec<(GradientsParams, StepLosses)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = shards
+            .iter()
+            .zip(devices)
+            .map(|(batch, device)| {
+                let replica = model.clone().fork(device);
+                let weight = batch.len() as f64 / total.max(1) as f64;
+                scope.spawn(move || {
+                    let output = replica.forward(batch);
+                    let targets = batch
+                        .targets
+                        .as_ref()
+                        .expect("a training batch has targets");
+                    let parts = output.total_loss(targets, &replica.config);
+                    let losses = StepLosses {
+                        total: parts.total.clone().into_scalar::<f32>() as f64 * weight,
+                        task: parts.task.into_scalar::<f32>() as f64 * weight,
+                        div: parts.div.into_scalar::<f32>() as f64 * weight,
+                    };
+                    let loss = parts.total.mul_scalar(weight);
+                    (
+                        GradientsParams::from_grads(loss.backward(), &replica),
+                        losses,
+                    )
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a data-parallel worker panicked"))
+            .collect()
+    });
+    let mut losses = StepLosses::default();
+    let mut grads = MultiGradientsParams::default();
+    for ((g, l), device) in results.into_iter().zip(devices) {
+        losses.total += l.total;
+        losses.task += l.task;
+        losses.div += l.div;
+        grads.grads.push((g, device.clone()));
+    }
+    let model = optimizer.step_multi(lr, model, grads).fork(&devices[0]);
+    (model, losses)
+}
+
 /// One pass over `split` in the order of `epoch`; returns the model and the mean losses.
+/// With several `devices` (autodiff devices), every batch is sharded over them
+/// ([`train_step_parallel`]); with one, this is plain [`train_step`].
 /// `on_step` is called after every step with (steps done, steps total, losses).
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
@@ -137,15 +235,32 @@ pub fn train_epoch(
     split: &DataSplit,
     mask: &AbsenceMask,
     epoch: usize,
-    device: &Device,
+    devices: &[Device],
     mut on_step: impl FnMut(usize, usize, &StepLosses),
 ) -> (Model, StepLosses) {
+    assert!(!devices.is_empty(), "train_epoch needs a device");
     let order = config.epoch_order(split.len(), epoch);
     let chunks: Vec<&[usize]> = order.chunks(config.batch_size).collect();
     let mut sum = StepLosses::default();
     for (step, indices) in chunks.iter().enumerate() {
-        let batch = Batch::from_split(split, indices, mask, device);
-        let (next, losses) = train_step(model, optimizer, config.lr, &batch);
+        let (next, losses) = if devices.len() == 1 {
+            let batch = Batch::from_split(split, indices, mask, &devices[0]);
+            train_step(model, optimizer, config.lr, &batch)
+        } else {
+            let parts = shard(indices, devices.len());
+            let shards: Vec<Batch> = parts
+                .iter()
+                .zip(devices)
+                .map(|(part, device)| Batch::from_split(split, part, mask, device))
+                .collect();
+            train_step_parallel(
+                model,
+                optimizer,
+                config.lr,
+                &shards,
+                &devices[..shards.len()],
+            )
+        };
         model = next;
         sum.total += losses.total;
         sum.task += losses.task;

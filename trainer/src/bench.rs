@@ -3,10 +3,9 @@
 
 use anyhow::Result;
 use burn::module::Module;
-use burn::tensor::{Device, Distribution, Tensor};
 use mgr::absence::AbsenceMask;
 use mgr::batch::Batch;
-use mgr::data::{DataSplit, Targets};
+use mgr::data::DataSplit;
 use mgr::train::{TrainConfig, init_model, train_step};
 use mgr::{Method, ModalitySpec, ModelConfig};
 use serde_json::json;
@@ -29,8 +28,8 @@ pub struct BenchArgs {
     /// Timed repeats (median and spread are over these).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// auto | flex | wgpu.
-    #[arg(long, value_enum, default_value = "flex")]
+    /// auto | flex | wgpu | wgpu:N.
+    #[arg(long, default_value = "flex")]
     device: DeviceChoice,
     /// Print one JSON object instead of a table.
     #[arg(long)]
@@ -118,26 +117,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     cfg.validate()?;
     let (device, device_name) = device::select(a.device, a.json)?;
     let b = a.batch.max(1);
-    let split = DataSplit {
-        name: "bench".into(),
-        modalities: cfg.modalities.clone(),
-        features: cfg
-            .modalities
-            .iter()
-            .map(|s| {
-                let t = Tensor::<1>::random(
-                    [b * s.n_tokens * s.token_dim],
-                    Distribution::Normal(0.0, 1.0),
-                    &Device::flex(),
-                );
-                t.into_data().try_to_vec::<f32>().expect("f32")
-            })
-            .collect(),
-        targets: Targets::Classes {
-            labels: (0..b).map(|i| i % 10).collect(),
-            n_classes: 10,
-        },
-    };
+    let split = DataSplit::random_normal("bench", cfg.modalities.clone(), b, 10, 0);
     // As the peer: the first third misses vision, the second third misses audio.
     let rows = (0..b)
         .map(|i| vec![i >= b / 3, !(b / 3..2 * b / 3).contains(&i)])

@@ -76,9 +76,11 @@ struct TrainArgs {
     /// Training epochs.
     #[arg(long)]
     epochs: Option<usize>,
-    /// auto | flex | wgpu.
-    #[arg(long, value_enum, default_value = "auto")]
-    device: DeviceChoice,
+    /// auto | flex | wgpu | wgpu:N (the N-th GPU). Several, comma-separated
+    /// (`wgpu:0,wgpu:1`), train data-parallel: each batch is split over them (Burn's
+    /// multi-device step), the model and the reports stay on the first.
+    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    device: Vec<DeviceChoice>,
     /// Run folder to write.
     #[arg(long)]
     out: PathBuf,
@@ -110,8 +112,8 @@ struct EvalArgs {
     /// At most this many missing at once.
     #[arg(long)]
     max_missing: Option<usize>,
-    /// auto | flex | wgpu.
-    #[arg(long, value_enum, default_value = "flex")]
+    /// auto | flex | wgpu | wgpu:N.
+    #[arg(long, default_value = "flex")]
     device: DeviceChoice,
 }
 
@@ -172,7 +174,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => {
             let rc = commands::resolve_train_config(&a)?;
-            train_cmd::run(rc, &a.out, a.device, a.resume, quiet)
+            train_cmd::run(rc, &a.out, &a.device, a.resume, quiet)
         }
         Command::Eval(a) => commands::eval(&a),
         Command::Trace(a) => commands::trace(&a),

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::device::DeviceChoice;
+use crate::device::{self, DeviceChoice};
 use crate::fsutil::write_atomic;
 use crate::runconfig::{RunConfig, set_key};
 use crate::{plots, train_cmd};
@@ -46,8 +46,10 @@ pub struct ProtocolArgs {
     /// Any config override, as `mgr train --set`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
-    /// Workers, one per entry, each on its device: e.g. `flex,flex` (two CPU workers) or
-    /// `wgpu,wgpu`. Independent runs go to whichever worker is free.
+    /// Workers, one per entry, each on its device: e.g. `wgpu:0,wgpu:1` (one run on each
+    /// GPU at a time) or `flex,flex` (two CPU runs). Independent runs go to whichever worker is
+    /// free. An entry joining devices with `+` (`wgpu:0+wgpu:1,wgpu:2+wgpu:3`) is one worker
+    /// that trains each run data-parallel over its devices.
     #[arg(long, value_delimiter = ',', default_value = "auto")]
     pub devices: Vec<String>,
     /// Output folder.
@@ -211,22 +213,13 @@ fn build_jobs(a: &ProtocolArgs) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
-fn parse_device(s: &str) -> Result<DeviceChoice> {
-    match s.split(':').next().unwrap_or(s) {
-        "auto" => Ok(DeviceChoice::Auto),
-        "flex" | "cpu" => Ok(DeviceChoice::Flex),
-        "wgpu" | "gpu" => Ok(DeviceChoice::Wgpu),
-        other => bail!("--devices: unknown device `{other}` (auto, flex, wgpu)"),
-    }
-}
-
 /// Runs `mgr protocol`.
 pub fn run(a: &ProtocolArgs) -> Result<()> {
     let jobs = build_jobs(a)?;
-    let devices: Vec<DeviceChoice> = a
+    let devices: Vec<Vec<DeviceChoice>> = a
         .devices
         .iter()
-        .map(|d| parse_device(d))
+        .map(|d| device::parse_group(d).with_context(|| format!("--devices `{d}`")))
         .collect::<Result<_>>()?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
@@ -254,8 +247,7 @@ pub fn run(a: &ProtocolArgs) -> Result<()> {
                     };
                     let resume = job.dir.join("config.json").is_file();
                     let t = std::time::Instant::now();
-                    let result =
-                        train_cmd::run(job.config.clone(), &job.dir, *device, resume, true);
+                    let result = train_cmd::run(job.config.clone(), &job.dir, device, resume, true);
                     let mut n = done.lock().expect("count");
                     *n += 1;
                     match result {

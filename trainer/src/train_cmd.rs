@@ -39,7 +39,7 @@ pub fn prepare(mut rc: RunConfig) -> Result<(RunConfig, Splits, [AbsenceMask; 3]
 pub fn run(
     rc: RunConfig,
     out: &Path,
-    device_choice: DeviceChoice,
+    device_choices: &[DeviceChoice],
     resume: bool,
     quiet: bool,
 ) -> Result<()> {
@@ -66,8 +66,10 @@ pub fn run(
             out.display()
         );
     }
-    let (device, device_name) = device::select(device_choice, quiet)?;
-    let train_device = device.clone().autodiff();
+    let (devices, device_name) = device::select_all(device_choices, quiet)?;
+    let device = devices[0].clone();
+    let train_devices: Vec<_> = devices.iter().map(|d| d.clone().autodiff()).collect();
+    let train_device = train_devices[0].clone();
 
     let mut optimizer = rc.train.optimizer();
     let (mut state, mut model) = if resume {
@@ -120,7 +122,7 @@ pub fn run(
             &splits.train,
             &train_mask,
             epoch,
-            &train_device,
+            &train_devices,
             |_, _, l| {
                 bar.inc(1);
                 bar.set_message(format!("loss {:.4}", l.total));
