@@ -42,12 +42,20 @@ type Draw<'a> = dyn Fn(&DrawingArea<SVGBackend, Shift>) -> Result<()> + 'a;
 type DrawPng<'a> = dyn Fn(&DrawingArea<BitMapBackend, Shift>) -> Result<()> + 'a;
 
 /// Writes `stem.svg` (and `stem.png` when a font is available); returns the files.
+/// `stem` plus an extension, appended (a stem such as `curves-mgr-kappa0.7` has a dot that
+/// `Path::with_extension` would take for an extension).
+fn with_suffix(stem: &Path, extension: &str) -> PathBuf {
+    let mut name = stem.as_os_str().to_owned();
+    name.push(".");
+    name.push(extension);
+    PathBuf::from(name)
+}
+
 fn both(stem: &Path, size: (u32, u32), svg: &Draw, png: &DrawPng) -> Result<Vec<PathBuf>> {
-    let mut files = Vec::new();
-    let svg_path = stem.with_extension("svg");
     if !font_available() {
-        return Ok(files);
+        return Ok(Vec::new());
     }
+    let svg_path = with_suffix(stem, "svg");
     {
         let root = SVGBackend::new(&svg_path, size).into_drawing_area();
         root.fill(&WHITE)
@@ -56,20 +64,16 @@ fn both(stem: &Path, size: (u32, u32), svg: &Draw, png: &DrawPng) -> Result<Vec<
         root.present()
             .map_err(|e| anyhow!("{}: {e}", svg_path.display()))?;
     }
-    files.push(svg_path);
+    let png_path = with_suffix(stem, "png");
     {
-        let png_path = stem.with_extension("png");
-        {
-            let root = BitMapBackend::new(&png_path, size).into_drawing_area();
-            root.fill(&WHITE)
-                .map_err(|e| anyhow!("{}: {e}", png_path.display()))?;
-            png(&root)?;
-            root.present()
-                .map_err(|e| anyhow!("{}: {e}", png_path.display()))?;
-        }
-        files.push(png_path);
+        let root = BitMapBackend::new(&png_path, size).into_drawing_area();
+        root.fill(&WHITE)
+            .map_err(|e| anyhow!("{}: {e}", png_path.display()))?;
+        png(&root)?;
+        root.present()
+            .map_err(|e| anyhow!("{}: {e}", png_path.display()))?;
     }
-    Ok(files)
+    Ok(vec![svg_path, png_path])
 }
 
 macro_rules! drawer {
@@ -273,11 +277,49 @@ pub fn kappa_sweep(run: &Path) -> Result<Vec<(f64, f64)>> {
     Ok(points)
 }
 
+/// Accuracy against kappa for one method, from one trained model.
+#[derive(Clone, Debug)]
+pub struct SweepLine {
+    /// The method (with its insertion type when not the default).
+    pub name: String,
+    /// The run whose best model was evaluated.
+    pub run: PathBuf,
+    /// (kappa, test accuracy), kappa = 0, 0.1, ..., 1.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One sweep per method: the best model of the method's first run (first cell, first seeds) is
+/// evaluated at every kappa; nothing is retrained.
+pub fn kappa_sweeps(results: &[(Cell, serde_json::Value, PathBuf)]) -> Result<Vec<SweepLine>> {
+    let mut first_run: BTreeMap<String, &PathBuf> = BTreeMap::new();
+    let mut sorted: Vec<&(Cell, serde_json::Value, PathBuf)> = results.iter().collect();
+    sorted.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
+    for (cell, _, run) in sorted {
+        let name = if cell.insertion == "-" || cell.insertion == "token" {
+            cell.method.clone()
+        } else {
+            format!("{} ({})", cell.method, cell.insertion)
+        };
+        first_run.entry(name).or_insert(run);
+    }
+    first_run
+        .into_iter()
+        .map(|(name, run)| {
+            Ok(SweepLine {
+                points: kappa_sweep(run)?,
+                name,
+                run: run.clone(),
+            })
+        })
+        .collect()
+}
+
 /// All plots of a protocol; returns the files, relative to `out`.
 pub fn protocol_plots(
     out: &Path,
     rows: &[Row],
     results: &[(Cell, serde_json::Value, PathBuf)],
+    sweeps: &[SweepLine],
     dataset: &str,
 ) -> Result<Vec<PathBuf>> {
     let dir = out.join("plots");
@@ -299,18 +341,10 @@ pub fn protocol_plots(
         let (s, p) = drawer!(|root| curves(root, &title, &curves_data));
         files.extend(both(&stem, (1200, 360), s, p)?);
     }
-    // One trained model per method: the first run of the method's first cell.
-    let mut lines: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for (cell, runs) in &by_cell {
-        let name = if cell.insertion == "-" || cell.insertion == "token" {
-            cell.method.clone()
-        } else {
-            format!("{} ({})", cell.method, cell.insertion)
-        };
-        if let std::collections::btree_map::Entry::Vacant(slot) = lines.entry(name) {
-            slot.insert(kappa_sweep(runs[0])?);
-        }
-    }
+    let lines: BTreeMap<String, Vec<(f64, f64)>> = sweeps
+        .iter()
+        .map(|l| (l.name.clone(), l.points.clone()))
+        .collect();
     let (s, p) = drawer!(|root| sweep(root, dataset, &lines));
     files.extend(both(&dir.join("accuracy-vs-kappa"), (800, 520), s, p)?);
     let kappas: std::collections::BTreeSet<&String> = rows.iter().map(|r| &r.cell.kappa).collect();

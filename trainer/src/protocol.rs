@@ -344,7 +344,22 @@ fn write_tables(a: &ProtocolArgs, jobs: &[Job]) -> Result<()> {
     if two_modal && a.kappa.contains(&1.0) {
         md.push_str("\nkappa = 1 on a two-modality dataset leaves every sample a single modality (the paper omits it for AV-MNIST); it was run because it was asked for.\n");
     }
-    let plot_files = plots::protocol_plots(&a.out, &rows, &results, &a.dataset)?;
+    let sweeps = plots::kappa_sweeps(&results)?;
+    let mut sweep_csv = String::from("method,run,kappa,accuracy\n");
+    for line in &sweeps {
+        for (kappa, accuracy) in &line.points {
+            sweep_csv.push_str(&format!(
+                "{},{},{kappa:.1},{accuracy:.6}\n",
+                line.name,
+                line.run.display()
+            ));
+        }
+    }
+    write_atomic(&a.out.join("accuracy-vs-kappa.csv"), sweep_csv.as_bytes())?;
+    if !sweeps.is_empty() {
+        md.push_str("\nTest accuracy against kappa, each method's first run evaluated at kappa 0 to 1 (one trained model, not retrained): [accuracy-vs-kappa.csv](accuracy-vs-kappa.csv).\n");
+    }
+    let plot_files = plots::protocol_plots(&a.out, &rows, &results, &sweeps, &a.dataset)?;
     if !crate::plots::font_available() {
         md.push_str("\nNo plots: no TrueType font found (install Debian's fonts-dejavu-core).\n");
     }

@@ -348,6 +348,47 @@ fn protocol_runs_every_cell_skips_finished_runs_and_tabulates() {
         "{md}"
     );
     assert!(out.join("plots/accuracy-vs-kappa.svg").is_file());
+    for stem in [
+        "curves-baseline-kappa0.5",
+        "curves-mgr-token-kappa0.5",
+        "per-pattern-kappa0.5",
+    ] {
+        for ext in ["svg", "png"] {
+            let file = format!("plots/{stem}.{ext}");
+            assert!(
+                out.join(&file).is_file() && md.contains(&file),
+                "{file}: {md}"
+            );
+        }
+    }
+    // The kappa sweep evaluates one trained model per method: at the run's own kappa and
+    // absence seed it must reproduce that run's test accuracy exactly.
+    let sweep = std::fs::read_to_string(out.join("accuracy-vs-kappa.csv")).unwrap();
+    let rows: Vec<Vec<&str>> = sweep
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').collect())
+        .collect();
+    assert_eq!(rows.len(), 2 * 11, "{sweep}");
+    for method in ["baseline", "mgr"] {
+        let mine: Vec<&Vec<&str>> = rows.iter().filter(|r| r[0] == method).collect();
+        assert_eq!(mine.len(), 11, "{sweep}");
+        let run = mine[0][1];
+        assert!(
+            mine.iter().all(|r| r[1] == run),
+            "one model per method: {sweep}"
+        );
+        let at_own_kappa: f64 = mine.iter().find(|r| r[2] == "0.5").unwrap()[3]
+            .parse()
+            .unwrap();
+        let trained = json(PathBuf::from(run).join("results.json"))["accuracy"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (at_own_kappa - trained).abs() < 1e-6,
+            "{method}: {at_own_kappa} vs {trained}"
+        );
+    }
     let second = mgr(&args);
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("4 runs, 4 finished, 0 to do"));

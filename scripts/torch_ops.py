@@ -1,0 +1,40 @@
+"""The ops of `cargo run -p mgr --example flex_ops`, timed in PyTorch the same way (median of 7
+rounds of 30 calls after warm-up, microseconds per call)."""
+import time
+import torch
+import torch.nn.functional as F
+
+
+def time_op(name, f, reps=30):
+    for _ in range(3):
+        f()
+    rounds = []
+    for _ in range(7):
+        t = time.perf_counter()
+        for _ in range(reps):
+            f()
+        rounds.append((time.perf_counter() - t) * 1e6 / reps)
+    print(f"{name:<44} {sorted(rounds)[3]:>9.1f} us")
+
+
+tokens, hidden = torch.randn(2816, 64), torch.randn(2816, 256)
+w_qkv, w_ff = torch.nn.Linear(64, 64), torch.nn.Linear(64, 256)
+with torch.no_grad():
+    time_op("linear [2816,64] x [64,64]", lambda: w_qkv(tokens))
+    time_op("linear [2816,64] x [64,256]", lambda: w_ff(tokens))
+    q, k = torch.randn(256, 44, 16), torch.randn(256, 16, 44)
+    time_op("batched matmul [256,44,16] x [256,16,44]", lambda: q @ k)
+    scores = torch.randn(64, 4, 44, 45)
+    time_op("softmax [64,4,44,45] over the last dim", lambda: torch.softmax(scores, -1))
+    time_op("gelu (erf) [2816,256]", lambda: F.gelu(hidden))
+    norm, x3 = torch.nn.LayerNorm(64), tokens.reshape(64, 44, 64)
+    time_op("layer norm [64,44,64]", lambda: norm(x3))
+hidden_ad = torch.randn(2816, 256, requires_grad=True)
+
+
+def gelu_fwd_bwd():
+    hidden_ad.grad = None
+    F.gelu(hidden_ad).sum().backward()
+
+
+time_op("gelu forward + backward [2816,256]", gelu_fwd_bwd)
