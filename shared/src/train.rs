@@ -102,8 +102,13 @@ pub struct StepLosses {
 /// Burn initialises parameters lazily, on first use, from the device's random stream; left
 /// lazy, a parameter's values would depend on which code touched it first (a forward pass, a
 /// fork to another device, saving). Every parameter is drawn here, in module order, so a seed
-/// always gives the same model.
+/// always gives the same model. The device's random stream is shared by every thread (the
+/// protocol trains several runs at once in one process), so seeding and drawing hold one lock.
 pub fn init_model(config: &ModelConfig, seed: u64, device: &Device) -> Result<Model, MgrError> {
+    static SEEDED_DRAWS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _draws = SEEDED_DRAWS
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let device = device.clone().autodiff();
     device.seed(seed);
     let model = config.init(&device)?;

@@ -354,13 +354,14 @@ fn a_data_parallel_step_equals_the_whole_batch_step() {
         let parts = shard(&all, 2);
         assert_eq!(parts, vec![&all[..4], &all[4..]]);
 
+        // One draw, cloned: other tests draw from the same device stream concurrently.
         let whole = init_model(&cfg, 5, &device).unwrap();
         let start = whole.clone();
+        let parallel = whole.clone();
         let mut opt = SgdConfig::new().init();
         let batch = Batch::from_split(&split, &all, &mask, &ad);
         let (whole, l_whole) = train_step(whole, &mut opt, 0.5, &batch);
 
-        let parallel = init_model(&cfg, 5, &device).unwrap();
         let mut opt = SgdConfig::new().init();
         let shards: Vec<Batch> = parts
             .iter()
