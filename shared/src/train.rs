@@ -133,6 +133,13 @@ pub fn train_step(
     lr: f64,
     batch: &Batch,
 ) -> (Model, StepLosses) {
+    let (grads, losses) = weighted_gradients(&model, batch, 1.0);
+    (optimizer.step(lr, model, grads), losses)
+}
+
+/// Forward, Eq. 13 scaled by `weight`, backward: the gradients of `weight * L` and the losses
+/// (scaled alike) on the host. `model` and `batch` live on the same autodiff device.
+fn weighted_gradients(model: &Model, batch: &Batch, weight: f64) -> (GradientsParams, StepLosses) {
     let output = model.forward(batch);
     let targets = batch
         .targets
@@ -140,12 +147,12 @@ pub fn train_step(
         .expect("a training batch has targets");
     let parts = output.total_loss(targets, &model.config);
     let losses = StepLosses {
-        total: parts.total.clone().into_scalar::<f32>() as f64,
-        task: parts.task.into_scalar::<f32>() as f64,
-        div: parts.div.into_scalar::<f32>() as f64,
+        total: parts.total.clone().into_scalar::<f32>() as f64 * weight,
+        task: parts.task.into_scalar::<f32>() as f64 * weight,
+        div: parts.div.into_scalar::<f32>() as f64 * weight,
     };
-    let grads = GradientsParams::from_grads(parts.total.backward(), &model);
-    (optimizer.step(lr, model, grads), losses)
+    let loss = parts.total.mul_scalar(weight);
+    (GradientsParams::from_grads(loss.backward(), model), losses)
 }
 
 /// The shards of one batch for data-parallel training: `indices` split into `parts` contiguous
@@ -191,24 +198,7 @@ pub fn train_step_parallel(
             .map(|(batch, device)| {
                 let replica = model.clone().fork(device);
                 let weight = batch.len() as f64 / total.max(1) as f64;
-                scope.spawn(move || {
-                    let output = replica.forward(batch);
-                    let targets = batch
-                        .targets
-                        .as_ref()
-                        .expect("a training batch has targets");
-                    let parts = output.total_loss(targets, &replica.config);
-                    let losses = StepLosses {
-                        total: parts.total.clone().into_scalar::<f32>() as f64 * weight,
-                        task: parts.task.into_scalar::<f32>() as f64 * weight,
-                        div: parts.div.into_scalar::<f32>() as f64 * weight,
-                    };
-                    let loss = parts.total.mul_scalar(weight);
-                    (
-                        GradientsParams::from_grads(loss.backward(), &replica),
-                        losses,
-                    )
-                })
+                scope.spawn(move || weighted_gradients(&replica, batch, weight))
             })
             .collect();
         handles
