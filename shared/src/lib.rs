@@ -22,7 +22,8 @@
 //! | 13    | total loss                             | [`model::ModelOutput::total_loss`]      |
 //!
 //! The crate builds for the host and for `wasm32-unknown-unknown`: it has no file system,
-//! threads or clocks. Data arrives as [`data::DataSplit`]s; absence masks come from
+//! threads or clocks. [`ranking_quality`] scores the ranking against the synthetic data's
+//! ground-truth noise tokens. Data arrives as [`data::DataSplit`]s; absence masks come from
 //! [`absence`]; the browser demo draws a [`trace::SampleTrace`].
 //!
 //! ## Dimension key (used in every `// [..]` shape comment)
@@ -50,6 +51,7 @@ pub mod model;
 pub mod persist;
 pub mod prompt;
 pub mod ranking;
+pub mod ranking_quality;
 pub mod redistribution;
 pub mod refinement;
 pub mod synthetic;
@@ -59,6 +61,6 @@ pub mod train;
 pub mod unimodal;
 
 pub use batch::Batch;
-pub use config::{Method, ModalitySpec, ModelConfig, PromptInsertion, Task};
+pub use config::{GateScope, Method, ModalitySpec, ModelConfig, PromptInsertion, ScoreGate, Task};
 pub use error::MgrError;
 pub use model::{Model, ModelOutput};

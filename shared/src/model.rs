@@ -64,6 +64,10 @@ impl ModelConfig {
             .with_insertion(self.prompt_insertion)
             .with_prompt_len(self.prompt_len)
             .with_score_gating(self.score_gating)
+            .with_gate(self.score_gate)
+            .with_residual(self.refine_residual)
+            .with_attention_residual(self.attention_residual)
+            .with_gate_scope(self.gate_scope)
             .with_input_norm(self.refine_input_norm)
             .with_init_std(self.init_std);
         Ok(Model {

@@ -8,7 +8,7 @@ use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::{ContextAttention, ContextAttentionConfig};
-use crate::config::PromptInsertion;
+use crate::config::{GateScope, PromptInsertion, ScoreGate};
 use crate::prompt::{MixedContextPrompt, MixedContextPromptConfig};
 use crate::ranking::{Ranking, RankingConfig, top_rho_split};
 use crate::redistribution::{Redistribution, RedistributionConfig};
@@ -40,6 +40,20 @@ pub struct RefinementLayerConfig {
     /// Multiply kept tokens by their score (TopK pooling's gate, so f_Psi gets a gradient).
     #[config(default = true)]
     pub score_gating: bool,
+    /// The gate's value as a function of xi (see [`ScoreGate`]).
+    #[config(default = "ScoreGate::Unit")]
+    pub gate: ScoreGate,
+    /// z = x + gate * Eq. 12 (true) or z = gate * Eq. 12 (false); see
+    /// [`crate::ModelConfig::refine_residual`].
+    #[config(default = true)]
+    pub residual: bool,
+    /// r = x + Eq. 7 (true) or r = Eq. 7 (false); see
+    /// [`crate::ModelConfig::attention_residual`].
+    #[config(default = true)]
+    pub attention_residual: bool,
+    /// What the gate scales: Eq. 12's update or the whole token (see [`GateScope`]).
+    #[config(default = "GateScope::Token")]
+    pub gate_scope: GateScope,
     /// Standard deviation of the modality prompts at initialisation.
     #[config(default = 0.02)]
     pub init_std: f64,
@@ -67,6 +81,16 @@ pub struct RefinementLayer {
     pub rho: f64,
     /// Whether kept tokens are gated by their score.
     pub score_gating: bool,
+    /// The gate's value as a function of xi.
+    #[module(skip)]
+    pub gate: ScoreGate,
+    /// Whether Eq. 12's output is added to the incoming tokens (residual) or replaces them.
+    pub residual: bool,
+    /// Whether r carries the incoming tokens (r = x + Eq. 7).
+    pub attention_residual: bool,
+    /// What the gate scales.
+    #[module(skip)]
+    pub gate_scope: GateScope,
 }
 
 impl RefinementLayerConfig {
@@ -90,6 +114,10 @@ impl RefinementLayerConfig {
             redistribution: RedistributionConfig::new(self.d_model).init(device),
             rho: self.rho,
             score_gating: self.score_gating,
+            gate: self.gate,
+            residual: self.residual,
+            attention_residual: self.attention_residual,
+            gate_scope: self.gate_scope,
         }
     }
 }
@@ -121,27 +149,50 @@ impl RefinementLayer {
 
     /// Eqs. 5-12 on the current tokens (h_e for the first layer, the previous z after).
     ///
+    /// The incoming tokens x are a residual stream, as in the encoder's pre-LN blocks: the
+    /// attention (Eqs. 6-8) reads LN(x) when `norm` is set, and
+    /// - r = x + Eq. 7 (`attention_residual`; else r = Eq. 7), so the ranking xi_f = f_Psi(r)
+    ///   sees each token's own content and not only what it attends to;
+    /// - u = Eq. 12 on r; z = r + u (`residual`; else z = u);
+    /// - the gate g(xi) scales the whole token, z = g (r + u) (`GateScope::Token`, TopK
+    ///   pooling's gate), or only the update, z = r + g u (`GateScope::Update`).
+    ///
+    /// The gate is the only path by which f_Psi and xi_e learn (the split is detached). A
+    /// LayerNorm is invariant to a per-token scale, so the gate of a layer must reach the head
+    /// through a path the next layer's LayerNorm does not cut: the residual stream.
+    ///
     /// # Shapes
     /// - tokens: `[B, N, d]`; available: `[B, M]` (1.0 present)
     /// - output: tokens `[B, K, d]`, scores `[B, N]`, adjacency `[B, N, N]`
     pub fn forward(&self, tokens: Tensor<3>, available: Tensor<2>) -> RefinementOutput {
         let [b, n, d] = tokens.dims();
         let k = self.kept_tokens(n);
-        let tokens = match &self.norm {
-            Some(norm) => norm.forward(tokens), // [B, N, d]
-            None => tokens,
+        let normed = match &self.norm {
+            Some(norm) => norm.forward(tokens.clone()), // [B, N, d]
+            None => tokens.clone(),
         };
-        let prompt = self.prompt.forward(tokens.clone(), available); // [B, d]      Eq. 5
-        let attended = self.attention.forward(tokens, prompt); // r [B, N, d], e [B, N, N]  Eqs. 6-8
-        let scores = self.ranking.forward(attended.r.clone(), attended.e.clone()); // [B, N]  Eq. 9
+        let prompt = self.prompt.forward(normed.clone(), available); // [B, d]      Eq. 5
+        let attended = self.attention.forward(normed, prompt); // r [B, N, d], e [B, N, N]  Eqs. 6-8
+        let r = if self.attention_residual {
+            tokens + attended.r // [B, N, d]
+        } else {
+            attended.r
+        };
+        let scores = self.ranking.forward(r.clone(), attended.e.clone()); // [B, N]  Eq. 9
         let split = top_rho_split(scores.xi.clone(), k); // [B, K, N] select      Eq. 10
         let adjacency = Redistribution::adjacency(attended.e, split.kept.clone()); // [B, N, N]  Eq. 11
-        let z = self.redistribution.forward(attended.r, adjacency.clone()); // [B, N, d]  Eq. 12
-        let mut kept_tokens = split.select.clone().matmul(z); // [B, K, d]
-        if self.score_gating {
-            let kept_scores = split.select.matmul(scores.xi.clone().reshape([b, n, 1])); // [B, K, 1]
-            kept_tokens = kept_tokens * kept_scores; // [B, K, d]
-        }
+        let update = self.redistribution.forward(r.clone(), adjacency.clone()); // [B, N, d]  Eq. 12
+        let gate = self
+            .score_gating
+            .then(|| self.gate.apply(scores.xi.clone()).reshape([b, n, 1])); // [B, N, 1]
+        let z = match (gate, self.gate_scope) {
+            (Some(g), GateScope::Update) if self.residual => r + update * g,
+            (Some(g), GateScope::Token) if self.residual => (r + update) * g,
+            (Some(g), _) => update * g,
+            (None, _) if self.residual => r + update,
+            (None, _) => update,
+        }; // [B, N, d]
+        let kept_tokens = split.select.clone().matmul(z); // [B, K, d]
         debug_assert_eq!(kept_tokens.dims(), [b, k, d]);
         RefinementOutput {
             tokens: kept_tokens,

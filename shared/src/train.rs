@@ -41,6 +41,24 @@ pub struct TrainConfig {
     /// Seed of the parameter initialisation and of the batch order.
     #[config(default = 0)]
     pub seed: u64,
+    /// Learning-rate schedule over the whole run (see [`LrSchedule`]).
+    #[config(default = "LrSchedule::Constant")]
+    pub schedule: LrSchedule,
+    /// Share of all steps spent warming up linearly from lr / warm-up steps to lr (MAPs: 0.1);
+    /// only for the `warmup-cosine` schedule.
+    #[config(default = 0.1)]
+    pub warmup_frac: f64,
+}
+
+/// How the learning rate moves over a run.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LrSchedule {
+    /// `lr` at every step.
+    #[default]
+    Constant,
+    /// Linear warm-up over `warmup_frac` of the steps, then cosine decay to 0 at the last step.
+    WarmupCosine,
 }
 
 impl TrainConfig {
@@ -58,6 +76,12 @@ impl TrainConfig {
                 reason: "must be at least 1".into(),
             });
         }
+        if !(0.0..1.0).contains(&self.warmup_frac) {
+            return Err(MgrError::InvalidConfig {
+                field: "warmup_frac".into(),
+                reason: format!("{} is outside [0, 1)", self.warmup_frac),
+            });
+        }
         if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return Err(MgrError::InvalidConfig {
                 field: "weight_decay".into(),
@@ -65,6 +89,26 @@ impl TrainConfig {
             });
         }
         Ok(())
+    }
+
+    /// The learning rate of step `step` (0-based) of `epoch`, with `steps_per_epoch` steps per
+    /// epoch: a pure function of the position in the run, so a resumed run continues the same
+    /// schedule.
+    pub fn lr_at(&self, epoch: usize, step: usize, steps_per_epoch: usize) -> f64 {
+        match self.schedule {
+            LrSchedule::Constant => self.lr,
+            LrSchedule::WarmupCosine => {
+                let total = (self.epochs * steps_per_epoch).max(1) as f64;
+                let t = (epoch * steps_per_epoch + step) as f64;
+                let warmup = (self.warmup_frac * total).ceil().max(1.0);
+                if t < warmup {
+                    self.lr * (t + 1.0) / warmup
+                } else {
+                    let progress = ((t - warmup) / (total - warmup).max(1.0)).min(1.0);
+                    self.lr * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+                }
+            }
+        }
     }
 
     /// The AdamW optimiser these settings describe.
@@ -238,9 +282,10 @@ pub fn train_epoch(
     let chunks: Vec<&[usize]> = order.chunks(config.batch_size).collect();
     let mut sum = StepLosses::default();
     for (step, indices) in chunks.iter().enumerate() {
+        let lr = config.lr_at(epoch, step, chunks.len());
         let (next, losses) = if devices.len() == 1 {
             let batch = Batch::from_split(split, indices, mask, &devices[0]);
-            train_step(model, optimizer, config.lr, &batch)
+            train_step(model, optimizer, lr, &batch)
         } else {
             let parts = shard(indices, devices.len());
             let shards: Vec<Batch> = parts
@@ -248,13 +293,7 @@ pub fn train_epoch(
                 .zip(devices)
                 .map(|(part, device)| Batch::from_split(split, part, mask, device))
                 .collect();
-            train_step_parallel(
-                model,
-                optimizer,
-                config.lr,
-                &shards,
-                &devices[..shards.len()],
-            )
+            train_step_parallel(model, optimizer, lr, &shards, &devices[..shards.len()])
         };
         model = next;
         sum.total += losses.total;
@@ -348,5 +387,42 @@ pub fn evaluate(
             .map(|(k, rows)| (k.clone(), metrics_of(rows)))
             .collect(),
         loss: loss_sum / n.max(1) as f64,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warmup_cosine_rises_linearly_then_decays_to_zero() {
+        let cfg = TrainConfig::new()
+            .with_lr(1.0)
+            .with_epochs(2)
+            .with_schedule(LrSchedule::WarmupCosine)
+            .with_warmup_frac(0.2);
+        // 2 epochs x 10 steps: 4 warm-up steps (1/4 .. 4/4), then cosine over the other 16.
+        let lrs: Vec<f64> = (0..2)
+            .flat_map(|e| (0..10).map(move |s| (e, s)))
+            .map(|(e, s)| cfg.lr_at(e, s, 10))
+            .collect();
+        for (t, want) in [(0, 0.25), (1, 0.5), (3, 1.0), (4, 1.0)] {
+            assert!((lrs[t] - want).abs() < 1e-12, "step {t}: {}", lrs[t]);
+        }
+        // halfway through the decay (t = 4 + 8) the cosine is at half the peak
+        assert!((lrs[12] - 0.5).abs() < 1e-12, "{}", lrs[12]);
+        assert!(lrs[19] > 0.0 && lrs[19] < 0.01, "{}", lrs[19]);
+        assert!(lrs[4..].windows(2).all(|w| w[1] <= w[0]), "{lrs:?}");
+        let constant = cfg.with_schedule(LrSchedule::Constant);
+        assert_eq!(constant.lr_at(1, 7, 10), 1.0);
+    }
+
+    #[test]
+    fn warmup_frac_outside_its_range_is_refused() {
+        let err = TrainConfig::new()
+            .with_warmup_frac(1.0)
+            .validate()
+            .unwrap_err();
+        assert!(err.to_string().contains("warmup_frac"), "{err}");
     }
 }

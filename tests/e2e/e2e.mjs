@@ -44,6 +44,14 @@ await page.goto(`${base}/#sample=${sample}`);
 const full = await traceAfter(`sample=${sample}`);
 compare('all present', full.trace, expectedFull.trace);
 
+// The ranking's AUC against the ground-truth noise: shown, and equal to the native engine's.
+const aucText = await page.textContent('#ranking-auc');
+if (!/layer 0/.test(aucText)) fail(`no ranking AUC shown: "${aucText}"`);
+if (!Array.isArray(full.ranking_auc) || full.ranking_auc.length !== expectedFull.ranking_auc.length) fail(`ranking_auc ${JSON.stringify(full.ranking_auc)} vs native ${JSON.stringify(expectedFull.ranking_auc)}`);
+full.ranking_auc.forEach((a, l) => {
+  if (Math.abs(a - expectedFull.ranking_auc[l]) > 1e-3) fail(`layer ${l} AUC ${a}, native ${expectedFull.ranking_auc[l]}`);
+});
+
 await page.uncheck('#keep-audio');
 const dropped = await traceAfter('drop=audio');
 if (!page.url().includes('drop=audio')) fail(`the URL does not hold the state: ${page.url()}`);

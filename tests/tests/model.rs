@@ -390,3 +390,83 @@ fn a_data_parallel_step_equals_the_whole_batch_step() {
         );
     }
 }
+
+/// L2 norm of a parameter's gradient.
+fn grad_norm<const D: usize>(param: &Param<Tensor<D>>, grads: &burn::tensor::Gradients) -> f32 {
+    let grad = param.val().grad(grads).expect("parameter has a gradient");
+    grad.powf_scalar(2.0).sum().sqrt().into_scalar()
+}
+
+/// Per refinement layer, |grad f_Psi| / |grad head|, on one synthetic batch after `steps`
+/// training steps of `cfg` (seed 0).
+fn ranking_gradient_ratios(cfg: &ModelConfig, steps: usize) -> Vec<f32> {
+    let device = Device::flex();
+    let data = SyntheticConfig::new().with_n_train(64 * steps.max(1) + 64);
+    let split = data.split(SplitKind::Train);
+    let names: Vec<String> = cfg.modalities.iter().map(|m| m.name.clone()).collect();
+    let mask = AbsenceMask::generate(
+        &AbsenceConfig::new(0.7),
+        &names,
+        split.len(),
+        3,
+        SplitKind::Train,
+    )
+    .unwrap();
+    let train = TrainConfig::new();
+    let mut model = init_model(cfg, 0, &device).unwrap();
+    let mut optimizer = train.optimizer();
+    let ad = device.clone().autodiff();
+    for step in 0..steps {
+        let rows: Vec<usize> = (step * 64..(step + 1) * 64).collect();
+        let batch = Batch::from_split(&split, &rows, &mask, &ad);
+        model = train_step(model, &mut optimizer, train.lr, &batch).0;
+    }
+    let rows: Vec<usize> = (split.len() - 64..split.len()).collect();
+    let batch = Batch::from_split(&split, &rows, &mask, &ad);
+    let grads = model
+        .forward(&batch)
+        .total_loss(batch.targets.as_ref().unwrap(), cfg)
+        .total
+        .backward();
+    let head = grad_norm(&model.head.linear.weight, &grads);
+    model
+        .refinement
+        .iter()
+        .map(|layer| grad_norm(&layer.ranking.projector.weight, &grads) / head)
+        .collect()
+}
+
+fn synthetic_mgr() -> ModelConfig {
+    ModelConfig::new(mgr::synthetic::modalities(), 10).with_refine_layers(3)
+}
+
+/// Every refinement layer's ranking learns: its projector f_Psi gets at least 1% of the head's
+/// gradient, at initialisation and after some training (the gate scales only the update, so
+/// the next layer's LayerNorm cannot cancel it).
+#[test]
+fn every_refinement_layer_ranking_gets_a_real_gradient() {
+    for steps in [0, 25] {
+        let ratios = ranking_gradient_ratios(&synthetic_mgr(), steps);
+        for (l, r) in ratios.iter().enumerate() {
+            assert!(
+                *r >= 0.01,
+                "after {steps} steps, layer {l}'s f_Psi gets {r:.2e} of the head's gradient: {ratios:?}"
+            );
+        }
+    }
+}
+
+/// The test above can fail: gating the whole token before the next layer's LayerNorm (the
+/// earlier reading) starves every layer but the last.
+#[test]
+fn gating_the_whole_token_before_a_layer_norm_starves_the_ranking() {
+    let cfg = synthetic_mgr()
+        .with_refine_residual(false)
+        .with_attention_residual(false);
+    let ratios = ranking_gradient_ratios(&cfg, 0);
+    assert!(ratios[0] < 0.01 && ratios[1] < 0.01, "{ratios:?}");
+    assert!(
+        ratios[2] >= 0.01,
+        "the last layer's gate reaches the head: {ratios:?}"
+    );
+}

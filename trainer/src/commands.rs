@@ -5,6 +5,7 @@ use burn::tensor::Device;
 use mgr::absence::{AbsenceMask, SplitKind};
 use mgr::batch::Batch;
 use mgr::data::Targets;
+use mgr::ranking_quality::RankingReport;
 use mgr::train::evaluate;
 use serde_json::json;
 
@@ -115,8 +116,82 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         out["mae"] = json!(mae);
         out["corr"] = json!(corr);
     }
+    if let Some(report) = ranking_report(&rc, &model, &splits.test, &device)? {
+        out["ranking"] = json!(report);
+        // The ranking does not depend on the absence setting (complete inputs, then each
+        // modality dropped from every sample), so it belongs to the run's results.
+        if let Ok(text) = std::fs::read_to_string(paths.results())
+            && let Ok(mut results) = serde_json::from_str::<serde_json::Value>(&text)
+            && results.is_object()
+        {
+            results["ranking"] = json!(report);
+            write_atomic(
+                &paths.results(),
+                serde_json::to_string_pretty(&results)?.as_bytes(),
+            )?;
+        }
+    }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// Test samples the ranking report measures (the first ones of the test split).
+pub const RANKING_SAMPLES: usize = 300;
+
+/// The ranking report (AUC of xi against the ground-truth noise tokens, kept rates, kept slots
+/// of dropped modalities) of an MGR model on the synthetic data's first test samples; None for
+/// other datasets (no ground truth) and methods without refinement.
+pub fn ranking_report(
+    rc: &RunConfig,
+    model: &mgr::Model,
+    test: &mgr::data::DataSplit,
+    device: &Device,
+) -> Result<Option<RankingReport>> {
+    if rc.dataset != "synthetic" || rc.model.refine_layers_effective() == 0 {
+        return Ok(None);
+    }
+    let n = test.len().min(RANKING_SAMPLES);
+    let subset = test.subset(&(0..n).collect::<Vec<_>>(), test.name.clone());
+    let noise = rc.synthetic.noise_truth(SplitKind::Test, n);
+    Ok(Some(mgr::ranking_quality::ranking_report(
+        model, &subset, &noise, device,
+    )?))
+}
+
+fn fmt_auc(auc: Option<f64>) -> String {
+    auc.map_or("n/a".to_string(), |a| format!("{a:.3}"))
+}
+
+/// The ranking report as lines for the terminal.
+pub fn print_ranking(report: &RankingReport) {
+    eprintln!(
+        "ranking against the ground-truth noise tokens ({} test samples, complete inputs):",
+        report.samples
+    );
+    for l in &report.layers {
+        eprintln!(
+            "  layer {}: AUC of xi {} (xi_f {}, xi_e {})  kept: signal {:.1}%  noise {:.1}%",
+            l.layer,
+            fmt_auc(l.auc),
+            fmt_auc(l.auc_f),
+            fmt_auc(l.auc_e),
+            100.0 * l.kept_rate_signal,
+            100.0 * l.kept_rate_noise
+        );
+    }
+    for d in &report.dropped {
+        let shares: Vec<String> = d
+            .kept_share
+            .iter()
+            .map(|s| format!("{:.1}%", 100.0 * s))
+            .collect();
+        eprintln!(
+            "  {} dropped: its placeholders hold {} of the kept slots per layer ({:.1}% of the tokens)",
+            d.modality,
+            shares.join(" / "),
+            100.0 * d.token_share
+        );
+    }
 }
 
 /// `mgr trace`: one test sample's trace as JSON.

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use crate::protocol::{Cell, Row};
+use crate::protocol::{Cell, Row, SweepPoint};
 
 const FONT_PATHS: [&str; 3] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -236,11 +236,7 @@ where
                 color.filled(),
             ))
         });
-        let name = if row.cell.insertion == "-" {
-            row.cell.method.clone()
-        } else {
-            format!("{} ({})", row.cell.method, row.cell.insertion)
-        };
+        let name = row.cell.label();
         chart
             .draw_series(rects)
             .map_err(|e| anyhow!("{e}"))?
@@ -331,11 +327,14 @@ pub fn protocol_plots(
     }
     for (cell, runs) in &by_cell {
         let curves_data: Vec<_> = runs.iter().map(|r| read_curves(r)).collect();
-        let ins = if cell.insertion == "-" {
+        let mut ins = if cell.insertion == "-" {
             String::new()
         } else {
             format!("-{}", cell.insertion)
         };
+        if !cell.setting.is_empty() {
+            ins.push_str(&format!("-{}", cell.setting.replace('=', "")));
+        }
         let stem = dir.join(format!("curves-{}{ins}-kappa{}", cell.method, cell.kappa));
         let title = format!("{}{ins} kappa {}", cell.method, cell.kappa);
         let (s, p) = drawer!(|root| curves(root, &title, &curves_data));
@@ -359,6 +358,143 @@ pub fn protocol_plots(
             p,
         )?);
     }
+    Ok(files
+        .into_iter()
+        .map(|f| f.strip_prefix(out).map(Path::to_path_buf).unwrap_or(f))
+        .collect())
+}
+
+/// F1 (mean, with one sample standard deviation either side) against the swept value, one
+/// line per cell; x is the value when every value is a number, else its position.
+fn sweep_lines<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+    key: &str,
+    points: &[SweepPoint],
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let numeric = points.iter().all(|p| p.value.parse::<f64>().is_ok());
+    let mut values: Vec<String> = Vec::new();
+    for p in points {
+        if !values.contains(&p.value) {
+            values.push(p.value.clone());
+        }
+    }
+    let x_of = |v: &str| -> f64 {
+        if numeric {
+            v.parse().unwrap_or(0.0)
+        } else {
+            values.iter().position(|w| w == v).unwrap_or(0) as f64
+        }
+    };
+    let xs: Vec<f64> = values.iter().map(|v| x_of(v)).collect();
+    let (x_lo, x_hi) = xs
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+            (a.min(x), b.max(x))
+        });
+    let pad = ((x_hi - x_lo) * 0.08).max(0.5);
+    let (y_lo, y_hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (
+                a.min(p.row.f1_mean - p.row.f1_std),
+                b.max(p.row.f1_mean + p.row.f1_std),
+            )
+        });
+    let (y_lo, y_hi) = if y_lo.is_finite() && y_hi > y_lo {
+        ((y_lo - 0.02).max(0.0), (y_hi + 0.02).min(1.0))
+    } else {
+        (0.0, 1.0)
+    };
+    let mut chart = ChartBuilder::on(root)
+        .caption(title, ("sans-serif", 18))
+        .margin(10)
+        .x_label_area_size(32)
+        .y_label_area_size(48)
+        .build_cartesian_2d((x_lo - pad)..(x_hi + pad), y_lo..y_hi)
+        .map_err(|e| anyhow!("{e}"))?;
+    let labels = values.clone();
+    chart
+        .configure_mesh()
+        .x_desc(key)
+        .y_desc("test F1")
+        .x_label_formatter(&|x| {
+            if numeric {
+                format!("{x}")
+            } else {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    labels.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            }
+        })
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    let mut lines: Vec<&str> = points.iter().map(|p| p.line.as_str()).collect();
+    lines.dedup();
+    for (i, line) in lines.iter().enumerate() {
+        let color = Palette99::pick(i).to_rgba();
+        let series: Vec<(f64, f64, f64)> = points
+            .iter()
+            .filter(|p| p.line == *line)
+            .map(|p| (x_of(&p.value), p.row.f1_mean, p.row.f1_std))
+            .collect();
+        chart
+            .draw_series(LineSeries::new(
+                series.iter().map(|&(x, y, _)| (x, y)),
+                color.stroke_width(2),
+            ))
+            .map_err(|e| anyhow!("{e}"))?
+            .label(line.to_string())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
+        chart
+            .draw_series(
+                series
+                    .iter()
+                    .map(|&(x, y, sd)| PathElement::new(vec![(x, y - sd), (x, y + sd)], color)),
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
+}
+
+/// `plots/sweep-KEY.svg` and `.png`: F1 against the swept value; returns the files, relative
+/// to `out`.
+pub fn sweep_plot(
+    out: &Path,
+    key: &str,
+    points: &[SweepPoint],
+    dataset: &str,
+) -> Result<Vec<PathBuf>> {
+    if points.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dir = out.join("plots");
+    std::fs::create_dir_all(&dir)?;
+    let title = format!("{dataset}: test F1 against {key}");
+    let safe_key: String = key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    let (s, p) = drawer!(|root| sweep_lines(root, &title, key, points));
+    let files = both(&dir.join(format!("sweep-{safe_key}")), (800, 520), s, p)?;
     Ok(files
         .into_iter()
         .map(|f| f.strip_prefix(out).map(Path::to_path_buf).unwrap_or(f))

@@ -46,6 +46,11 @@ pub struct ProtocolArgs {
     /// Any config override, as `mgr train --set`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// Sensitivity sweep (the paper's Fig. 4): one config key (any `--set` key) and its values,
+    /// e.g. `rho=0.3,0.5,0.7,0.9` or `refine_layers=1,2,3`. Every cell is trained once per
+    /// value; `sweep.md` / `sweep.csv` and `plots/sweep-KEY` give F1 against the value.
+    #[arg(long, value_name = "KEY=V1,V2,...")]
+    pub sweep: Option<String>,
     /// Workers, one per entry, each on its device: e.g. `wgpu:0,wgpu:1` (one run on each
     /// GPU at a time) or `flex,flex` (two CPU runs). Independent runs go to whichever worker is
     /// free. An entry joining devices with `+` (`wgpu:0+wgpu:1,wgpu:2+wgpu:3`) is one worker
@@ -76,6 +81,39 @@ pub struct Cell {
     pub insertion: String,
     /// kappa, as written.
     pub kappa: String,
+    /// The swept setting, `KEY=VALUE` (empty without `--sweep`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub setting: String,
+}
+
+impl Cell {
+    /// Method, with its insertion type when not the default and the swept setting.
+    pub fn label(&self) -> String {
+        let mut name = self.method.clone();
+        if self.insertion != "-" && self.insertion != "token" {
+            name.push_str(&format!(" ({})", self.insertion));
+        }
+        if !self.setting.is_empty() {
+            name.push_str(&format!(" {}", self.setting));
+        }
+        name
+    }
+}
+
+/// `--sweep KEY=V1,V2,...` as the key and its values.
+pub fn parse_sweep(raw: &str) -> Result<(String, Vec<String>)> {
+    let (key, values) = raw
+        .split_once('=')
+        .ok_or_else(|| anyhow::anyhow!("--sweep `{raw}`: expected KEY=V1,V2,..."))?;
+    let values: Vec<String> = values
+        .split(',')
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .collect();
+    if key.trim().is_empty() || values.is_empty() {
+        bail!("--sweep `{raw}`: expected KEY=V1,V2,... with at least one value");
+    }
+    Ok((key.trim().to_string(), values))
 }
 
 /// One row of the tables.
@@ -138,6 +176,21 @@ pub fn aggregate(results: &[(Cell, serde_json::Value)]) -> Vec<Row> {
 }
 
 fn build_jobs(a: &ProtocolArgs) -> Result<Vec<Job>> {
+    let settings: Vec<Option<(String, String)>> = match &a.sweep {
+        Some(raw) => {
+            let (key, values) = parse_sweep(raw)?;
+            values.into_iter().map(|v| Some((key.clone(), v))).collect()
+        }
+        None => vec![None],
+    };
+    let mut jobs = Vec::new();
+    for setting in &settings {
+        jobs.extend(build_cell_jobs(a, setting.as_ref())?);
+    }
+    Ok(jobs)
+}
+
+fn build_cell_jobs(a: &ProtocolArgs, setting: Option<&(String, String)>) -> Result<Vec<Job>> {
     let mut jobs = Vec::new();
     for method in &a.methods {
         let m: Method = method.parse()?;
@@ -158,6 +211,7 @@ fn build_jobs(a: &ProtocolArgs) -> Result<Vec<Job>> {
                     method: method.clone(),
                     insertion: insertion.clone(),
                     kappa: format!("{kappa}"),
+                    setting: setting.map(|(k, v)| format!("{k}={v}")).unwrap_or_default(),
                 };
                 for absence_seed in 0..a.absence_seeds {
                     for seed in 0..a.seeds {
@@ -186,16 +240,22 @@ fn build_jobs(a: &ProtocolArgs) -> Result<Vec<Job>> {
                             })?;
                             set_key(&mut v, k.trim(), raw.trim())?;
                         }
-                        let config = crate::runconfig::finish(v)?;
+                        if let Some((k, value)) = setting {
+                            set_key(&mut v, k, value)
+                                .with_context(|| format!("--sweep {k}={value}"))?;
+                        }
+                        let config = crate::runconfig::finish(v)
+                            .with_context(|| format!("cell {}", cell.label()))?;
                         let ins = if insertion == "-" {
                             String::new()
                         } else {
                             format!("-{insertion}")
                         };
-                        let dir = a
-                            .out
-                            .join("runs")
-                            .join(format!("{method}{ins}"))
+                        let mut dir = a.out.join("runs").join(format!("{method}{ins}"));
+                        if let Some((k, value)) = setting {
+                            dir = dir.join(format!("{k}{value}"));
+                        }
+                        let dir = dir
                             .join(format!("kappa{kappa}"))
                             .join(format!("a{absence_seed}-s{seed}"));
                         jobs.push(Job {
@@ -313,9 +373,14 @@ fn write_tables(a: &ProtocolArgs, jobs: &[Job]) -> Result<()> {
         a.dataset
     );
     for r in &rows {
+        let method = if r.cell.setting.is_empty() {
+            r.cell.method.clone()
+        } else {
+            format!("{} {}", r.cell.method, r.cell.setting)
+        };
         csv.push_str(&format!(
             "{},{},{},{},{:.6},{:.6},{:.6},{:.6}\n",
-            r.cell.method,
+            method,
             r.cell.insertion,
             r.cell.kappa,
             r.runs,
@@ -329,9 +394,14 @@ fn write_tables(a: &ProtocolArgs, jobs: &[Job]) -> Result<()> {
         } else {
             String::new()
         };
+        let method = if r.cell.setting.is_empty() {
+            r.cell.method.clone()
+        } else {
+            format!("{} ({})", r.cell.method, r.cell.setting)
+        };
         md.push_str(&format!(
             "| {} | {} | {} | {}{partial} | {:.2} / {:.2} | {:.2} / {:.2} |\n",
-            r.cell.method,
+            method,
             r.cell.insertion,
             r.cell.kappa,
             r.runs,
@@ -343,6 +413,13 @@ fn write_tables(a: &ProtocolArgs, jobs: &[Job]) -> Result<()> {
     }
     if two_modal && a.kappa.contains(&1.0) {
         md.push_str("\nkappa = 1 on a two-modality dataset leaves every sample a single modality (the paper omits it for AV-MNIST); it was run because it was asked for.\n");
+    }
+    if let Some(raw) = &a.sweep {
+        let (key, _) = parse_sweep(raw)?;
+        write_sweep_table(a, &key, &rows)?;
+        md.push_str(&format!(
+            "\nSensitivity to `{key}` (F1 against the value): [sweep.md](sweep.md), [sweep.csv](sweep.csv).\n"
+        ));
     }
     let sweeps = plots::kappa_sweeps(&results)?;
     let mut sweep_csv = String::from("method,run,kappa,accuracy\n");
@@ -380,6 +457,86 @@ fn write_tables(a: &ProtocolArgs, jobs: &[Job]) -> Result<()> {
     Ok(())
 }
 
+/// One point of a sensitivity sweep: a cell's F1 at one value of the swept key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SweepPoint {
+    /// The cell without its setting (one line of the plot).
+    pub line: String,
+    /// The value, as written.
+    pub value: String,
+    /// The row of the cell at this value.
+    pub row: Row,
+}
+
+/// The sweep's points, ordered by line and then by value (numerically when every value is a
+/// number).
+pub fn sweep_points(key: &str, rows: &[Row]) -> Vec<SweepPoint> {
+    let prefix = format!("{key}=");
+    let mut points: Vec<SweepPoint> = rows
+        .iter()
+        .filter_map(|r| {
+            let value = r.cell.setting.strip_prefix(&prefix)?.to_string();
+            let line = Cell {
+                setting: String::new(),
+                ..r.cell.clone()
+            };
+            Some(SweepPoint {
+                line: format!("{} kappa {}", line.label(), line.kappa),
+                value,
+                row: r.clone(),
+            })
+        })
+        .collect();
+    let numeric = points.iter().all(|p| p.value.parse::<f64>().is_ok());
+    points.sort_by(|a, b| {
+        a.line.cmp(&b.line).then_with(|| {
+            if numeric {
+                let (x, y) = (a.value.parse::<f64>(), b.value.parse::<f64>());
+                x.unwrap_or(0.0).total_cmp(&y.unwrap_or(0.0))
+            } else {
+                a.value.cmp(&b.value)
+            }
+        })
+    });
+    points
+}
+
+fn write_sweep_table(a: &ProtocolArgs, key: &str, rows: &[Row]) -> Result<()> {
+    let points = sweep_points(key, rows);
+    let mut csv = format!("line,{key},runs,f1_mean,f1_std,accuracy_mean,accuracy_std\n");
+    let mut md = format!(
+        "# {}: sensitivity to `{key}` (test F1 and accuracy, mean / sample std, %)\n\n| cell | {key} | runs | F1 | accuracy |\n|---|---|---|---|---|\n",
+        a.dataset
+    );
+    for p in &points {
+        let r = &p.row;
+        csv.push_str(&format!(
+            "{},{},{},{:.6},{:.6},{:.6},{:.6}\n",
+            p.line, p.value, r.runs, r.f1_mean, r.f1_std, r.accuracy_mean, r.accuracy_std
+        ));
+        md.push_str(&format!(
+            "| {} | {} | {} | {:.2} / {:.2} | {:.2} / {:.2} |\n",
+            p.line,
+            p.value,
+            r.runs,
+            100.0 * r.f1_mean,
+            100.0 * r.f1_std,
+            100.0 * r.accuracy_mean,
+            100.0 * r.accuracy_std
+        ));
+    }
+    let plot_files = plots::sweep_plot(&a.out, key, &points, &a.dataset)?;
+    if !plot_files.is_empty() {
+        md.push('\n');
+        for f in &plot_files {
+            md.push_str(&format!("- [{}]({})\n", f.display(), f.display()));
+        }
+    }
+    write_atomic(&a.out.join("sweep.csv"), csv.as_bytes())?;
+    write_atomic(&a.out.join("sweep.md"), md.as_bytes())?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,6 +548,7 @@ mod tests {
             method: m.into(),
             insertion: "-".into(),
             kappa: "0.7".into(),
+            setting: String::new(),
         };
         let accs = [0.5, 0.6, 0.7, 0.8];
         let mut results: Vec<(Cell, serde_json::Value)> = accs
@@ -411,5 +569,80 @@ mod tests {
         assert!((mgr.per_pattern["vision"] - 0.65).abs() < 1e-12);
         let base = rows.iter().find(|r| r.cell.method == "baseline").unwrap();
         assert_eq!((base.runs, base.accuracy_std), (1, 0.0));
+    }
+
+    #[test]
+    fn sweep_is_parsed_and_its_points_ordered_by_value() {
+        assert_eq!(
+            parse_sweep("rho=0.3, 0.5,0.9").unwrap(),
+            (
+                "rho".to_string(),
+                vec!["0.3".into(), "0.5".into(), "0.9".into()]
+            )
+        );
+        assert!(parse_sweep("rho").is_err());
+        assert!(parse_sweep("rho=").is_err());
+        let row = |setting: &str, f1: f64| Row {
+            cell: Cell {
+                method: "mgr".into(),
+                insertion: "token".into(),
+                kappa: "0.7".into(),
+                setting: setting.into(),
+            },
+            runs: 1,
+            accuracy_mean: f1,
+            accuracy_std: 0.0,
+            f1_mean: f1,
+            f1_std: 0.0,
+            per_pattern: BTreeMap::new(),
+        };
+        // "10" sorts before "9" as text; the sweep orders numbers as numbers
+        let rows = vec![
+            row("refine_layers=10", 0.1),
+            row("refine_layers=9", 0.2),
+            row("", 0.3),
+        ];
+        let points = sweep_points("refine_layers", &rows);
+        let values: Vec<&str> = points.iter().map(|p| p.value.as_str()).collect();
+        assert_eq!(values, vec!["9", "10"]);
+        assert_eq!(points[0].line, "mgr kappa 0.7");
+        assert_eq!(points[0].row.f1_mean, 0.2);
+    }
+
+    #[test]
+    fn a_sweep_trains_each_cell_once_per_value_in_its_own_folder() {
+        let a = ProtocolArgs {
+            dataset: "synthetic".into(),
+            data_dir: None,
+            methods: vec!["mgr".into()],
+            insertions: vec!["token".into()],
+            kappa: vec![0.7],
+            absence_seeds: 1,
+            seeds: 2,
+            epochs: Some(1),
+            sets: vec!["lr=0.002".into()],
+            sweep: Some("rho=0.3,0.9".into()),
+            devices: vec!["flex".into()],
+            out: PathBuf::from("/tmp/p"),
+        };
+        let jobs = build_jobs(&a).unwrap();
+        assert_eq!(jobs.len(), 4);
+        let rhos: Vec<f64> = jobs.iter().map(|j| j.config.model.rho).collect();
+        assert_eq!(rhos, vec![0.3, 0.3, 0.9, 0.9]);
+        assert!(jobs.iter().all(|j| j.config.train.lr == 0.002));
+        assert!(
+            jobs[2]
+                .dir
+                .ends_with("runs/mgr-token/rho0.9/kappa0.7/a0-s0"),
+            "{:?}",
+            jobs[2].dir
+        );
+        assert_eq!(jobs[2].cell.setting, "rho=0.9");
+        let bad = ProtocolArgs {
+            sweep: Some("rhoo=0.3".into()),
+            ..a
+        };
+        let err = format!("{:#}", build_jobs(&bad).unwrap_err());
+        assert!(err.contains("rhoo"), "{err}");
     }
 }

@@ -176,19 +176,26 @@ pub fn run(
 
     let best = checkpoint::load_model(&rc.model, &paths.best(), &device)?;
     let test = evaluate(&best, &splits.test, &test_mask, 256, &device);
-    let results = results_json(
+    let mut results = results_json(
         &rc,
         &test,
         &state,
         &device_name,
         started.elapsed().as_secs_f64(),
     );
+    let ranking = crate::commands::ranking_report(&rc, &best, &splits.test, &device)?;
+    if let Some(report) = &ranking {
+        results["ranking"] = serde_json::json!(report);
+    }
     write_atomic(
         &paths.results(),
         serde_json::to_string_pretty(&results)?.as_bytes(),
     )?;
     if !quiet {
         print_summary(&rc, &test, &state);
+        if let Some(report) = &ranking {
+            crate::commands::print_ranking(report);
+        }
         eprintln!("wrote {}", paths.results().display());
     }
     Ok(())

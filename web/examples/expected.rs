@@ -1,5 +1,6 @@
 //! Prints what the page must show, computed natively with the same engine: for one sample of
-//! an exported model, the trace with every modality present and with `drop` removed.
+//! an exported model, the trace with every modality present and with `drop` removed, and the
+//! ranking's AUC per layer against the ground-truth noise tokens.
 //!
 //! usage: cargo run -p mgr-web --example expected -- MODEL_DIR SAMPLE [DROP,...]
 
@@ -28,6 +29,7 @@ fn main() {
         .collect();
     let sample = engine.sample(index);
     let result = engine.infer(&sample, &available, None, None);
-    let out = serde_json::json!({"sample": index, "drop": drop, "trace": result.trace, "complete": result.complete});
+    let ranking_auc = engine.ranking_auc(None, None);
+    let out = serde_json::json!({"sample": index, "drop": drop, "trace": result.trace, "complete": result.complete, "ranking_auc": ranking_auc});
     println!("{out}");
 }

@@ -373,10 +373,46 @@ fn render_from_hash(mut problems: Vec<String>) {
         let available = state.available(&limits);
         let Inference { trace, complete } = engine.infer(&sample, &available, state.rho, state.lt);
         let elapsed = window().performance().map(|p| p.now()).unwrap_or(0.0) - started;
+        let aucs = engine.ranking_auc(state.rho, state.lt);
         sync_controls(&state, &limits, engine.meta.model.rho);
-        (sample, trace, complete, elapsed)
+        (sample, trace, complete, elapsed, aucs)
     });
-    let (sample, trace, complete, elapsed) = rendered;
+    let (sample, trace, complete, elapsed, aucs) = rendered;
+    let auc_text = |a: &Option<f64>| a.map_or("n/a".to_string(), |v| format!("{v:.2}"));
+    let per_layer: Vec<String> = aucs
+        .iter()
+        .enumerate()
+        .map(|(l, a)| {
+            let shown = if l == state.layer {
+                " class=\"shown\""
+            } else {
+                ""
+            };
+            format!("<span{shown}>layer {l}: <b>{}</b></span>", auc_text(a))
+        })
+        .collect();
+    let sample_auc = trace.layers.get(state.layer).and_then(|layer| {
+        let (scores, signal): (Vec<f32>, Vec<bool>) = layer
+            .tokens
+            .iter()
+            .map(|t| {
+                (
+                    t.xi,
+                    !sample.noise_tokens[t.origin.modality][t.origin.position],
+                )
+            })
+            .unzip();
+        mgr::ranking_quality::auc(&scores, &signal)
+    });
+    set_html(
+        "ranking-auc",
+        &format!(
+            "Ranking AUC against the ground-truth noise tokens (test samples 0-{}, all modalities present; 0.5 = chance, 1 = every signal token above every noise token): {}. This sample, this layer: <b id=\"sample-auc\">{}</b>.",
+            crate::engine::AUC_SAMPLES - 1,
+            per_layer.join(", "),
+            auc_text(&sample_auc)
+        ),
+    );
     set_text("timing", &format!("inference {elapsed:.1} ms"));
     if let Some(canvas) = el::<HtmlCanvasElement>("view") {
         let width = canvas
@@ -445,7 +481,7 @@ fn render_from_hash(mut problems: Vec<String>) {
         format!("<table><thead><tr><th>rank</th><th>token</th><th>&xi;<sub>f</sub></th><th>&xi;<sub>e</sub></th><th>&xi;</th><th>split</th><th>truth</th></tr></thead><tbody>{rows}</tbody></table>")
     });
     set_html("tokens", &table.unwrap_or_default());
-    let payload = serde_json::json!({ "state": state.to_hash(), "sample": state.sample, "trace": trace, "complete": complete, "ms": elapsed });
+    let payload = serde_json::json!({ "state": state.to_hash(), "sample": state.sample, "trace": trace, "complete": complete, "ms": elapsed, "ranking_auc": aucs });
     set_text("mgr-trace", &payload.to_string());
     show_messages(&problems);
     set_text("status", "ready");

@@ -26,6 +26,9 @@ pub struct WebMeta {
     pub kappa: f64,
 }
 
+/// Test samples over which the page reports the ranking's AUC (samples 0..64).
+pub const AUC_SAMPLES: usize = 64;
+
 /// A loaded model, ready to run.
 pub struct Engine {
     /// The model on the CPU backend.
@@ -33,6 +36,8 @@ pub struct Engine {
     /// Its metadata.
     pub meta: WebMeta,
     device: Device,
+    /// The last ranking AUCs computed, keyed by the (rho, L_T) they were computed under.
+    auc_cache: std::cell::RefCell<Option<((Option<u64>, Option<usize>), Vec<Option<f64>>)>>,
 }
 
 /// One inference: the trace under the chosen mask and, for comparison, with everything present.
@@ -76,6 +81,7 @@ impl Engine {
             model,
             meta,
             device,
+            auc_cache: std::cell::RefCell::new(None),
         })
     }
 
@@ -98,6 +104,58 @@ impl Engine {
         self.meta.synthetic.sample(SplitKind::Test, index)
     }
 
+    /// The model with the page's rho and L_T applied.
+    fn adjusted(&self, rho: Option<f64>, lt: Option<usize>) -> Model {
+        let mut model = self.model.clone();
+        if let Some(rho) = rho {
+            model.refinement.iter_mut().for_each(|l| l.rho = rho);
+        }
+        if let Some(lt) = lt {
+            model.refinement.truncate(lt.max(1));
+        }
+        model
+    }
+
+    /// Per refinement layer, the AUC of xi separating signal from the ground-truth noise tokens
+    /// over test samples `0..AUC_SAMPLES` with every modality present, under `rho` and `lt`
+    /// ([`mgr::ranking_quality`], as `mgr eval` reports it). Cached for the last (rho, lt).
+    pub fn ranking_auc(&self, rho: Option<f64>, lt: Option<usize>) -> Vec<Option<f64>> {
+        let key = (rho.map(f64::to_bits), lt);
+        if let Some((cached_key, aucs)) = self.auc_cache.borrow().as_ref()
+            && *cached_key == key
+        {
+            return aucs.clone();
+        }
+        let model = self.adjusted(rho, lt);
+        let samples: Vec<SyntheticSample> = (0..AUC_SAMPLES).map(|i| self.sample(i)).collect();
+        let mut features: Vec<Vec<f32>> = vec![Vec::new(); self.meta.model.modalities.len()];
+        for s in &samples {
+            for (m, f) in s.features().into_iter().enumerate() {
+                features[m].extend(f);
+            }
+        }
+        let split = DataSplit {
+            name: "page".into(),
+            modalities: self.meta.model.modalities.clone(),
+            features,
+            targets: Targets::Classes {
+                labels: samples.iter().map(|s| s.label).collect(),
+                n_classes: self.meta.model.n_outputs,
+            },
+        };
+        let rows: Vec<usize> = (0..samples.len()).collect();
+        let available = vec![vec![true; split.modalities.len()]; samples.len()];
+        let batch = Batch::from_features(&split, &rows, available, &self.device);
+        let (_, traces) = model.trace(&batch);
+        let noise: Vec<Vec<Vec<bool>>> = samples.iter().map(|s| s.noise_tokens.to_vec()).collect();
+        let aucs: Vec<Option<f64>> = mgr::ranking_quality::layer_rankings(&traces, &noise)
+            .into_iter()
+            .map(|l| l.auc)
+            .collect();
+        *self.auc_cache.borrow_mut() = Some((key, aucs.clone()));
+        aucs
+    }
+
     /// Runs the model on `sample` with `available`, `rho` and `lt` refinement layers.
     pub fn infer(
         &self,
@@ -106,13 +164,7 @@ impl Engine {
         rho: Option<f64>,
         lt: Option<usize>,
     ) -> Inference {
-        let mut model = self.model.clone();
-        if let Some(rho) = rho {
-            model.refinement.iter_mut().for_each(|l| l.rho = rho);
-        }
-        if let Some(lt) = lt {
-            model.refinement.truncate(lt.max(1));
-        }
+        let model = self.adjusted(rho, lt);
         let split = DataSplit {
             name: "page".into(),
             modalities: self.meta.model.modalities.clone(),
