@@ -393,3 +393,127 @@ fn protocol_runs_every_cell_skips_finished_runs_and_tabulates() {
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("4 runs, 4 finished, 0 to do"));
 }
+
+/// The ranking report: written by `train` for a synthetic MGR run, recomputed identically by
+/// `eval`, which also writes it back into results.json; absent for the baseline.
+#[test]
+fn ranking_against_the_ground_truth_is_reported_by_train_and_eval() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("mgr");
+    let out = train(&run, &["--epochs", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = json(run.join("results.json"));
+    let ranking = &results["ranking"];
+    assert_eq!(ranking["samples"], 48, "{ranking}");
+    let layers = ranking["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{ranking}");
+    for l in layers {
+        let auc = l["auc"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&auc), "{l}");
+        let (signal, noise) = (
+            l["signal_tokens"].as_u64().unwrap(),
+            l["noise_tokens"].as_u64().unwrap(),
+        );
+        assert!(signal > 0 && noise > 0, "{l}");
+    }
+    // Layer 0 sees all 40 tokens of each of the 48 samples; layer 1 the 20 kept.
+    let n0 =
+        layers[0]["signal_tokens"].as_u64().unwrap() + layers[0]["noise_tokens"].as_u64().unwrap();
+    let n1 =
+        layers[1]["signal_tokens"].as_u64().unwrap() + layers[1]["noise_tokens"].as_u64().unwrap();
+    assert_eq!((n0, n1), (48 * 40, 48 * 20));
+    let dropped = ranking["dropped"].as_array().unwrap();
+    let names: Vec<&str> = dropped
+        .iter()
+        .map(|d| d["modality"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["vision", "audio", "text"]);
+    assert!((dropped[2]["token_share"].as_f64().unwrap() - 0.2).abs() < 1e-12);
+
+    // eval recomputes the same report and writes it back into results.json.
+    let mut stripped = results.clone();
+    stripped.as_object_mut().unwrap().remove("ranking");
+    std::fs::write(run.join("results.json"), stripped.to_string()).unwrap();
+    let printed: serde_json::Value = serde_json::from_str(&ok(&[
+        "eval",
+        "--run",
+        run.to_str().unwrap(),
+        "--device",
+        "flex",
+    ]))
+    .unwrap();
+    assert_eq!(printed["ranking"], *ranking);
+    assert_eq!(json(run.join("results.json"))["ranking"], *ranking);
+
+    let base = tmp.path().join("baseline");
+    let out = train(&base, &["--epochs", "1", "--method", "baseline"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(json(base.join("results.json")).get("ranking").is_none());
+}
+
+/// `protocol --sweep`: one cell per value, each in its own folder with that value, and F1
+/// against the value as a table and a plot.
+#[test]
+fn protocol_sweep_trains_one_cell_per_value_and_plots_f1_against_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("sweep");
+    let mut args = vec![
+        "protocol",
+        "--dataset",
+        "synthetic",
+        "--methods",
+        "mgr",
+        "--absence-seeds",
+        "1",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--sweep",
+        "rho=0.9,0.3",
+        "--devices",
+        "flex",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    let run = mgr(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for rho in ["0.3", "0.9"] {
+        let cfg = json(out.join(format!(
+            "runs/mgr-token/rho{rho}/kappa0.7/a0-s0/config.json"
+        )));
+        assert_eq!(
+            cfg["model"]["rho"].as_f64().unwrap(),
+            rho.parse::<f64>().unwrap()
+        );
+    }
+    let csv = std::fs::read_to_string(out.join("sweep.csv")).unwrap();
+    let values: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap())
+        .collect();
+    assert_eq!(values, vec!["0.3", "0.9"], "{csv}");
+    assert!(csv.starts_with("line,rho,runs,f1_mean"), "{csv}");
+    for ext in ["svg", "png"] {
+        assert!(out.join(format!("plots/sweep-rho.{ext}")).is_file());
+    }
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(
+        md.contains("mgr (rho=0.3)") && md.contains("sweep.md"),
+        "{md}"
+    );
+}
