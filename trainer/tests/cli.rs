@@ -450,7 +450,21 @@ fn ranking_against_the_ground_truth_is_reported_by_train_and_eval() {
     assert_eq!(json(run.join("results.json"))["ranking"], *ranking);
 
     let base = tmp.path().join("baseline");
-    let out = train(&base, &["--epochs", "1", "--method", "baseline"]);
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "synthetic",
+        "--method",
+        "baseline",
+        "--epochs",
+        "1",
+        "--device",
+        "flex",
+        "--out",
+    ];
+    args.push(base.to_str().unwrap());
+    args.extend_from_slice(&TINY);
+    let out = mgr(&args);
     assert!(
         out.status.success(),
         "{}",

@@ -29,6 +29,9 @@ pub struct WebMeta {
 /// Test samples over which the page reports the ranking's AUC (samples 0..64).
 pub const AUC_SAMPLES: usize = 64;
 
+/// The (rho, L_T) a ranking AUC was computed under, and the AUC per layer.
+type AucCache = Option<((Option<u64>, Option<usize>), Vec<Option<f64>>)>;
+
 /// A loaded model, ready to run.
 pub struct Engine {
     /// The model on the CPU backend.
@@ -37,7 +40,7 @@ pub struct Engine {
     pub meta: WebMeta,
     device: Device,
     /// The last ranking AUCs computed, keyed by the (rho, L_T) they were computed under.
-    auc_cache: std::cell::RefCell<Option<((Option<u64>, Option<usize>), Vec<Option<f64>>)>>,
+    auc_cache: std::cell::RefCell<AucCache>,
 }
 
 /// One inference: the trace under the chosen mask and, for comparison, with everything present.
@@ -181,5 +184,48 @@ impl Engine {
         let complete = traces.pop().expect("two traces");
         let trace = traces.pop().expect("two traces");
         Inference { trace, complete }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> Engine {
+        Engine::load(
+            include_str!("../assets/model/model.json"),
+            include_bytes!("../assets/model/model.bpk").to_vec(),
+        )
+        .expect("the shipped model loads")
+    }
+
+    /// The page's AUC line: one value per refinement layer in use, each a probability, the
+    /// same from the cache, and layer 0's equal to the AUC of the traces' own scores.
+    #[test]
+    fn ranking_auc_per_layer_matches_the_traces_it_summarises() {
+        let engine = shipped();
+        let aucs = engine.ranking_auc(None, None);
+        assert_eq!(aucs.len(), engine.limits().refine_layers);
+        assert!(
+            aucs.iter()
+                .all(|a| a.is_some_and(|v| (0.0..=1.0).contains(&v))),
+            "{aucs:?}"
+        );
+        assert_eq!(engine.ranking_auc(None, None), aucs);
+        assert_eq!(engine.ranking_auc(None, Some(1)).len(), 1);
+        // Layer 0 does not depend on rho (the split of layer 0 is made after its scores).
+        assert_eq!(engine.ranking_auc(Some(0.3), None)[0], aucs[0]);
+
+        let (mut scores, mut signal) = (Vec::new(), Vec::new());
+        for i in 0..AUC_SAMPLES {
+            let sample = engine.sample(i);
+            let trace = engine.infer(&sample, &[true, true, true], None, None).trace;
+            for t in &trace.layers[0].tokens {
+                scores.push(t.xi);
+                signal.push(!sample.noise_tokens[t.origin.modality][t.origin.position]);
+            }
+        }
+        let want = mgr::ranking_quality::auc(&scores, &signal).unwrap();
+        assert!((aucs[0].unwrap() - want).abs() < 1e-3, "{aucs:?} vs {want}");
     }
 }
