@@ -269,7 +269,13 @@ impl SyntheticConfig {
 
     /// The whole split as token features.
     pub fn split(&self, split: SplitKind) -> DataSplit {
-        let n = self.len(split);
+        self.first(split, self.len(split))
+    }
+
+    /// The first `n` samples of `split` (at most all of them) as token features, without
+    /// generating the rest.
+    pub fn first(&self, split: SplitKind, n: usize) -> DataSplit {
+        let n = n.min(self.len(split));
         let specs = modalities();
         let mut features: Vec<Vec<f32>> = specs
             .iter()

@@ -130,27 +130,15 @@ impl Engine {
             return aucs.clone();
         }
         let model = self.adjusted(rho, lt);
-        let samples: Vec<SyntheticSample> = (0..AUC_SAMPLES).map(|i| self.sample(i)).collect();
-        let mut features: Vec<Vec<f32>> = vec![Vec::new(); self.meta.model.modalities.len()];
-        for s in &samples {
-            for (m, f) in s.features().into_iter().enumerate() {
-                features[m].extend(f);
-            }
-        }
-        let split = DataSplit {
-            name: "page".into(),
-            modalities: self.meta.model.modalities.clone(),
-            features,
-            targets: Targets::Classes {
-                labels: samples.iter().map(|s| s.label).collect(),
-                n_classes: self.meta.model.n_outputs,
-            },
-        };
-        let rows: Vec<usize> = (0..samples.len()).collect();
-        let available = vec![vec![true; split.modalities.len()]; samples.len()];
+        let split = self.meta.synthetic.first(SplitKind::Test, AUC_SAMPLES);
+        let rows: Vec<usize> = (0..split.len()).collect();
+        let available = vec![vec![true; split.modalities.len()]; split.len()];
         let batch = Batch::from_features(&split, &rows, available, &self.device);
         let (_, traces) = model.trace(&batch);
-        let noise: Vec<Vec<Vec<bool>>> = samples.iter().map(|s| s.noise_tokens.to_vec()).collect();
+        let noise = self
+            .meta
+            .synthetic
+            .noise_truth(SplitKind::Test, split.len());
         let aucs: Vec<Option<f64>> = mgr::ranking_quality::layer_rankings(&traces, &noise)
             .into_iter()
             .map(|l| l.auc)
