@@ -5,7 +5,7 @@
 # usage: scripts/gpu-bench.sh [PATH/TO/torch_mgr.py]  (prints one JSON object per line)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-MGR_BIN="${MGR_BIN:-${CARGO_TARGET_DIR:-$HOME/.cache/mgr-target}/debug/mgr}"
+MGR_BIN="${MGR_BIN:-${CARGO_TARGET_DIR:-target}/debug/mgr}"
 PEER="${1:-../shared/bench/torch_mgr.py}"
 for batch in 64 256; do
   for round in 1 2; do

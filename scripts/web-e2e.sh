@@ -1,19 +1,28 @@
 #!/usr/bin/env bash
 # Builds the page with trunk (offline, installed tools only), serves dist/ on localhost and
 # drives it in Debian's headless Chromium with playwright-core; screenshots go to
-# $CARGO_TARGET_DIR/e2e/.
+# $CARGO_TARGET_DIR/e2e/ (target/e2e/ by default).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/mgr-target}"
-out="$CARGO_TARGET_DIR/e2e"
+out="${CARGO_TARGET_DIR:-target}/e2e"
 mkdir -p "$out"
 
 # The dev profile (optimised, see Cargo.toml) reuses the wasm32 build of the model crate that
 # scripts/test.sh just made; a user's `trunk build --release --offline` gives the same page.
 trunk build --offline
 sample=3
-cargo run -q -p mgr-web --example expected -- web/assets/model "$sample" > "$out/expected-full.json"
-cargo run -q -p mgr-web --example expected -- web/assets/model "$sample" audio > "$out/expected-drop.json"
+# `cargo test --workspace` built the example with the workspace's features; `--workspace`
+# resolves the same ones here (`-p mgr-web` alone would compile Burn again without wgpu).
+cargo build -q --workspace --examples
+expected="${CARGO_TARGET_DIR:-target}/debug/examples/expected"
+"$expected" web/assets/model "$sample" > "$out/expected-full.json"
+"$expected" web/assets/model "$sample" audio > "$out/expected-drop.json"
+
+# A model folder whose weights are over the page's 64 MB limit (sparse: no disk used), to check
+# the page refuses it from its announced size.
+mkdir -p dist/big
+cp web/assets/model/model.json dist/big/model.json
+rm -f dist/big/model.bpk && truncate -s 65M dist/big/model.bpk
 
 (cd tests/e2e && { [ -d node_modules/playwright-core ] || npm ci --no-audit --no-fund --silent; })
 

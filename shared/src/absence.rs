@@ -340,5 +340,34 @@ mod tests {
             prop_assert_eq!(mask.n_incomplete(), (kappa * n as f64).round() as usize);
             prop_assert!(mask.rows.iter().all(|r| r.iter().any(|&a| a)));
         }
+
+        /// Any text, random or a valid mask with bytes flipped, deleted or inserted: an error
+        /// or a mask, never a panic, and a mask that is read writes back to the same text.
+        #[test]
+        fn any_mask_text_is_read_or_refused_without_a_panic(
+            seed in any::<u64>(),
+            n in 1usize..20,
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 0..6),
+            random in ".{0,200}",
+        ) {
+            let valid = AbsenceMask::generate(&AbsenceConfig::new(0.5), &names(3), n, seed, SplitKind::Train)
+                .unwrap()
+                .to_csv();
+            let mut bytes = valid.into_bytes();
+            for (at, byte, op) in edits {
+                let at = at % (bytes.len() + 1);
+                match op {
+                    0 if at < bytes.len() => bytes[at] = byte,
+                    1 if at < bytes.len() => { bytes.remove(at); }
+                    _ => bytes.insert(at, byte),
+                }
+            }
+            for text in [String::from_utf8_lossy(&bytes).into_owned(), random] {
+                if let Ok(mask) = AbsenceMask::from_csv(&text, "m.csv") {
+                    let again = AbsenceMask::from_csv(&mask.to_csv(), "m.csv").unwrap();
+                    prop_assert_eq!(again, mask);
+                }
+            }
+        }
     }
 }

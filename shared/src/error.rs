@@ -14,6 +14,14 @@ pub enum MgrError {
     /// An absence setting that cannot be satisfied.
     #[error("invalid absence setting: {0}")]
     InvalidAbsence(String),
+    /// Training left its range: a step's loss is not finite or far above the run's reference.
+    #[error("training diverged at epoch {epoch}, step {step}: the loss {loss:.6e} {reason}")]
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+        reason: String,
+    },
     /// A name (method, insertion type, modality) that is not known.
     #[error("unknown {kind} `{name}` (expected one of: {expected})")]
     UnknownName {

@@ -1,9 +1,9 @@
 //! Model weights in Burn's burnpack format, to and from bytes (no file system here: the trainer
 //! writes the bytes to files, the browser fetches them).
 
-use burn::module::Module;
+use burn::module::{Module, ModuleVisitor, Param};
 use burn::store::{BurnpackStore, ModuleSnapshot};
-use burn::tensor::{Bytes, Device};
+use burn::tensor::{Bytes, Device, Tensor};
 
 use crate::config::ModelConfig;
 use crate::error::MgrError;
@@ -23,13 +23,27 @@ pub fn to_burnpack(model: &Model) -> Result<Vec<u8>, MgrError> {
 }
 
 /// A model of `config` on `device` with the parameters in `bytes` (burnpack). Every parameter
-/// must be present with its shape; `what` names the source in errors.
+/// must be present with its shape and hold only finite values (a NaN weight, from a diverged
+/// run or a damaged file, would otherwise turn every prediction into NaN silently); `what`
+/// names the source in errors.
 pub fn from_burnpack(
     config: &ModelConfig,
     bytes: Vec<u8>,
     device: &Device,
     what: &str,
 ) -> Result<Model, MgrError> {
+    // The weights must be able to hold the model before it is allocated: a config (a damaged or
+    // hostile model.json) asking for d_model = 10^6 would otherwise exhaust memory, not error.
+    let needed = weight_count_lower_bound(config).saturating_mul(4);
+    if needed > bytes.len() as u128 {
+        return Err(MgrError::data(
+            what,
+            format!(
+                "{} bytes cannot hold this config's encoder and refinement matrices alone ({needed} bytes of f32 weights)",
+                bytes.len()
+            ),
+        ));
+    }
     let mut model = config.init(device)?;
     let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
     let result = model
@@ -41,7 +55,56 @@ pub fn from_burnpack(
             format!("weights of another model: {result}"),
         ));
     }
+    let mut check = NonFiniteParams::default();
+    model.visit(&mut check);
+    if let Some((path, count)) = check.first {
+        return Err(MgrError::data(
+            what,
+            format!("parameter `{path}` holds {count} NaN or infinite values"),
+        ));
+    }
     Ok(model)
+}
+
+/// A lower bound on a model's weight count from its config alone: the encoder layers'
+/// attention (Q, K, V, output) and feed-forward matrices, and each refinement layer's
+/// attention and Eq. 12 matrices (6 d^2), without biases or any other module.
+fn weight_count_lower_bound(config: &ModelConfig) -> u128 {
+    let d2 = (config.d_model as u128).saturating_mul(config.d_model as u128);
+    let encoder = (4 + 2 * config.ff_mult as u128).saturating_mul(config.n_layers as u128);
+    let refinement = 6u128.saturating_mul(config.refine_layers_effective() as u128);
+    encoder.saturating_add(refinement).saturating_mul(d2)
+}
+
+/// Finds the first parameter holding a non-finite value: its path and how many.
+#[derive(Default)]
+struct NonFiniteParams {
+    path: Vec<String>,
+    first: Option<(String, usize)>,
+}
+
+impl ModuleVisitor for NonFiniteParams {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if self.first.is_some() {
+            return;
+        }
+        let data = param.val().into_data();
+        let Ok(values) = data.as_slice::<f32>() else {
+            return;
+        };
+        let count = values.iter().filter(|v| !v.is_finite()).count();
+        if count > 0 {
+            self.first = Some((self.path.join("."), count));
+        }
+    }
 }
 
 #[cfg(test)]
@@ -78,10 +141,61 @@ mod tests {
             from_burnpack(&cfg(), bytes[..bytes.len() / 2].to_vec(), &device, "m.bpk").is_err()
         );
         assert!(from_burnpack(&cfg(), b"not a model".to_vec(), &device, "m.bpk").is_err());
+        // A NaN weight is named, not loaded.
+        let mut poisoned = model.clone();
+        poisoned.head.linear.weight = poisoned
+            .head
+            .linear
+            .weight
+            .map(|w| w.slice_assign([0..1, 0..1], Tensor::full([1, 1], f32::NAN, &device)));
+        let err = from_burnpack(&cfg(), to_burnpack(&poisoned).unwrap(), &device, "m.bpk")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.bpk") && err.contains("head.linear.weight") && err.contains("1 NaN"),
+            "{err}"
+        );
+        // A config far larger than the weights is refused before anything is allocated.
+        let huge = cfg().with_d_model(1 << 20).with_n_heads(1);
+        let err = from_burnpack(&huge, b"tiny".to_vec(), &device, "m.bpk")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("m.bpk") && err.contains("cannot hold"),
+            "{err}"
+        );
         let other = cfg().with_d_model(16);
         let err = from_burnpack(&other, bytes, &device, "m.bpk")
             .unwrap_err()
             .to_string();
         assert!(err.contains("m.bpk"), "{err}");
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+        /// Random bytes, and real weights cut short or with bytes overwritten: an error naming
+        /// the source or a model, never a panic.
+        #[test]
+        fn any_bytes_are_refused_or_loaded_without_a_panic(
+            random in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512),
+            cut in proptest::prelude::any::<usize>(),
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..8),
+        ) {
+            let device = Device::flex();
+            let valid = to_burnpack(&cfg().init(&device).unwrap()).unwrap();
+            let truncated = valid[..cut % valid.len()].to_vec();
+            let mut edited = valid.clone();
+            for (at, byte) in edits {
+                // Most edits land in the header, where a parser has the most to check.
+                let at = if at % 2 == 0 { at % 256.min(edited.len()) } else { at % edited.len() };
+                edited[at] = byte;
+            }
+            for (name, bytes) in [("random", random), ("truncated", truncated), ("edited", edited)] {
+                if let Err(e) = from_burnpack(&cfg(), bytes, &device, name) {
+                    proptest::prop_assert!(e.to_string().contains(name), "{e}");
+                }
+            }
+        }
     }
 }

@@ -48,6 +48,13 @@ pub struct TrainConfig {
     /// only for the `warmup-cosine` schedule.
     #[config(default = 0.1)]
     pub warmup_frac: f64,
+    /// A step whose loss exceeds this multiple of the reference loss (the first epoch's mean;
+    /// within the first epoch, its first step's) stops training as diverged, so an exploding run
+    /// is reported as such instead of finishing at chance accuracy (20 x a 10-class chance loss
+    /// is a true-class probability of e^-46: no healthy run gets there); 0 turns this bound off
+    /// (a non-finite loss always stops training).
+    #[config(default = 20.0)]
+    pub divergence_factor: f64,
 }
 
 /// How the learning rate moves over a run.
@@ -82,6 +89,17 @@ impl TrainConfig {
                 reason: format!("{} is outside [0, 1)", self.warmup_frac),
             });
         }
+        if !(self.divergence_factor == 0.0 || self.divergence_factor > 1.0)
+            || !self.divergence_factor.is_finite()
+        {
+            return Err(MgrError::InvalidConfig {
+                field: "divergence_factor".into(),
+                reason: format!(
+                    "{} must be above 1 (or 0 to turn the bound off)",
+                    self.divergence_factor
+                ),
+            });
+        }
         if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return Err(MgrError::InvalidConfig {
                 field: "weight_decay".into(),
@@ -109,6 +127,36 @@ impl TrainConfig {
                 }
             }
         }
+    }
+
+    /// Checks one step's loss (Eq. 13's total) against divergence: it must be finite and, with
+    /// a positive `divergence_factor`, at most that multiple of `reference` (a loss at or below
+    /// 1 counts as 1, so a reference near zero does not flag ordinary noise). `epoch` and `step`
+    /// are 1-based, for the message.
+    pub fn check_divergence(
+        &self,
+        loss: f64,
+        reference: f64,
+        epoch: usize,
+        step: usize,
+    ) -> Result<(), MgrError> {
+        let diverged = |reason: String| MgrError::Diverged {
+            epoch,
+            step,
+            loss,
+            reason,
+        };
+        if !loss.is_finite() {
+            return Err(diverged("is not finite".into()));
+        }
+        let bound = self.divergence_factor * reference.abs().max(1.0);
+        if self.divergence_factor > 0.0 && loss > bound {
+            return Err(diverged(format!(
+                "is above {} x the reference loss {reference:.4} (train.divergence_factor)",
+                self.divergence_factor
+            )));
+        }
+        Ok(())
     }
 
     /// The AdamW optimiser these settings describe.
@@ -266,6 +314,11 @@ pub fn train_step_parallel(
 /// With several `devices` (autodiff devices), every batch is sharded over them
 /// ([`train_step_parallel`]); with one, this is plain [`train_step`].
 /// `on_step` is called after every step with (steps done, steps total, losses).
+///
+/// Every step's loss is checked ([`TrainConfig::check_divergence`]) against `reference_loss`
+/// (the run's first epoch mean; None in the first epoch, where the first step's loss is used):
+/// a diverged step returns [`MgrError::Diverged`] and the epoch's model is dropped, so the
+/// caller's last checkpoint stays the last good one.
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     mut model: Model,
@@ -274,13 +327,15 @@ pub fn train_epoch(
     split: &DataSplit,
     mask: &AbsenceMask,
     epoch: usize,
+    reference_loss: Option<f64>,
     devices: &[Device],
     mut on_step: impl FnMut(usize, usize, &StepLosses),
-) -> (Model, StepLosses) {
+) -> Result<(Model, StepLosses), MgrError> {
     assert!(!devices.is_empty(), "train_epoch needs a device");
     let order = config.epoch_order(split.len(), epoch);
     let chunks: Vec<&[usize]> = order.chunks(config.batch_size).collect();
     let mut sum = StepLosses::default();
+    let mut reference = reference_loss;
     for (step, indices) in chunks.iter().enumerate() {
         let lr = config.lr_at(epoch, step, chunks.len());
         let (next, losses) = if devices.len() == 1 {
@@ -296,20 +351,22 @@ pub fn train_epoch(
             train_step_parallel(model, optimizer, lr, &shards, &devices[..shards.len()])
         };
         model = next;
+        let reference = *reference.get_or_insert(losses.total);
+        config.check_divergence(losses.total, reference, epoch + 1, step + 1)?;
         sum.total += losses.total;
         sum.task += losses.task;
         sum.div += losses.div;
         on_step(step + 1, chunks.len(), &losses);
     }
     let n = chunks.len().max(1) as f64;
-    (
+    Ok((
         model,
         StepLosses {
             total: sum.total / n,
             task: sum.task / n,
             div: sum.div / n,
         },
-    )
+    ))
 }
 
 /// The result of evaluating a model on a split under a mask.
@@ -393,6 +450,43 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn divergence_is_a_non_finite_loss_or_one_above_the_bound() {
+        let cfg = TrainConfig::new().with_divergence_factor(100.0);
+        assert!(cfg.check_divergence(2.3, 2.3, 1, 1).is_ok());
+        assert!(cfg.check_divergence(229.0, 2.3, 2, 5).is_ok());
+        let err = cfg.check_divergence(231.0, 2.3, 2, 5).unwrap_err();
+        assert_eq!(
+            err,
+            MgrError::Diverged {
+                epoch: 2,
+                step: 5,
+                loss: 231.0,
+                reason: "is above 100 x the reference loss 2.3000 (train.divergence_factor)".into()
+            }
+        );
+        assert!(err.to_string().contains("epoch 2, step 5"), "{err}");
+        // A reference below 1 counts as 1: a regression loss of 0.01 may grow to 100.
+        assert!(cfg.check_divergence(99.0, 0.01, 1, 3).is_ok());
+        assert!(cfg.check_divergence(101.0, 0.01, 1, 3).is_err());
+        for bad in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            assert!(cfg.check_divergence(bad, 2.3, 1, 1).is_err());
+        }
+        // The bound off: large losses pass, non-finite ones still stop.
+        let off = TrainConfig::new().with_divergence_factor(0.0);
+        assert!(off.check_divergence(1e30, 2.3, 1, 1).is_ok());
+        assert!(off.check_divergence(f64::NAN, 2.3, 1, 1).is_err());
+        for bad in [0.5, 1.0, -3.0, f64::NAN, f64::INFINITY] {
+            assert!(
+                TrainConfig::new()
+                    .with_divergence_factor(bad)
+                    .validate()
+                    .is_err(),
+                "{bad} accepted"
+            );
+        }
+    }
 
     #[test]
     fn warmup_cosine_rises_linearly_then_decays_to_zero() {

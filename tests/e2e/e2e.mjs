@@ -1,7 +1,8 @@
 // The browser end-to-end test: serves nothing itself; expects the built page at BASE_URL.
 // Drops a modality, checks that the prediction and the kept/biased drawing change and match
 // the native model (EXPECTED_* files from `cargo run -p mgr-web --example expected`), checks
-// bad URL state and a bad model URL, and saves screenshots to SHOT_DIR.
+// bad URL state and bad model URLs (missing, refused schemes, over 64 MB), the model's source
+// line, and saves screenshots to SHOT_DIR.
 import { chromium } from 'playwright-core';
 import { readFileSync } from 'node:fs';
 
@@ -77,6 +78,38 @@ const again = await traceAfter(`sample=${sample}`);
 const msg2 = await page.textContent('#message');
 if (!/could not load/.test(msg2)) fail(`no message for a bad ?model=: "${msg2}"`);
 compare('shipped model after a bad ?model=', again.trace, expectedFull.trace);
+
+// Where the model came from is on the page.
+await page.goto(`${base}/#sample=${sample}`);
+await traceAfter(`sample=${sample}`);
+const shippedSource = await page.textContent('#model-source');
+if (!/shipped/.test(shippedSource) || !shippedSource.includes(`${base}/model/model.json`)) fail(`model source: "${shippedSource}"`);
+
+// A model loaded from a relative path: named as the link's, and used.
+await page.goto(`${base}/?model=model/#sample=${sample}`);
+const linked = await traceAfter(`sample=${sample}`);
+const linkedSource = await page.textContent('#model-source');
+if (!linkedSource.includes(`${base}/model/model.json`) || !/\?model=/.test(linkedSource)) fail(`linked model source: "${linkedSource}"`);
+if (await page.isVisible('#message')) fail(`a good ?model= gave a message: "${await page.textContent('#message')}"`);
+compare('model from ?model=model/', linked.trace, expectedFull.trace);
+
+// Schemes other than http(s) are refused by name, nothing is fetched, the shipped model answers.
+for (const [url, scheme] of [['javascript:alert(1)', 'javascript'], ['data:application/json,{}', 'data'], ['file:///etc/passwd', 'file']]) {
+  await page.goto(`${base}/?model=${encodeURIComponent(url)}#sample=${sample}`);
+  const refused = await traceAfter(`sample=${sample}`);
+  const m = await page.textContent('#message');
+  if (!m.includes(`\`${scheme}:\``) || !/showing the shipped model/.test(m)) fail(`?model=${url}: message "${m}"`);
+  if (!/shipped/.test(await page.textContent('#model-source'))) fail(`?model=${url}: source not the shipped model`);
+  compare(`shipped model after ?model=${url}`, refused.trace, expectedFull.trace);
+}
+
+// A model over 64 MB (big/model.bpk, made by web-e2e.sh) is refused from its announced size,
+// before its body is downloaded.
+await page.goto(`${base}/?model=big/#sample=${sample}`);
+const big = await traceAfter(`sample=${sample}`);
+const bigMsg = await page.textContent('#message');
+if (!/64 MB/.test(bigMsg) || !/not downloaded/.test(bigMsg)) fail(`no size refusal for big/: "${bigMsg}"`);
+compare('shipped model after a too-large ?model=', big.trace, expectedFull.trace);
 
 // Embed mode at 400 px: controls hidden, canvas drawn.
 await page.setViewportSize({ width: 400, height: 900 });

@@ -2,9 +2,15 @@
 //! `test`, each a dict with `vision`, `audio`, `text` arrays of shape (N, T, D_i) and `labels`.
 //!
 //! The pickles hold numpy arrays, which only numpy itself can unpickle faithfully (their dtype
-//! lives in a reconstructor that generic pickle readers drop), so the loader asks Python's own
+//! lives in a reconstructor that generic pickle readers drop), so the loader asks Python's
 //! `pickle` with numpy (which every MultiBench user has) to write each array as a `.npy` file
-//! into a temp folder, and reads those with `ndarray-npy`. As MultiBench: `-inf` in audio is set
+//! into a temp folder, and reads those with `ndarray-npy`.
+//!
+//! A pickle is a program: unpickled without limits, a file can call any Python function (its
+//! `__reduce__` names `os.system`, say). MultiBench's pickles come from third parties, so the
+//! unpickler is restricted as `torch.load(weights_only=True)` is: `find_class` resolves only the
+//! globals numpy arrays and plain containers need ([`ALLOWED_GLOBALS`]) and refuses anything
+//! else, naming the file and the global, before any of it runs. As MultiBench: `-inf` in audio is set
 //! to 0; labels (N, 1, 1) in [-3, 3] are regression targets (accuracy and F1 of `label > 0`);
 //! UR-FUNNY's 0/1 labels are classes. Each modality is standardised per feature by the training
 //! split's mean and standard deviation.
@@ -22,10 +28,26 @@ try:
     import numpy as np
 except ImportError:
     sys.exit("numpy is needed to read MultiBench pickles: pip install numpy")
-src, out = sys.argv[1], sys.argv[2]
+src, out, allowed = sys.argv[1], sys.argv[2], sys.argv[3]
+ALLOWED = {tuple(g.rsplit(".", 1)) for g in allowed.split(",")}
+
+class Refused(Exception):
+    pass
+
+class RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        if (module, name) in ALLOWED:
+            return super().find_class(module, name)
+        raise Refused(f"refused to load the global `{module}.{name}`: only numpy arrays and plain containers are read from a pickle, so no code in it runs")
+
+    def persistent_load(self, pid):
+        raise Refused("refused a persistent id: only numpy arrays and plain containers are read from a pickle")
+
 try:
     with open(src, "rb") as f:
-        data = pickle.load(f)
+        data = RestrictedUnpickler(f).load()
+except Refused as e:
+    sys.exit(str(e))
 except Exception as e:
     sys.exit(f"not a readable pickle ({type(e).__name__}: {e})")
 if not isinstance(data, dict):
@@ -43,6 +65,22 @@ for split in ("train", "valid", "test"):
         np.save(os.path.join(out, f"{split}_{key}.npy"), arr)
 "#;
 
+/// The only globals a pickle may name: numpy's array and scalar reconstructors (numpy 1 and 2
+/// module paths), `ndarray`, `dtype`, the buffer reader of protocol 5, the bytes helper of
+/// protocol 2 (`_codecs.encode`) and `OrderedDict`. Each builds data; none runs a command.
+pub const ALLOWED_GLOBALS: [&str; 10] = [
+    "numpy.core.multiarray._reconstruct",
+    "numpy._core.multiarray._reconstruct",
+    "numpy.core.multiarray.scalar",
+    "numpy._core.multiarray.scalar",
+    "numpy.core.numeric._frombuffer",
+    "numpy._core.numeric._frombuffer",
+    "numpy.ndarray",
+    "numpy.dtype",
+    "_codecs.encode",
+    "collections.OrderedDict",
+];
+
 /// Reads a MultiBench affect pickle; `dataset` is mosi, mosei or urfunny.
 pub fn load(file: &Path, dataset: &str) -> Result<(DataSplit, DataSplit, DataSplit)> {
     if !file.is_file() {
@@ -57,6 +95,7 @@ pub fn load(file: &Path, dataset: &str) -> Result<(DataSplit, DataSplit, DataSpl
             .arg(CONVERT)
             .arg(file)
             .arg(&tmp)
+            .arg(ALLOWED_GLOBALS.join(","))
             .output()
             .context("cannot run python3 (needed to unpickle numpy arrays)")?;
         if !output.status.success() {

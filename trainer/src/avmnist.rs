@@ -63,29 +63,35 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     } else {
         raw
     };
+    parse_idx(bytes, &path.display().to_string())
+}
+
+/// Parses idx bytes of unsigned bytes (`what` names the source in errors): the header's
+/// dimensions must describe exactly the bytes that follow it.
+pub fn parse_idx(bytes: Vec<u8>, what: &str) -> Result<(Vec<usize>, Vec<u8>)> {
     if bytes.len() < 4 || bytes[0] != 0 || bytes[1] != 0 || bytes[2] != 0x08 {
-        bail!("{}: not an idx file of unsigned bytes", path.display());
+        bail!("{what}: not an idx file of unsigned bytes");
     }
     let ndim = bytes[3] as usize;
     let header = 4 + 4 * ndim;
     if ndim == 0 || bytes.len() < header {
-        bail!("{}: truncated idx header", path.display());
+        bail!("{what}: truncated idx header");
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| {
-            u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().expect("4 bytes")) as usize
-        })
+    let dims: Vec<usize> = bytes[4..header]
+        .chunks_exact(4)
+        .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
         .collect();
-    let want: usize = dims.iter().product();
-    if bytes.len() - header != want {
+    // Checked: four u32 dimensions can overflow a usize.
+    let want = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if want != Some(bytes.len() - header) {
         bail!(
-            "{}: idx header says {:?} = {want} values, the file holds {}",
-            path.display(),
-            dims,
+            "{what}: idx header says {dims:?} = {} values, the file holds {}",
+            want.map_or("too many".to_string(), |n| n.to_string()),
             bytes.len() - header
         );
     }
-    Ok((dims, bytes[header..].to_vec()))
+    let mut bytes = bytes;
+    Ok((dims, bytes.split_off(header)))
 }
 
 fn find_mnist(dir: &Path, names: &[&str]) -> Result<PathBuf> {
@@ -417,24 +423,32 @@ pub fn prepare(
 
 /// Reads a float npy array of any float or integer dtype, naming the file on error.
 fn read_f32<D: ndarray::Dimension>(path: &Path) -> Result<ndarray::Array<f32, D>> {
-    use ndarray_npy::read_npy;
     if !path.is_file() {
         bail!("{}: file not found", path.display());
     }
-    if let Ok(a) = read_npy::<_, ndarray::Array<f32, D>>(path) {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    parse_npy_f32(&bytes, &path.display().to_string())
+}
+
+/// Parses npy bytes of f32, f64, u8 or i64 values into f32 (`what` names the source in errors).
+pub fn parse_npy_f32<D: ndarray::Dimension>(
+    bytes: &[u8],
+    what: &str,
+) -> Result<ndarray::Array<f32, D>> {
+    use ndarray_npy::ReadNpyExt;
+    if let Ok(a) = ndarray::Array::<f32, D>::read_npy(bytes) {
         return Ok(a);
     }
-    if let Ok(a) = read_npy::<_, ndarray::Array<f64, D>>(path) {
+    if let Ok(a) = ndarray::Array::<f64, D>::read_npy(bytes) {
         return Ok(a.mapv(|v| v as f32));
     }
-    if let Ok(a) = read_npy::<_, ndarray::Array<u8, D>>(path) {
+    if let Ok(a) = ndarray::Array::<u8, D>::read_npy(bytes) {
         return Ok(a.mapv(|v| v as f32));
     }
-    match read_npy::<_, ndarray::Array<i64, D>>(path) {
+    match ndarray::Array::<i64, D>::read_npy(bytes) {
         Ok(a) => Ok(a.mapv(|v| v as f32)),
         Err(e) => bail!(
-            "{}: not a readable npy array of {} dimensions: {e}",
-            path.display(),
+            "{what}: not a readable npy array of {} dimensions: {e}",
             D::NDIM.unwrap_or(0)
         ),
     }
@@ -614,4 +628,91 @@ pub fn load(dir: &Path) -> Result<(DataSplit, DataSplit, DataSplit)> {
         format!("{}/train", dir.display()),
     );
     Ok((train, valid, test))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray_npy::WriteNpyExt;
+    use proptest::prelude::*;
+
+    fn valid_idx() -> Vec<u8> {
+        let mut bytes = vec![0, 0, 0x08, 3, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 2];
+        bytes.extend(0..12u8);
+        bytes
+    }
+
+    fn valid_npy() -> Vec<u8> {
+        let mut bytes = Vec::new();
+        ndarray::Array2::<f64>::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f64)
+            .write_npy(&mut bytes)
+            .unwrap();
+        bytes
+    }
+
+    /// Overwrites, deletes or inserts bytes at the given places.
+    fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        for &(at, byte, op) in edits {
+            let at = at % (bytes.len() + 1);
+            match op {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, byte),
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn idx_header_and_body_must_agree() {
+        let (dims, body) = parse_idx(valid_idx(), "x.idx").unwrap();
+        assert_eq!((dims, body), (vec![2, 3, 2], (0..12).collect::<Vec<u8>>()));
+        let mut short = valid_idx();
+        short.pop();
+        let err = parse_idx(short, "x.idx").unwrap_err().to_string();
+        assert!(err.contains("x.idx") && err.contains("12 values") && err.contains("11"));
+        // Four dimensions of 2^32 - 1 overflow a usize: an error, not an overflow panic.
+        let mut huge = vec![0, 0, 0x08, 4];
+        huge.extend([0xff; 16]);
+        let err = parse_idx(huge, "x.idx").unwrap_err().to_string();
+        assert!(err.contains("too many"), "{err}");
+        let float_idx = vec![0, 0, 0x0d, 1, 0, 0, 0, 0];
+        assert!(parse_idx(float_idx, "x.idx").is_err());
+    }
+
+    #[test]
+    fn npy_of_any_numeric_dtype_reads_as_f32() {
+        let a = parse_npy_f32::<ndarray::Ix2>(&valid_npy(), "a.npy").unwrap();
+        assert_eq!(a.shape(), &[3, 4]);
+        assert_eq!(a[[2, 3]], 11.0);
+        let err = parse_npy_f32::<ndarray::Ix3>(&valid_npy(), "a.npy")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("a.npy") && err.contains("3 dimensions"),
+            "{err}"
+        );
+    }
+
+    proptest! {
+        /// Random bytes and valid files with bytes overwritten, deleted or inserted: each
+        /// reader returns its error or a value, never panics.
+        #[test]
+        fn idx_and_npy_readers_never_panic(
+            random in proptest::collection::vec(any::<u8>(), 0..300),
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..3), 1..8),
+        ) {
+            for bytes in [random.clone(), mutate(valid_idx(), &edits)] {
+                if let Ok((dims, body)) = parse_idx(bytes, "x.idx") {
+                    prop_assert_eq!(dims.iter().product::<usize>(), body.len());
+                }
+            }
+            for bytes in [random, mutate(valid_npy(), &edits)] {
+                let _ = parse_npy_f32::<ndarray::Ix2>(&bytes, "a.npy");
+                let _ = parse_npy_f32::<ndarray::Ix3>(&bytes, "a.npy");
+            }
+        }
+    }
 }

@@ -3,8 +3,11 @@
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, DeviceKind, Tensor};
+use std::cell::Cell;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
 
 /// One device as a user names it on the command line.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,16 +66,61 @@ pub fn parse_group(s: &str) -> Result<Vec<DeviceChoice>> {
 
 /// What wgpu found: the adapter's name and whether it is a real card (not a CPU or a software
 /// rasterizer such as lavapipe).
+#[derive(Clone, Debug, PartialEq, Eq)]
 struct Adapter {
     name: String,
     hardware: bool,
 }
 
-/// Tries to run one tiny op on a wgpu device; returns the adapter, or None when wgpu has no
-/// such adapter (Burn panics in that case, so the probe runs under `catch_unwind`).
+/// Each device kind is probed once per process and every caller shares the answer: protocol
+/// workers selecting their devices at the same moment neither probe twice nor race each other.
+static PROBES: Mutex<Vec<(String, Option<Adapter>)>> = Mutex::new(Vec::new());
+
+/// Probes actually run (not answered from [`PROBES`]); read by the tests.
+static PROBES_RUN: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// Set while this thread probes: its expected panic is not printed.
+    static PROBING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Wraps the process's panic hook once, so that a probing thread's panic is silent and every
+/// other panic (any thread, any time) still reaches the hook that was there before. Swapping the
+/// hook around each probe instead would silence, or lose, the panics of concurrent workers.
+fn install_quiet_probe_hook() {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !PROBING.with(Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+}
+
+/// Returns the adapter of a wgpu device kind, or None when wgpu has no such adapter; probed on
+/// the first call for the kind, answered from the cache after.
 fn probe_wgpu(kind: DeviceKind) -> Option<Adapter> {
-    let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    let key = format!("{kind:?}");
+    // Held while probing: a second caller for the same kind waits for the first's answer.
+    let mut probes = PROBES
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, answer)) = probes.iter().find(|(k, _)| *k == key) {
+        return answer.clone();
+    }
+    let answer = run_wgpu_probe(kind);
+    probes.push((key, answer.clone()));
+    answer
+}
+
+/// Runs one tiny op on a wgpu device (Burn panics when there is no such adapter, so the probe
+/// runs under `catch_unwind`, its panic message silenced).
+fn run_wgpu_probe(kind: DeviceKind) -> Option<Adapter> {
+    PROBES_RUN.fetch_add(1, Ordering::SeqCst);
+    install_quiet_probe_hook();
+    PROBING.with(|p| p.set(true));
     let result = std::panic::catch_unwind(|| {
         let device = Device::wgpu(kind);
         let sum: f32 = Tensor::<1>::ones([4], &device).sum().into_scalar();
@@ -85,8 +133,34 @@ fn probe_wgpu(kind: DeviceKind) -> Option<Adapter> {
             hardware: identity.is_some_and(|i| i.physical.is_some()),
         })
     });
-    std::panic::set_hook(hook);
+    PROBING.with(|p| p.set(false));
     result.ok().flatten()
+}
+
+/// Mesa's Vulkan loader (probed by `--device auto` even on machines without a GPU) prints
+/// `error: XDG_RUNTIME_DIR is invalid or not set` when the variable is missing (containers, cron,
+/// ssh without a session), and a successful run must not print a line that says error. When it is
+/// unset, point it at a private folder of our own. Called first thing in `main`, before any
+/// thread exists (setting the environment is only sound then).
+pub fn give_mesa_a_runtime_dir() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_some() {
+        return;
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+        let uid = std::fs::metadata("/proc/self").map_or(0, |m| m.uid());
+        let dir = std::env::temp_dir().join(format!("mgr-runtime-{uid}"));
+        let _ = std::fs::DirBuilder::new().mode(0o700).create(&dir);
+        // Only a folder this user owns with no access for others, as the spec asks.
+        let private = std::fs::metadata(&dir)
+            .is_ok_and(|m| m.is_dir() && m.uid() == uid && m.mode() & 0o077 == 0);
+        if private {
+            // SAFETY: main calls this before it starts any thread, so nothing reads the
+            // environment concurrently.
+            unsafe { std::env::set_var("XDG_RUNTIME_DIR", &dir) };
+        }
+    }
 }
 
 /// Picks the device, prints which, and fails clearly when wgpu is forced but absent.
@@ -197,5 +271,43 @@ mod tests {
             vec![DeviceChoice::WgpuDiscrete(0), DeviceChoice::WgpuDiscrete(1)]
         );
         assert!(parse_group("flex+").is_err());
+    }
+
+    #[test]
+    fn concurrent_probes_run_once_per_kind_and_agree() {
+        let kinds = [DeviceKind::DefaultDevice, DeviceKind::DiscreteGpu(7)];
+        // Read together under the lock (real probes count under it too), so a probe by another
+        // test cannot fall between the two.
+        let (before, cached) = {
+            let probes = PROBES.lock().unwrap();
+            let cached = kinds
+                .iter()
+                .filter(|k| probes.iter().any(|(key, _)| *key == format!("{k:?}")))
+                .count();
+            (PROBES_RUN.load(Ordering::SeqCst), cached)
+        };
+        let answers: Vec<(usize, Option<Adapter>)> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8)
+                .map(|i| {
+                    let kind = kinds[i % 2].clone();
+                    scope.spawn(move || (i % 2, probe_wgpu(kind)))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        // Two kinds, eight callers: at most one real probe per kind not yet cached.
+        assert_eq!(
+            PROBES_RUN.load(Ordering::SeqCst) - before,
+            kinds.len() - cached
+        );
+        for (kind, answer) in &answers {
+            let first = answers.iter().find(|(k, _)| k == kind).unwrap();
+            assert_eq!(
+                answer, &first.1,
+                "callers of one kind got different answers"
+            );
+        }
+        // No test machine has an 8th discrete GPU: that probe's panic was caught.
+        assert_eq!(answers.iter().find(|(k, _)| *k == 1).unwrap().1, None);
     }
 }

@@ -162,6 +162,7 @@ struct PrepareArgs {
 }
 
 fn main() {
+    device::give_mesa_a_runtime_dir();
     let cli = Cli::parse();
     if let Err(e) = dispatch(cli) {
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));

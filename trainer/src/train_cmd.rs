@@ -115,13 +115,15 @@ pub fn run(
             steps as u64,
             format!("epoch {}/{}", epoch + 1, rc.train.epochs),
         );
-        let (next, losses) = train_epoch(
+        let first_epoch_loss = state.rows.first().map(|row| row.train_loss);
+        let trained = train_epoch(
             model,
             &mut optimizer,
             &rc.train,
             &splits.train,
             &train_mask,
             epoch,
+            first_epoch_loss,
             &train_devices,
             |_, _, l| {
                 bar.inc(1);
@@ -129,6 +131,20 @@ pub fn run(
             },
         );
         bar.finish_and_clear();
+        let (next, losses) = trained.map_err(|e| {
+            let kept = if state.epochs_done == 0 {
+                "no epoch finished, so there is no checkpoint".to_string()
+            } else {
+                format!(
+                    "the checkpoint of epoch {} (the last good one) is kept in {}",
+                    state.epochs_done,
+                    out.display()
+                )
+            };
+            anyhow::anyhow!(
+                "{e}; {kept}; no results.json is written (lower train.lr, or raise train.divergence_factor if the loss is expected to grow)"
+            )
+        })?;
         model = next;
         let valid = evaluate(
             &model,

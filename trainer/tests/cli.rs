@@ -531,3 +531,60 @@ fn protocol_sweep_trains_one_cell_per_value_and_plots_f1_against_it() {
         "{md}"
     );
 }
+
+#[test]
+fn a_diverging_run_stops_with_an_error_and_claims_no_result() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("diverged");
+    let out = train(&dir, &["--epochs", "2", "--set", "train.lr=1000"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a run at lr 1000 finished: {err}");
+    assert!(
+        err.contains("diverged at epoch 1, step") && err.contains("no results.json"),
+        "{err}"
+    );
+    assert!(!dir.join("results.json").exists());
+    // It diverged within its first epoch: there is no checkpoint to claim one either.
+    assert!(!dir.join("checkpoint").exists() && !dir.join("best.bpk").exists());
+    // The same run at the default learning rate passes the check.
+    let healthy = tmp.path().join("healthy");
+    let out = train(&healthy, &["--epochs", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(healthy.join("results.json").exists());
+}
+
+#[test]
+fn a_successful_run_prints_no_line_that_says_error_even_without_xdg_runtime_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("auto");
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "synthetic",
+        "--method",
+        "baseline",
+        "--epochs",
+        "1",
+        "--device",
+        "auto",
+        "--out",
+    ];
+    args.push(dir.to_str().unwrap());
+    args.extend_from_slice(&TINY);
+    // `auto` probes wgpu, whose Mesa Vulkan loader complains when XDG_RUNTIME_DIR is unset.
+    let out = Command::new(env!("CARGO_BIN_EXE_mgr"))
+        .args(&args)
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        !err.to_lowercase().contains("error"),
+        "a successful run printed an error line: {err}"
+    );
+}

@@ -353,3 +353,43 @@ fn multibench_affect_pickles_regression_and_classification() {
         "{err}"
     );
 }
+
+#[test]
+fn a_pickle_that_calls_a_function_is_refused_and_nothing_in_it_runs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let marker = tmp.path().join("marker");
+    let hostile = tmp.path().join("hostile.pkl");
+    // A well-formed affect dict whose `train` split, when unpickled without limits, calls
+    // os.system and writes the marker file.
+    let script = format!(
+        "import os, pickle\nclass Hostile:\n    def __reduce__(self):\n        return (os.system, ('touch {}',))\npickle.dump({{'train': Hostile(), 'valid': {{}}, 'test': {{}}}}, open({:?}, 'wb'))\n",
+        marker.display(),
+        hostile.to_str().unwrap()
+    );
+    let out = Command::new("python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!marker.exists(), "writing the pickle must not run it");
+    let run_dir = tmp.path().join("run");
+    let out = train_on("mosi", &hostile, &run_dir);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a hostile pickle was accepted: {err}"
+    );
+    assert!(
+        err.contains("hostile.pkl") && err.contains("posix.system") && err.contains("refused"),
+        "the refusal names the file and the global: {err}"
+    );
+    assert!(!marker.exists(), "the pickle's command ran");
+    assert!(
+        !run_dir.join("config.json").exists(),
+        "a refused file left a run behind"
+    );
+}

@@ -10,12 +10,14 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{
     CanvasRenderingContext2d, Document, HtmlCanvasElement, HtmlElement, HtmlInputElement,
-    HtmlSelectElement, Response,
+    HtmlSelectElement, ReadableStreamDefaultReader, Response,
 };
 
 use crate::engine::{Engine, Inference};
 use crate::render;
-use crate::state::{Limits, MAX_SAMPLE, ViewState};
+use crate::state::{
+    Limits, MAX_MODEL_BYTES, MAX_SAMPLE, ViewState, check_model_size, model_json_url,
+};
 
 thread_local! {
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
@@ -62,6 +64,9 @@ fn escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// Downloads `url` whole, refusing it before the body is read when its announced size is over
+/// [`MAX_MODEL_BYTES`], and stopping the download when the body grows past it (a server may
+/// announce no size, or a compressed one).
 async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
     let resp = JsFuture::from(window().fetch_with_str(url))
         .await
@@ -72,10 +77,47 @@ async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
     if !resp.ok() {
         return Err(format!("cannot fetch {url}: HTTP {}", resp.status()));
     }
-    let buf = JsFuture::from(resp.array_buffer().map_err(|e| format!("{url}: {e:?}"))?)
-        .await
-        .map_err(|e| format!("{url}: {e:?}"))?;
-    Ok(js_sys::Uint8Array::new(&buf).to_vec())
+    if let Ok(Some(length)) = resp.headers().get("content-length")
+        && let Ok(length) = length.trim().parse::<u64>()
+    {
+        check_model_size(url, length)?;
+    }
+    let Some(body) = resp.body() else {
+        return Ok(Vec::new());
+    };
+    let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut bytes = Vec::new();
+    loop {
+        let chunk = JsFuture::from(reader.read())
+            .await
+            .map_err(|e| format!("{url}: download failed: {e:?}"))?;
+        let done = js_sys::Reflect::get(&chunk, &"done".into())
+            .ok()
+            .and_then(|d| d.as_bool())
+            .unwrap_or(true);
+        if done {
+            return Ok(bytes);
+        }
+        let value = js_sys::Reflect::get(&chunk, &"value".into())
+            .map_err(|e| format!("{url}: download failed: {e:?}"))?;
+        let part = js_sys::Uint8Array::new(&value);
+        let total = bytes.len() as u64 + u64::from(part.length());
+        if total > MAX_MODEL_BYTES {
+            let _ = reader.cancel();
+            return Err(format!(
+                "{url} is over the page's limit of {} MB; download stopped",
+                MAX_MODEL_BYTES / (1024 * 1024)
+            ));
+        }
+        bytes.extend(part.to_vec());
+    }
+}
+
+/// `url` made absolute against the page, so the page can say exactly where a model came from.
+fn absolute(url: &str) -> String {
+    web_sys::Url::new_with_base(url, &window().location().href().unwrap_or_default())
+        .map(|u| u.href())
+        .unwrap_or_else(|_| url.to_string())
 }
 
 async fn fetch_model(meta_url: &str) -> Result<(String, Vec<u8>), String> {
@@ -112,20 +154,26 @@ async fn boot() -> Result<(), String> {
     SHIPPED.with(|s| *s.borrow_mut() = Some(shipped));
     ENGINE.with(|e| *e.borrow_mut() = Some(engine));
     let mut problems = Vec::new();
+    set_text(
+        "model-source",
+        &format!("shipped with the page ({})", absolute("model/model.json")),
+    );
     let search = window().location().search().unwrap_or_default();
     if let Ok(params) = web_sys::UrlSearchParams::new_with_str(&search)
         && let Some(url) = params.get("model")
     {
-        let url = if url.ends_with(".json") {
-            url
-        } else {
-            format!("{}/model.json", url.trim_end_matches('/'))
+        let loaded = match model_json_url(&url) {
+            Ok(json_url) => fetch_model(&json_url)
+                .await
+                .and_then(|(m, w)| Engine::load(&m, w))
+                .map(|engine| (engine, absolute(&json_url))),
+            Err(e) => Err(e),
         };
-        match fetch_model(&url)
-            .await
-            .and_then(|(m, w)| Engine::load(&m, w))
-        {
-            Ok(engine) => ENGINE.with(|e| *e.borrow_mut() = Some(engine)),
+        match loaded {
+            Ok((engine, from)) => {
+                ENGINE.with(|e| *e.borrow_mut() = Some(engine));
+                set_text("model-source", &format!("{from} (from the link's ?model=)"));
+            }
             Err(e) => problems.push(format!(
                 "could not load ?model={url}: {e}; showing the shipped model"
             )),

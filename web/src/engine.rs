@@ -187,6 +187,49 @@ mod tests {
         .expect("the shipped model loads")
     }
 
+    /// Overwrites, deletes or inserts bytes at the given places.
+    fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        for &(at, byte, op) in edits {
+            let at = at % (bytes.len() + 1);
+            match op {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                _ => bytes.insert(at, byte),
+            }
+        }
+        bytes
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(32))]
+        /// A damaged `model.json` or `model.bpk` (bytes overwritten, deleted, inserted; digits
+        /// in the JSON changed, which can ask for a far larger model): an error or a model,
+        /// never a panic or an allocation the weights cannot back.
+        #[test]
+        fn a_damaged_model_file_is_refused_or_loaded_without_a_panic(
+            edits in proptest::collection::vec(
+                (proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>(), 0u8..3), 1..6),
+            digit_at in proptest::prelude::any::<usize>(),
+            digit in b'0'..=b'9',
+        ) {
+            let json = include_bytes!("../assets/model/model.json").to_vec();
+            let weights = include_bytes!("../assets/model/model.bpk").to_vec();
+            let mut json_digit = json.clone();
+            let digits: Vec<usize> = (0..json.len()).filter(|&i| json[i].is_ascii_digit()).collect();
+            let at = digits[digit_at % digits.len()];
+            json_digit.insert(at, digit);
+            for (meta, bpk) in [
+                (mutate(json.clone(), &edits), weights.clone()),
+                (json_digit, weights.clone()),
+                (json, mutate(weights, &edits)),
+            ] {
+                let _ = Engine::load(&String::from_utf8_lossy(&meta), bpk);
+            }
+        }
+    }
+
     /// The page's AUC line: one value per refinement layer in use, each a probability, the
     /// same from the cache, and layer 0's equal to the AUC of the traces' own scores.
     #[test]

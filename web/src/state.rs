@@ -30,6 +30,54 @@ pub struct Limits {
 /// Largest sample index accepted in the URL.
 pub const MAX_SAMPLE: usize = 999_999;
 
+/// Largest model file (`model.json` or `model.bpk`) the page downloads from `?model=`: the
+/// shipped model is well under 1 MB, and a larger file could stall a lesson's tab.
+pub const MAX_MODEL_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Where a `?model=` URL may point: an http(s) URL, a protocol-relative one (`//host/...`, the
+/// page's own scheme) or a path relative to the page. Every other scheme (`javascript:`,
+/// `data:`, `file:`, `blob:`, ...) is refused with a message that names it. Returns the URL of
+/// the model's `model.json` (a folder gets `/model.json` appended).
+pub fn model_json_url(url: &str) -> Result<String, String> {
+    let url = url.trim();
+    if url.is_empty() {
+        return Err("?model= is empty".into());
+    }
+    if url.chars().any(char::is_control) {
+        return Err("?model= holds control characters".into());
+    }
+    // A scheme is what precedes the first ':' when no '/', '?' or '#' comes before it (RFC 3986).
+    let scheme = url
+        .find([':', '/', '?', '#'])
+        .filter(|&i| url[i..].starts_with(':'))
+        .map(|i| &url[..i]);
+    if let Some(scheme) = scheme
+        && !scheme.eq_ignore_ascii_case("http")
+        && !scheme.eq_ignore_ascii_case("https")
+    {
+        return Err(format!(
+            "?model= uses the scheme `{scheme}:`; only http(s) URLs and relative paths are loaded"
+        ));
+    }
+    Ok(if url.ends_with(".json") {
+        url.to_string()
+    } else {
+        format!("{}/model.json", url.trim_end_matches('/'))
+    })
+}
+
+/// Refuses a download whose announced size is over [`MAX_MODEL_BYTES`], before its body is read.
+pub fn check_model_size(url: &str, bytes: u64) -> Result<(), String> {
+    if bytes > MAX_MODEL_BYTES {
+        return Err(format!(
+            "{url} is {:.1} MB, over the page's limit of {} MB; not downloaded",
+            bytes as f64 / (1024.0 * 1024.0),
+            MAX_MODEL_BYTES / (1024 * 1024)
+        ));
+    }
+    Ok(())
+}
+
 impl ViewState {
     /// Parses a hash (with or without the leading '#'). Values out of range are replaced by
     /// defaults and reported, one message each, so the page can say what it ignored.
@@ -142,6 +190,71 @@ mod tests {
         Limits {
             modalities: vec!["vision".into(), "audio".into(), "text".into()],
             refine_layers: 2,
+        }
+    }
+
+    #[test]
+    fn model_urls_are_http_or_relative() {
+        for (url, want) in [
+            ("models/avmnist/", "models/avmnist/model.json"),
+            ("models/m.json", "models/m.json"),
+            ("https://example.org/m", "https://example.org/m/model.json"),
+            (
+                "HTTP://example.org/m/model.json",
+                "HTTP://example.org/m/model.json",
+            ),
+            ("//cdn.example.org/m", "//cdn.example.org/m/model.json"),
+            ("a/b:c", "a/b:c/model.json"),
+            ("./m?v=1:2", "./m?v=1:2/model.json"),
+        ] {
+            assert_eq!(model_json_url(url).as_deref(), Ok(want), "{url}");
+        }
+        for (url, scheme) in [
+            ("javascript:alert(1)", "javascript"),
+            ("data:application/json,{}", "data"),
+            ("file:///etc/passwd", "file"),
+            ("blob:https://x/y", "blob"),
+            (" JavaScript:x", "JavaScript"),
+        ] {
+            let err = model_json_url(url).unwrap_err();
+            assert!(err.contains(&format!("`{scheme}:`")), "{url}: {err}");
+        }
+        assert!(model_json_url("").is_err());
+        assert!(model_json_url("java\tscript:x").is_err());
+    }
+
+    #[test]
+    fn model_size_limit_is_64_mb() {
+        assert!(check_model_size("m.bpk", MAX_MODEL_BYTES).is_ok());
+        let err = check_model_size("m.bpk", MAX_MODEL_BYTES + 1).unwrap_err();
+        assert!(err.contains("m.bpk") && err.contains("64 MB"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Any hash a link can hold: a state and its messages, never a panic; the state is in
+        /// range and its own hash reads back as itself.
+        #[test]
+        fn any_hash_parses_to_a_state_in_range(hash in ".{0,120}", keys in proptest::collection::vec(
+            ("(sample|drop|layer|rho|lt|embed|x)", "[-0-9a-z.,%]{0,12}"), 0..6)) {
+            let joined: Vec<String> = keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            for hash in [hash, format!("#{}", joined.join("&"))] {
+                let (state, _) = ViewState::parse(&hash, &limits());
+                proptest::prop_assert!(state.sample <= MAX_SAMPLE && state.layer < 2);
+                proptest::prop_assert!(state.drop.len() < 3);
+                proptest::prop_assert!(state.rho.is_none_or(|r| r > 0.0 && r <= 1.0));
+                let (again, problems) = ViewState::parse(&state.to_hash(), &limits());
+                proptest::prop_assert!(problems.is_empty(), "{problems:?}");
+                proptest::prop_assert_eq!(again, state);
+            }
+        }
+
+        /// Any URL a teacher might paste: refused with a message or turned into a model.json URL.
+        #[test]
+        fn any_model_url_is_refused_or_points_at_a_model_json(url in ".{0,80}") {
+            if let Ok(json) = model_json_url(&url) {
+                proptest::prop_assert!(json.ends_with(".json"));
+                proptest::prop_assert!(!json.to_ascii_lowercase().starts_with("javascript:"));
+            }
         }
     }
 
