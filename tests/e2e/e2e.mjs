@@ -2,7 +2,8 @@
 // Drops a modality, checks that the prediction and the kept/biased drawing change and match
 // the native model (EXPECTED_* files from `cargo run -p mgr-web --example expected`), checks
 // bad URL state and bad model URLs (missing, refused schemes, over 64 MB), the model's source
-// line, and saves screenshots to SHOT_DIR.
+// line, the embed code (opened in an <iframe>) and the PNG export, and saves screenshots to
+// SHOT_DIR.
 import { chromium } from 'playwright-core';
 import { readFileSync } from 'node:fs';
 
@@ -65,6 +66,30 @@ if (!changed) fail('dropping audio changed nothing in the prediction');
 if (JSON.stringify(keptSets(dropped.trace)) === JSON.stringify(keptSets(full.trace))) fail('dropping audio changed nothing in the kept/biased split');
 await page.screenshot({ path: `${shots}/e2e-drop-audio.png`, fullPage: true });
 const timing = await page.textContent('#timing');
+
+// "Copy embed code": an <iframe> of this view in embed mode; opened, it shows the same trace.
+await page.click('#copy-embed');
+const snippet = await page.inputValue('#embed-code');
+const src = (snippet.match(/^<iframe src="([^"]+)" width="400" height="600"/) ?? [])[1];
+if (!src) fail(`embed code is not a 400 x 600 iframe: "${snippet}"`);
+const embedUrl = src.replaceAll('&amp;', '&');
+if (!embedUrl.includes('drop=audio') || !embedUrl.includes('embed=1')) fail(`embed URL ${embedUrl}`);
+const host = await browser.newPage({ viewport: { width: 1000, height: 800 } });
+await host.setContent(`<!doctype html><body>${snippet}</body>`);
+const frame = await (await host.waitForSelector('iframe')).contentFrame();
+await frame.waitForFunction(() => (document.getElementById('status')?.dataset.ready ?? '').includes('embed=1'), null, { timeout: 60000 });
+const embedded = JSON.parse(await frame.textContent('#mgr-trace'));
+compare('embed snippet', embedded.trace, expectedDrop.trace);
+if (await frame.isVisible('#controls')) fail('the embedded view shows the controls');
+await host.close();
+
+// "Save image": a PNG of the canvas, named after the view.
+const [download] = await Promise.all([page.waitForEvent('download'), page.click('#save-png')]);
+const pngPath = `${shots}/${download.suggestedFilename()}`;
+await download.saveAs(pngPath);
+const png = readFileSync(pngPath);
+if (!/^mgr-sample-\d+-drop-audio-layer-\d+\.png$/.test(download.suggestedFilename())) fail(`PNG name ${download.suggestedFilename()}`);
+if (png.length < 1000 || png.readUInt32BE(0) !== 0x89504e47) fail(`not a PNG: ${png.length} bytes`);
 
 // Out-of-range URL state: a visible message, and the page keeps working.
 await page.goto(`${base}/#sample=99999999&layer=7&rho=5&drop=vision,audio,text`);

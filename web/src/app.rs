@@ -9,14 +9,15 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{
-    CanvasRenderingContext2d, Document, HtmlCanvasElement, HtmlElement, HtmlInputElement,
-    HtmlSelectElement, ReadableStreamDefaultReader, Response,
+    CanvasRenderingContext2d, Document, HtmlAnchorElement, HtmlCanvasElement, HtmlElement,
+    HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement, ReadableStreamDefaultReader,
+    Response,
 };
 
 use crate::engine::{Engine, Inference};
 use crate::render;
 use crate::state::{
-    Limits, MAX_MODEL_BYTES, MAX_SAMPLE, ViewState, check_model_size, model_json_url,
+    Limits, MAX_MODEL_BYTES, MAX_SAMPLE, ViewState, check_model_size, embed_snippet, model_json_url,
 };
 
 thread_local! {
@@ -222,6 +223,75 @@ fn on<F: FnMut() + 'static>(id: &str, event: &str, f: F) {
     }
 }
 
+/// Shows the `<iframe>` code of the current view (embed mode) and copies it to the clipboard
+/// where the browser allows; the code stays selected in its box either way.
+fn copy_embed_code() {
+    let (state, _) = current_state();
+    let location = window().location();
+    let page = format!(
+        "{}{}{}",
+        location.origin().unwrap_or_default(),
+        location.pathname().unwrap_or_default(),
+        location.search().unwrap_or_default()
+    );
+    let snippet = embed_snippet(&page, &state);
+    if let Some(area) = el::<HtmlTextAreaElement>("embed-code") {
+        area.set_value(&snippet);
+        area.set_hidden(false);
+        area.select();
+    }
+    // navigator.clipboard is an unstable web-sys API: reached through JS reflection.
+    let copied = js_sys::Reflect::get(&window(), &"navigator".into())
+        .and_then(|navigator| js_sys::Reflect::get(&navigator, &"clipboard".into()))
+        .ok()
+        .filter(|c| !c.is_undefined())
+        .and_then(|clipboard| {
+            let write: js_sys::Function = js_sys::Reflect::get(&clipboard, &"writeText".into())
+                .ok()?
+                .dyn_into()
+                .ok()?;
+            write.call1(&clipboard, &snippet.as_str().into()).ok()
+        });
+    set_text(
+        "share-status",
+        if copied.is_some() {
+            "embed code copied"
+        } else {
+            "embed code selected: copy it with Ctrl+C"
+        },
+    );
+}
+
+/// Downloads the canvas as a PNG named after the view, for slides.
+fn save_png() {
+    let (state, _) = current_state();
+    let Some(canvas) = el::<HtmlCanvasElement>("view") else {
+        return;
+    };
+    let Ok(url) = canvas.to_data_url_with_type("image/png") else {
+        set_text("share-status", "this browser cannot export the picture");
+        return;
+    };
+    let name = if state.drop.is_empty() {
+        format!("mgr-sample-{}-layer-{}.png", state.sample, state.layer)
+    } else {
+        format!(
+            "mgr-sample-{}-drop-{}-layer-{}.png",
+            state.sample,
+            state.drop.join("-"),
+            state.layer
+        )
+    };
+    if let Ok(link) = document().create_element("a")
+        && let Ok(link) = link.dyn_into::<HtmlAnchorElement>()
+    {
+        link.set_href(&url);
+        link.set_download(&name);
+        link.click();
+        set_text("share-status", &format!("saved {name}"));
+    }
+}
+
 fn bind_controls() {
     for name in ["vision", "audio", "text"] {
         on(&format!("keep-{name}"), "change", move || {
@@ -308,6 +378,8 @@ fn bind_controls() {
             .unwrap_or_default();
         set_text("rho-value", &value);
     });
+    on("copy-embed", "click", copy_embed_code);
+    on("save-png", "click", save_png);
     on("model-file", "change", || spawn_local(load_picked_files()));
     on("reset-model", "click", || {
         let shipped = SHIPPED.with(|s| s.borrow().clone());

@@ -66,6 +66,37 @@ pub fn model_json_url(url: &str) -> Result<String, String> {
     })
 }
 
+/// Width and height of the `<iframe>` the page's "copy embed code" gives a teacher.
+pub const EMBED_SIZE: (u32, u32) = (400, 600);
+
+/// The `<iframe>` that shows `state` in embed mode (controls hidden): `page` is the page's URL
+/// without its hash (origin, path and query, so a `?model=` comes along). Attribute values are
+/// escaped, so any URL gives well-formed HTML.
+pub fn embed_snippet(page: &str, state: &ViewState) -> String {
+    let embedded = ViewState {
+        embed: true,
+        ..state.clone()
+    };
+    let src = format!(
+        "{}{}",
+        page.split('#').next().unwrap_or(page),
+        embedded.to_hash()
+    );
+    let attr = |v: &str| {
+        v.replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;")
+    };
+    format!(
+        "<iframe src=\"{}\" width=\"{}\" height=\"{}\" style=\"border:0\" loading=\"lazy\" title=\"MGR: biased tokens and their redistribution (sample {})\"></iframe>",
+        attr(&src),
+        EMBED_SIZE.0,
+        EMBED_SIZE.1,
+        state.sample
+    )
+}
+
 /// Refuses a download whose announced size is over [`MAX_MODEL_BYTES`], before its body is read.
 pub fn check_model_size(url: &str, bytes: u64) -> Result<(), String> {
     if bytes > MAX_MODEL_BYTES {
@@ -221,6 +252,42 @@ mod tests {
         }
         assert!(model_json_url("").is_err());
         assert!(model_json_url("java\tscript:x").is_err());
+    }
+
+    #[test]
+    fn embed_snippet_opens_the_same_view_in_embed_mode() {
+        let state = ViewState {
+            sample: 17,
+            drop: vec!["audio".into()],
+            layer: 1,
+            rho: Some(0.3),
+            lt: None,
+            embed: false,
+        };
+        let html = embed_snippet("https://t.example/mgr/?model=m/#sample=2", &state);
+        assert!(
+            html.starts_with("<iframe src=\"") && html.ends_with("></iframe>"),
+            "{html}"
+        );
+        assert!(html.contains("width=\"400\" height=\"600\""), "{html}");
+        let src = html.split('"').nth(1).unwrap().replace("&amp;", "&");
+        let (page, hash) = src.split_once('#').unwrap();
+        assert_eq!(page, "https://t.example/mgr/?model=m/");
+        let (back, problems) = ViewState::parse(hash, &limits());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(
+            back,
+            ViewState {
+                embed: true,
+                ..state.clone()
+            }
+        );
+        // A quote in the URL cannot end the attribute early.
+        let odd = embed_snippet("https://x/?a=\"><script>", &state);
+        assert!(
+            !odd.contains("<script>") && odd.matches('"').count() == 12,
+            "{odd}"
+        );
     }
 
     #[test]
