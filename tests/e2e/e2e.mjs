@@ -91,6 +91,20 @@ const png = readFileSync(pngPath);
 if (!/^mgr-sample-\d+-drop-audio-layer-\d+\.png$/.test(download.suggestedFilename())) fail(`PNG name ${download.suggestedFilename()}`);
 if (png.length < 1000 || png.readUInt32BE(0) !== 0x89504e47) fail(`not a PNG: ${png.length} bytes`);
 
+// Edges: by default one per biased token (its strongest), all strong ones on request.
+const layer0 = dropped.trace.layers[0];
+const biasedWithEdges = new Set(layer0.edges.filter(e => e.weight > 0).map(e => e.from)).size;
+if (dropped.drawn_edges !== biasedWithEdges) fail(`default view draws ${dropped.drawn_edges} edges, expected one per biased token (${biasedWithEdges})`);
+await page.selectOption('#edges', 'all');
+const allEdges = await traceAfter('edges=all');
+const maxW = Math.max(...layer0.edges.map(e => e.weight));
+const strong = layer0.edges.filter(e => e.weight > 0 && e.weight >= 0.25 * maxW).length;
+if (allEdges.drawn_edges !== strong) fail(`edges=all draws ${allEdges.drawn_edges}, expected ${strong}`);
+console.log(`edges drawn with audio dropped: ${dropped.drawn_edges} (strongest per biased token) vs ${allEdges.drawn_edges} (all strong)`);
+await page.screenshot({ path: `${shots}/e2e-drop-audio-all-edges.png`, fullPage: true });
+await page.selectOption('#edges', 'strongest');
+await traceAfter('layer=0');
+
 // Out-of-range URL state: a visible message, and the page keeps working.
 await page.goto(`${base}/#sample=99999999&layer=7&rho=5&drop=vision,audio,text`);
 await traceAfter('sample=0');

@@ -14,10 +14,12 @@ use web_sys::{
     Response,
 };
 
+use crate::edges::edges_to_draw;
 use crate::engine::{Engine, Inference};
 use crate::render;
 use crate::state::{
-    Limits, MAX_MODEL_BYTES, MAX_SAMPLE, ViewState, check_model_size, embed_snippet, model_json_url,
+    EdgeView, Limits, MAX_MODEL_BYTES, MAX_SAMPLE, ViewState, check_model_size, embed_snippet,
+    model_json_url,
 };
 
 thread_local! {
@@ -378,6 +380,17 @@ fn bind_controls() {
             .unwrap_or_default();
         set_text("rho-value", &value);
     });
+    on("edges", "change", || {
+        let (mut s, _) = current_state();
+        s.edges = match el::<HtmlSelectElement>("edges")
+            .map(|e| e.value())
+            .as_deref()
+        {
+            Some("all") => EdgeView::All,
+            _ => EdgeView::Strongest,
+        };
+        navigate(&s);
+    });
     on("copy-embed", "click", copy_embed_code);
     on("save-png", "click", save_png);
     on("model-file", "change", || spawn_local(load_picked_files()));
@@ -456,6 +469,12 @@ fn sync_controls(state: &ViewState, limits: &Limits, model_rho: f64) {
         i.set_value(&rho.to_string());
     }
     set_text("rho-value", &format!("{rho}"));
+    if let Some(s) = el::<HtmlSelectElement>("edges") {
+        s.set_value(match state.edges {
+            EdgeView::Strongest => "strongest",
+            EdgeView::All => "all",
+        });
+    }
     if let Some(body) = document().body() {
         let _ = if state.embed {
             body.class_list().add_1("embed")
@@ -552,7 +571,14 @@ fn render_from_hash(mut problems: Vec<String>) {
             && let Ok(ctx) = ctx.dyn_into::<CanvasRenderingContext2d>()
         {
             let _ = ctx.set_transform(ratio, 0.0, 0.0, ratio, 0.0, 0.0);
-            render::draw(&ctx, width, &sample, &trace, trace.layers.get(state.layer));
+            render::draw(
+                &ctx,
+                width,
+                &sample,
+                &trace,
+                trace.layers.get(state.layer),
+                state.edges,
+            );
         }
     }
     let label = mgr::synthetic::VOCABULARY[sample.label];
@@ -601,7 +627,11 @@ fn render_from_hash(mut problems: Vec<String>) {
         format!("<table><thead><tr><th>rank</th><th>token</th><th>&xi;<sub>f</sub></th><th>&xi;<sub>e</sub></th><th>&xi;</th><th>split</th><th>truth</th></tr></thead><tbody>{rows}</tbody></table>")
     });
     set_html("tokens", &table.unwrap_or_default());
-    let payload = serde_json::json!({ "state": state.to_hash(), "sample": state.sample, "trace": trace, "complete": complete, "ms": elapsed, "ranking_auc": aucs });
+    let drawn_edges = trace
+        .layers
+        .get(state.layer)
+        .map_or(0, |l| edges_to_draw(&l.edges, state.edges).len());
+    let payload = serde_json::json!({ "state": state.to_hash(), "sample": state.sample, "trace": trace, "complete": complete, "ms": elapsed, "ranking_auc": aucs, "drawn_edges": drawn_edges });
     set_text("mgr-trace", &payload.to_string());
     show_messages(&problems);
     set_text("status", "ready");

@@ -5,6 +5,9 @@ use mgr::synthetic::{BINS, FRAMES, IMAGE_SIDE, PATCH_SIDE, SyntheticSample, VOCA
 use mgr::trace::{LayerTrace, SampleTrace, TokenOrigin};
 use web_sys::CanvasRenderingContext2d;
 
+use crate::edges::edges_to_draw;
+use crate::state::EdgeView;
+
 /// A rectangle in canvas pixels.
 #[derive(Clone, Copy, Debug)]
 pub struct Rect {
@@ -107,13 +110,15 @@ fn heat(v: f32) -> String {
     format!("rgb({r},{g},{b})")
 }
 
-/// Draws everything for `layer` of `trace` (None: no refinement layers).
+/// Draws everything for `layer` of `trace` (None: no refinement layers), with the
+/// redistribution edges `edges` selects.
 pub fn draw(
     ctx: &CanvasRenderingContext2d,
     width: f64,
     sample: &SyntheticSample,
     trace: &SampleTrace,
     layer: Option<&LayerTrace>,
+    edges: EdgeView,
 ) {
     let (panels, height) = layout(width);
     ctx.clear_rect(0.0, 0.0, width, height);
@@ -213,15 +218,12 @@ pub fn draw(
         .fold(0.0f32, f32::max)
         .max(1e-6);
     ctx.set_stroke_style_str("rgb(230,120,0)");
-    for edge in &layer.edges {
+    for edge in edges_to_draw(&layer.edges, edges) {
         let strength = (edge.weight / max_weight) as f64;
-        if strength < 0.25 {
-            continue;
-        }
         let (x0, y0) = token_rect(&panels, layer.tokens[edge.from].origin).center();
         let (x1, y1) = token_rect(&panels, layer.tokens[edge.to].origin).center();
-        ctx.set_global_alpha(0.15 + 0.7 * strength);
-        ctx.set_line_width(0.5 + 3.0 * strength);
+        ctx.set_global_alpha(0.25 + 0.65 * strength);
+        ctx.set_line_width(1.0 + 3.0 * strength);
         ctx.begin_path();
         ctx.move_to(x0, y0);
         ctx.quadratic_curve_to((x0 + x1) / 2.0, (y0 + y1) / 2.0 - 30.0, x1, y1);

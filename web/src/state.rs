@@ -1,5 +1,6 @@
 //! The view state, serialised in the URL hash: `#sample=17&drop=audio&layer=1&rho=0.5&lt=2`.
-//! `embed=1` hides the controls for teaching pages.
+//! `embed=1` hides the controls for teaching pages; `edges=all` draws every strong
+//! redistribution edge instead of each biased token's strongest one.
 
 /// What the page shows.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -16,6 +17,19 @@ pub struct ViewState {
     pub lt: Option<usize>,
     /// Embed mode: controls hidden.
     pub embed: bool,
+    /// Which redistribution edges are drawn.
+    pub edges: EdgeView,
+}
+
+/// Which redistribution edges the picture draws (`edges=` in the URL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EdgeView {
+    /// Each biased token's strongest edge only: one line per biased token, legible with a
+    /// modality dropped (the default).
+    #[default]
+    Strongest,
+    /// Every edge of at least a quarter of the layer's largest weight (`edges=all`).
+    All,
 }
 
 /// What the loaded model allows.
@@ -169,6 +183,13 @@ impl ViewState {
                     )),
                 },
                 "embed" => state.embed = value == "1" || value == "true",
+                "edges" => match value {
+                    "strongest" => state.edges = EdgeView::Strongest,
+                    "all" => state.edges = EdgeView::All,
+                    _ => problems.push(format!(
+                        "edges `{value}` is not `strongest` or `all`; showing the strongest"
+                    )),
+                },
                 other => problems.push(format!("unknown view setting `{other}`")),
             }
         }
@@ -196,6 +217,9 @@ impl ViewState {
         }
         if let Some(lt) = self.lt {
             parts.push(format!("lt={lt}"));
+        }
+        if self.edges == EdgeView::All {
+            parts.push("edges=all".into());
         }
         if self.embed {
             parts.push("embed=1".into());
@@ -263,6 +287,7 @@ mod tests {
             rho: Some(0.3),
             lt: None,
             embed: false,
+            edges: EdgeView::All,
         };
         let html = embed_snippet("https://t.example/mgr/?model=m/#sample=2", &state);
         assert!(
@@ -302,7 +327,7 @@ mod tests {
         /// range and its own hash reads back as itself.
         #[test]
         fn any_hash_parses_to_a_state_in_range(hash in ".{0,120}", keys in proptest::collection::vec(
-            ("(sample|drop|layer|rho|lt|embed|x)", "[-0-9a-z.,%]{0,12}"), 0..6)) {
+            ("(sample|drop|layer|rho|lt|embed|edges|x)", "[-0-9a-z.,%]{0,12}"), 0..6)) {
             let joined: Vec<String> = keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
             for hash in [hash, format!("#{}", joined.join("&"))] {
                 let (state, _) = ViewState::parse(&hash, &limits());
@@ -334,6 +359,7 @@ mod tests {
             rho: Some(0.25),
             lt: Some(2),
             embed: true,
+            edges: EdgeView::All,
         };
         let (back, problems) = ViewState::parse(&s.to_hash(), &limits());
         assert!(problems.is_empty(), "{problems:?}");
