@@ -91,6 +91,11 @@ const png = readFileSync(pngPath);
 if (!/^mgr-sample-\d+-drop-audio-layer-\d+\.png$/.test(download.suggestedFilename())) fail(`PNG name ${download.suggestedFilename()}`);
 if (png.length < 1000 || png.readUInt32BE(0) !== 0x89504e47) fail(`not a PNG: ${png.length} bytes`);
 
+// The canvas in words (aria-label) says what the picture shows.
+const aria = await page.getAttribute('#view', 'aria-label');
+const keptNow = dropped.trace.layers[0].tokens.filter(t => t.kept).length;
+if (!/audio missing/.test(aria) || !aria.includes(`keeps ${keptNow} of ${dropped.trace.layers[0].tokens.length} tokens`)) fail(`canvas summary: "${aria}"`);
+
 // Edges: by default one per biased token (its strongest), all strong ones on request.
 const layer0 = dropped.trace.layers[0];
 const biasedWithEdges = new Set(layer0.edges.filter(e => e.weight > 0).map(e => e.from)).size;

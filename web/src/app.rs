@@ -21,6 +21,7 @@ use crate::state::{
     EdgeView, Limits, MAX_MODEL_BYTES, MAX_SAMPLE, ViewState, check_model_size, embed_snippet,
     model_json_url,
 };
+use crate::summary::canvas_summary;
 
 thread_local! {
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
@@ -627,6 +628,12 @@ fn render_from_hash(mut problems: Vec<String>) {
         format!("<table><thead><tr><th>rank</th><th>token</th><th>&xi;<sub>f</sub></th><th>&xi;<sub>e</sub></th><th>&xi;</th><th>split</th><th>truth</th></tr></thead><tbody>{rows}</tbody></table>")
     });
     set_html("tokens", &table.unwrap_or_default());
+    if let Some(canvas) = el::<HtmlCanvasElement>("view") {
+        let _ = canvas.set_attribute(
+            "aria-label",
+            &canvas_summary(&trace, state.sample, state.layer, state.edges),
+        );
+    }
     let drawn_edges = trace
         .layers
         .get(state.layer)

@@ -3,11 +3,12 @@
 //!
 //! The page only draws a typed trace ([`mgr::trace::SampleTrace`]); every piece of view state
 //! lives in the URL hash ([`state::ViewState`]), so a link or an `<iframe>` opens one exact view.
-//! [`engine`], [`state`] and [`edges`] are plain Rust (tested natively); `app` is the DOM and canvas layer.
+//! [`engine`], [`state`], [`edges`] and [`summary`] are plain Rust (tested natively); `app` is the DOM and canvas layer.
 
 pub mod edges;
 pub mod engine;
 pub mod state;
+pub mod summary;
 
 #[cfg(target_arch = "wasm32")]
 mod app;

@@ -110,6 +110,15 @@ fn heat(v: f32) -> String {
     format!("rgb({r},{g},{b})")
 }
 
+/// How many tokens modality `m` has on the page (image patches, spectrogram frames, words).
+fn tokens_of(m: usize) -> usize {
+    match m {
+        0 => (IMAGE_SIDE / PATCH_SIDE) * (IMAGE_SIDE / PATCH_SIDE),
+        1 => FRAMES,
+        _ => WORDS,
+    }
+}
+
 /// Draws everything for `layer` of `trace` (None: no refinement layers), with the
 /// redistribution edges `edges` selects.
 pub fn draw(
@@ -140,8 +149,14 @@ pub fn draw(
         let _ = ctx.fill_text(&title, p.x, p.y - 6.0);
     }
     // The modalities as a person sees them.
+    // A dropped modality is not drawn at all: the model never sees it (below, its placeholders).
     let cell = panels[0].w / IMAGE_SIDE as f64;
-    for (i, v) in sample.image.iter().enumerate() {
+    for (i, v) in sample
+        .image
+        .iter()
+        .enumerate()
+        .filter(|_| trace.available[0])
+    {
         let g = (255.0 * (1.0 - v.clamp(0.0, 1.0))) as u8;
         ctx.set_fill_style_str(&format!("rgb({g},{g},{g})"));
         ctx.fill_rect(
@@ -152,7 +167,12 @@ pub fn draw(
         );
     }
     let (cw, ch) = (panels[1].w / FRAMES as f64, panels[1].h / BINS as f64);
-    for (i, v) in sample.spectrogram.iter().enumerate() {
+    for (i, v) in sample
+        .spectrogram
+        .iter()
+        .enumerate()
+        .filter(|_| trace.available[1])
+    {
         let (t, f) = (i / BINS, i % BINS);
         ctx.set_fill_style_str(&heat(*v));
         ctx.fill_rect(
@@ -164,7 +184,12 @@ pub fn draw(
     }
     ctx.set_fill_style_str("#f7f7f2");
     ctx.fill_rect(panels[2].x, panels[2].y, panels[2].w, panels[2].h);
-    for (w, &word) in sample.words.iter().enumerate() {
+    for (w, &word) in sample
+        .words
+        .iter()
+        .enumerate()
+        .filter(|_| trace.available[2])
+    {
         let r = token_rect(
             &panels,
             TokenOrigin {
@@ -179,25 +204,52 @@ pub fn draw(
         ));
         let _ = ctx.fill_text(VOCABULARY[word], r.x + 8.0, r.y + r.h * 0.7);
     }
+    // Each token of a dropped modality is the same learned placeholder (E_miss plus its
+    // position): drawn as identical hatched tiles, unlike any real data.
     for (m, p) in panels.iter().enumerate() {
-        if !trace.available[m] {
-            ctx.set_fill_style_str("rgba(120,120,120,0.75)");
-            ctx.fill_rect(p.x, p.y, p.w, p.h);
-            ctx.set_fill_style_str("#fff");
-            ctx.set_font("16px system-ui, sans-serif");
-            let _ = ctx.fill_text("absent: E_miss", p.x + 8.0, p.y + p.h / 2.0);
+        if trace.available[m] {
+            continue;
         }
+        ctx.set_fill_style_str("#e4e4e4");
+        ctx.fill_rect(p.x, p.y, p.w, p.h);
+        ctx.set_stroke_style_str("#b8b8b8");
+        ctx.set_line_width(1.0);
+        for position in 0..tokens_of(m) {
+            let r = token_rect(
+                &panels,
+                TokenOrigin {
+                    modality: m,
+                    position,
+                },
+            );
+            ctx.stroke_rect(r.x + 1.0, r.y + 1.0, r.w - 2.0, r.h - 2.0);
+            ctx.begin_path();
+            let mut offset = 0.0;
+            while offset < r.w + r.h {
+                let (x0, y0) = (r.x + offset.min(r.w), r.y + (offset - r.w).max(0.0));
+                let (x1, y1) = (r.x + (offset - r.h).max(0.0), r.y + offset.min(r.h));
+                ctx.move_to(x0, y0);
+                ctx.line_to(x1, y1);
+                offset += 8.0;
+            }
+            ctx.stroke();
+        }
+        ctx.set_fill_style_str("rgba(255,255,255,0.85)");
+        ctx.fill_rect(p.x + 4.0, p.y + p.h / 2.0 - 18.0, p.w - 8.0, 26.0);
+        ctx.set_fill_style_str("#333");
+        ctx.set_font("14px system-ui, sans-serif");
+        let _ = ctx.fill_text(
+            "missing: every token is E_miss",
+            p.x + 10.0,
+            p.y + p.h / 2.0,
+        );
     }
     let Some(layer) = layer else { return };
 
     // Tokens pruned by earlier layers are shaded; this layer's tokens are kept or biased.
     let present: Vec<TokenOrigin> = layer.tokens.iter().map(|t| t.origin).collect();
     for (m, p) in panels.iter().enumerate() {
-        let n = match m {
-            0 => (IMAGE_SIDE / PATCH_SIDE) * (IMAGE_SIDE / PATCH_SIDE),
-            1 => FRAMES,
-            _ => WORDS,
-        };
+        let n = tokens_of(m);
         for pos in 0..n {
             let origin = TokenOrigin {
                 modality: m,

@@ -1,0 +1,92 @@
+//! The canvas in words, for screen readers: what the picture shows of one sample and layer.
+//! Plain Rust, so it is tested natively.
+
+use mgr::synthetic::VOCABULARY;
+use mgr::trace::SampleTrace;
+
+use crate::edges::edges_to_draw;
+use crate::state::EdgeView;
+
+/// One paragraph: the sample, which modalities are missing, how many tokens of each modality the
+/// layer keeps, how many edges are drawn, and the prediction with its probability.
+pub fn canvas_summary(trace: &SampleTrace, sample: usize, layer: usize, edges: EdgeView) -> String {
+    let mut text = format!("Sample {sample}");
+    let dropped: Vec<&str> = trace
+        .modalities
+        .iter()
+        .zip(&trace.available)
+        .filter(|(_, a)| !**a)
+        .map(|(m, _)| m.as_str())
+        .collect();
+    if dropped.is_empty() {
+        text.push_str(", every modality present.");
+    } else {
+        text.push_str(&format!(
+            ", {} missing (drawn as placeholders).",
+            dropped.join(" and ")
+        ));
+    }
+    if let Some(l) = trace.layers.get(layer) {
+        let per_modality: Vec<String> = trace
+            .modalities
+            .iter()
+            .enumerate()
+            .map(|(m, name)| {
+                let of = l.tokens.iter().filter(|t| t.origin.modality == m);
+                let kept = of.clone().filter(|t| t.kept).count();
+                format!("{name} {kept} of {}", of.count())
+            })
+            .collect();
+        let kept = l.tokens.iter().filter(|t| t.kept).count();
+        text.push_str(&format!(
+            " Refinement layer {} of {} keeps {kept} of {} tokens ({}); {} biased tokens, {} redistribution edges drawn.",
+            layer + 1,
+            trace.layers.len(),
+            l.tokens.len(),
+            per_modality.join(", "),
+            l.tokens.len() - kept,
+            edges_to_draw(&l.edges, edges).len()
+        ));
+    }
+    if let Some(class) = trace.predicted_class {
+        let name = VOCABULARY.get(class).copied().unwrap_or("?");
+        let p = trace.output.get(class).copied().unwrap_or(f32::NAN);
+        text.push_str(&format!(" Prediction: {name} (probability {p:.2})."));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::Engine;
+
+    #[test]
+    fn the_summary_counts_what_the_trace_holds() {
+        let engine = Engine::load(
+            include_str!("../assets/model/model.json"),
+            include_bytes!("../assets/model/model.bpk").to_vec(),
+        )
+        .unwrap();
+        let sample = engine.sample(3);
+        let inference = engine.infer(&sample, &[true, false, true], None, None);
+        let trace = &inference.trace;
+        let text = canvas_summary(trace, 3, 0, EdgeView::Strongest);
+        let layer = &trace.layers[0];
+        let kept_audio = layer
+            .tokens
+            .iter()
+            .filter(|t| t.origin.modality == 1 && t.kept)
+            .count();
+        assert!(text.starts_with("Sample 3, audio missing"), "{text}");
+        assert!(
+            text.contains(&format!("audio {kept_audio} of 16")),
+            "{text}"
+        );
+        assert!(text.contains("layer 1 of 2"), "{text}");
+        let class = trace.predicted_class.unwrap();
+        assert!(text.contains(VOCABULARY[class]), "{text}");
+        let all = canvas_summary(trace, 3, 0, EdgeView::All);
+        assert_ne!(all, text, "the edge count follows the view");
+    }
+}
