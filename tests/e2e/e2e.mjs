@@ -2,8 +2,8 @@
 // Drops a modality, checks that the prediction and the kept/biased drawing change and match
 // the native model (EXPECTED_* files from `cargo run -p mgr-web --example expected`), checks
 // bad URL state and bad model URLs (missing, refused schemes, over 64 MB), the model's source
-// line, the embed code (opened in an <iframe>) and the PNG export, and saves screenshots to
-// SHOT_DIR.
+// line, the embed code (opened in an <iframe>), the PNG export, the edge view, the canvas text
+// summary and the guided tour, and saves screenshots to SHOT_DIR.
 import { chromium } from 'playwright-core';
 import { readFileSync } from 'node:fs';
 
@@ -109,6 +109,33 @@ console.log(`edges drawn with audio dropped: ${dropped.drawn_edges} (strongest p
 await page.screenshot({ path: `${shots}/e2e-drop-audio-all-edges.png`, fullPage: true });
 await page.selectOption('#edges', 'strongest');
 await traceAfter('layer=0');
+
+// The guided tour: each step a URL (#tour=N) with its paragraph; next/back walk the steps, and
+// leaving keeps the view.
+await page.goto(`${base}/#sample=0`);
+await traceAfter('sample=0');
+if (await page.isVisible('#tour')) fail('the tour box shows outside the tour');
+await page.click('#tour-start');
+const step0 = await traceAfter('tour=0');
+if (!(await page.isVisible('#tour')) || !/present/.test(await page.textContent('#tour-title'))) fail('tour step 1 not shown');
+compare('tour step 1', step0.trace, expectedFull.trace);
+await page.click('#tour-next');
+const step1 = await traceAfter('tour=1');
+if (!page.url().endsWith('#tour=1')) fail(`tour URL ${page.url()}`);
+compare('tour step 2 (audio dropped)', step1.trace, expectedDrop.trace);
+if (!/E_miss/.test(await page.textContent('#tour-text'))) fail('tour step 2 text');
+for (let n = 2; n < 5; n++) { await page.click('#tour-next'); await traceAfter(`tour=${n}`); }
+if (!(await page.isDisabled('#tour-next')) || !/AUC/.test(await page.textContent('#tour-text'))) fail('last tour step');
+if ((await page.getAttribute('#tour-link', 'href')) !== '#tour=4') fail('tour step link');
+await page.click('#tour-back');
+const step3 = await traceAfter('tour=3');
+if (step3.drawn_edges <= dropped.drawn_edges) fail(`tour step 4 should draw every strong edge (${step3.drawn_edges})`);
+await page.click('#tour-exit');
+await traceAfter('edges=all');
+if (await page.isVisible('#tour') || !page.url().includes('drop=audio')) fail(`leaving the tour: ${page.url()}`);
+await page.goto(`${base}/#tour=9`);
+await traceAfter('sample=0');
+if (!/tour step/.test(await page.textContent('#message'))) fail('no message for a missing tour step');
 
 // Out-of-range URL state: a visible message, and the page keeps working.
 await page.goto(`${base}/#sample=99999999&layer=7&rho=5&drop=vision,audio,text`);

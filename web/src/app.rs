@@ -22,6 +22,7 @@ use crate::state::{
     model_json_url,
 };
 use crate::summary::canvas_summary;
+use crate::tour::TOUR;
 
 thread_local! {
     static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
@@ -208,13 +209,61 @@ fn current_state() -> (ViewState, Vec<String>) {
     ViewState::parse(&hash, &limits())
 }
 
-/// Changes the state; the hash change re-renders.
+/// Changes the state; the hash change re-renders. A control changed during the tour leaves it
+/// (the view stays, spelled out in the URL).
 fn navigate(state: &ViewState) {
-    let hash = state.to_hash();
+    let hash = ViewState {
+        tour: None,
+        ..state.clone()
+    }
+    .to_hash();
+    go_to_hash(&hash);
+}
+
+/// Sets the URL hash (re-rendering when it is already that hash).
+fn go_to_hash(hash: &str) {
     if window().location().hash().unwrap_or_default() == hash {
         render_from_hash(Vec::new());
     } else {
-        let _ = window().location().set_hash(&hash);
+        let _ = window().location().set_hash(hash);
+    }
+}
+
+/// Goes to tour step `step` (keeping embed mode).
+fn go_to_tour_step(step: usize) {
+    let (state, _) = current_state();
+    let target = ViewState {
+        tour: Some(step.min(TOUR.len() - 1)),
+        embed: state.embed,
+        ..ViewState::default()
+    };
+    go_to_hash(&target.to_hash());
+}
+
+/// Shows the tour box for `state`'s step, or hides it.
+fn show_tour(state: &ViewState) {
+    let Some(section) = el::<HtmlElement>("tour") else {
+        return;
+    };
+    let Some(step) = state.tour else {
+        section.set_hidden(true);
+        return;
+    };
+    section.set_hidden(false);
+    set_text("tour-title", TOUR[step].title);
+    set_text("tour-text", TOUR[step].text);
+    set_text(
+        "tour-progress",
+        &format!("step {} of {}", step + 1, TOUR.len()),
+    );
+    if let Some(link) = el::<HtmlAnchorElement>("tour-link") {
+        link.set_href(&format!("#tour={step}"));
+    }
+    if let Some(b) = el::<web_sys::HtmlButtonElement>("tour-back") {
+        b.set_disabled(step == 0);
+    }
+    if let Some(b) = el::<web_sys::HtmlButtonElement>("tour-next") {
+        b.set_disabled(step + 1 == TOUR.len());
     }
 }
 
@@ -391,6 +440,19 @@ fn bind_controls() {
             _ => EdgeView::Strongest,
         };
         navigate(&s);
+    });
+    on("tour-start", "click", || go_to_tour_step(0));
+    on("tour-back", "click", || {
+        let (state, _) = current_state();
+        go_to_tour_step(state.tour.unwrap_or(1).saturating_sub(1));
+    });
+    on("tour-next", "click", || {
+        let (state, _) = current_state();
+        go_to_tour_step(state.tour.map_or(0, |s| s + 1));
+    });
+    on("tour-exit", "click", || {
+        let (state, _) = current_state();
+        navigate(&state);
     });
     on("copy-embed", "click", copy_embed_code);
     on("save-png", "click", save_png);
@@ -628,6 +690,7 @@ fn render_from_hash(mut problems: Vec<String>) {
         format!("<table><thead><tr><th>rank</th><th>token</th><th>&xi;<sub>f</sub></th><th>&xi;<sub>e</sub></th><th>&xi;</th><th>split</th><th>truth</th></tr></thead><tbody>{rows}</tbody></table>")
     });
     set_html("tokens", &table.unwrap_or_default());
+    show_tour(&state);
     if let Some(canvas) = el::<HtmlCanvasElement>("view") {
         let _ = canvas.set_attribute(
             "aria-label",

@@ -9,6 +9,7 @@ pub mod edges;
 pub mod engine;
 pub mod state;
 pub mod summary;
+pub mod tour;
 
 #[cfg(target_arch = "wasm32")]
 mod app;

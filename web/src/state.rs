@@ -2,6 +2,8 @@
 //! `embed=1` hides the controls for teaching pages; `edges=all` draws every strong
 //! redistribution edge instead of each biased token's strongest one.
 
+use crate::tour::TOUR;
+
 /// What the page shows.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ViewState {
@@ -19,6 +21,8 @@ pub struct ViewState {
     pub embed: bool,
     /// Which redistribution edges are drawn.
     pub edges: EdgeView,
+    /// The guided tour's step on view (`tour=N`): its view replaces the other settings.
+    pub tour: Option<usize>,
 }
 
 /// Which redistribution edges the picture draws (`edges=` in the URL).
@@ -183,6 +187,13 @@ impl ViewState {
                     )),
                 },
                 "embed" => state.embed = value == "1" || value == "true",
+                "tour" => match value.parse::<usize>() {
+                    Ok(n) if n < TOUR.len() => state.tour = Some(n),
+                    _ => problems.push(format!(
+                        "tour step `{value}` does not exist (0..={})",
+                        TOUR.len() - 1
+                    )),
+                },
                 "edges" => match value {
                     "strongest" => state.edges = EdgeView::Strongest,
                     "all" => state.edges = EdgeView::All,
@@ -192,6 +203,15 @@ impl ViewState {
                 },
                 other => problems.push(format!("unknown view setting `{other}`")),
             }
+        }
+        if let Some(step) = state.tour {
+            let (view, step_problems) = ViewState::parse(TOUR[step].view, limits);
+            problems.extend(step_problems);
+            state = ViewState {
+                tour: Some(step),
+                embed: state.embed,
+                ..view
+            };
         }
         let layers = state.lt.unwrap_or(limits.refine_layers);
         if layers > 0 && state.layer >= layers {
@@ -205,8 +225,12 @@ impl ViewState {
         (state, problems)
     }
 
-    /// The hash for this state (defaults omitted).
+    /// The hash for this state (defaults omitted; a tour step is its number alone).
     pub fn to_hash(&self) -> String {
+        if let Some(step) = self.tour {
+            let embed = if self.embed { "&embed=1" } else { "" };
+            return format!("#tour={step}{embed}");
+        }
         let mut parts = vec![format!("sample={}", self.sample)];
         if !self.drop.is_empty() {
             parts.push(format!("drop={}", self.drop.join(",")));
@@ -288,6 +312,7 @@ mod tests {
             lt: None,
             embed: false,
             edges: EdgeView::All,
+            tour: None,
         };
         let html = embed_snippet("https://t.example/mgr/?model=m/#sample=2", &state);
         assert!(
@@ -316,6 +341,20 @@ mod tests {
     }
 
     #[test]
+    fn a_tour_step_is_its_view_and_links_as_its_number() {
+        let (state, problems) = ViewState::parse("#tour=1&embed=1", &limits());
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(state.drop, vec!["audio".to_string()]);
+        assert_eq!((state.sample, state.tour, state.embed), (3, Some(1), true));
+        assert_eq!(state.to_hash(), "#tour=1&embed=1");
+        // The step's view wins over other settings in the same hash.
+        let (state, _) = ViewState::parse("#sample=9&tour=0", &limits());
+        assert_eq!((state.sample, state.drop.len()), (3, 0));
+        let (state, problems) = ViewState::parse("#tour=99", &limits());
+        assert!(state.tour.is_none() && problems[0].contains("tour step `99`"));
+    }
+
+    #[test]
     fn model_size_limit_is_64_mb() {
         assert!(check_model_size("m.bpk", MAX_MODEL_BYTES).is_ok());
         let err = check_model_size("m.bpk", MAX_MODEL_BYTES + 1).unwrap_err();
@@ -327,7 +366,7 @@ mod tests {
         /// range and its own hash reads back as itself.
         #[test]
         fn any_hash_parses_to_a_state_in_range(hash in ".{0,120}", keys in proptest::collection::vec(
-            ("(sample|drop|layer|rho|lt|embed|edges|x)", "[-0-9a-z.,%]{0,12}"), 0..6)) {
+            ("(sample|drop|layer|rho|lt|embed|edges|tour|x)", "[-0-9a-z.,%]{0,12}"), 0..6)) {
             let joined: Vec<String> = keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
             for hash in [hash, format!("#{}", joined.join("&"))] {
                 let (state, _) = ViewState::parse(&hash, &limits());
@@ -360,6 +399,7 @@ mod tests {
             lt: Some(2),
             embed: true,
             edges: EdgeView::All,
+            tour: None,
         };
         let (back, problems) = ViewState::parse(&s.to_hash(), &limits());
         assert!(problems.is_empty(), "{problems:?}");
