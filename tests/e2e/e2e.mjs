@@ -183,10 +183,14 @@ if (!/64 MB/.test(bigMsg) || !/not downloaded/.test(bigMsg)) fail(`no size refus
 compare('shipped model after a too-large ?model=', big.trace, expectedFull.trace);
 
 // Embed mode at 400 px: controls hidden, canvas drawn.
-await page.setViewportSize({ width: 400, height: 900 });
+await page.setViewportSize({ width: 400, height: 600 });
 await page.goto(`${base}/#sample=${sample}&drop=text&embed=1`);
 await traceAfter('embed=1');
 if (await page.isVisible('#controls')) fail('embed mode shows the controls');
+// It fits the 400 x 600 iframe the embed code gives: no scrolling either way.
+const [scrollW, scrollH] = await page.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.scrollHeight]);
+if (scrollW > 400 || scrollH > 600) fail(`embed view is ${scrollW} x ${scrollH} px, over 400 x 600`);
+console.log(`embed view: ${scrollW} x ${scrollH} px`);
 await page.screenshot({ path: `${shots}/e2e-embed-400px.png`, fullPage: true });
 
 if (errors.length) fail(`page errors: ${errors.join('; ')}`);

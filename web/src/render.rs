@@ -24,10 +24,15 @@ impl Rect {
 }
 
 /// Where the three panels go for a canvas `width` wide; returns the panels and the height.
+/// From 280 px on the three modalities sit in one row (an embedded 400 px view stays short);
+/// below that they are stacked.
 pub fn layout(width: f64) -> ([Rect; 3], f64) {
-    let title = 22.0;
-    if width >= 600.0 {
-        let gap = 16.0;
+    if width >= 280.0 {
+        let (gap, title) = if width >= 600.0 {
+            (16.0, 22.0)
+        } else {
+            (6.0, 18.0)
+        };
         let side = ((width - 2.0 * gap) / 3.0).min(300.0);
         let panels = [0.0, 1.0, 2.0].map(|i| Rect {
             x: i * (side + gap),
@@ -37,6 +42,7 @@ pub fn layout(width: f64) -> ([Rect; 3], f64) {
         });
         (panels, side + title + 8.0)
     } else {
+        let title = 22.0;
         let side = width.min(320.0);
         let text_h = side * 0.75;
         let panels = [
@@ -133,11 +139,20 @@ pub fn draw(
     ctx.clear_rect(0.0, 0.0, width, height);
     ctx.set_font("14px system-ui, sans-serif");
     ctx.set_text_baseline("alphabetic");
-    let titles = [
-        "vision (image patches)",
-        "audio (spectrogram frames)",
-        "text (words)",
-    ];
+    // Narrow panels (an embedded view) get short titles.
+    let compact = panels[0].w < 200.0;
+    let titles = if compact {
+        ["vision", "audio", "text"]
+    } else {
+        [
+            "vision (image patches)",
+            "audio (spectrogram frames)",
+            "text (words)",
+        ]
+    };
+    if compact {
+        ctx.set_font("12px system-ui, sans-serif");
+    }
     for (m, p) in panels.iter().enumerate() {
         ctx.set_fill_style_str("#222");
         let dropped = !trace.available[m];
@@ -237,12 +252,17 @@ pub fn draw(
         ctx.set_fill_style_str("rgba(255,255,255,0.85)");
         ctx.fill_rect(p.x + 4.0, p.y + p.h / 2.0 - 18.0, p.w - 8.0, 26.0);
         ctx.set_fill_style_str("#333");
-        ctx.set_font("14px system-ui, sans-serif");
-        let _ = ctx.fill_text(
-            "missing: every token is E_miss",
-            p.x + 10.0,
-            p.y + p.h / 2.0,
-        );
+        ctx.set_font(if compact {
+            "11px system-ui, sans-serif"
+        } else {
+            "14px system-ui, sans-serif"
+        });
+        let label = if compact {
+            "all E_miss"
+        } else {
+            "missing: every token is E_miss"
+        };
+        let _ = ctx.fill_text(label, p.x + 10.0, p.y + p.h / 2.0);
     }
     let Some(layer) = layer else { return };
 
