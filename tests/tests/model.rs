@@ -10,6 +10,18 @@ use mgr::data::DataSplit;
 use mgr::synthetic::SyntheticConfig;
 use mgr::train::{TrainConfig, init_model, train_step};
 
+/// Every test here draws from the flex device's one random stream (seeded initialisation,
+/// random batches), and one test even reseeds it: run concurrently, a draw of one test lands
+/// between another's `seed` and its initialisation and changes the model it gets (the ranking
+/// gradient test then measured a different initialisation from run to run). One at a time, each
+/// seeded model is the one its seed names.
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn odd_config(method: Method) -> ModelConfig {
     ModelConfig::new(
         vec![
@@ -43,6 +55,7 @@ fn mixed_availability(b: usize, m: usize) -> Vec<Vec<bool>> {
 
 #[test]
 fn every_method_and_insertion_has_the_right_shapes_on_odd_sizes() {
+    let _serial = one_at_a_time();
     let device = Device::flex();
     for method in Method::ALL {
         for insertion in PromptInsertion::ALL {
@@ -71,6 +84,7 @@ fn every_method_and_insertion_has_the_right_shapes_on_odd_sizes() {
 
 #[test]
 fn a_single_modality_model_works() {
+    let _serial = one_at_a_time();
     let device = Device::flex();
     let cfg = ModelConfig::new(vec![ModalitySpec::new("only".into(), 3, 2)], 2)
         .with_d_model(4)
@@ -84,6 +98,7 @@ fn a_single_modality_model_works() {
 
 #[test]
 fn an_absent_modality_values_have_no_effect() {
+    let _serial = one_at_a_time();
     let device = Device::flex();
     for method in Method::ALL {
         let cfg = odd_config(method);
@@ -142,6 +157,7 @@ fn has_grad<const D: usize>(name: &str, param: &Param<Tensor<D>>, grads: &burn::
 
 #[test]
 fn gradients_reach_every_parameter_group_including_the_ranking_projector() {
+    let _serial = one_at_a_time();
     let device = Device::flex().autodiff();
     let cfg = odd_config(Method::Mgr);
     device.seed(1);
@@ -227,6 +243,7 @@ fn gradients_reach_every_parameter_group_including_the_ranking_projector() {
 
 #[test]
 fn baselines_prompts_learn() {
+    let _serial = one_at_a_time();
     let device = Device::flex().autodiff();
     for method in [Method::Maps, Method::Msps] {
         let cfg = odd_config(method);
@@ -248,6 +265,7 @@ fn baselines_prompts_learn() {
 
 #[test]
 fn trace_is_consistent_with_the_split() {
+    let _serial = one_at_a_time();
     let device = Device::flex();
     let cfg = odd_config(Method::Mgr).with_rho(0.5);
     let model = cfg.init(&device).unwrap();
@@ -294,6 +312,7 @@ fn trace_is_consistent_with_the_split() {
 /// fall far below its start (chance is ln 10 = 2.30).
 #[test]
 fn training_drives_the_loss_well_down_on_a_small_set() {
+    let _serial = one_at_a_time();
     let device = Device::flex();
     let data = SyntheticConfig::new()
         .with_n_train(48)
@@ -338,6 +357,7 @@ fn training_drives_the_loss_well_down_on_a_small_set() {
 /// proportional to the gradient, so equal parameters mean equal summed gradients.
 #[test]
 fn a_data_parallel_step_equals_the_whole_batch_step() {
+    let _serial = one_at_a_time();
     use burn::module::Module;
     use burn::optim::SgdConfig;
     use mgr::train::{shard, train_step_parallel};
@@ -445,6 +465,7 @@ fn synthetic_mgr() -> ModelConfig {
 /// the next layer's LayerNorm cannot cancel it).
 #[test]
 fn every_refinement_layer_ranking_gets_a_real_gradient() {
+    let _serial = one_at_a_time();
     for steps in [0, 25] {
         let ratios = ranking_gradient_ratios(&synthetic_mgr(), steps);
         eprintln!("after {steps} steps: {ratios:?}");
@@ -461,6 +482,7 @@ fn every_refinement_layer_ranking_gets_a_real_gradient() {
 /// earlier reading) starves the ranking of every layer before the last.
 #[test]
 fn gating_the_whole_token_before_a_layer_norm_starves_the_ranking() {
+    let _serial = one_at_a_time();
     let cfg = synthetic_mgr()
         .with_refine_residual(false)
         .with_attention_residual(false);
