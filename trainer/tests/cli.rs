@@ -61,6 +61,25 @@ fn train(dir: &Path, extra: &[&str]) -> Output {
     mgr(&args)
 }
 
+/// `mgr train` of the baseline for one epoch at the TINY settings on `device` into `dir`.
+fn one_epoch_baseline<'a>(device: &'a str, dir: &'a Path) -> Vec<&'a str> {
+    let mut args = vec![
+        "train",
+        "--dataset",
+        "synthetic",
+        "--method",
+        "baseline",
+        "--epochs",
+        "1",
+        "--device",
+        device,
+        "--out",
+        dir.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    args
+}
+
 fn json(path: PathBuf) -> serde_json::Value {
     serde_json::from_str(
         &std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
@@ -450,21 +469,7 @@ fn ranking_against_the_ground_truth_is_reported_by_train_and_eval() {
     assert_eq!(json(run.join("results.json"))["ranking"], *ranking);
 
     let base = tmp.path().join("baseline");
-    let mut args = vec![
-        "train",
-        "--dataset",
-        "synthetic",
-        "--method",
-        "baseline",
-        "--epochs",
-        "1",
-        "--device",
-        "flex",
-        "--out",
-    ];
-    args.push(base.to_str().unwrap());
-    args.extend_from_slice(&TINY);
-    let out = mgr(&args);
+    let out = mgr(&one_epoch_baseline("flex", &base));
     assert!(
         out.status.success(),
         "{}",
@@ -561,23 +566,9 @@ fn a_diverging_run_stops_with_an_error_and_claims_no_result() {
 fn a_successful_run_prints_no_line_that_says_error_even_without_xdg_runtime_dir() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("auto");
-    let mut args = vec![
-        "train",
-        "--dataset",
-        "synthetic",
-        "--method",
-        "baseline",
-        "--epochs",
-        "1",
-        "--device",
-        "auto",
-        "--out",
-    ];
-    args.push(dir.to_str().unwrap());
-    args.extend_from_slice(&TINY);
     // `auto` probes wgpu, whose Mesa Vulkan loader complains when XDG_RUNTIME_DIR is unset.
     let out = Command::new(env!("CARGO_BIN_EXE_mgr"))
-        .args(&args)
+        .args(one_epoch_baseline("auto", &dir))
         .env_remove("XDG_RUNTIME_DIR")
         .output()
         .unwrap();

@@ -280,8 +280,13 @@ fn write_pickle(path: &Path, body: &str) {
         "import pickle, numpy as np\nr = np.random.RandomState(0)\ndef split(n, lab):\n    a = r.rand(n, 5, 3)\n    a[0, 0, 0] = -np.inf\n    return {{'vision': r.rand(n, 5, 4).astype('float32'), 'audio': a, 'text': r.rand(n, 5, 6), 'labels': lab(n), 'id': np.arange(n)}}\n{body}\npickle.dump(d, open({:?}, 'wb'))\n",
         path.to_str().unwrap()
     );
+    run_python(&script);
+}
+
+/// Runs a Python script, failing the test with its stderr if it fails.
+fn run_python(script: &str) {
     let out = Command::new("python3")
-        .args(["-c", &script])
+        .args(["-c", script])
         .output()
         .unwrap();
     assert!(
@@ -366,15 +371,7 @@ fn a_pickle_that_calls_a_function_is_refused_and_nothing_in_it_runs() {
         marker.display(),
         hostile.to_str().unwrap()
     );
-    let out = Command::new("python3")
-        .args(["-c", &script])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python(&script);
     assert!(!marker.exists(), "writing the pickle must not run it");
     let run_dir = tmp.path().join("run");
     let out = train_on("mosi", &hostile, &run_dir);
