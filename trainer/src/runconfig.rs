@@ -220,12 +220,67 @@ pub fn load(run: &Path) -> Result<RunConfig> {
     }
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
-    serde_json::from_str(&text).with_context(|| format!("{}: not a run config", path.display()))
+    let mut value: Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a run config", path.display()))?;
+    backfill(&mut value);
+    serde_json::from_value(value).with_context(|| format!("{}: not a run config", path.display()))
+}
+
+/// Fields added after runs were first written whose default is exactly what older runs did
+/// (training-only options): an older `config.json` without them gets the default. A field whose
+/// default changed the computation (the refinement readings) is not here: an old run lacking it
+/// must not load as a different model.
+const BACKFILLED: [(&str, &str); 3] = [
+    ("train", "schedule"),
+    ("train", "warmup_frac"),
+    ("train", "divergence_factor"),
+];
+
+/// Fills the [`BACKFILLED`] fields a saved config lacks with today's defaults.
+fn backfill(saved: &mut Value) {
+    let Ok(defaults) = serde_json::to_value(RunConfig::default()) else {
+        return;
+    };
+    for (section, field) in BACKFILLED {
+        if let (Some(Value::Object(fields)), Some(default)) =
+            (saved.get_mut(section), defaults[section].get(field))
+        {
+            fields
+                .entry(field.to_string())
+                .or_insert_with(|| default.clone());
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_config_without_training_only_fields_loads_with_their_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut v = serde_json::to_value(RunConfig::default()).unwrap();
+        v["train"]["lr"] = serde_json::json!(0.5);
+        for (_, field) in BACKFILLED {
+            v["train"].as_object_mut().unwrap().remove(field);
+        }
+        std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+        let rc = load(dir.path()).unwrap();
+        assert_eq!(rc.train.lr, 0.5, "saved values stay");
+        assert_eq!(
+            rc.train.divergence_factor,
+            TrainConfig::new().divergence_factor
+        );
+        assert_eq!(rc.train.schedule, mgr::train::LrSchedule::Constant);
+        // A field that changes the model is not filled in: such a config is refused.
+        v["model"]
+            .as_object_mut()
+            .unwrap()
+            .remove("refine_residual");
+        std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
+        let err = format!("{:#}", load(dir.path()).unwrap_err());
+        assert!(err.contains("refine_residual"), "{err}");
+    }
 
     #[test]
     fn set_finds_bare_and_dotted_keys_and_rejects_unknown_ones() {
