@@ -19,7 +19,7 @@ use crate::engine::{Engine, Inference};
 use crate::render;
 use crate::state::{
     EdgeView, Limits, MAX_MODEL_BYTES, MAX_SAMPLE, ViewState, check_model_size, embed_snippet,
-    model_json_url,
+    escape_html, model_json_url,
 };
 use crate::summary::canvas_summary;
 use crate::tour::TOUR;
@@ -61,12 +61,6 @@ fn show_messages(messages: &[String]) {
     if let Some(e) = el::<HtmlElement>("message") {
         e.set_hidden(messages.is_empty());
     }
-}
-
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
 }
 
 /// Downloads `url` whole, refusing it before the body is read when its announced size is over
@@ -324,16 +318,15 @@ fn save_png() {
         set_text("share-status", "this browser cannot export the picture");
         return;
     };
-    let name = if state.drop.is_empty() {
-        format!("mgr-sample-{}-layer-{}.png", state.sample, state.layer)
+    let drop = if state.drop.is_empty() {
+        String::new()
     } else {
-        format!(
-            "mgr-sample-{}-drop-{}-layer-{}.png",
-            state.sample,
-            state.drop.join("-"),
-            state.layer
-        )
+        format!("-drop-{}", state.drop.join("-"))
     };
+    let name = format!(
+        "mgr-sample-{}{drop}-layer-{}.png",
+        state.sample, state.layer
+    );
     if let Ok(link) = document().create_element("a")
         && let Ok(link) = link.dyn_into::<HtmlAnchorElement>()
     {
@@ -432,13 +425,9 @@ fn bind_controls() {
     });
     on("edges", "change", || {
         let (mut s, _) = current_state();
-        s.edges = match el::<HtmlSelectElement>("edges")
-            .map(|e| e.value())
-            .as_deref()
-        {
-            Some("all") => EdgeView::All,
-            _ => EdgeView::Strongest,
-        };
+        s.edges = el::<HtmlSelectElement>("edges")
+            .and_then(|e| EdgeView::from_name(&e.value()))
+            .unwrap_or_default();
         navigate(&s);
     });
     on("tour-start", "click", || go_to_tour_step(0));
@@ -533,10 +522,7 @@ fn sync_controls(state: &ViewState, limits: &Limits, model_rho: f64) {
     }
     set_text("rho-value", &format!("{rho}"));
     if let Some(s) = el::<HtmlSelectElement>("edges") {
-        s.set_value(match state.edges {
-            EdgeView::Strongest => "strongest",
-            EdgeView::All => "all",
-        });
+        s.set_value(state.edges.name());
     }
     if let Some(body) = document().body() {
         let _ = if state.embed {
@@ -616,7 +602,16 @@ fn render_from_hash(mut problems: Vec<String>) {
         ),
     );
     set_text("timing", &format!("inference {elapsed:.1} ms"));
+    let drawn_edges = trace
+        .layers
+        .get(state.layer)
+        .map(|l| edges_to_draw(&l.edges, state.edges))
+        .unwrap_or_default();
     if let Some(canvas) = el::<HtmlCanvasElement>("view") {
+        let _ = canvas.set_attribute(
+            "aria-label",
+            &canvas_summary(&trace, state.sample, state.layer, drawn_edges.len()),
+        );
         let width = canvas
             .parent_element()
             .map(|p| p.client_width() as f64)
@@ -640,7 +635,7 @@ fn render_from_hash(mut problems: Vec<String>) {
                 &sample,
                 &trace,
                 trace.layers.get(state.layer),
-                state.edges,
+                &drawn_edges,
             );
         }
     }
@@ -659,7 +654,7 @@ fn render_from_hash(mut problems: Vec<String>) {
             state.sample,
             mgr::synthetic::VOCABULARY[sample.shown[0]],
             mgr::synthetic::VOCABULARY[sample.shown[1]],
-            escape(&sample.sentence()),
+            escape_html(&sample.sentence()),
             name(&trace),
             probability_rows(&trace),
             name(&complete),
@@ -691,17 +686,7 @@ fn render_from_hash(mut problems: Vec<String>) {
     });
     set_html("tokens", &table.unwrap_or_default());
     show_tour(&state);
-    if let Some(canvas) = el::<HtmlCanvasElement>("view") {
-        let _ = canvas.set_attribute(
-            "aria-label",
-            &canvas_summary(&trace, state.sample, state.layer, state.edges),
-        );
-    }
-    let drawn_edges = trace
-        .layers
-        .get(state.layer)
-        .map_or(0, |l| edges_to_draw(&l.edges, state.edges).len());
-    let payload = serde_json::json!({ "state": state.to_hash(), "sample": state.sample, "trace": trace, "complete": complete, "ms": elapsed, "ranking_auc": aucs, "drawn_edges": drawn_edges });
+    let payload = serde_json::json!({ "state": state.to_hash(), "sample": state.sample, "trace": trace, "complete": complete, "ms": elapsed, "ranking_auc": aucs, "drawn_edges": drawn_edges.len() });
     set_text("mgr-trace", &payload.to_string());
     show_messages(&problems);
     set_text("status", "ready");

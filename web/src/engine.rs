@@ -176,10 +176,11 @@ impl Engine {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn shipped() -> Engine {
+    /// The model the page ships, loaded as the page loads it.
+    pub(crate) fn shipped() -> Engine {
         Engine::load(
             include_str!("../assets/model/model.json"),
             include_bytes!("../assets/model/model.bpk").to_vec(),

@@ -5,8 +5,7 @@ use mgr::synthetic::{BINS, FRAMES, IMAGE_SIDE, PATCH_SIDE, SyntheticSample, VOCA
 use mgr::trace::{LayerTrace, SampleTrace, TokenOrigin};
 use web_sys::CanvasRenderingContext2d;
 
-use crate::edges::edges_to_draw;
-use crate::state::EdgeView;
+use mgr::trace::Edge;
 
 /// A rectangle in canvas pixels.
 #[derive(Clone, Copy, Debug)]
@@ -23,50 +22,23 @@ impl Rect {
     }
 }
 
-/// Where the three panels go for a canvas `width` wide; returns the panels and the height.
-/// From 280 px on the three modalities sit in one row (an embedded 400 px view stays short);
-/// below that they are stacked.
+/// Where the three panels go for a canvas `width` wide (the page draws at 280 px or more): the
+/// three modalities in one row, with a smaller gap and title line below 600 px (an embedded
+/// 400 px view stays short); returns the panels and the height.
 pub fn layout(width: f64) -> ([Rect; 3], f64) {
-    if width >= 280.0 {
-        let (gap, title) = if width >= 600.0 {
-            (16.0, 22.0)
-        } else {
-            (6.0, 18.0)
-        };
-        let side = ((width - 2.0 * gap) / 3.0).min(300.0);
-        let panels = [0.0, 1.0, 2.0].map(|i| Rect {
-            x: i * (side + gap),
-            y: title,
-            w: side,
-            h: side,
-        });
-        (panels, side + title + 8.0)
+    let (gap, title) = if width >= 600.0 {
+        (16.0, 22.0)
     } else {
-        let title = 22.0;
-        let side = width.min(320.0);
-        let text_h = side * 0.75;
-        let panels = [
-            Rect {
-                x: 0.0,
-                y: title,
-                w: side,
-                h: side,
-            },
-            Rect {
-                x: 0.0,
-                y: 2.0 * title + side,
-                w: side,
-                h: side,
-            },
-            Rect {
-                x: 0.0,
-                y: 3.0 * title + 2.0 * side,
-                w: side,
-                h: text_h,
-            },
-        ];
-        (panels, 3.0 * title + 2.0 * side + text_h + 8.0)
-    }
+        (6.0, 18.0)
+    };
+    let side = ((width - 2.0 * gap) / 3.0).min(300.0);
+    let panels = [0.0, 1.0, 2.0].map(|i| Rect {
+        x: i * (side + gap),
+        y: title,
+        w: side,
+        h: side,
+    });
+    (panels, side + title + 8.0)
 }
 
 /// The rectangle of one token (image patch, spectrogram frame, word) inside its panel.
@@ -126,14 +98,14 @@ fn tokens_of(m: usize) -> usize {
 }
 
 /// Draws everything for `layer` of `trace` (None: no refinement layers), with the
-/// redistribution edges `edges` selects.
+/// redistribution edges `edges` (of `layer`, as [`crate::edges::edges_to_draw`] selects them).
 pub fn draw(
     ctx: &CanvasRenderingContext2d,
     width: f64,
     sample: &SyntheticSample,
     trace: &SampleTrace,
     layer: Option<&LayerTrace>,
-    edges: EdgeView,
+    edges: &[Edge],
 ) {
     let (panels, height) = layout(width);
     ctx.clear_rect(0.0, 0.0, width, height);
@@ -290,7 +262,7 @@ pub fn draw(
         .fold(0.0f32, f32::max)
         .max(1e-6);
     ctx.set_stroke_style_str("rgb(230,120,0)");
-    for edge in edges_to_draw(&layer.edges, edges) {
+    for edge in edges {
         let strength = (edge.weight / max_weight) as f64;
         let (x0, y0) = token_rect(&panels, layer.tokens[edge.from].origin).center();
         let (x1, y1) = token_rect(&panels, layer.tokens[edge.to].origin).center();

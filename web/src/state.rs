@@ -36,6 +36,31 @@ pub enum EdgeView {
     All,
 }
 
+impl EdgeView {
+    /// Its name in the URL and in the page's "edges" control.
+    pub fn name(self) -> &'static str {
+        match self {
+            EdgeView::Strongest => "strongest",
+            EdgeView::All => "all",
+        }
+    }
+
+    /// The view of that name.
+    pub fn from_name(name: &str) -> Option<EdgeView> {
+        [EdgeView::Strongest, EdgeView::All]
+            .into_iter()
+            .find(|v| v.name() == name)
+    }
+}
+
+/// `s` with `&`, `<`, `>` and `"` escaped, for HTML text and attribute values.
+pub fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
 /// What the loaded model allows.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limits {
@@ -100,15 +125,9 @@ pub fn embed_snippet(page: &str, state: &ViewState) -> String {
         page.split('#').next().unwrap_or(page),
         embedded.to_hash()
     );
-    let attr = |v: &str| {
-        v.replace('&', "&amp;")
-            .replace('"', "&quot;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;")
-    };
     format!(
         "<iframe src=\"{}\" width=\"{}\" height=\"{}\" style=\"border:0\" loading=\"lazy\" title=\"MGR: biased tokens and their redistribution (sample {})\"></iframe>",
-        attr(&src),
+        escape_html(&src),
         EMBED_SIZE.0,
         EMBED_SIZE.1,
         state.sample
@@ -194,10 +213,9 @@ impl ViewState {
                         TOUR.len() - 1
                     )),
                 },
-                "edges" => match value {
-                    "strongest" => state.edges = EdgeView::Strongest,
-                    "all" => state.edges = EdgeView::All,
-                    _ => problems.push(format!(
+                "edges" => match EdgeView::from_name(value) {
+                    Some(view) => state.edges = view,
+                    None => problems.push(format!(
                         "edges `{value}` is not `strongest` or `all`; showing the strongest"
                     )),
                 },
@@ -242,8 +260,8 @@ impl ViewState {
         if let Some(lt) = self.lt {
             parts.push(format!("lt={lt}"));
         }
-        if self.edges == EdgeView::All {
-            parts.push("edges=all".into());
+        if self.edges != EdgeView::default() {
+            parts.push(format!("edges={}", self.edges.name()));
         }
         if self.embed {
             parts.push("embed=1".into());

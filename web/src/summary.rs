@@ -4,12 +4,15 @@
 use mgr::synthetic::VOCABULARY;
 use mgr::trace::SampleTrace;
 
-use crate::edges::edges_to_draw;
-use crate::state::EdgeView;
-
 /// One paragraph: the sample, which modalities are missing, how many tokens of each modality the
-/// layer keeps, how many edges are drawn, and the prediction with its probability.
-pub fn canvas_summary(trace: &SampleTrace, sample: usize, layer: usize, edges: EdgeView) -> String {
+/// layer keeps, how many edges are drawn (`drawn_edges`), and the prediction with its
+/// probability.
+pub fn canvas_summary(
+    trace: &SampleTrace,
+    sample: usize,
+    layer: usize,
+    drawn_edges: usize,
+) -> String {
     let mut text = format!("Sample {sample}");
     let dropped: Vec<&str> = trace
         .modalities
@@ -45,7 +48,7 @@ pub fn canvas_summary(trace: &SampleTrace, sample: usize, layer: usize, edges: E
             l.tokens.len(),
             per_modality.join(", "),
             l.tokens.len() - kept,
-            edges_to_draw(&l.edges, edges).len()
+            drawn_edges
         ));
     }
     if let Some(class) = trace.predicted_class {
@@ -59,20 +62,19 @@ pub fn canvas_summary(trace: &SampleTrace, sample: usize, layer: usize, edges: E
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::Engine;
+    use crate::edges::edges_to_draw;
+    use crate::engine::tests::shipped;
+    use crate::state::EdgeView;
 
     #[test]
     fn the_summary_counts_what_the_trace_holds() {
-        let engine = Engine::load(
-            include_str!("../assets/model/model.json"),
-            include_bytes!("../assets/model/model.bpk").to_vec(),
-        )
-        .unwrap();
+        let engine = shipped();
         let sample = engine.sample(3);
         let inference = engine.infer(&sample, &[true, false, true], None, None);
         let trace = &inference.trace;
-        let text = canvas_summary(trace, 3, 0, EdgeView::Strongest);
         let layer = &trace.layers[0];
+        let drawn = |view| edges_to_draw(&layer.edges, view).len();
+        let text = canvas_summary(trace, 3, 0, drawn(EdgeView::Strongest));
         let kept_audio = layer
             .tokens
             .iter()
@@ -86,7 +88,14 @@ mod tests {
         assert!(text.contains("layer 1 of 2"), "{text}");
         let class = trace.predicted_class.unwrap();
         assert!(text.contains(VOCABULARY[class]), "{text}");
-        let all = canvas_summary(trace, 3, 0, EdgeView::All);
+        assert!(
+            text.contains(&format!(
+                "{} redistribution edges drawn",
+                drawn(EdgeView::Strongest)
+            )),
+            "{text}"
+        );
+        let all = canvas_summary(trace, 3, 0, drawn(EdgeView::All));
         assert_ne!(all, text, "the edge count follows the view");
     }
 }
