@@ -353,15 +353,7 @@ mod tests {
             let valid = AbsenceMask::generate(&AbsenceConfig::new(0.5), &names(3), n, seed, SplitKind::Train)
                 .unwrap()
                 .to_csv();
-            let mut bytes = valid.into_bytes();
-            for (at, byte, op) in edits {
-                let at = at % (bytes.len() + 1);
-                match op {
-                    0 if at < bytes.len() => bytes[at] = byte,
-                    1 if at < bytes.len() => { bytes.remove(at); }
-                    _ => bytes.insert(at, byte),
-                }
-            }
+            let bytes = crate::fuzz::mutate_bytes(valid.into_bytes(), &edits);
             for text in [String::from_utf8_lossy(&bytes).into_owned(), random] {
                 if let Ok(mask) = AbsenceMask::from_csv(&text, "m.csv") {
                     let again = AbsenceMask::from_csv(&mask.to_csv(), "m.csv").unwrap();

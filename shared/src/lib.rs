@@ -44,6 +44,7 @@ pub mod config;
 pub mod data;
 pub mod encoder;
 pub mod error;
+pub mod fuzz;
 pub mod head;
 pub mod loss;
 pub mod metrics;

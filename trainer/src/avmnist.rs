@@ -633,6 +633,7 @@ pub fn load(dir: &Path) -> Result<(DataSplit, DataSplit, DataSplit)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use mgr::fuzz::mutate_bytes as mutate;
     use ndarray_npy::WriteNpyExt;
     use proptest::prelude::*;
 
@@ -647,21 +648,6 @@ mod tests {
         ndarray::Array2::<f64>::from_shape_fn((3, 4), |(i, j)| (i * 4 + j) as f64)
             .write_npy(&mut bytes)
             .unwrap();
-        bytes
-    }
-
-    /// Overwrites, deletes or inserts bytes at the given places.
-    fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
-        for &(at, byte, op) in edits {
-            let at = at % (bytes.len() + 1);
-            match op {
-                0 if at < bytes.len() => bytes[at] = byte,
-                1 if at < bytes.len() => {
-                    bytes.remove(at);
-                }
-                _ => bytes.insert(at, byte),
-            }
-        }
         bytes
     }
 

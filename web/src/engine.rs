@@ -178,6 +178,7 @@ impl Engine {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use mgr::fuzz::mutate_bytes as mutate;
 
     /// The model the page ships, loaded as the page loads it.
     pub(crate) fn shipped() -> Engine {
@@ -186,21 +187,6 @@ pub(crate) mod tests {
             include_bytes!("../assets/model/model.bpk").to_vec(),
         )
         .expect("the shipped model loads")
-    }
-
-    /// Overwrites, deletes or inserts bytes at the given places.
-    fn mutate(mut bytes: Vec<u8>, edits: &[(usize, u8, u8)]) -> Vec<u8> {
-        for &(at, byte, op) in edits {
-            let at = at % (bytes.len() + 1);
-            match op {
-                0 if at < bytes.len() => bytes[at] = byte,
-                1 if at < bytes.len() => {
-                    bytes.remove(at);
-                }
-                _ => bytes.insert(at, byte),
-            }
-        }
-        bytes
     }
 
     proptest::proptest! {
