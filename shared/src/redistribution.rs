@@ -52,13 +52,21 @@ impl Redistribution {
     /// Eq. 12: z_i = GELU(r_i W_c1 + sum_j r_j W_c2 A_ji), for every token i (only the kept
     /// rows are used afterwards; a biased row receives no messages).
     ///
+    /// The messages A^T (r W_c2) are computed as ((r W_c2)^T A)^T: the same numbers, but on
+    /// Burn 0.22.1's wgpu backend the gradient of `A.swap_dims(1, 2).matmul(x)` with respect to
+    /// A is wrong when A comes from attention's `mean_dim` (entries land in transposed places;
+    /// flex is right). This form's gradient agrees on both backends (tests/tests/wgpu.rs).
+    ///
     /// # Shapes
     /// - r: `[B, N, d]`; adjacency: `[B, N, N]` from [`Redistribution::adjacency`]
     /// - output: `[B, N, d]`
     pub fn forward(&self, r: Tensor<3>, adjacency: Tensor<3>) -> Tensor<3> {
-        let messages = adjacency
-            .swap_dims(1, 2)
-            .matmul(self.neighbour.forward(r.clone())); // [B, N, d]
+        let messages = self
+            .neighbour
+            .forward(r.clone()) // [B, N, d]
+            .swap_dims(1, 2) // [B, d, N]
+            .matmul(adjacency) // [B, d, N]
+            .swap_dims(1, 2); // [B, N, d]
         gelu(self.root.forward(r) + messages) // [B, N, d]
     }
 }

@@ -1,15 +1,28 @@
-//! The wgpu backend against flex: one training step from the same weights on the same batch
-//! gives the same loss, before and after the AdamW update, within float tolerance.
+//! The wgpu backend against flex: from the same weights on the same batch, the training loss
+//! (Eq. 13) and the gradient of every parameter agree within float tolerance.
+//!
+//! Gradients are compared, not the loss after an optimiser step: AdamW's first step moves each
+//! weight by about lr x sign(gradient), so a gradient that is zero up to rounding gets its sign
+//! from the backend's summation order and a full lr-sized step (CI saw 2.457 vs 2.451 after one
+//! AdamW step); and after any step a token that sat near the top-k boundary can cross it on one
+//! backend and not the other, which changes the loss by a discrete amount (seen here after an
+//! SGD step: 2.2944 vs 2.2915). Neither says the two backends train differently.
+//!
+//! Comparing gradients found a real difference: on wgpu, the gradient of
+//! `A.swap_dims(1, 2).matmul(x)` with respect to A was wrong (Eq. 12's messages; MGR's attention
+//! query and key gradients were 10-95% off, every parameter upstream of them about 1%), hence
+//! the form used in `mgr::redistribution`.
 //!
 //! CI installs mesa-vulkan-drivers, so wgpu finds lavapipe (a CPU Vulkan device). Without any
 //! adapter this test fails, unless MGR_SKIP_WGPU=1 says the machine has none on purpose.
 
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use mgr::absence::{AbsenceConfig, AbsenceMask, SplitKind};
 use mgr::batch::Batch;
 use mgr::persist::{from_burnpack, to_burnpack};
 use mgr::synthetic::SyntheticConfig;
-use mgr::train::{TrainConfig, train_step};
 use mgr::{Method, ModelConfig};
 
 fn wgpu_available() -> bool {
@@ -24,8 +37,37 @@ fn wgpu_available() -> bool {
     ok
 }
 
+/// Every float parameter's path and gradient, flattened, in module order (the same order on any
+/// device); a parameter the loss does not reach gets an empty vector.
+struct CollectGradients<'a> {
+    grads: &'a GradientsParams,
+    path: Vec<String>,
+    out: Vec<(String, Vec<f32>)>,
+}
+
+impl ModuleVisitor for CollectGradients<'_> {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let grad = self.grads.get::<D>(param.id).map_or_else(Vec::new, |g| {
+            g.into_data().try_to_vec::<f32>().expect("f32 gradients")
+        });
+        self.out.push((self.path.join("."), grad));
+    }
+}
+
+fn l2(values: impl Iterator<Item = f32>) -> f64 {
+    values.map(|v| (v as f64).powi(2)).sum::<f64>().sqrt()
+}
+
 #[test]
-fn one_training_step_on_wgpu_matches_flex() {
+fn the_loss_and_every_gradient_on_wgpu_match_flex() {
     if !wgpu_available() {
         if std::env::var("MGR_SKIP_WGPU").as_deref() == Ok("1") {
             eprintln!("no wgpu adapter; skipped because MGR_SKIP_WGPU=1");
@@ -40,41 +82,65 @@ fn one_training_step_on_wgpu_matches_flex() {
     let mask =
         AbsenceMask::generate(&AbsenceConfig::new(0.7), &names, 16, 0, SplitKind::Train).unwrap();
     let indices: Vec<usize> = (0..16).collect();
-    let tc = TrainConfig::new().with_lr(1e-3);
     for method in [Method::Mgr, Method::Maps] {
         let cfg = ModelConfig::new(data.modalities.clone(), 10)
             .with_method(method)
             .with_d_model(16)
             .with_n_heads(2);
-        let flex = Device::flex().autodiff();
-        let wgpu = Device::wgpu(Default::default()).autodiff();
         let start = cfg.init(&Device::flex()).unwrap();
         let bytes = to_burnpack(&start).unwrap();
-        let mut losses = Vec::new();
-        for device in [&flex, &wgpu] {
-            let model = from_burnpack(&cfg, bytes.clone(), device, "weights").unwrap();
-            let batch = Batch::from_split(&data, &indices, &mask, device);
-            let mut optimizer = tc.optimizer();
-            let (model, first) = train_step(model, &mut optimizer, tc.lr, &batch);
-            let (_, second) = train_step(model, &mut optimizer, tc.lr, &batch);
-            losses.push((first.total, second.total));
+        let mut runs = Vec::new();
+        for device in [
+            Device::flex().autodiff(),
+            Device::wgpu(Default::default()).autodiff(),
+        ] {
+            let model = from_burnpack(&cfg, bytes.clone(), &device, "weights").unwrap();
+            let batch = Batch::from_split(&data, &indices, &mask, &device);
+            let output = model.forward(&batch);
+            let loss = output
+                .total_loss(batch.targets.as_ref().unwrap(), &model.config)
+                .total;
+            let loss_value = loss.clone().into_scalar::<f32>() as f64;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            let mut collect = CollectGradients {
+                grads: &grads,
+                path: Vec::new(),
+                out: Vec::new(),
+            };
+            model.visit(&mut collect);
+            runs.push((loss_value, collect.out));
         }
-        let (f, w) = (losses[0], losses[1]);
+        let ((flex_loss, flex_grads), (wgpu_loss, wgpu_grads)) = (&runs[0], &runs[1]);
         assert!(
-            (f.0 - w.0).abs() < 1e-3 * f.0.abs().max(1.0),
-            "{method}: first loss flex {} vs wgpu {}",
-            f.0,
-            w.0
+            (flex_loss - wgpu_loss).abs() < 1e-4 * flex_loss.abs().max(1.0),
+            "{method}: loss flex {flex_loss} vs wgpu {wgpu_loss}"
         );
-        assert!(
-            (f.1 - w.1).abs() < 2e-3 * f.1.abs().max(1.0),
-            "{method}: loss after one AdamW step flex {} vs wgpu {}",
-            f.1,
-            w.1
+        assert_eq!(
+            flex_grads.len(),
+            wgpu_grads.len(),
+            "{method}: parameter count"
         );
+        let total = l2(flex_grads.iter().flat_map(|(_, g)| g.iter().copied()));
+        assert!(total > 0.0, "{method}: the loss reaches some parameter");
+        let mut reached = 0;
+        for ((name, f), (_, w)) in flex_grads.iter().zip(wgpu_grads) {
+            assert_eq!(f.len(), w.len(), "{method}: {name} gradient shape");
+            reached += usize::from(!f.is_empty());
+            let diff = l2(f.iter().zip(w).map(|(a, b)| a - b));
+            let own = l2(f.iter().copied());
+            // Relative to the parameter's own gradient, with a floor at 1e-5 of the whole
+            // gradient: attention's key biases have a gradient that is zero but for rounding
+            // (softmax ignores a shift), and rounding differs between backends.
+            assert!(
+                diff <= 3e-3 * own + 1e-5 * total,
+                "{method}: {name} gradient differs by {diff:e} (its norm {own:e}, whole \
+                 gradient {total:e})"
+            );
+        }
         assert!(
-            f.1 < f.0,
-            "{method}: one step on the same batch lowers the loss"
+            reached * 2 > flex_grads.len(),
+            "{method}: the loss reaches only {reached} of {} parameters",
+            flex_grads.len()
         );
     }
 }
