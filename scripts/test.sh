@@ -24,6 +24,26 @@ if grep -q "Compiling burn" <<<"$main_job_build"; then
   exit 1
 fi
 cargo build -p mgr --target wasm32-unknown-unknown
+# The PyTorch golden check: our model against ../shared/bench/torch_mgr.py on the same weights
+# and samples, once with the project's readings of the refinement layer and once with the
+# peer's own (scripts/torch_golden.py). It needs torch; .ci/run provides it (scripts/torch-venv.sh).
+python="${MGR_PYTHON:-python3}"
+if "$python" -c "import torch, safetensors" 2>/dev/null; then
+  mgr="${CARGO_TARGET_DIR:-target}/debug/mgr"
+  golden=$(mktemp -d)
+  trap 'rm -rf "$golden"' EXIT
+  tiny=(--dataset synthetic --method mgr --epochs 1 --device flex --set synthetic.n_train=96
+    --set synthetic.n_valid=48 --set synthetic.n_test=48 --set d_model=16 --set n_heads=2)
+  "$mgr" --quiet train "${tiny[@]}" --out "$golden/defaults" >/dev/null
+  "$python" scripts/torch_golden.py --mgr "$mgr" --run "$golden/defaults"
+  "$mgr" --quiet train "${tiny[@]}" --out "$golden/peer-reading" --set refine_input_norm=false \
+    --set attention_residual=false --set refine_residual=false --set score_gate=signed \
+    --set alpha_f=0.5 >/dev/null
+  "$python" scripts/torch_golden.py --mgr "$mgr" --run "$golden/peer-reading"
+else
+  echo "test.sh: torch and safetensors are not importable by $python: the PyTorch golden check" \
+    "(scripts/torch_golden.py) did not run. scripts/torch-venv.sh installs them (.ci/run does)."
+fi
 if [ -x scripts/web-e2e.sh ]; then
   scripts/web-e2e.sh
 fi

@@ -1,8 +1,9 @@
 //! Model weights in Burn's burnpack format, to and from bytes (no file system here: the trainer
-//! writes the bytes to files, the browser fetches them).
+//! writes the bytes to files, the browser fetches them), and in safetensors, named and laid out
+//! for PyTorch users.
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::store::{BurnpackStore, ModuleSnapshot};
+use burn::store::{BurnToPyTorchAdapter, BurnpackStore, ModuleSnapshot, SafetensorsStore};
 use burn::tensor::{Bytes, Device, Tensor};
 
 use crate::config::ModelConfig;
@@ -20,6 +21,24 @@ pub fn to_burnpack(model: &Model) -> Result<Vec<u8>, MgrError> {
         .get_bytes()
         .map_err(|e| MgrError::data("model weights", format!("cannot serialise: {e}")))?;
     Ok(bytes.to_vec())
+}
+
+/// The model's parameters as safetensors bytes, as PyTorch names and lays them out: each tensor
+/// under its module path (`refinement.0.attention.query.weight`, `tokenizers.1.e_miss`),
+/// `nn.Linear` weights `[out, in]` (Burn keeps `[in, out]`), LayerNorm's gamma and beta as
+/// `weight` and `bias`; f32, little-endian. `metadata` goes into the file's header next to
+/// Burn's own keys (`format`, `producer`, `version`).
+pub fn to_safetensors(model: &Model, metadata: &[(&str, String)]) -> Result<Vec<u8>, MgrError> {
+    let fail = |e: String| MgrError::data("model weights", format!("cannot serialise: {e}"));
+    let mut store = SafetensorsStore::from_bytes(None).with_to_adapter(BurnToPyTorchAdapter);
+    for (key, value) in metadata {
+        store = store.metadata(*key, value.clone());
+    }
+    model
+        .valid()
+        .save_into(&mut store)
+        .map_err(|e| fail(e.to_string()))?;
+    store.get_bytes().map_err(|e| fail(e.to_string()))
 }
 
 /// A model of `config` on `device` with the parameters in `bytes` (burnpack). Every parameter
@@ -122,6 +141,70 @@ mod tests {
         )
         .with_d_model(8)
         .with_n_heads(2)
+    }
+
+    /// Reads one f32 tensor out of safetensors bytes by hand (8-byte header length, JSON header,
+    /// raw little-endian data), so the test checks the format, not a reader.
+    fn safetensor(bytes: &[u8], name: &str) -> (Vec<usize>, Vec<f32>) {
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+        let entry = &header[name];
+        assert_eq!(entry["dtype"], "F32", "{name}");
+        let shape = entry["shape"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        let offsets = entry["data_offsets"].as_array().unwrap();
+        let (start, end) = (
+            8 + header_len + offsets[0].as_u64().unwrap() as usize,
+            8 + header_len + offsets[1].as_u64().unwrap() as usize,
+        );
+        let values = bytes[start..end]
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        (shape, values)
+    }
+
+    #[test]
+    fn safetensors_holds_every_parameter_in_pytorch_names_and_layout() {
+        let device = Device::flex();
+        let model = cfg().init(&device).unwrap();
+        let bytes = to_safetensors(&model, &[("config", "{}".into())]).unwrap();
+        // A Linear weight is transposed: Burn's [in, out] is PyTorch's [out, in].
+        let burn_weight = model.head.linear.weight.val();
+        let [d_in, d_out] = burn_weight.dims();
+        let burn_values = burn_weight.into_data().try_to_vec::<f32>().unwrap();
+        let (shape, values) = safetensor(&bytes, "head.linear.weight");
+        assert_eq!(shape, vec![d_out, d_in]);
+        for i in 0..d_in {
+            for o in 0..d_out {
+                assert_eq!(values[o * d_in + i], burn_values[i * d_out + o]);
+            }
+        }
+        // LayerNorm's gamma is PyTorch's `weight`; a parameter that is no Linear keeps its shape.
+        let (shape, _) = safetensor(&bytes, "head.norm.weight");
+        assert_eq!(shape, vec![8]);
+        let miss = model.tokenizers[1].e_miss.val();
+        let (shape, values) = safetensor(&bytes, "tokenizers.1.e_miss");
+        assert_eq!(shape, miss.dims().to_vec());
+        assert_eq!(values, miss.into_data().try_to_vec::<f32>().unwrap());
+        // Every parameter is there, and the metadata too.
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+        let tensors = header.as_object().unwrap().len() - 1; // minus __metadata__
+        struct Count(usize);
+        impl ModuleVisitor for Count {
+            fn visit_float<const D: usize>(&mut self, _: &Param<Tensor<D>>) {
+                self.0 += 1;
+            }
+        }
+        let mut count = Count(0);
+        model.visit(&mut count);
+        assert_eq!(tensors, count.0);
+        assert_eq!(header["__metadata__"]["config"], "{}");
     }
 
     #[test]

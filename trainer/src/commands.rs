@@ -14,7 +14,7 @@ use crate::dataset;
 use crate::device;
 use crate::fsutil::write_atomic;
 use crate::runconfig::{self, RunConfig, set_key};
-use crate::{EvalArgs, ExportArgs, TraceArgs, TrainArgs};
+use crate::{EvalArgs, ExportArgs, ExportFileArgs, ExportFormat, TraceArgs, TrainArgs};
 
 /// Defaults, then `--config`, then the flags, then `--set`.
 pub fn resolve_train_config(a: &TrainArgs) -> Result<RunConfig> {
@@ -241,6 +241,88 @@ pub fn trace(a: &TraceArgs) -> Result<()> {
     let out = json!({"index": a.index, "label": label, "trace": traces[0]});
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// `mgr export --format safetensors`: the run's best weights in PyTorch's names and layout
+/// ([`mgr::persist::to_safetensors`]), the model config as `<stem>.json`, and the first
+/// `--samples` test inputs with their availability as `<stem>.samples.safetensors`
+/// (`input.<modality>` `[S, N_i, token_dim]`, `available` `[S, M]` 1.0 present, `index` `[S]`
+/// the test indices), the batch `mgr trace --run R --index i` sees.
+pub fn export_file(a: &ExportFileArgs) -> Result<()> {
+    let ExportFormat::Safetensors = a.format;
+    let (rc, paths) = finished_run(&a.run)?;
+    let device = Device::flex();
+    let model = load_model(&rc.model, &paths.best(), &device)?;
+    let config = serde_json::to_string_pretty(&json!({
+        "format": "mgr-safetensors/1",
+        "dataset": rc.dataset,
+        "model": rc.model,
+    }))?;
+    let weights = mgr::persist::to_safetensors(&model, &[("mgr_config", config.clone())])?;
+    let stem = a
+        .out
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| anyhow!("--out {}: needs a file name", a.out.display()))?
+        .to_string();
+    let sibling = |suffix: &str| a.out.with_file_name(format!("{stem}{suffix}"));
+    if let Some(dir) = a.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let mut written = vec![a.out.clone(), sibling(".json")];
+    if a.samples > 0 {
+        let splits = dataset::load(&rc)?;
+        let n = a.samples.min(splits.test.len());
+        let text = std::fs::read_to_string(paths.mask("test"))
+            .with_context(|| format!("cannot read {}", paths.mask("test").display()))?;
+        let mask = AbsenceMask::from_csv(&text, &paths.mask("test").display().to_string())?;
+        let samples = samples_safetensors(&splits.test, &mask, n)?;
+        let path = sibling(".samples.safetensors");
+        write_atomic(&path, &samples)?;
+        written.push(path);
+    }
+    write_atomic(&a.out, &weights)?;
+    write_atomic(&sibling(".json"), config.as_bytes())?;
+    let names: Vec<String> = written.iter().map(|p| p.display().to_string()).collect();
+    eprintln!("wrote {}", names.join(", "));
+    Ok(())
+}
+
+/// The first `n` samples of `split` and their availability under `mask`, as safetensors.
+fn samples_safetensors(
+    split: &mgr::data::DataSplit,
+    mask: &AbsenceMask,
+    n: usize,
+) -> Result<Vec<u8>> {
+    use safetensors::tensor::{Dtype, TensorView};
+    fn le_bytes(values: impl Iterator<Item = f32>) -> Vec<u8> {
+        values.flat_map(f32::to_le_bytes).collect()
+    }
+    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (m, spec) in split.modalities.iter().enumerate() {
+        let values = (0..n).flat_map(|i| split.sample_features(m, i).iter().copied());
+        tensors.push((
+            format!("input.{}", spec.name),
+            vec![n, spec.n_tokens, spec.token_dim],
+            le_bytes(values),
+        ));
+    }
+    let available = (0..n).flat_map(|i| mask.available(i).iter().map(|&a| f32::from(u8::from(a))));
+    tensors.push((
+        "available".into(),
+        vec![n, split.modalities.len()],
+        le_bytes(available),
+    ));
+    tensors.push(("index".into(), vec![n], le_bytes((0..n).map(|i| i as f32))));
+    let views = tensors
+        .iter()
+        .map(|(name, shape, bytes)| {
+            TensorView::new(Dtype::F32, shape.clone(), bytes)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| anyhow!("samples tensor {name}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    safetensors::serialize(views, None).map_err(|e| anyhow!("cannot serialise the samples: {e}"))
 }
 
 /// `mgr export-web`: weights (burnpack), the model config and a few test samples for the page.

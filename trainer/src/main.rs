@@ -44,6 +44,9 @@ enum Command {
     Trace(TraceArgs),
     /// Write what the web page loads: weights, config, samples.
     ExportWeb(ExportArgs),
+    /// Write a run's weights for other frameworks (safetensors, PyTorch names and layout), its
+    /// config as JSON and a few test inputs.
+    Export(ExportFileArgs),
     /// Time training steps and inference at AV-MNIST's shapes.
     Bench(bench::BenchArgs),
     /// The paper's protocol: every method x kappa cell over absence seeds x seeds, tables, plots.
@@ -130,6 +133,31 @@ struct TraceArgs {
     drop: Option<Vec<String>>,
 }
 
+/// File formats `mgr export` writes.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum ExportFormat {
+    /// safetensors (Hugging Face), readable by `safetensors.torch.load_file`.
+    Safetensors,
+}
+
+#[derive(Args)]
+struct ExportFileArgs {
+    /// The file format.
+    #[arg(long, value_enum, default_value = "safetensors")]
+    format: ExportFormat,
+    /// A run folder written by `mgr train`.
+    #[arg(long)]
+    run: PathBuf,
+    /// The weights file to write (e.g. `model.safetensors`); the config goes next to it as
+    /// `<stem>.json` and the test inputs as `<stem>.samples.safetensors`.
+    #[arg(long)]
+    out: PathBuf,
+    /// The first this many test samples (inputs and their availability under the run's test
+    /// mask) go into `<stem>.samples.safetensors`; 0 writes none.
+    #[arg(long, default_value_t = 8)]
+    samples: usize,
+}
+
 #[derive(Args)]
 struct ExportArgs {
     /// A run folder written by `mgr train`.
@@ -180,6 +208,7 @@ fn dispatch(cli: Cli) -> Result<()> {
         Command::Eval(a) => commands::eval(&a),
         Command::Trace(a) => commands::trace(&a),
         Command::ExportWeb(a) => commands::export_web(&a),
+        Command::Export(a) => commands::export_file(&a),
         Command::Bench(a) => bench::run(&a),
         Command::Protocol(a) => protocol::run(&a),
         Command::Prepare(a) => {

@@ -579,3 +579,110 @@ fn a_successful_run_prints_no_line_that_says_error_even_without_xdg_runtime_dir(
         "a successful run printed an error line: {err}"
     );
 }
+
+/// `mgr export --format safetensors`: weights under PyTorch's names and layout with the config in
+/// the header and beside it, and the test inputs `mgr trace` sees, with their availability.
+#[test]
+fn export_writes_safetensors_weights_config_and_the_traced_samples() {
+    use safetensors::SafeTensors;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = train(&run, &["--epochs", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = tmp.path().join("export").join("model.safetensors");
+    let run_arg = run.to_str().unwrap();
+    ok(&[
+        "--quiet",
+        "export",
+        "--format",
+        "safetensors",
+        "--run",
+        run_arg,
+        "--out",
+        file.to_str().unwrap(),
+        "--samples",
+        "3",
+    ]);
+
+    let bytes = std::fs::read(&file).unwrap();
+    let weights = SafeTensors::deserialize(&bytes).unwrap();
+    // nn.Linear's [out, in]: the head maps d_model = 16 to 10 classes.
+    assert_eq!(
+        weights.tensor("head.linear.weight").unwrap().shape(),
+        &[10, 16]
+    );
+    assert_eq!(weights.tensor("head.norm.weight").unwrap().shape(), &[16]);
+    assert_eq!(
+        weights
+            .tensor("refinement.1.ranking.projector.weight")
+            .unwrap()
+            .shape(),
+        &[1, 16]
+    );
+    let (_, metadata) = SafeTensors::read_metadata(&bytes).unwrap();
+    let header: serde_json::Value = serde_json::from_str(
+        metadata
+            .metadata()
+            .as_ref()
+            .unwrap()
+            .get("mgr_config")
+            .unwrap(),
+    )
+    .unwrap();
+    let sidecar = json(tmp.path().join("export").join("model.json"));
+    assert_eq!(header, sidecar);
+    assert_eq!(sidecar["model"]["d_model"], 16);
+    assert_eq!(sidecar["model"], json(run.join("config.json"))["model"]);
+
+    let bytes = std::fs::read(tmp.path().join("export").join("model.samples.safetensors")).unwrap();
+    let samples = SafeTensors::deserialize(&bytes).unwrap();
+    let modalities = sidecar["model"]["modalities"].as_array().unwrap();
+    assert_eq!(modalities.len(), 3);
+    for m in modalities {
+        let name = m["name"].as_str().unwrap();
+        let shape = samples
+            .tensor(&format!("input.{name}"))
+            .unwrap()
+            .shape()
+            .to_vec();
+        let tokens = m["n_tokens"].as_u64().unwrap() as usize;
+        let dim = m["token_dim"].as_u64().unwrap() as usize;
+        assert_eq!(shape, vec![3, tokens, dim], "input.{name}");
+    }
+    let available = samples.tensor("available").unwrap();
+    assert_eq!(available.shape(), &[3, 3]);
+    let values: Vec<f32> = available
+        .data()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    for i in 0..3 {
+        let trace: serde_json::Value =
+            serde_json::from_str(&ok(&["trace", "--run", run_arg, "--index", &i.to_string()]))
+                .unwrap();
+        let traced: Vec<f32> = trace["trace"]["available"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| if a.as_bool().unwrap() { 1.0 } else { 0.0 })
+            .collect();
+        assert_eq!(values[i * 3..i * 3 + 3], traced[..], "sample {i}");
+    }
+
+    // Not a run folder: one error naming it, and nothing written.
+    let elsewhere = tmp.path().join("nothing.safetensors");
+    let out = mgr(&[
+        "export",
+        "--run",
+        tmp.path().to_str().unwrap(),
+        "--out",
+        elsewhere.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a run folder"));
+    assert!(!elsewhere.exists());
+}
