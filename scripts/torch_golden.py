@@ -45,7 +45,11 @@ try:
 except ImportError as e:  # the README's test command says so and goes on
     fail(f"needs torch and safetensors ({e})")
 
-PEER_DIR = Path(os.environ.get("MGR_TORCH_PEER_DIR", ROOT.parent / "shared" / "bench"))
+# ../shared/bench beside the checkout; $MGR_TORCH_PEER_DIR; or /work/shared/bench, where a
+# clone elsewhere (CI's) finds it, as the real-data tests find ../shared/data.
+PEER_DIRS = [Path(p) for p in (os.environ.get("MGR_TORCH_PEER_DIR"),) if p] + [
+    ROOT.parent / "shared" / "bench", Path("/work/shared/bench")]
+PEER_DIR = next((d for d in PEER_DIRS if (d / "torch_mgr.py").is_file()), PEER_DIRS[0])
 sys.path.insert(0, str(PEER_DIR))
 try:
     import torch_mgr
