@@ -2,6 +2,10 @@
 //! with absence seeds x training seeds (4 x 4 = 16 runs in the paper); finished runs are
 //! skipped, interrupted ones resumed; the tables report mean and sample standard deviation of
 //! accuracy and F1 per cell (Tables 1-2, 5-8), with plots.
+//!
+//! On a cluster: `--emit-jobs slurm|shell` writes one command per run (`--job N`, each writing
+//! its own run folder) instead of training, and `--collect` builds the same tables from the
+//! folders once the jobs are done.
 
 use anyhow::{Context, Result, bail};
 use mgr::metrics::mean_std;
@@ -60,6 +64,28 @@ pub struct ProtocolArgs {
     /// Output folder.
     #[arg(long)]
     pub out: PathBuf,
+    /// Train nothing; write one command per run for a cluster: `slurm` writes
+    /// `<out>/jobs.sbatch` (an `#SBATCH --array` job, one task per run), `shell` writes
+    /// `<out>/jobs.sh` (one command per line, for `bash` or GNU `parallel`). Each command is this
+    /// protocol with `--job N`; once they are done, `--collect` builds the tables.
+    #[arg(long, value_enum, value_name = "FORMAT", conflicts_with_all = ["job", "collect"])]
+    pub emit_jobs: Option<JobScript>,
+    /// Train only run N of this protocol (0-based, in the order `--emit-jobs` lists them) and
+    /// write no tables: what one job of an emitted script runs.
+    #[arg(long, value_name = "N", conflicts_with = "collect")]
+    pub job: Option<usize>,
+    /// Train nothing; build the tables and plots from the run folders found under `--out`.
+    #[arg(long)]
+    pub collect: bool,
+}
+
+/// The job scripts `--emit-jobs` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum JobScript {
+    /// A Slurm array job (`sbatch <out>/jobs.sbatch`).
+    Slurm,
+    /// One command per line (`bash <out>/jobs.sh`, `parallel < <out>/jobs.sh`).
+    Shell,
 }
 
 /// One run of the protocol.
@@ -276,6 +302,38 @@ fn build_cell_jobs(a: &ProtocolArgs, setting: Option<&(String, String)>) -> Resu
 /// Runs `mgr protocol`.
 pub fn run(a: &ProtocolArgs) -> Result<()> {
     let jobs = build_jobs(a)?;
+    if let Some(format) = a.emit_jobs {
+        return emit_jobs(a, format, jobs.len());
+    }
+    if a.collect {
+        let found = jobs
+            .iter()
+            .filter(|j| j.dir.join("results.json").is_file())
+            .count();
+        eprintln!(
+            "protocol --collect: {found} of {} runs finished under {}",
+            jobs.len(),
+            a.out.display()
+        );
+        if found == 0 {
+            bail!(
+                "no finished run of this protocol under {}: were the jobs run with the same \
+                 flags and --out?",
+                a.out.display()
+            );
+        }
+        return write_tables(a, &jobs);
+    }
+    let selected: Vec<&Job> = match a.job {
+        Some(n) => vec![jobs.get(n).ok_or_else(|| {
+            anyhow::anyhow!(
+                "--job {n}: this protocol has {} runs (0 to {})",
+                jobs.len(),
+                jobs.len().saturating_sub(1)
+            )
+        })?],
+        None => jobs.iter().collect(),
+    };
     let devices: Vec<Vec<DeviceChoice>> = a
         .devices
         .iter()
@@ -283,14 +341,15 @@ pub fn run(a: &ProtocolArgs) -> Result<()> {
         .collect::<Result<_>>()?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
-    let pending: Vec<&Job> = jobs
+    let pending: Vec<&Job> = selected
         .iter()
+        .copied()
         .filter(|j| !j.dir.join("results.json").is_file())
         .collect();
     eprintln!(
         "protocol: {} runs, {} finished, {} to do on {} worker(s)",
-        jobs.len(),
-        jobs.len() - pending.len(),
+        selected.len(),
+        selected.len() - pending.len(),
         pending.len(),
         devices.len()
     );
@@ -333,11 +392,81 @@ pub fn run(a: &ProtocolArgs) -> Result<()> {
         }
     });
     let failures = failures.into_inner().expect("failures");
-    write_tables(a, &jobs)?;
+    if a.job.is_none() {
+        write_tables(a, &jobs)?;
+    }
     if !failures.is_empty() {
         bail!("{} run(s) failed: {}", failures.len(), failures.join("; "));
     }
     Ok(())
+}
+
+/// `--emit-jobs`: this protocol's command line with `--job N` for each of its `n` runs, as a
+/// Slurm array job or a list of shell commands, run from the current directory by this binary.
+fn emit_jobs(a: &ProtocolArgs, format: JobScript, n: usize) -> Result<()> {
+    let exe = std::env::current_exe().context("cannot find this program's path")?;
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    let mut args = vec![exe.display().to_string()];
+    let mut raw = std::env::args().skip(1);
+    while let Some(arg) = raw.next() {
+        if arg == "--emit-jobs" {
+            raw.next();
+        } else if !arg.starts_with("--emit-jobs=") {
+            args.push(arg);
+        }
+    }
+    let command = args
+        .iter()
+        .map(|s| shell_quote(s))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let cd = format!("cd {}", shell_quote(&cwd.display().to_string()));
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let (path, text) = match format {
+        JobScript::Shell => (
+            a.out.join("jobs.sh"),
+            (0..n)
+                .map(|i| format!("{cd} && {command} --job {i}\n"))
+                .collect::<String>(),
+        ),
+        JobScript::Slurm => {
+            let logs = a.out.join("logs");
+            std::fs::create_dir_all(&logs)
+                .with_context(|| format!("cannot create {}", logs.display()))?;
+            let logs = std::path::absolute(&logs).unwrap_or(logs);
+            (
+                a.out.join("jobs.sbatch"),
+                format!(
+                    "#!/bin/bash\n#SBATCH --job-name=mgr-protocol\n#SBATCH --array=0-{}\n\
+                     #SBATCH --output={}/job-%a.log\n\
+                     # {n} runs of `mgr protocol`, one per array task; each writes its own run \
+                     folder.\n# Afterwards, the same command with --collect builds the tables.\n\
+                     {cd}\nexec {command} --job \"$SLURM_ARRAY_TASK_ID\"\n",
+                    n.saturating_sub(1),
+                    logs.display(),
+                ),
+            )
+        }
+    };
+    write_atomic(&path, text.as_bytes())?;
+    eprintln!(
+        "wrote {} ({n} runs); then: the same command with --collect instead of --emit-jobs",
+        path.display()
+    );
+    Ok(())
+}
+
+/// `s` as one word for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+    {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
 }
 
 fn read_results(jobs: &[Job]) -> Vec<(Cell, serde_json::Value, PathBuf)> {
@@ -543,6 +672,16 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn shell_quoting_keeps_plain_words_and_quotes_the_rest() {
+        assert_eq!(shell_quote("--set"), "--set");
+        assert_eq!(shell_quote("rho=0.3,0.5"), "rho=0.3,0.5");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+        assert_eq!(shell_quote(""), "''");
+        assert_eq!(shell_quote("$HOME"), "'$HOME'");
+    }
+
+    #[test]
     fn aggregation_is_mean_and_sample_std_per_cell() {
         let cell = |m: &str| Cell {
             method: m.into(),
@@ -624,6 +763,9 @@ mod tests {
             sweep: Some("rho=0.3,0.9".into()),
             devices: vec!["flex".into()],
             out: PathBuf::from("/tmp/p"),
+            emit_jobs: None,
+            job: None,
+            collect: false,
         };
         let jobs = build_jobs(&a).unwrap();
         assert_eq!(jobs.len(), 4);

@@ -686,3 +686,105 @@ fn export_writes_safetensors_weights_config_and_the_traced_samples() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a run folder"));
     assert!(!elsewhere.exists());
 }
+
+/// `protocol --emit-jobs shell`: one command per run; running them and then `--collect` gives
+/// the same table as `mgr protocol` training them itself. The Slurm script is an array job over
+/// the same commands.
+#[test]
+fn emitted_jobs_then_collect_give_the_protocols_own_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (direct, cluster) = (tmp.path().join("direct"), tmp.path().join("cluster"));
+    let protocol = |out: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "protocol",
+            "--dataset",
+            "synthetic",
+            "--methods",
+            "baseline,mgr",
+            "--kappa",
+            "0.5",
+            "--absence-seeds",
+            "2",
+            "--seeds",
+            "1",
+            "--epochs",
+            "1",
+            "--devices",
+            "flex",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&TINY);
+        args.extend_from_slice(extra);
+        mgr(&args)
+    };
+    let out = protocol(&direct, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let out = protocol(&cluster, &["--emit-jobs", "shell"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!cluster.join("runs").exists(), "--emit-jobs trains nothing");
+    let script = std::fs::read_to_string(cluster.join("jobs.sh")).unwrap();
+    let lines: Vec<&str> = script.lines().collect();
+    assert_eq!(lines.len(), 4, "{script}");
+    for (i, line) in lines.iter().enumerate() {
+        assert!(
+            line.ends_with(&format!(" --job {i}")) && !line.contains("emit-jobs"),
+            "{line}"
+        );
+    }
+    // Before any job ran, there is nothing to collect.
+    assert!(!protocol(&cluster, &["--collect"]).status.success());
+    let ran = Command::new("bash")
+        .arg(cluster.join("jobs.sh"))
+        .output()
+        .unwrap();
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert!(
+        !cluster.join("table.csv").exists(),
+        "a job writes no tables"
+    );
+    let out = protocol(&cluster, &["--collect"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("4 of 4 runs finished"));
+    for table in ["table.csv", "table.json"] {
+        assert_eq!(
+            std::fs::read_to_string(cluster.join(table)).unwrap(),
+            std::fs::read_to_string(direct.join(table)).unwrap(),
+            "{table}"
+        );
+    }
+    assert!(cluster.join("plots/accuracy-vs-kappa.svg").is_file());
+
+    let out = protocol(&cluster, &["--emit-jobs", "slurm"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sbatch = std::fs::read_to_string(cluster.join("jobs.sbatch")).unwrap();
+    assert!(sbatch.starts_with("#!/bin/bash\n"), "{sbatch}");
+    assert!(sbatch.contains("#SBATCH --array=0-3\n"), "{sbatch}");
+    assert!(
+        sbatch.contains("--job \"$SLURM_ARRAY_TASK_ID\""),
+        "{sbatch}"
+    );
+    let out = protocol(&cluster, &["--job", "4"]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("this protocol has 4 runs"));
+}
