@@ -331,27 +331,7 @@ fn bad_input_is_a_one_line_error_with_no_run_folder() {
 fn protocol_runs_every_cell_skips_finished_runs_and_tabulates() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("table");
-    let mut args = vec![
-        "protocol",
-        "--dataset",
-        "synthetic",
-        "--methods",
-        "baseline,mgr",
-        "--kappa",
-        "0.5",
-        "--absence-seeds",
-        "2",
-        "--seeds",
-        "1",
-        "--epochs",
-        "1",
-        "--devices",
-        "flex,flex",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(&TINY);
-    let first = mgr(&args);
+    let first = small_protocol(&out, "flex,flex", &[]);
     assert!(
         first.status.success(),
         "{}",
@@ -408,9 +388,36 @@ fn protocol_runs_every_cell_skips_finished_runs_and_tabulates() {
             "{method}: {at_own_kappa} vs {trained}"
         );
     }
-    let second = mgr(&args);
+    let second = small_protocol(&out, "flex,flex", &[]);
     assert!(second.status.success());
     assert!(String::from_utf8_lossy(&second.stderr).contains("4 runs, 4 finished, 0 to do"));
+}
+
+/// `mgr protocol` of the baseline and MGR at kappa 0.5, 2 absence seeds x 1 training seed (4
+/// runs), one epoch at the TINY settings, on `devices`, into `out`, with `extra` flags.
+fn small_protocol(out: &Path, devices: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "protocol",
+        "--dataset",
+        "synthetic",
+        "--methods",
+        "baseline,mgr",
+        "--kappa",
+        "0.5",
+        "--absence-seeds",
+        "2",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--devices",
+        devices,
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    args.extend_from_slice(extra);
+    mgr(&args)
 }
 
 /// The ranking report: written by `train` for a synthetic MGR run, recomputed identically by
@@ -694,30 +701,7 @@ fn export_writes_safetensors_weights_config_and_the_traced_samples() {
 fn emitted_jobs_then_collect_give_the_protocols_own_tables() {
     let tmp = tempfile::tempdir().unwrap();
     let (direct, cluster) = (tmp.path().join("direct"), tmp.path().join("cluster"));
-    let protocol = |out: &Path, extra: &[&str]| {
-        let mut args = vec![
-            "protocol",
-            "--dataset",
-            "synthetic",
-            "--methods",
-            "baseline,mgr",
-            "--kappa",
-            "0.5",
-            "--absence-seeds",
-            "2",
-            "--seeds",
-            "1",
-            "--epochs",
-            "1",
-            "--devices",
-            "flex",
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(&TINY);
-        args.extend_from_slice(extra);
-        mgr(&args)
-    };
+    let protocol = |out: &Path, extra: &[&str]| small_protocol(out, "flex", extra);
     let out = protocol(&direct, &[]);
     assert!(
         out.status.success(),
