@@ -238,6 +238,11 @@ pub struct ModelConfig {
     /// lambda_div, weight of the diversity loss (Eq. 13).
     #[config(default = 0.1)]
     pub lambda_div: f64,
+    /// Eq. 4's gradient reaches only h_u (h detached): L_div then shapes the unimodal
+    /// branch and cannot pull the shared encoder away from the class information both carry
+    /// (issue 11's lead 4). Training only: the forward pass is the same either way.
+    #[config(default = false)]
+    pub div_detach_shared: bool,
     /// epsilon inside the square root of Eq. 4, so a constant batch does not divide by zero.
     #[config(default = 1e-9)]
     pub dcor_eps: f64,

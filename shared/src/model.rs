@@ -261,6 +261,11 @@ impl Model {
         let d = h.dims()[2];
         let index = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(rows, [n]), &device);
         let pooled_u = h_u.select(0, index.clone()).mean_dim(1).reshape([n, d]); // [n, d]
+        let h = if self.config.div_detach_shared {
+            h.detach()
+        } else {
+            h
+        };
         let pooled_h = h.select(0, index).mean_dim(1).reshape([n, d]); // [n, d]
         loss::squared_distance_correlation_eps(pooled_u, pooled_h, self.config.dcor_eps)
     }

@@ -491,3 +491,41 @@ fn gating_the_whole_token_before_a_layer_norm_starves_the_ranking() {
     let today = ranking_gradient_ratios(&synthetic_mgr(), 0);
     assert!(today[0] >= 0.01, "{today:?} vs {ratios:?}");
 }
+
+/// `div_detach_shared`: L_div (Eq. 4) alone sends a gradient into the unimodal encoders and the
+/// shared encoder when off, and into the unimodal encoders only when on; the forward pass and
+/// the value of L_div are the same either way.
+#[test]
+fn detaching_the_shared_features_keeps_l_div_out_of_the_shared_encoder() {
+    let _serial = one_at_a_time();
+    let device = Device::flex().autodiff();
+    let mut norms = Vec::new();
+    for detach in [false, true] {
+        let cfg = odd_config(Method::Mgr).with_div_detach_shared(detach);
+        device.seed(3);
+        let model = cfg.init(&device).unwrap();
+        let batch = random_batch(&cfg, mixed_availability(8, 2), &device);
+        let out = model.forward(&batch);
+        let l_div: f32 = out.l_div.clone().into_scalar();
+        let grads = out.l_div.backward();
+        let shared = model.encoder.layers[0]
+            .mha
+            .query
+            .weight
+            .val()
+            .grad(&grads)
+            .map_or(0.0, |g| g.abs().sum().into_scalar::<f32>());
+        let unimodal = grad_norm(
+            &model.unimodal.as_ref().unwrap().encoders[0].layers[0]
+                .pwff
+                .linear_outer
+                .weight,
+            &grads,
+        );
+        norms.push((l_div, shared, unimodal));
+    }
+    let ((div_on, shared_on, uni_on), (div_off, shared_off, uni_off)) = (norms[0], norms[1]);
+    assert!((div_on - div_off).abs() < 1e-6 && div_on > 0.0, "{norms:?}");
+    assert!(shared_on > 0.0 && uni_on > 0.0, "{norms:?}");
+    assert!(shared_off == 0.0 && uni_off > 0.0, "{norms:?}");
+}

@@ -230,10 +230,13 @@ pub fn load(run: &Path) -> Result<RunConfig> {
 /// (training-only options): an older `config.json` without them gets the default. A field whose
 /// default changed the computation (the refinement readings) is not here: an old run lacking it
 /// must not load as a different model.
-const BACKFILLED: [(&str, &str); 3] = [
+const BACKFILLED: [(&str, &str); 4] = [
     ("train", "schedule"),
     ("train", "warmup_frac"),
     ("train", "divergence_factor"),
+    // A model field, but it changes only L_div's gradient, not the forward pass; its default
+    // (false) is what every run before it trained with.
+    ("model", "div_detach_shared"),
 ];
 
 /// Fills the [`BACKFILLED`] fields a saved config lacks with today's defaults.
@@ -261,8 +264,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut v = serde_json::to_value(RunConfig::default()).unwrap();
         v["train"]["lr"] = serde_json::json!(0.5);
-        for (_, field) in BACKFILLED {
-            v["train"].as_object_mut().unwrap().remove(field);
+        for (section, field) in BACKFILLED {
+            v[section].as_object_mut().unwrap().remove(field);
         }
         std::fs::write(dir.path().join("config.json"), v.to_string()).unwrap();
         let rc = load(dir.path()).unwrap();
@@ -272,6 +275,10 @@ mod tests {
             TrainConfig::new().divergence_factor
         );
         assert_eq!(rc.train.schedule, mgr::train::LrSchedule::Constant);
+        assert!(
+            !rc.model.div_detach_shared,
+            "what every older run trained with"
+        );
         // A field that changes the model is not filled in: such a config is refused.
         v["model"]
             .as_object_mut()
