@@ -109,7 +109,7 @@ class ProjectReadingRefine(torch_mgr.Refine):
         return torch.gather(z, 1, keep[..., None].expand(B, kk, d))
 
 
-def peer_name(ours, n_layers, n_uni):
+def peer_name(ours):
     """The peer's parameter name for one of ours (None: the peer has no such parameter)."""
     p = ours.split(".")
     if p[0] == "tokenizers":
@@ -164,7 +164,7 @@ def build_peer(cfg, weights):
         for _ in range(cfg["refine_layers"]))
     state = {}
     for ours, tensor in weights.items():
-        name = peer_name(ours, cfg["n_layers"], cfg["unimodal_layers"])
+        name = peer_name(ours)
         if name is None:
             fail(f"no peer parameter for {ours}", 1)
         if ":" in name:  # PyTorch keeps W_q, W_k, W_v stacked as in_proj_weight [3d, d]

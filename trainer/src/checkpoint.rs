@@ -5,6 +5,7 @@
 use anyhow::{Context, Result, bail};
 use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Bytes, Device};
+use mgr::absence::AbsenceMask;
 use mgr::persist::{from_burnpack, to_burnpack};
 use mgr::{Model, ModelConfig};
 use serde::{Deserialize, Serialize};
@@ -72,6 +73,13 @@ impl RunPaths {
     /// `masks/<split>.csv`.
     pub fn mask(&self, split: &str) -> PathBuf {
         self.root.join("masks").join(format!("{split}.csv"))
+    }
+    /// The absence mask the run saved for `split`; errors name the file.
+    pub fn read_mask(&self, split: &str) -> Result<AbsenceMask> {
+        let path = self.mask(split);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Ok(AbsenceMask::from_csv(&text, &path.display().to_string())?)
     }
     fn checkpoint_dir(&self) -> PathBuf {
         self.root.join("checkpoint")

@@ -223,13 +223,7 @@ pub fn trace(a: &TraceArgs) -> Result<()> {
             }
             row
         }
-        None => {
-            let text = std::fs::read_to_string(paths.mask("test"))
-                .with_context(|| format!("cannot read {}", paths.mask("test").display()))?;
-            AbsenceMask::from_csv(&text, &paths.mask("test").display().to_string())?
-                .available(a.index)
-                .to_vec()
-        }
+        None => paths.read_mask("test")?.available(a.index).to_vec(),
     };
     let model = load_model(&rc.model, &paths.best(), &device)?;
     let batch = Batch::from_features(&splits.test, &[a.index], vec![available], &device);
@@ -273,10 +267,7 @@ pub fn export_file(a: &ExportFileArgs) -> Result<()> {
     if a.samples > 0 {
         let splits = dataset::load(&rc)?;
         let n = a.samples.min(splits.test.len());
-        let text = std::fs::read_to_string(paths.mask("test"))
-            .with_context(|| format!("cannot read {}", paths.mask("test").display()))?;
-        let mask = AbsenceMask::from_csv(&text, &paths.mask("test").display().to_string())?;
-        let samples = samples_safetensors(&splits.test, &mask, n)?;
+        let samples = samples_safetensors(&splits.test, &paths.read_mask("test")?, n)?;
         let path = sibling(".samples.safetensors");
         write_atomic(&path, &samples)?;
         written.push(path);

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use crate::checkpoint::RunPaths;
 use crate::device::{self, DeviceChoice};
 use crate::fsutil::write_atomic;
 use crate::runconfig::{RunConfig, set_key};
@@ -96,6 +97,16 @@ struct Job {
     seed: u64,
     dir: PathBuf,
     config: RunConfig,
+}
+
+impl Job {
+    /// `results.json` of its run folder, whose presence marks a finished run.
+    fn results(&self) -> PathBuf {
+        RunPaths {
+            root: self.dir.clone(),
+        }
+        .results()
+    }
 }
 
 /// A table cell: method, insertion type, kappa.
@@ -306,10 +317,7 @@ pub fn run(a: &ProtocolArgs) -> Result<()> {
         return emit_jobs(a, format, jobs.len());
     }
     if a.collect {
-        let found = jobs
-            .iter()
-            .filter(|j| j.dir.join("results.json").is_file())
-            .count();
+        let found = jobs.iter().filter(|j| j.results().is_file()).count();
         eprintln!(
             "protocol --collect: {found} of {} runs finished under {}",
             jobs.len(),
@@ -344,7 +352,7 @@ pub fn run(a: &ProtocolArgs) -> Result<()> {
     let pending: Vec<&Job> = selected
         .iter()
         .copied()
-        .filter(|j| !j.dir.join("results.json").is_file())
+        .filter(|j| !j.results().is_file())
         .collect();
     eprintln!(
         "protocol: {} runs, {} finished, {} to do on {} worker(s)",
@@ -472,7 +480,7 @@ fn shell_quote(s: &str) -> String {
 fn read_results(jobs: &[Job]) -> Vec<(Cell, serde_json::Value, PathBuf)> {
     jobs.iter()
         .filter_map(|j| {
-            let text = std::fs::read_to_string(j.dir.join("results.json")).ok()?;
+            let text = std::fs::read_to_string(j.results()).ok()?;
             Some((
                 j.cell.clone(),
                 serde_json::from_str(&text).ok()?,
