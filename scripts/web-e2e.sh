@@ -17,6 +17,9 @@ cargo build -q --workspace --examples
 expected="${CARGO_TARGET_DIR:-target}/debug/examples/expected"
 "$expected" web/assets/model "$sample" > "$out/expected-full.json"
 "$expected" web/assets/model "$sample" audio > "$out/expected-drop.json"
+av_sample=5
+"$expected" web/assets/model-avmnist "$av_sample" > "$out/expected-av.json"
+"$expected" web/assets/model-avmnist "$av_sample" audio > "$out/expected-av-drop.json"
 
 # A model folder whose weights are over the page's 64 MB limit (sparse: no disk used), to check
 # the page refuses it from its announced size.
@@ -34,4 +37,5 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; s
 
 BASE_URL="http://127.0.0.1:$port" SAMPLE=$sample SHOT_DIR="$out" \
   EXPECTED_FULL="$out/expected-full.json" EXPECTED_DROP="$out/expected-drop.json" \
+  EXPECTED_AV="$out/expected-av.json" EXPECTED_AV_DROP="$out/expected-av-drop.json" \
   node tests/e2e/e2e.mjs

@@ -39,6 +39,7 @@
 
 pub mod absence;
 pub mod attention;
+pub mod avmnist;
 pub mod batch;
 pub mod config;
 pub mod data;

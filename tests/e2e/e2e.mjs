@@ -3,7 +3,8 @@
 // the native model (EXPECTED_* files from `cargo run -p mgr-web --example expected`), checks
 // bad URL state and bad model URLs (missing, refused schemes, over 64 MB), the model's source
 // line, the embed code (opened in an <iframe>), the PNG export, the edge view, the canvas text
-// summary and the guided tour, and saves screenshots to SHOT_DIR.
+// summary, the guided tour, and the AV-MNIST model (data switch, recording, credit; EXPECTED_AV*),
+// and saves screenshots to SHOT_DIR.
 import { chromium } from 'playwright-core';
 import { readFileSync } from 'node:fs';
 
@@ -30,7 +31,7 @@ function compare(label, got, want) {
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM ?? '/usr/bin/chromium',
-  args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  args: ['--headless', '--autoplay-policy=no-user-gesture-required', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
 const page = await browser.newPage({ viewport: { width: 1000, height: 1100 } });
@@ -192,6 +193,52 @@ const [scrollW, scrollH] = await page.evaluate(() => [document.documentElement.s
 if (scrollW > 400 || scrollH > 600) fail(`embed view is ${scrollW} x ${scrollH} px, over 400 x 600`);
 console.log(`embed view: ${scrollW} x ${scrollH} px`);
 await page.screenshot({ path: `${shots}/e2e-embed-400px.png`, fullPage: true });
+
+// Real data: the AV-MNIST model (#data=avmnist), its digit and spectrogram, the recording's
+// play button and the FSDD credit; equal to the native engine on the same shipped sample.
+await page.setViewportSize({ width: 1000, height: 1100 });
+const expectedAv = JSON.parse(readFileSync(process.env.EXPECTED_AV, 'utf8'));
+const expectedAvDrop = JSON.parse(readFileSync(process.env.EXPECTED_AV_DROP, 'utf8'));
+const avSample = expectedAv.sample;
+await page.goto(`${base}/#sample=${sample}`);
+await traceAfter(`sample=${sample}`);
+await page.selectOption('#data', 'avmnist');
+const av0 = await traceAfter('data=avmnist&sample=0');
+if (av0.data !== 'avmnist' || av0.trace.modalities.join(',') !== 'vision,audio') fail(`data switch: ${av0.data} ${av0.trace.modalities}`);
+await page.goto(`${base}/#data=avmnist&sample=${avSample}`);
+const av = await traceAfter(`data=avmnist&sample=${avSample}`);
+compare('AV-MNIST all present', av.trace, expectedAv.trace);
+if (av.recording !== expectedAv.recording || av.label !== expectedAv.label) fail(`AV-MNIST sample: ${av.recording} ${av.label} vs ${expectedAv.recording} ${expectedAv.label}`);
+if (await page.isVisible('#keep-text')) fail('AV-MNIST shows a text checkbox');
+if (!(await page.isVisible('#play'))) fail('no play button for AV-MNIST');
+const credit = await page.textContent('#credit');
+if (!(await page.isVisible('#credit')) || !/Free Spoken Digit Dataset/.test(credit) || !/CC BY-SA 4\.0/.test(credit)) fail(`FSDD credit: "${credit}"`);
+if (!(await page.textContent('#prediction')).includes(av.recording)) fail('the sample text does not name its recording');
+await page.click('#play');
+await page.waitForFunction(() => /playing/.test(document.getElementById('audio-status')?.textContent ?? ''), null, { timeout: 10000 })
+  .catch(async () => fail(`play: "${await page.textContent('#audio-status')}"`));
+const audioText = await page.textContent('#audio-status');
+if (!audioText.includes(av.recording)) fail(`play status: "${audioText}"`);
+await page.uncheck('#keep-audio');
+const avDrop = await traceAfter('data=avmnist&sample=' + avSample + '&drop=audio');
+compare('AV-MNIST audio dropped', avDrop.trace, expectedAvDrop.trace);
+if (avDrop.trace.available[1] !== false) fail('AV-MNIST trace does not say audio is absent');
+await page.screenshot({ path: `${shots}/e2e-avmnist-drop-audio.png`, fullPage: true });
+await page.goto(`${base}/#data=avmnist&sample=999`);
+await traceAfter('data=avmnist&sample=0');
+if (!/sample `999`/.test(await page.textContent('#message'))) fail('no message for an AV-MNIST sample that is not shipped');
+// Back to synthetic from the data menu: the three checkboxes again, no play button.
+await page.selectOption('#data', 'synthetic');
+await traceAfter('sample=0');
+if (!(await page.isVisible('#keep-text')) || (await page.isVisible('#play'))) fail('switching back to synthetic');
+// AV-MNIST embedded at 400 x 600: fits, credit included.
+await page.setViewportSize({ width: 400, height: 600 });
+await page.goto(`${base}/#data=avmnist&sample=${avSample}&drop=audio&embed=1`);
+await traceAfter('embed=1');
+const [avW, avH] = await page.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.scrollHeight]);
+if (avW > 400 || avH > 600) fail(`AV-MNIST embed view is ${avW} x ${avH} px, over 400 x 600`);
+if (!(await page.isVisible('#credit'))) fail('the embedded AV-MNIST view drops the credit');
+await page.screenshot({ path: `${shots}/e2e-avmnist-embed-400px.png`, fullPage: true });
 
 if (errors.length) fail(`page errors: ${errors.join('; ')}`);
 await browser.close();

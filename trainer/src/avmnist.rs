@@ -103,7 +103,7 @@ fn find_mnist(dir: &Path, names: &[&str]) -> Result<PathBuf> {
 }
 
 /// MNIST images ([n, 784] pixels) and labels of one split.
-fn read_mnist(dir: &Path, train: bool) -> Result<(Vec<u8>, Vec<u8>, usize)> {
+pub(crate) fn read_mnist(dir: &Path, train: bool) -> Result<(Vec<u8>, Vec<u8>, usize)> {
     let (images, labels) = if train {
         (
             find_mnist(
@@ -206,6 +206,14 @@ pub fn project(pixels: &[u8], n: usize, mean: &[f64], components: &DMatrix<f64>)
 
 /// A recording: the wave scaled to [-1, 1].
 fn read_wav(path: &Path) -> Result<Vec<f64>> {
+    Ok(read_pcm(path)?
+        .into_iter()
+        .map(|s| s as f64 / 32768.0)
+        .collect())
+}
+
+/// A recording's 16-bit samples, checked to be the dataset's format (mono, 16-bit, 8 kHz).
+fn read_pcm(path: &Path) -> Result<Vec<i16>> {
     let mut reader = hound::WavReader::open(path)
         .with_context(|| format!("{}: not a readable wav file", path.display()))?;
     let spec = reader.spec();
@@ -233,7 +241,7 @@ fn read_wav(path: &Path) -> Result<Vec<f64>> {
     if samples.is_empty() {
         bail!("{}: no samples", path.display());
     }
-    Ok(samples.into_iter().map(|s| s as f64 / 32768.0).collect())
+    Ok(samples)
 }
 
 /// The power spectrogram, [112 frequencies][112 frames], as scipy.signal.spectrogram(x,
@@ -395,8 +403,10 @@ pub fn prepare(
     write3(tmp.join("audio/test_data.npy"), test_audio, n_test)?;
     write_labels(tmp.join("train_labels.npy"), &train_labels)?;
     write_labels(tmp.join("test_labels.npy"), &test_labels)?;
+    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let recipe = serde_json::json!({
         "recipe": "MultiBench AV-MNIST (MFAS generator), rebuilt by mgr prepare avmnist",
+        "mnist_dir": absolute(mnist), "fsdd_dir": absolute(fsdd),
         "pca_components": components.ncols(),
         "pca_threshold": 0.25,
         "train_speakers": TRAIN_SPEAKERS, "test_speaker": TEST_SPEAKER,
@@ -419,6 +429,163 @@ pub fn prepare(
     std::fs::rename(&tmp, out)
         .with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))?;
     Ok((n_train, n_test, components.ncols()))
+}
+
+/// The page's credit line for AV-MNIST samples (the recordings are CC BY-SA 4.0: shared with
+/// the page, so credited there).
+pub const PAGE_CREDIT: &str = "Handwritten digits: MNIST (LeCun, Cortes and Burges). Spoken digits: the Free Spoken Digit Dataset (Jackson et al., github.com/Jakobovski/free-spoken-digit-dataset), CC BY-SA 4.0; the recordings played here are shared under the same licence.";
+
+/// Where the MNIST and FSDD folders of a prepared dataset are: the flags if given, else what
+/// `mgr prepare` wrote into its `recipe.json`.
+pub fn source_dirs(
+    data: &Path,
+    mnist: Option<&Path>,
+    fsdd: Option<&Path>,
+) -> Result<(PathBuf, PathBuf)> {
+    let recipe_path = data.join("recipe.json");
+    let recipe: Option<serde_json::Value> = std::fs::read_to_string(&recipe_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    let from_recipe = |key: &str| {
+        recipe
+            .as_ref()
+            .and_then(|r| r[key].as_str())
+            .map(PathBuf::from)
+    };
+    let pick = |flag: Option<&Path>, key: &str, what: &str| {
+        flag.map(Path::to_path_buf)
+            .or_else(|| from_recipe(key))
+            .ok_or_else(|| {
+                anyhow!(
+                    "{}: does not say where the {what} files are (prepared by an older mgr); pass --{}",
+                    recipe_path.display(),
+                    key.replace('_', "-")
+                )
+            })
+    };
+    Ok((
+        pick(mnist, "mnist_dir", "MNIST")?,
+        pick(fsdd, "fsdd_dir", "FSDD")?,
+    ))
+}
+
+/// The first `n` test samples of a prepared AV-MNIST folder `data`, for the page, as
+/// safetensors: `input.vision` [n, 16, 49] and `input.audio` [n, 28, 448] (F16: the model's
+/// inputs, standardised as `test` holds them), `label` [n] (U8), `pixels` [n, 784] (U8: the
+/// original MNIST digit), `wave` (I16: every sample's FSDD recording, concatenated, 8 kHz) and
+/// `wave_offset` [n + 1] (I64: where each one starts); metadata `format`
+/// (`mgr-web-samples/1`), `recordings` (a JSON list of file names) and `sample_rate`.
+pub fn page_samples(
+    data: &Path,
+    mnist: &Path,
+    fsdd: &Path,
+    test: &DataSplit,
+    n: usize,
+) -> Result<Vec<u8>> {
+    use safetensors::{Dtype, tensor::TensorView};
+    let n = n.min(test.len());
+    let sources_path = data.join("audio/test_sources.csv");
+    let sources = std::fs::read_to_string(&sources_path).with_context(|| {
+        format!(
+            "{}: cannot read which recording each test sample has (prepare the data again with mgr prepare avmnist)",
+            sources_path.display()
+        )
+    })?;
+    let recordings: Vec<String> = sources
+        .lines()
+        .skip(1)
+        .take(n)
+        .map(|row| row.split(',').nth(1).unwrap_or("").trim().to_string())
+        .collect();
+    if recordings.len() < n || recordings.iter().any(String::is_empty) {
+        bail!(
+            "{}: {} rows of `label,recording`, expected at least {n}",
+            sources_path.display(),
+            recordings.len()
+        );
+    }
+    let (pixels, mnist_labels, n_mnist) = read_mnist(mnist, false)?;
+    if n_mnist < n {
+        bail!("{}: {n_mnist} test digits, fewer than {n}", mnist.display());
+    }
+    let Targets::Classes { labels, .. } = &test.targets else {
+        bail!("{}: AV-MNIST has class labels", test.name);
+    };
+    let mut waves: Vec<i16> = Vec::new();
+    let mut offsets: Vec<i64> = vec![0];
+    for (i, name) in recordings.iter().enumerate() {
+        if usize::from(mnist_labels[i]) != labels[i] || !name.starts_with(&labels[i].to_string()) {
+            bail!(
+                "test sample {i}: label {} in {}, digit {} in {}, recording {name}: the folders do not belong together",
+                labels[i],
+                data.display(),
+                mnist_labels[i],
+                mnist.display()
+            );
+        }
+        waves.extend(read_pcm(&fsdd.join("recordings").join(name))?);
+        offsets.push(waves.len() as i64);
+    }
+    let f16_bytes = |values: &[f32]| -> Vec<u8> {
+        values
+            .iter()
+            .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+            .collect()
+    };
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (m, spec) in test.modalities.iter().enumerate() {
+        let values: Vec<f32> = (0..n)
+            .flat_map(|i| test.sample_features(m, i).iter().copied())
+            .collect();
+        tensors.push((
+            format!("input.{}", spec.name),
+            Dtype::F16,
+            vec![n, spec.n_tokens, spec.token_dim],
+            f16_bytes(&values),
+        ));
+    }
+    tensors.push((
+        "label".into(),
+        Dtype::U8,
+        vec![n],
+        labels[..n].iter().map(|&l| l as u8).collect(),
+    ));
+    tensors.push((
+        "pixels".into(),
+        Dtype::U8,
+        vec![n, 784],
+        pixels[..n * 784].to_vec(),
+    ));
+    tensors.push((
+        "wave".into(),
+        Dtype::I16,
+        vec![waves.len()],
+        waves.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    ));
+    tensors.push((
+        "wave_offset".into(),
+        Dtype::I64,
+        vec![n + 1],
+        offsets.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    ));
+    let views = tensors
+        .iter()
+        .map(|(name, dtype, shape, bytes)| {
+            TensorView::new(*dtype, shape.clone(), bytes)
+                .map(|view| (name.clone(), view))
+                .map_err(|e| anyhow!("page samples tensor {name}: {e}"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let metadata = std::collections::HashMap::from([
+        ("format".to_string(), "mgr-web-samples/1".to_string()),
+        (
+            "recordings".to_string(),
+            serde_json::to_string(&recordings)?,
+        ),
+        ("sample_rate".to_string(), RATE.to_string()),
+    ]);
+    safetensors::serialize(views, Some(metadata))
+        .map_err(|e| anyhow!("cannot serialise the page samples: {e}"))
 }
 
 /// Reads a float npy array of any float or integer dtype, naming the file on error.
@@ -476,11 +643,9 @@ fn read_any_image(path: &Path) -> Result<Array2<f32>> {
 }
 
 /// The token grids of AV-MNIST.
+/// The two modalities (the layout is [`mgr::avmnist`]'s, which the page draws back).
 pub fn modalities() -> Vec<ModalitySpec> {
-    vec![
-        ModalitySpec::new("vision".into(), 16, 49),
-        ModalitySpec::new("audio".into(), 28, 448),
-    ]
+    mgr::avmnist::modalities()
 }
 
 struct Raw {
@@ -541,23 +706,11 @@ fn read_split(dir: &Path, split: &str) -> Result<Raw> {
     })
 }
 
-/// Tokens of one sample: 16 patches of 7 x 7, and 28 tokens of 4 frames x 112 frequencies.
+/// Tokens of one sample: 16 patches of 7 x 7, and 28 tokens of 4 frames x 112 frequencies
+/// ([`mgr::avmnist`]'s layout).
 fn tokens(raw: &Raw, i: usize, image_out: &mut Vec<f32>, audio_out: &mut Vec<f32>) {
-    for p in 0..16 {
-        let (py, px) = (p / 4, p % 4);
-        for y in 0..7 {
-            for x in 0..7 {
-                image_out.push(raw.image[[i, (py * 7 + y) * 28 + px * 7 + x]]);
-            }
-        }
-    }
-    for t in 0..28 {
-        for frame in 4 * t..4 * t + 4 {
-            for f in 0..SPEC {
-                audio_out.push(raw.audio[[i, f, frame]]);
-            }
-        }
-    }
+    image_out.extend(mgr::avmnist::image_tokens(|p| raw.image[[i, p]]));
+    audio_out.extend(mgr::avmnist::audio_tokens(|f, t| raw.audio[[i, f, t]]));
 }
 
 fn standardise(values: &mut [f32], mean: f64, std: f64) {

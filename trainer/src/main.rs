@@ -163,12 +163,21 @@ struct ExportArgs {
     /// A run folder written by `mgr train`.
     #[arg(long)]
     run: PathBuf,
-    /// Folder to write `model.bpk`, `model.json` and `samples.json` into.
+    /// Folder to write `model.bpk`, `model.json` and the samples (`samples.json` for synthetic
+    /// runs, `samples.safetensors` for AV-MNIST) into.
     #[arg(long)]
     out: PathBuf,
     /// Test samples to include.
     #[arg(long, default_value_t = 32)]
     samples: usize,
+    /// export-web of an AV-MNIST run: the MNIST folder (default: the one its data was prepared
+    /// from, as its recipe.json says), for the original digits the page shows.
+    #[arg(long)]
+    mnist_dir: Option<PathBuf>,
+    /// export-web of an AV-MNIST run: the FSDD folder (default: from its recipe.json), for the
+    /// recordings the page plays.
+    #[arg(long)]
+    fsdd_dir: Option<PathBuf>,
 }
 
 #[derive(Args)]

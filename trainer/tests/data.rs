@@ -157,6 +157,86 @@ fn avmnist_is_rebuilt_from_real_recordings_and_trains_well_above_chance() {
         acc > 0.4,
         "AV-MNIST test accuracy {acc} is not far above chance (0.1)"
     );
+
+    // The page's export: the model, and its first test samples with their real recordings (the
+    // MNIST and FSDD folders found through the prepared data's recipe.json).
+    let web = tmp.path().join("web");
+    let export = mgr(&[
+        "export-web",
+        "--run",
+        runs.to_str().unwrap(),
+        "--out",
+        web.to_str().unwrap(),
+        "--samples",
+        "5",
+    ]);
+    assert!(
+        export.status.success(),
+        "{}",
+        String::from_utf8_lossy(&export.stderr)
+    );
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(web.join("model.json")).unwrap()).unwrap();
+    assert_eq!(meta["dataset"], "avmnist");
+    assert!(meta["credit"].as_str().unwrap().contains("CC BY-SA 4.0"));
+    let bytes = std::fs::read(web.join(meta["samples_file"].as_str().unwrap())).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("input.vision").unwrap().shape(), [5, 16, 49]);
+    assert_eq!(st.tensor("input.audio").unwrap().shape(), [5, 28, 448]);
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let names: Vec<String> =
+        serde_json::from_str(&header.metadata().as_ref().unwrap()["recordings"]).unwrap();
+    let sources = std::fs::read_to_string(out.join("audio/test_sources.csv")).unwrap();
+    let offsets: Vec<i64> = st
+        .tensor("wave_offset")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|b| i64::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    let wave = st.tensor("wave").unwrap();
+    let labels = st.tensor("label").unwrap().data().to_vec();
+    for (i, name) in names.iter().enumerate() {
+        // Each sample carries the very recording the data paired it with, sample for sample.
+        assert_eq!(
+            sources.lines().nth(i + 1).unwrap(),
+            format!("{},{name}", labels[i])
+        );
+        let want: Vec<i16> = hound::WavReader::open(data.join("fsdd/recordings").join(name))
+            .unwrap()
+            .samples::<i16>()
+            .map(Result::unwrap)
+            .collect();
+        let got: Vec<i16> = wave.data()[2 * offsets[i] as usize..2 * offsets[i + 1] as usize]
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        assert_eq!(got, want, "sample {i}: {name}");
+    }
+    // The model's inputs are the test split's, to f16 precision.
+    let vision: Vec<f32> = st.tensor("input.vision").unwrap().data()[..2 * 784]
+        .chunks_exact(2)
+        .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+        .collect();
+    assert!(
+        vision.iter().any(|v| v.abs() > 0.1),
+        "vision inputs all near zero"
+    );
+
+    // A prepared folder whose recordings are gone: an error naming the file, nothing written.
+    let moved = tmp.path().join("web2");
+    let fail = mgr(&[
+        "export-web",
+        "--run",
+        runs.to_str().unwrap(),
+        "--out",
+        moved.to_str().unwrap(),
+        "--fsdd-dir",
+        tmp.path().join("nowhere").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&fail.stderr);
+    assert!(!fail.status.success() && err.contains("nowhere"), "{err}");
+    assert!(!moved.exists(), "a failed export left {}", moved.display());
 }
 
 fn write_npy(path: &Path, expr: &str) {

@@ -3,7 +3,6 @@
 
 use std::cell::RefCell;
 
-use mgr::synthetic::N_CLASSES;
 use mgr::trace::SampleTrace;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
@@ -15,18 +14,48 @@ use web_sys::{
 };
 
 use crate::edges::edges_to_draw;
-use crate::engine::{Engine, Inference};
+use crate::engine::{Engine, Inference, WebMeta};
 use crate::render;
+use crate::sample::PageSample;
 use crate::state::{
-    EdgeView, Limits, MAX_MODEL_BYTES, MAX_SAMPLE, ViewState, check_model_size, embed_snippet,
+    Data, EdgeView, Limits, MAX_MODEL_BYTES, ViewState, check_model_size, embed_snippet,
     escape_html, model_json_url,
 };
 use crate::summary::canvas_summary;
 use crate::tour::TOUR;
 
+/// The files of one exported model: `model.json`, `model.bpk` and (AV-MNIST) the samples.
+type ModelFiles = (String, Vec<u8>, Option<Vec<u8>>);
+
 thread_local! {
-    static ENGINE: RefCell<Option<Engine>> = const { RefCell::new(None) };
-    static SHIPPED: RefCell<Option<(String, Vec<u8>)>> = const { RefCell::new(None) };
+    /// The model in use for each dataset ([`Data::ALL`] order), loaded when first shown.
+    static ENGINES: RefCell<[Option<Engine>; 2]> = const { RefCell::new([None, None]) };
+    /// The shipped models' files, for "shipped model" after another was loaded.
+    static SHIPPED: RefCell<[Option<ModelFiles>; 2]> = const { RefCell::new([None, None]) };
+    /// Datasets whose shipped model is being fetched.
+    static LOADING: RefCell<[bool; 2]> = const { RefCell::new([false, false]) };
+    /// Messages waiting for the view's model to load, shown with its first picture.
+    static PENDING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
+    /// Where each dataset's model in use came from, for the page's "Model:" line.
+    static SOURCES: RefCell<[String; 2]> = const { RefCell::new([String::new(), String::new()]) };
+}
+
+fn set_source(data: Data, source: String) {
+    SOURCES.with(|s| s.borrow_mut()[slot(data)] = source);
+}
+
+fn slot(data: Data) -> usize {
+    Data::ALL.iter().position(|&d| d == data).unwrap_or(0)
+}
+
+/// Runs `f` on the engine of `data`, if it is loaded.
+fn with_engine<R>(data: Data, f: impl FnOnce(&Engine) -> R) -> Option<R> {
+    ENGINES.with(|e| e.borrow()[slot(data)].as_ref().map(f))
+}
+
+fn set_engine(engine: Engine) {
+    let at = slot(engine.data);
+    ENGINES.with(|e| e.borrow_mut()[at] = Some(engine));
 }
 
 fn window() -> web_sys::Window {
@@ -119,19 +148,73 @@ fn absolute(url: &str) -> String {
         .unwrap_or_else(|_| url.to_string())
 }
 
-async fn fetch_model(meta_url: &str) -> Result<(String, Vec<u8>), String> {
+/// `name` resolved against the folder of `meta_url` (itself resolved against the page).
+fn beside(meta_url: &str, name: &str) -> Result<String, String> {
+    let base =
+        web_sys::Url::new_with_base(meta_url, &window().location().href().unwrap_or_default())
+            .map_err(|_| format!("bad URL {meta_url}"))?
+            .href();
+    web_sys::Url::new_with_base(name, &base)
+        .map(|u| u.href())
+        .map_err(|_| format!("bad URL {name} beside {meta_url}"))
+}
+
+/// Downloads an export: `model.json`, the `model.bpk` beside it, and the samples file it names.
+async fn fetch_model(meta_url: &str) -> Result<ModelFiles, String> {
     let meta = fetch_bytes(meta_url).await?;
     let meta = String::from_utf8(meta).map_err(|_| format!("{meta_url} is not text"))?;
-    let weights_url = web_sys::Url::new_with_base(
-        "model.bpk",
-        &web_sys::Url::new_with_base(meta_url, &window().location().href().unwrap_or_default())
-            .map_err(|_| format!("bad URL {meta_url}"))?
-            .href(),
-    )
-    .map_err(|_| format!("bad URL {meta_url}"))?
-    .href();
-    let weights = fetch_bytes(&weights_url).await?;
-    Ok((meta, weights))
+    let parsed = WebMeta::parse(&meta).map_err(|e| format!("{meta_url}: {e}"))?;
+    let weights = fetch_bytes(&beside(meta_url, "model.bpk")?).await?;
+    let samples = match &parsed.samples_file {
+        Some(file) => {
+            // Only a plain file name beside model.json: the export writes no other.
+            if file.contains(['/', '\\', ':', '?', '#']) {
+                return Err(format!(
+                    "{meta_url}: samples_file `{file}` is not a file name"
+                ));
+            }
+            Some(fetch_bytes(&beside(meta_url, file)?).await?)
+        }
+        None => None,
+    };
+    Ok((meta, weights, samples))
+}
+
+/// Fetches and loads the shipped model of `data` unless it is loaded or on its way, then
+/// renders the current view.
+fn ensure_engine(data: Data) {
+    if with_engine(data, |_| ()).is_some() || LOADING.with(|l| l.borrow()[slot(data)]) {
+        return;
+    }
+    LOADING.with(|l| l.borrow_mut()[slot(data)] = true);
+    set_text("status", &format!("loading the {} model...", data.name()));
+    spawn_local(async move {
+        let url = data.shipped_model();
+        let result = fetch_model(url).await.and_then(|files| {
+            let engine = Engine::load(&files.0, files.1.clone(), files.2.clone())
+                .map_err(|e| format!("shipped {} model: {e}", data.name()))?;
+            SHIPPED.with(|s| s.borrow_mut()[slot(data)] = Some(files));
+            set_source(data, format!("shipped with the page ({})", absolute(url)));
+            Ok(engine)
+        });
+        LOADING.with(|l| l.borrow_mut()[slot(data)] = false);
+        match result {
+            Ok(engine) => {
+                set_engine(engine);
+                render_from_hash(Vec::new());
+            }
+            Err(e) if data != Data::default() => {
+                // The synthetic view still works: say what failed and show it.
+                let fallback = ViewState::default().to_hash();
+                show_messages(&[format!("{e}; showing the synthetic model")]);
+                let _ = window().location().set_hash(&fallback);
+            }
+            Err(e) => {
+                show_messages(&[e]);
+                set_text("status", "failed");
+            }
+        }
+    });
 }
 
 #[wasm_bindgen(start)]
@@ -147,16 +230,7 @@ pub fn start() {
 
 async fn boot() -> Result<(), String> {
     set_text("status", "loading model...");
-    let shipped = fetch_model("model/model.json").await?;
-    let engine =
-        Engine::load(&shipped.0, shipped.1.clone()).map_err(|e| format!("shipped model: {e}"))?;
-    SHIPPED.with(|s| *s.borrow_mut() = Some(shipped));
-    ENGINE.with(|e| *e.borrow_mut() = Some(engine));
     let mut problems = Vec::new();
-    set_text(
-        "model-source",
-        &format!("shipped with the page ({})", absolute("model/model.json")),
-    );
     let search = window().location().search().unwrap_or_default();
     if let Ok(params) = web_sys::UrlSearchParams::new_with_str(&search)
         && let Some(url) = params.get("model")
@@ -164,14 +238,26 @@ async fn boot() -> Result<(), String> {
         let loaded = match model_json_url(&url) {
             Ok(json_url) => fetch_model(&json_url)
                 .await
-                .and_then(|(m, w)| Engine::load(&m, w))
+                .and_then(|(m, w, s)| Engine::load(&m, w, s))
                 .map(|engine| (engine, absolute(&json_url))),
             Err(e) => Err(e),
         };
         match loaded {
             Ok((engine, from)) => {
-                ENGINE.with(|e| *e.borrow_mut() = Some(engine));
-                set_text("model-source", &format!("{from} (from the link's ?model=)"));
+                let data = engine.data;
+                set_engine(engine);
+                set_source(data, format!("{from} (from the link's ?model=)"));
+                let hash = window().location().hash().unwrap_or_default();
+                if data != Data::of_hash(&hash) && !hash.contains("data=") {
+                    // A link to an AV-MNIST model opens its data.
+                    let _ = window().location().set_hash(
+                        &ViewState {
+                            data,
+                            ..ViewState::default()
+                        }
+                        .to_hash(),
+                    );
+                }
             }
             Err(e) => problems.push(format!(
                 "could not load ?model={url}: {e}; showing the shipped model"
@@ -189,18 +275,21 @@ async fn boot() -> Result<(), String> {
     Ok(())
 }
 
-fn limits() -> Limits {
-    ENGINE.with(|e| {
-        e.borrow()
-            .as_ref()
-            .map(Engine::limits)
-            .expect("engine loaded")
-    })
+fn current_data() -> Data {
+    Data::of_hash(&window().location().hash().unwrap_or_default())
+}
+
+/// The limits of the model the current view shows (None while it loads).
+fn limits() -> Option<Limits> {
+    with_engine(current_data(), Engine::limits)
 }
 
 fn current_state() -> (ViewState, Vec<String>) {
     let hash = window().location().hash().unwrap_or_default();
-    ViewState::parse(&hash, &limits())
+    match limits() {
+        Some(limits) => ViewState::parse(&hash, &limits),
+        None => (ViewState::default(), Vec::new()),
+    }
 }
 
 /// Changes the state; the hash change re-renders. A control changed during the tour leaves it
@@ -338,45 +427,32 @@ fn save_png() {
 }
 
 fn bind_controls() {
-    for name in ["vision", "audio", "text"] {
-        on(&format!("keep-{name}"), "change", move || {
-            let (mut s, _) = current_state();
-            let keep = el::<HtmlInputElement>(&format!("keep-{name}"))
-                .map(|i| i.checked())
-                .unwrap_or(true);
-            s.drop.retain(|d| d != name);
-            if !keep {
-                s.drop.push(name.to_string());
-                let lim = limits();
-                s.drop = lim
-                    .modalities
-                    .iter()
-                    .filter(|m| s.drop.contains(m))
-                    .cloned()
-                    .collect();
-                if s.drop.len() == lim.modalities.len() {
-                    show_messages(&["at least one modality must stay".to_string()]);
-                    if let Some(i) = el::<HtmlInputElement>(&format!("keep-{name}")) {
-                        i.set_checked(true);
-                    }
-                    return;
-                }
-            }
-            navigate(&s);
+    on("data", "change", || {
+        let data = el::<HtmlSelectElement>("data")
+            .and_then(|e| Data::from_name(&e.value()))
+            .unwrap_or_default();
+        let (state, _) = current_state();
+        navigate(&ViewState {
+            data,
+            embed: state.embed,
+            ..ViewState::default()
         });
-    }
+    });
+    on("play", "click", play_recording);
     on("sample", "change", || {
         let (mut s, _) = current_state();
         let value = el::<HtmlInputElement>("sample")
             .map(|i| i.value())
             .unwrap_or_default();
+        let count = limits().map_or(1, |l| l.samples);
         match value.trim().parse::<usize>() {
-            Ok(v) if v <= MAX_SAMPLE => {
+            Ok(v) if v < count => {
                 s.sample = v;
                 navigate(&s);
             }
             _ => show_messages(&[format!(
-                "sample `{value}` is not an index from 0 to {MAX_SAMPLE}"
+                "sample `{value}` is not an index from 0 to {}",
+                count.saturating_sub(1)
             )]),
         }
     });
@@ -387,12 +463,14 @@ fn bind_controls() {
     });
     on("next", "click", || {
         let (mut s, _) = current_state();
-        s.sample = (s.sample + 1).min(MAX_SAMPLE);
+        let last = limits().map_or(0, |l| l.samples.saturating_sub(1));
+        s.sample = (s.sample + 1).min(last);
         navigate(&s);
     });
     on("new-sample", "click", || {
         let (mut s, _) = current_state();
-        s.sample = (js_sys::Math::random() * MAX_SAMPLE as f64) as usize;
+        let count = limits().map_or(1, |l| l.samples);
+        s.sample = (js_sys::Math::random() * count as f64) as usize % count.max(1);
         navigate(&s);
     });
     on("layer", "change", || {
@@ -447,11 +525,16 @@ fn bind_controls() {
     on("save-png", "click", save_png);
     on("model-file", "change", || spawn_local(load_picked_files()));
     on("reset-model", "click", || {
-        let shipped = SHIPPED.with(|s| s.borrow().clone());
-        if let Some((meta, weights)) = shipped
-            && let Ok(engine) = Engine::load(&meta, weights)
+        let data = current_data();
+        let shipped = SHIPPED.with(|s| s.borrow()[slot(data)].clone());
+        if let Some((meta, weights, samples)) = shipped
+            && let Ok(engine) = Engine::load(&meta, weights, samples)
         {
-            ENGINE.with(|e| *e.borrow_mut() = Some(engine));
+            set_engine(engine);
+            set_source(
+                data,
+                format!("shipped with the page ({})", absolute(data.shipped_model())),
+            );
             render_from_hash(vec!["back to the shipped model".into()]);
         }
     });
@@ -462,7 +545,7 @@ async fn load_picked_files() {
         return;
     };
     let Some(files) = input.files() else { return };
-    let (mut meta, mut weights) = (None, None);
+    let (mut meta, mut weights, mut samples) = (None, None, None);
     for i in 0..files.length() {
         let Some(file) = files.get(i) else { continue };
         let Ok(buf) = JsFuture::from(file.array_buffer()).await else {
@@ -471,18 +554,33 @@ async fn load_picked_files() {
         let bytes = js_sys::Uint8Array::new(&buf).to_vec();
         if file.name().ends_with(".json") {
             meta = Some(String::from_utf8_lossy(&bytes).to_string());
+        } else if file.name().ends_with(".safetensors") {
+            samples = Some(bytes);
         } else {
             weights = Some(bytes);
         }
     }
     let result = match (meta, weights) {
-        (Some(m), Some(w)) => Engine::load(&m, w),
-        _ => Err("pick both files of an export: model.json and model.bpk".to_string()),
+        (Some(m), Some(w)) => Engine::load(&m, w, samples),
+        _ => Err(
+            "pick the files of an export: model.json, model.bpk (and, for AV-MNIST, samples.safetensors)"
+                .to_string(),
+        ),
     };
     match result {
         Ok(engine) => {
-            ENGINE.with(|e| *e.borrow_mut() = Some(engine));
-            render_from_hash(vec!["loaded the picked model".into()]);
+            let data = engine.data;
+            set_engine(engine);
+            set_source(data, "picked from this computer".into());
+            let (state, _) = current_state();
+            if state.data == data {
+                render_from_hash(vec!["loaded the picked model".into()]);
+            } else {
+                navigate(&ViewState {
+                    data,
+                    ..ViewState::default()
+                });
+            }
         }
         Err(e) => {
             show_messages(&[format!(
@@ -492,14 +590,70 @@ async fn load_picked_files() {
     }
 }
 
+/// One checkbox per modality of the model in view (rebuilt when the modalities change), each
+/// dropping or restoring its modality.
+fn modality_checkboxes(shown: &Limits) {
+    let Some(fieldset) = el::<HtmlElement>("modalities") else {
+        return;
+    };
+    let names = shown.modalities.join(",");
+    if fieldset.get_attribute("data-names").as_deref() == Some(names.as_str()) {
+        return;
+    }
+    let _ = fieldset.set_attribute("data-names", &names);
+    let boxes: String = shown
+        .modalities
+        .iter()
+        .map(|m| {
+            let m = escape_html(m);
+            format!("<label><input type=\"checkbox\" id=\"keep-{m}\" checked> {m}</label>")
+        })
+        .collect();
+    fieldset.set_inner_html(&format!("<legend>modalities</legend>{boxes}"));
+    for name in shown.modalities.clone() {
+        let id = format!("keep-{name}");
+        let input_id = id.clone();
+        on(&id, "change", move || {
+            let (mut s, _) = current_state();
+            let keep = el::<HtmlInputElement>(&input_id)
+                .map(|i| i.checked())
+                .unwrap_or(true);
+            s.drop.retain(|d| *d != name);
+            if !keep {
+                s.drop.push(name.clone());
+                let Some(lim) = limits() else { return };
+                s.drop = lim
+                    .modalities
+                    .iter()
+                    .filter(|m| s.drop.contains(m))
+                    .cloned()
+                    .collect();
+                if s.drop.len() == lim.modalities.len() {
+                    show_messages(&["at least one modality must stay".to_string()]);
+                    if let Some(i) = el::<HtmlInputElement>(&input_id) {
+                        i.set_checked(true);
+                    }
+                    return;
+                }
+            }
+            navigate(&s);
+        });
+    }
+}
+
 fn sync_controls(state: &ViewState, limits: &Limits, model_rho: f64) {
+    modality_checkboxes(limits);
     for name in &limits.modalities {
         if let Some(i) = el::<HtmlInputElement>(&format!("keep-{name}")) {
             i.set_checked(!state.drop.contains(name));
         }
     }
+    if let Some(s) = el::<HtmlSelectElement>("data") {
+        s.set_value(state.data.name());
+    }
     if let Some(i) = el::<HtmlInputElement>("sample") {
         i.set_value(&state.sample.to_string());
+        i.set_max(&limits.samples.saturating_sub(1).to_string());
     }
     let lt = state.lt.unwrap_or(limits.refine_layers);
     if let Some(s) = el::<HtmlSelectElement>("lt") {
@@ -524,6 +678,9 @@ fn sync_controls(state: &ViewState, limits: &Limits, model_rho: f64) {
     if let Some(s) = el::<HtmlSelectElement>("edges") {
         s.set_value(state.edges.name());
     }
+    if let Some(b) = el::<HtmlElement>("play") {
+        b.set_hidden(state.data != Data::Avmnist);
+    }
     if let Some(body) = document().body() {
         let _ = if state.embed {
             body.class_list().add_1("embed")
@@ -533,15 +690,57 @@ fn sync_controls(state: &ViewState, limits: &Limits, model_rho: f64) {
     }
 }
 
-fn probability_rows(trace: &SampleTrace) -> String {
+/// Plays the current AV-MNIST sample's recording through Web Audio, at its own sample rate.
+fn play_recording() {
+    let (state, _) = current_state();
+    let found = with_engine(state.data, |engine| {
+        let rate = engine.samples.as_ref()?.sample_rate;
+        match engine.sample(state.sample) {
+            PageSample::Avmnist(s) => Some((s.wave, s.recording, rate)),
+            PageSample::Synthetic(_) => None,
+        }
+    })
+    .flatten();
+    let Some((wave, recording, rate)) = found else {
+        set_text("audio-status", "this sample has no recording");
+        return;
+    };
+    let played = (|| -> Result<f64, JsValue> {
+        let ctx = web_sys::AudioContext::new()?;
+        let samples: Vec<f32> = wave.iter().map(|&v| f32::from(v) / 32768.0).collect();
+        let buffer = ctx.create_buffer(1, samples.len() as u32, rate as f32)?;
+        buffer.copy_to_channel(&samples, 0)?;
+        let source = ctx.create_buffer_source()?;
+        source.set_buffer(Some(&buffer));
+        source.connect_with_audio_node(&ctx.destination())?;
+        source.start()?;
+        Ok(samples.len() as f64 / f64::from(rate))
+    })();
+    match played {
+        Ok(seconds) => set_text(
+            "audio-status",
+            &format!(
+                "playing {recording} ({seconds:.2} s, as recorded: without the noise mixed into the model's input)"
+            ),
+        ),
+        Err(e) => set_text(
+            "audio-status",
+            &format!("this browser cannot play audio here: {e:?}"),
+        ),
+    }
+}
+
+fn probability_rows(engine: &Engine, trace: &SampleTrace) -> String {
     let pred = trace.predicted_class.unwrap_or(0);
-    (0..N_CLASSES.min(trace.output.len()))
-        .map(|c| {
-            let p = trace.output[c];
+    trace
+        .output
+        .iter()
+        .enumerate()
+        .map(|(c, &p)| {
             let class = if c == pred { " class=\"pred\"" } else { "" };
             format!(
                 "<div{class}><span class=\"cls\">{}</span><span class=\"bar\" style=\"width:{:.1}%\"></span><span class=\"p\">{:.3}</span></div>",
-                mgr::synthetic::VOCABULARY[c],
+                escape_html(&engine.class_name(c)),
                 100.0 * p,
                 p
             )
@@ -549,68 +748,138 @@ fn probability_rows(trace: &SampleTrace) -> String {
         .collect()
 }
 
+/// The sentence above the probability charts: what the sample is.
+fn describe(engine: &Engine, sample: &PageSample, index: usize) -> String {
+    match sample {
+        PageSample::Synthetic(s) => format!(
+            "Sample {index} is a <b>{}</b> (shows: image {}, melody {}, text \"{}\").",
+            engine.class_name(s.label),
+            engine.class_name(s.shown[0]),
+            engine.class_name(s.shown[1]),
+            escape_html(&s.sentence())
+        ),
+        PageSample::Avmnist(s) => format!(
+            "Sample {index} is a <b>{}</b>: a handwritten {} from MNIST's test set, paired with \
+             {} saying it (recording <code>{}</code>, a speaker the model never heard in training).",
+            s.label,
+            s.label,
+            escape_html(s.speaker()),
+            escape_html(&s.recording)
+        ),
+    }
+}
+
 fn render_from_hash(mut problems: Vec<String>) {
+    let data = current_data();
+    if with_engine(data, |_| ()).is_none() {
+        PENDING.with(|p| p.borrow_mut().extend(problems));
+        ensure_engine(data);
+        return;
+    }
+    problems.splice(0..0, PENDING.with(|p| std::mem::take(&mut *p.borrow_mut())));
     let (state, parse_problems) = current_state();
     problems.extend(parse_problems);
     let started = window().performance().map(|p| p.now()).unwrap_or(0.0);
-    let rendered = ENGINE.with(|e| {
-        let engine_ref = e.borrow();
-        let engine = engine_ref.as_ref().expect("engine loaded");
-        let limits = engine.limits();
-        let sample = engine.sample(state.sample);
-        let available = state.available(&limits);
-        let Inference { trace, complete } = engine.infer(&sample, &available, state.rho, state.lt);
-        let elapsed = window().performance().map(|p| p.now()).unwrap_or(0.0) - started;
-        let aucs = engine.ranking_auc(state.rho, state.lt);
-        sync_controls(&state, &limits, engine.meta.model.rho);
-        (sample, trace, complete, elapsed, aucs)
-    });
-    let (sample, trace, complete, elapsed, aucs) = rendered;
-    let auc_text = |a: &Option<f64>| a.map_or("n/a".to_string(), |v| format!("{v:.2}"));
-    let per_layer: Vec<String> = aucs
-        .iter()
-        .enumerate()
-        .map(|(l, a)| {
-            let shown = if l == state.layer {
-                " class=\"shown\""
-            } else {
-                ""
-            };
-            format!("<span{shown}>layer {l}: <b>{}</b></span>", auc_text(a))
-        })
-        .collect();
-    let sample_auc = trace.layers.get(state.layer).and_then(|layer| {
-        let (scores, signal): (Vec<f32>, Vec<bool>) = layer
-            .tokens
-            .iter()
-            .map(|t| {
-                (
-                    t.xi,
-                    !sample.noise_tokens[t.origin.modality][t.origin.position],
-                )
-            })
-            .unzip();
-        mgr::ranking_quality::auc(&scores, &signal)
-    });
-    set_html(
-        "ranking-auc",
-        &format!(
-            "Ranking AUC against the ground-truth noise tokens (test samples 0-{}, all modalities present; 0.5 = chance, 1 = every signal token above every noise token): {}. This sample, this layer: <b id=\"sample-auc\">{}</b>.",
-            crate::engine::AUC_SAMPLES - 1,
-            per_layer.join(", "),
-            auc_text(&sample_auc)
-        ),
+    let Some(view) = with_engine(data, |engine| render_view(engine, &state, started)) else {
+        return;
+    };
+    set_text(
+        "model-source",
+        &SOURCES.with(|s| s.borrow()[slot(data)].clone()),
     );
+    show_tour(&state);
+    set_text("mgr-trace", &view);
+    show_messages(&problems);
+    set_text("status", "ready");
+    if let Some(e) = el::<HtmlElement>("status") {
+        let _ = e.set_attribute("data-ready", &state.to_hash());
+    }
+}
+
+/// Runs the model for `state` and draws it; returns the JSON the tests read from the page.
+fn render_view(engine: &Engine, state: &ViewState, started: f64) -> String {
+    let limits = engine.limits();
+    let sample = engine.sample(state.sample);
+    let available = state.available(&limits);
+    let Inference { trace, complete } = engine.infer(&sample, &available, state.rho, state.lt);
+    let elapsed = window().performance().map(|p| p.now()).unwrap_or(0.0) - started;
+    let aucs = engine.ranking_auc(state.rho, state.lt);
+    sync_controls(state, &limits, engine.meta.model.rho);
+    let noise = sample.noise_tokens();
+    let auc_text = |a: &Option<f64>| a.map_or("n/a".to_string(), |v| format!("{v:.2}"));
+    match &aucs {
+        Some(aucs) => {
+            let per_layer: Vec<String> = aucs
+                .iter()
+                .enumerate()
+                .map(|(l, a)| {
+                    let shown = if l == state.layer {
+                        " class=\"shown\""
+                    } else {
+                        ""
+                    };
+                    format!("<span{shown}>layer {l}: <b>{}</b></span>", auc_text(a))
+                })
+                .collect();
+            let sample_auc = trace
+                .layers
+                .get(state.layer)
+                .zip(noise)
+                .and_then(|(layer, noise)| {
+                    let (scores, signal): (Vec<f32>, Vec<bool>) = layer
+                        .tokens
+                        .iter()
+                        .map(|t| (t.xi, !noise[t.origin.modality][t.origin.position]))
+                        .unzip();
+                    mgr::ranking_quality::auc(&scores, &signal)
+                });
+            set_html(
+                "ranking-auc",
+                &format!(
+                    "Ranking AUC against the ground-truth noise tokens (test samples 0-{}, all modalities present; 0.5 = chance, 1 = every signal token above every noise token): {}. This sample, this layer: <b id=\"sample-auc\">{}</b>.",
+                    crate::engine::AUC_SAMPLES - 1,
+                    per_layer.join(", "),
+                    auc_text(&sample_auc)
+                ),
+            );
+        }
+        None => set_html(
+            "ranking-auc",
+            "Real data has no ground-truth noise tokens, so the ranking's AUC is measured on the synthetic model only (choose it above).",
+        ),
+    }
+    match &engine.meta.credit {
+        Some(credit) => {
+            set_text("credit", credit);
+            if let Some(e) = el::<HtmlElement>("credit") {
+                e.set_hidden(false);
+            }
+        }
+        None => {
+            if let Some(e) = el::<HtmlElement>("credit") {
+                e.set_hidden(true);
+            }
+        }
+    }
     set_text("timing", &format!("inference {elapsed:.1} ms"));
     let drawn_edges = trace
         .layers
         .get(state.layer)
         .map(|l| edges_to_draw(&l.edges, state.edges))
         .unwrap_or_default();
+    let counts: Vec<usize> = engine
+        .meta
+        .model
+        .modalities
+        .iter()
+        .map(|m| m.n_tokens)
+        .collect();
     if let Some(canvas) = el::<HtmlCanvasElement>("view") {
         let _ = canvas.set_attribute(
             "aria-label",
-            &canvas_summary(&trace, state.sample, state.layer, drawn_edges.len()),
+            &canvas_summary(&trace, state.sample, state.layer, drawn_edges.len(), |c| {
+                engine.class_name(c)
+            }),
         );
         let width = canvas
             .parent_element()
@@ -632,33 +901,31 @@ fn render_from_hash(mut problems: Vec<String>) {
             render::draw(
                 &ctx,
                 width,
-                &sample,
+                state.data,
+                &sample.picture(),
+                &counts,
                 &trace,
                 trace.layers.get(state.layer),
                 &drawn_edges,
             );
         }
     }
-    let label = mgr::synthetic::VOCABULARY[sample.label];
     let name = |t: &SampleTrace| {
         t.predicted_class
-            .map(|c| mgr::synthetic::VOCABULARY[c])
-            .unwrap_or("?")
+            .map(|c| engine.class_name(c))
+            .unwrap_or_else(|| "?".into())
     };
     set_html(
         "prediction",
         &format!(
-            "<p>Sample {} is a <b>{label}</b> (shows: image {}, melody {}, text \"{}\").</p>\
+            "<p>{}</p>\
              <div class=\"probs\"><div><h3>with the drops: <span id=\"pred-masked\">{}</span></h3>{}</div>\
              <div><h3>all present: <span id=\"pred-complete\">{}</span></h3>{}</div></div>",
-            state.sample,
-            mgr::synthetic::VOCABULARY[sample.shown[0]],
-            mgr::synthetic::VOCABULARY[sample.shown[1]],
-            escape_html(&sample.sentence()),
-            name(&trace),
-            probability_rows(&trace),
-            name(&complete),
-            probability_rows(&complete)
+            describe(engine, &sample, state.sample),
+            escape_html(&name(&trace)),
+            probability_rows(engine, &trace),
+            escape_html(&name(&complete)),
+            probability_rows(engine, &complete)
         ),
     );
     let table = trace.layers.get(state.layer).map(|layer| {
@@ -667,30 +934,31 @@ fn render_from_hash(mut problems: Vec<String>) {
         let rows: String = tokens
             .iter()
             .map(|t| {
-                let noise = sample.noise_tokens[t.origin.modality][t.origin.position];
+                let truth = match noise {
+                    Some(n) if n[t.origin.modality][t.origin.position] => "noise",
+                    Some(_) => "",
+                    None => "n/a",
+                };
                 format!(
                     "<tr class=\"{}\"><td>{}</td><td>{} {}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
                     if t.kept { "kept" } else { "biased" },
                     t.rank,
-                    trace.modalities[t.origin.modality],
+                    escape_html(&trace.modalities[t.origin.modality]),
                     t.origin.position,
                     t.xi_f,
                     t.xi_e,
                     t.xi,
                     if t.kept { "kept" } else { "biased" },
-                    if noise { "noise" } else { "" }
+                    truth
                 )
             })
             .collect();
         format!("<table><thead><tr><th>rank</th><th>token</th><th>&xi;<sub>f</sub></th><th>&xi;<sub>e</sub></th><th>&xi;</th><th>split</th><th>truth</th></tr></thead><tbody>{rows}</tbody></table>")
     });
     set_html("tokens", &table.unwrap_or_default());
-    show_tour(&state);
-    let payload = serde_json::json!({ "state": state.to_hash(), "sample": state.sample, "trace": trace, "complete": complete, "ms": elapsed, "ranking_auc": aucs, "drawn_edges": drawn_edges.len() });
-    set_text("mgr-trace", &payload.to_string());
-    show_messages(&problems);
-    set_text("status", "ready");
-    if let Some(e) = el::<HtmlElement>("status") {
-        let _ = e.set_attribute("data-ready", &state.to_hash());
-    }
+    let recording = match &sample {
+        PageSample::Avmnist(s) => Some(s.recording.clone()),
+        PageSample::Synthetic(_) => None,
+    };
+    serde_json::json!({ "state": state.to_hash(), "data": state.data.name(), "sample": state.sample, "label": sample.label(), "recording": recording, "trace": trace, "complete": complete, "ms": elapsed, "ranking_auc": aucs, "drawn_edges": drawn_edges.len() }).to_string()
 }

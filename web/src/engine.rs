@@ -1,29 +1,95 @@
-//! Inference for the page: the exported model, a synthetic sample, a mask, rho and L_T in; the
-//! trace out. Plain Rust, so the native tests compute exactly what the page shows.
+//! Inference for the page: the exported model, a sample (synthetic or AV-MNIST), a mask, rho and
+//! L_T in; the trace out. Plain Rust, so the native tests compute exactly what the page shows.
 
 use burn::tensor::Device;
 use mgr::absence::SplitKind;
 use mgr::batch::Batch;
 use mgr::data::{DataSplit, Targets};
-use mgr::synthetic::{SyntheticConfig, SyntheticSample};
+use mgr::synthetic::SyntheticConfig;
 use mgr::trace::SampleTrace;
 use mgr::{Model, ModelConfig};
 use serde::Deserialize;
 
-use crate::state::Limits;
+use crate::sample::{AvSamples, PageSample};
+use crate::state::{Data, Limits, MAX_SAMPLE};
+
+fn synthetic_name() -> String {
+    "synthetic".into()
+}
 
 /// `model.json` as `mgr export-web` writes it.
 #[derive(Clone, Debug, Deserialize)]
 pub struct WebMeta {
     /// Must be "mgr-web-model/1".
     pub format: String,
+    /// The dataset the model was trained on: "synthetic" (older exports say nothing) or
+    /// "avmnist".
+    #[serde(default = "synthetic_name")]
+    pub dataset: String,
     /// The model's configuration.
     pub model: ModelConfig,
     /// The synthetic dataset it was trained on (the page draws samples from it).
-    pub synthetic: SyntheticConfig,
+    #[serde(default)]
+    pub synthetic: Option<SyntheticConfig>,
+    /// The samples file beside `model.json` (AV-MNIST: `samples.safetensors`).
+    #[serde(default)]
+    pub samples_file: Option<String>,
+    /// Credit line for the data the page shows (AV-MNIST: MNIST and FSDD, CC BY-SA 4.0).
+    #[serde(default)]
+    pub credit: Option<String>,
     /// kappa it was trained at.
     #[serde(default)]
     pub kappa: f64,
+}
+
+impl WebMeta {
+    /// Parses and checks `model.json`: the format, and the dataset with the modalities the page
+    /// can draw for it.
+    pub fn parse(meta_json: &str) -> Result<WebMeta, String> {
+        let meta: WebMeta = serde_json::from_str(meta_json)
+            .map_err(|e| format!("model.json is not an exported MGR model: {e}"))?;
+        if meta.format != "mgr-web-model/1" {
+            return Err(format!(
+                "model.json has format `{}`, expected mgr-web-model/1",
+                meta.format
+            ));
+        }
+        let data = meta.data()?;
+        let expected = match data {
+            Data::Synthetic => mgr::synthetic::modalities(),
+            Data::Avmnist => mgr::avmnist::modalities(),
+        };
+        if meta.model.modalities != expected {
+            let names = |m: &[mgr::ModalitySpec]| -> Vec<String> {
+                m.iter()
+                    .map(|s| format!("{} {}x{}", s.name, s.n_tokens, s.token_dim))
+                    .collect()
+            };
+            return Err(format!(
+                "model.json: the page draws the {} modalities {:?}, this model has {:?}",
+                data.name(),
+                names(&expected),
+                names(&meta.model.modalities)
+            ));
+        }
+        if data == Data::Synthetic && meta.synthetic.is_none() {
+            return Err("model.json: a synthetic model needs its `synthetic` settings".into());
+        }
+        if data == Data::Avmnist && meta.samples_file.is_none() {
+            return Err("model.json: an AV-MNIST model needs its `samples_file`".into());
+        }
+        Ok(meta)
+    }
+
+    /// Which of the page's datasets the model draws.
+    pub fn data(&self) -> Result<Data, String> {
+        Data::from_name(&self.dataset).ok_or_else(|| {
+            format!(
+                "model.json: the page draws synthetic or AV-MNIST models, this one was trained on `{}`",
+                self.dataset
+            )
+        })
+    }
 }
 
 /// Test samples over which the page reports the ranking's AUC (samples 0..64).
@@ -38,6 +104,10 @@ pub struct Engine {
     pub model: Model,
     /// Its metadata.
     pub meta: WebMeta,
+    /// Which dataset it draws.
+    pub data: Data,
+    /// AV-MNIST: the shipped test samples.
+    pub samples: Option<AvSamples>,
     device: Device,
     /// The last ranking AUCs computed, keyed by the (rho, L_T) they were computed under.
     auc_cache: std::cell::RefCell<AucCache>,
@@ -52,43 +122,46 @@ pub struct Inference {
 }
 
 impl Engine {
-    /// Loads `model.json` and `model.bpk` contents; errors say which file and what is wrong.
-    pub fn load(meta_json: &str, weights: Vec<u8>) -> Result<Engine, String> {
-        let meta: WebMeta = serde_json::from_str(meta_json)
-            .map_err(|e| format!("model.json is not an exported MGR model: {e}"))?;
-        if meta.format != "mgr-web-model/1" {
-            return Err(format!(
-                "model.json has format `{}`, expected mgr-web-model/1",
-                meta.format
-            ));
-        }
-        let expected: Vec<String> = mgr::synthetic::modalities()
-            .into_iter()
-            .map(|m| m.name)
-            .collect();
-        let got: Vec<String> = meta
-            .model
-            .modalities
-            .iter()
-            .map(|m| m.name.clone())
-            .collect();
-        if got != expected || meta.model.modalities != mgr::synthetic::modalities() {
-            return Err(format!(
-                "model.json: the page draws the synthetic modalities {expected:?}, this model has {got:?}"
-            ));
-        }
+    /// Loads `model.json`, `model.bpk` and (AV-MNIST) the samples file's contents; errors say
+    /// which file and what is wrong.
+    pub fn load(
+        meta_json: &str,
+        weights: Vec<u8>,
+        samples: Option<Vec<u8>>,
+    ) -> Result<Engine, String> {
+        let meta = WebMeta::parse(meta_json)?;
+        let data = meta.data()?;
+        let samples = match (data, samples) {
+            (Data::Synthetic, _) => None,
+            (Data::Avmnist, Some(bytes)) => {
+                let file = meta
+                    .samples_file
+                    .as_deref()
+                    .unwrap_or("samples.safetensors");
+                let parsed = AvSamples::parse(&bytes, &meta.model.modalities, file)?;
+                if parsed.samples.is_empty() {
+                    return Err(format!("{file}: no samples"));
+                }
+                Some(parsed)
+            }
+            (Data::Avmnist, None) => {
+                return Err("an AV-MNIST model comes with its samples file".into());
+            }
+        };
         let device = Device::flex();
         let model = mgr::persist::from_burnpack(&meta.model, weights, &device, "model.bpk")
             .map_err(|e| e.to_string())?;
         Ok(Engine {
             model,
             meta,
+            data,
+            samples,
             device,
             auc_cache: std::cell::RefCell::new(None),
         })
     }
 
-    /// Modalities and layers the page may offer.
+    /// Modalities, layers and samples the page may offer.
     pub fn limits(&self) -> Limits {
         Limits {
             modalities: self
@@ -99,12 +172,31 @@ impl Engine {
                 .map(|m| m.name.clone())
                 .collect(),
             refine_layers: self.meta.model.refine_layers_effective(),
+            samples: self
+                .samples
+                .as_ref()
+                .map_or(MAX_SAMPLE + 1, |s| s.samples.len()),
         }
     }
 
-    /// Test sample `index` of the model's synthetic dataset.
-    pub fn sample(&self, index: usize) -> SyntheticSample {
-        self.meta.synthetic.sample(SplitKind::Test, index)
+    /// Test sample `index` (any index for synthetic data; the shipped ones for AV-MNIST,
+    /// counted round).
+    pub fn sample(&self, index: usize) -> PageSample {
+        match (&self.samples, &self.meta.synthetic) {
+            (Some(av), _) => PageSample::Avmnist(av.samples[index % av.samples.len()].clone()),
+            (None, Some(config)) => PageSample::Synthetic(config.sample(SplitKind::Test, index)),
+            (None, None) => unreachable!("WebMeta::parse demands one of the two"),
+        }
+    }
+
+    /// The name of class `c` (a synthetic class word, or the digit).
+    pub fn class_name(&self, c: usize) -> String {
+        match self.data {
+            Data::Synthetic => mgr::synthetic::VOCABULARY
+                .get(c)
+                .map_or_else(|| c.to_string(), |w| w.to_string()),
+            Data::Avmnist => c.to_string(),
+        }
     }
 
     /// The model with the page's rho and L_T applied.
@@ -122,35 +214,38 @@ impl Engine {
     /// Per refinement layer, the AUC of xi separating signal from the ground-truth noise tokens
     /// over test samples `0..AUC_SAMPLES` with every modality present, under `rho` and `lt`
     /// ([`mgr::ranking_quality`], as `mgr eval` reports it). Cached for the last (rho, lt).
-    pub fn ranking_auc(&self, rho: Option<f64>, lt: Option<usize>) -> Vec<Option<f64>> {
+    /// None for data without ground-truth noise (AV-MNIST).
+    pub fn ranking_auc(&self, rho: Option<f64>, lt: Option<usize>) -> Option<Vec<Option<f64>>> {
+        let config = self
+            .meta
+            .synthetic
+            .as_ref()
+            .filter(|_| self.data == Data::Synthetic)?;
         let key = (rho.map(f64::to_bits), lt);
         if let Some((cached_key, aucs)) = self.auc_cache.borrow().as_ref()
             && *cached_key == key
         {
-            return aucs.clone();
+            return Some(aucs.clone());
         }
         let model = self.adjusted(rho, lt);
-        let split = self.meta.synthetic.first(SplitKind::Test, AUC_SAMPLES);
+        let split = config.first(SplitKind::Test, AUC_SAMPLES);
         let rows: Vec<usize> = (0..split.len()).collect();
         let available = vec![vec![true; split.modalities.len()]; split.len()];
         let batch = Batch::from_features(&split, &rows, available, &self.device);
         let (_, traces) = model.trace(&batch);
-        let noise = self
-            .meta
-            .synthetic
-            .noise_truth(SplitKind::Test, split.len());
+        let noise = config.noise_truth(SplitKind::Test, split.len());
         let aucs: Vec<Option<f64>> = mgr::ranking_quality::layer_rankings(&traces, &noise)
             .into_iter()
             .map(|l| l.auc)
             .collect();
         *self.auc_cache.borrow_mut() = Some((key, aucs.clone()));
-        aucs
+        Some(aucs)
     }
 
     /// Runs the model on `sample` with `available`, `rho` and `lt` refinement layers.
     pub fn infer(
         &self,
-        sample: &SyntheticSample,
+        sample: &PageSample,
         available: &[bool],
         rho: Option<f64>,
         lt: Option<usize>,
@@ -161,7 +256,7 @@ impl Engine {
             modalities: self.meta.model.modalities.clone(),
             features: sample.features(),
             targets: Targets::Classes {
-                labels: vec![sample.label],
+                labels: vec![sample.label()],
                 n_classes: self.meta.model.n_outputs,
             },
         };
@@ -185,8 +280,98 @@ pub(crate) mod tests {
         Engine::load(
             include_str!("../assets/model/model.json"),
             include_bytes!("../assets/model/model.bpk").to_vec(),
+            None,
         )
         .expect("the shipped model loads")
+    }
+
+    /// The AV-MNIST model the page ships, with its samples, loaded as the page loads it.
+    pub(crate) fn shipped_avmnist() -> Engine {
+        Engine::load(
+            include_str!("../assets/model-avmnist/model.json"),
+            include_bytes!("../assets/model-avmnist/model.bpk").to_vec(),
+            Some(include_bytes!("../assets/model-avmnist/samples.safetensors").to_vec()),
+        )
+        .expect("the shipped AV-MNIST model loads")
+    }
+
+    /// The shipped AV-MNIST model reads its digits: with both modalities most shipped samples
+    /// are right (its test accuracy is 0.66 over 10,000, mostly missing-modality samples),
+    /// each sample's recording says its digit, and there is no ground truth to rank against.
+    #[test]
+    fn the_shipped_avmnist_model_classifies_its_shipped_samples() {
+        let engine = shipped_avmnist();
+        let limits = engine.limits();
+        assert_eq!(limits.modalities, ["vision", "audio"]);
+        assert!(limits.samples >= 24, "{}", limits.samples);
+        assert!(engine.ranking_auc(None, None).is_none());
+        let (mut right, mut right_vision_only, mut changed) = (0, 0, 0);
+        for i in 0..limits.samples {
+            let sample = engine.sample(i);
+            let PageSample::Avmnist(av) = &sample else {
+                panic!("sample {i} is not AV-MNIST")
+            };
+            assert!(
+                av.recording.starts_with(&format!("{}_", av.label)),
+                "{}",
+                av.recording
+            );
+            assert!(
+                av.wave.len() > 1000,
+                "{}: {} samples",
+                av.recording,
+                av.wave.len()
+            );
+            let both = engine.infer(&sample, &[true, true], None, None);
+            let vision = engine.infer(&sample, &[true, false], None, None);
+            right += usize::from(both.trace.predicted_class == Some(av.label));
+            right_vision_only += usize::from(vision.trace.predicted_class == Some(av.label));
+            changed += usize::from(vision.trace.output != both.trace.output);
+            assert_eq!(vision.complete.output, both.trace.output);
+        }
+        let n = limits.samples;
+        assert!(2 * right > n, "{right} of {n} right with both modalities");
+        assert_eq!(
+            changed, n,
+            "dropping audio must change every prediction's probabilities"
+        );
+        eprintln!(
+            "shipped AV-MNIST samples: {right}/{n} right with both, {right_vision_only}/{n} vision only"
+        );
+        assert_eq!(
+            engine.sample(n).label(),
+            engine.sample(0).label(),
+            "indices count round"
+        );
+    }
+
+    #[test]
+    fn a_model_is_refused_without_its_samples_or_with_modalities_the_page_cannot_draw() {
+        let json = include_str!("../assets/model-avmnist/model.json");
+        let bpk = include_bytes!("../assets/model-avmnist/model.bpk").to_vec();
+        let err = Engine::load(json, bpk, None)
+            .err()
+            .expect("no samples file");
+        assert!(err.contains("samples"), "{err}");
+        let synthetic = include_str!("../assets/model/model.json");
+        let claim = |dataset: &str| {
+            synthetic.replacen(
+                "\"format\"",
+                &format!("\"dataset\": \"{dataset}\", \"samples_file\": \"s\", \"format\""),
+                1,
+            )
+        };
+        let err = WebMeta::parse(&claim("avmnist")).unwrap_err();
+        assert!(
+            err.contains("avmnist") && err.contains("vision 16x49"),
+            "{err}"
+        );
+        let err = WebMeta::parse(&claim("mosi")).unwrap_err();
+        assert!(err.contains("`mosi`"), "{err}");
+        assert_eq!(
+            WebMeta::parse(synthetic).unwrap().data(),
+            Ok(Data::Synthetic)
+        );
     }
 
     proptest::proptest! {
@@ -212,7 +397,7 @@ pub(crate) mod tests {
                 (json_digit, weights.clone()),
                 (json, mutate(weights, &edits)),
             ] {
-                let _ = Engine::load(&String::from_utf8_lossy(&meta), bpk);
+                let _ = Engine::load(&String::from_utf8_lossy(&meta), bpk, None);
             }
         }
     }
@@ -222,17 +407,17 @@ pub(crate) mod tests {
     #[test]
     fn ranking_auc_per_layer_matches_the_traces_it_summarises() {
         let engine = shipped();
-        let aucs = engine.ranking_auc(None, None);
+        let aucs = engine.ranking_auc(None, None).unwrap();
         assert_eq!(aucs.len(), engine.limits().refine_layers);
         assert!(
             aucs.iter()
                 .all(|a| a.is_some_and(|v| (0.0..=1.0).contains(&v))),
             "{aucs:?}"
         );
-        assert_eq!(engine.ranking_auc(None, None), aucs);
-        assert_eq!(engine.ranking_auc(None, Some(1)).len(), 1);
+        assert_eq!(engine.ranking_auc(None, None).unwrap(), aucs);
+        assert_eq!(engine.ranking_auc(None, Some(1)).unwrap().len(), 1);
         // Layer 0 does not depend on rho (the split of layer 0 is made after its scores).
-        assert_eq!(engine.ranking_auc(Some(0.3), None)[0], aucs[0]);
+        assert_eq!(engine.ranking_auc(Some(0.3), None).unwrap()[0], aucs[0]);
 
         let (mut scores, mut signal) = (Vec::new(), Vec::new());
         for i in 0..AUC_SAMPLES {
@@ -240,7 +425,7 @@ pub(crate) mod tests {
             let trace = engine.infer(&sample, &[true, true, true], None, None).trace;
             for t in &trace.layers[0].tokens {
                 scores.push(t.xi);
-                signal.push(!sample.noise_tokens[t.origin.modality][t.origin.position]);
+                signal.push(!sample.noise_tokens().unwrap()[t.origin.modality][t.origin.position]);
             }
         }
         let want = mgr::ranking_quality::auc(&scores, &signal).unwrap();

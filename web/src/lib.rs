@@ -1,4 +1,5 @@
-//! The browser demo of MGR: runs the model crate in WASM and draws, for one synthetic sample,
+//! The browser demo of MGR: runs the model crate in WASM and draws, for one sample (synthetic, or
+//! real AV-MNIST digits with their recordings),
 //! which tokens each refinement layer ranks biased and how their information is redistributed.
 //!
 //! The page only draws a typed trace ([`mgr::trace::SampleTrace`]); every piece of view state
@@ -7,6 +8,7 @@
 
 pub mod edges;
 pub mod engine;
+pub mod sample;
 pub mod state;
 pub mod summary;
 pub mod tour;

@@ -1,9 +1,13 @@
-//! Canvas drawing: the sample's three modalities as a person sees them, and on top of them the
-//! chosen refinement layer's kept / biased tokens and the redistribution edges.
+//! Canvas drawing: the sample's modalities as a person sees them (synthetic: image,
+//! spectrogram, words; AV-MNIST: the digit and spectrogram the model sees, and the original
+//! digit), and on top of them the chosen refinement layer's kept / biased tokens and the
+//! redistribution edges.
 
-use mgr::synthetic::{BINS, FRAMES, IMAGE_SIDE, PATCH_SIDE, SyntheticSample, VOCABULARY, WORDS};
 use mgr::trace::{LayerTrace, SampleTrace, TokenOrigin};
 use web_sys::CanvasRenderingContext2d;
+
+use crate::sample::Picture;
+use crate::state::Data;
 
 use mgr::trace::Edge;
 
@@ -41,25 +45,29 @@ pub fn layout(width: f64) -> ([Rect; 3], f64) {
     (panels, side + title + 8.0)
 }
 
-/// The rectangle of one token (image patch, spectrogram frame, word) inside its panel.
-pub fn token_rect(panels: &[Rect; 3], origin: TokenOrigin) -> Rect {
-    let p = panels[origin.modality];
+/// The rectangle of one token inside its panel: modality 0 an image patch of a square grid,
+/// modality 1 a column of time frames, modality 2 a line of words; `counts` holds each
+/// modality's tokens.
+pub fn token_rect(panels: &[Rect; 3], counts: &[usize], origin: TokenOrigin) -> Rect {
+    let p = panels[origin.modality.min(2)];
+    let n = counts.get(origin.modality).copied().unwrap_or(1).max(1);
     match origin.modality {
         0 => {
-            let per = (IMAGE_SIDE / PATCH_SIDE) as f64;
+            let per = (n as f64).sqrt().round().max(1.0) as usize;
             let (px, py) = (
-                (origin.position % (IMAGE_SIDE / PATCH_SIDE)) as f64,
-                (origin.position / (IMAGE_SIDE / PATCH_SIDE)) as f64,
+                (origin.position % per) as f64,
+                (origin.position / per) as f64,
             );
+            let side = per as f64;
             Rect {
-                x: p.x + px * p.w / per,
-                y: p.y + py * p.h / per,
-                w: p.w / per,
-                h: p.h / per,
+                x: p.x + px * p.w / side,
+                y: p.y + py * p.h / side,
+                w: p.w / side,
+                h: p.h / side,
             }
         }
         1 => {
-            let w = p.w / FRAMES as f64;
+            let w = p.w / n as f64;
             Rect {
                 x: p.x + origin.position as f64 * w,
                 y: p.y,
@@ -68,7 +76,7 @@ pub fn token_rect(panels: &[Rect; 3], origin: TokenOrigin) -> Rect {
             }
         }
         _ => {
-            let h = p.h / WORDS as f64;
+            let h = p.h / n as f64;
             Rect {
                 x: p.x,
                 y: p.y + origin.position as f64 * h,
@@ -88,21 +96,49 @@ fn heat(v: f32) -> String {
     format!("rgb({r},{g},{b})")
 }
 
-/// How many tokens modality `m` has on the page (image patches, spectrogram frames, words).
-fn tokens_of(m: usize) -> usize {
-    match m {
-        0 => (IMAGE_SIDE / PATCH_SIDE) * (IMAGE_SIDE / PATCH_SIDE),
-        1 => FRAMES,
-        _ => WORDS,
+/// Panel titles, long and (for narrow panels) short.
+fn titles(data: Data, compact: bool) -> [&'static str; 3] {
+    match (data, compact) {
+        (Data::Synthetic, true) => ["vision", "audio", "text"],
+        (Data::Synthetic, false) => [
+            "vision (image patches)",
+            "audio (spectrogram frames)",
+            "text (words)",
+        ],
+        (Data::Avmnist, true) => ["vision", "audio", "the digit"],
+        (Data::Avmnist, false) => [
+            "vision (as the model sees it)",
+            "audio (spectrogram)",
+            "the digit (not an input)",
+        ],
+    }
+}
+
+/// Grey pixels (1 = black ink) of a `side` x `side` row-major image filling `panel`.
+fn draw_grey(ctx: &CanvasRenderingContext2d, panel: Rect, image: &[f32], side: usize) {
+    let cell = panel.w / side as f64;
+    for (i, v) in image.iter().enumerate() {
+        let g = (255.0 * (1.0 - v.clamp(0.0, 1.0))) as u8;
+        ctx.set_fill_style_str(&format!("rgb({g},{g},{g})"));
+        ctx.fill_rect(
+            panel.x + (i % side) as f64 * cell,
+            panel.y + (i / side) as f64 * cell,
+            cell + 0.5,
+            cell + 0.5,
+        );
     }
 }
 
 /// Draws everything for `layer` of `trace` (None: no refinement layers), with the
-/// redistribution edges `edges` (of `layer`, as [`crate::edges::edges_to_draw`] selects them).
+/// redistribution edges `edges` (of `layer`, as [`crate::edges::edges_to_draw`] selects them);
+/// `counts` holds each modality's tokens.
+#[allow(clippy::too_many_arguments)]
 pub fn draw(
     ctx: &CanvasRenderingContext2d,
     width: f64,
-    sample: &SyntheticSample,
+    data: Data,
+    picture: &Picture,
+    counts: &[usize],
     trace: &SampleTrace,
     layer: Option<&LayerTrace>,
     edges: &[Edge],
@@ -113,21 +149,13 @@ pub fn draw(
     ctx.set_text_baseline("alphabetic");
     // Narrow panels (an embedded view) get short titles.
     let compact = panels[0].w < 200.0;
-    let titles = if compact {
-        ["vision", "audio", "text"]
-    } else {
-        [
-            "vision (image patches)",
-            "audio (spectrogram frames)",
-            "text (words)",
-        ]
-    };
+    let titles = titles(data, compact);
     if compact {
         ctx.set_font("12px system-ui, sans-serif");
     }
     for (m, p) in panels.iter().enumerate() {
         ctx.set_fill_style_str("#222");
-        let dropped = !trace.available[m];
+        let dropped = trace.available.get(m) == Some(&false);
         let title = if dropped {
             format!("{} - dropped", titles[m])
         } else {
@@ -135,50 +163,40 @@ pub fn draw(
         };
         let _ = ctx.fill_text(&title, p.x, p.y - 6.0);
     }
+    let shown = |m: usize| trace.available.get(m) == Some(&true);
     // The modalities as a person sees them.
     // A dropped modality is not drawn at all: the model never sees it (below, its placeholders).
-    let cell = panels[0].w / IMAGE_SIDE as f64;
-    for (i, v) in sample
-        .image
-        .iter()
-        .enumerate()
-        .filter(|_| trace.available[0])
-    {
-        let g = (255.0 * (1.0 - v.clamp(0.0, 1.0))) as u8;
-        ctx.set_fill_style_str(&format!("rgb({g},{g},{g})"));
-        ctx.fill_rect(
-            panels[0].x + (i % IMAGE_SIDE) as f64 * cell,
-            panels[0].y + (i / IMAGE_SIDE) as f64 * cell,
-            cell + 0.5,
-            cell + 0.5,
-        );
+    if shown(0) {
+        draw_grey(ctx, panels[0], &picture.image, picture.image_side);
     }
-    let (cw, ch) = (panels[1].w / FRAMES as f64, panels[1].h / BINS as f64);
-    for (i, v) in sample
-        .spectrogram
-        .iter()
-        .enumerate()
-        .filter(|_| trace.available[1])
-    {
-        let (t, f) = (i / BINS, i % BINS);
+    let (cw, ch) = (
+        panels[1].w / picture.frames as f64,
+        panels[1].h / picture.bins as f64,
+    );
+    for (i, v) in picture.spectrogram.iter().enumerate().filter(|_| shown(1)) {
+        let (t, f) = (i / picture.bins, i % picture.bins);
         ctx.set_fill_style_str(&heat(*v));
         ctx.fill_rect(
             panels[1].x + t as f64 * cw,
-            panels[1].y + (BINS - 1 - f) as f64 * ch,
+            panels[1].y + (picture.bins - 1 - f) as f64 * ch,
             cw + 0.5,
             ch + 0.5,
         );
     }
-    ctx.set_fill_style_str("#f7f7f2");
-    ctx.fill_rect(panels[2].x, panels[2].y, panels[2].w, panels[2].h);
-    for (w, &word) in sample
-        .words
-        .iter()
-        .enumerate()
-        .filter(|_| trace.available[2])
-    {
+    if let Some(original) = &picture.original {
+        // Not a modality: the digit before MultiBench's PCA, so a person can read it.
+        draw_grey(ctx, panels[2], original, 28);
+        ctx.set_stroke_style_str("#999");
+        ctx.set_line_width(1.0);
+        ctx.stroke_rect(panels[2].x, panels[2].y, panels[2].w, panels[2].h);
+    } else {
+        ctx.set_fill_style_str("#f7f7f2");
+        ctx.fill_rect(panels[2].x, panels[2].y, panels[2].w, panels[2].h);
+    }
+    for (w, word) in picture.words.iter().enumerate().filter(|_| shown(2)) {
         let r = token_rect(
             &panels,
+            counts,
             TokenOrigin {
                 modality: 2,
                 position: w,
@@ -189,11 +207,11 @@ pub fn draw(
             "{}px system-ui, sans-serif",
             (r.h * 0.55).clamp(10.0, 20.0)
         ));
-        let _ = ctx.fill_text(VOCABULARY[word], r.x + 8.0, r.y + r.h * 0.7);
+        let _ = ctx.fill_text(word, r.x + 8.0, r.y + r.h * 0.7);
     }
     // Each token of a dropped modality is the same learned placeholder (E_miss plus its
     // position): drawn as identical hatched tiles, unlike any real data.
-    for (m, p) in panels.iter().enumerate() {
+    for (m, p) in panels.iter().enumerate().take(counts.len()) {
         if trace.available[m] {
             continue;
         }
@@ -201,9 +219,10 @@ pub fn draw(
         ctx.fill_rect(p.x, p.y, p.w, p.h);
         ctx.set_stroke_style_str("#b8b8b8");
         ctx.set_line_width(1.0);
-        for position in 0..tokens_of(m) {
+        for position in 0..counts[m] {
             let r = token_rect(
                 &panels,
+                counts,
                 TokenOrigin {
                     modality: m,
                     position,
@@ -240,20 +259,18 @@ pub fn draw(
 
     // Tokens pruned by earlier layers are shaded; this layer's tokens are kept or biased.
     let present: Vec<TokenOrigin> = layer.tokens.iter().map(|t| t.origin).collect();
-    for (m, p) in panels.iter().enumerate() {
-        let n = tokens_of(m);
+    for (m, &n) in counts.iter().enumerate() {
         for pos in 0..n {
             let origin = TokenOrigin {
                 modality: m,
                 position: pos,
             };
             if !present.contains(&origin) {
-                let r = token_rect(&panels, origin);
+                let r = token_rect(&panels, counts, origin);
                 ctx.set_fill_style_str("rgba(30,30,30,0.55)");
                 ctx.fill_rect(r.x, r.y, r.w, r.h);
             }
         }
-        let _ = p;
     }
     let max_weight = layer
         .edges
@@ -264,8 +281,8 @@ pub fn draw(
     ctx.set_stroke_style_str("rgb(230,120,0)");
     for edge in edges {
         let strength = (edge.weight / max_weight) as f64;
-        let (x0, y0) = token_rect(&panels, layer.tokens[edge.from].origin).center();
-        let (x1, y1) = token_rect(&panels, layer.tokens[edge.to].origin).center();
+        let (x0, y0) = token_rect(&panels, counts, layer.tokens[edge.from].origin).center();
+        let (x1, y1) = token_rect(&panels, counts, layer.tokens[edge.to].origin).center();
         ctx.set_global_alpha(0.25 + 0.65 * strength);
         ctx.set_line_width(1.0 + 3.0 * strength);
         ctx.begin_path();
@@ -275,7 +292,7 @@ pub fn draw(
     }
     ctx.set_global_alpha(1.0);
     for token in &layer.tokens {
-        let r = token_rect(&panels, token.origin);
+        let r = token_rect(&panels, counts, token.origin);
         if token.kept {
             ctx.set_stroke_style_str("rgb(0,150,70)");
             ctx.set_line_width(1.0 + 2.5 * ((token.xi as f64 + 1.0) / 2.0));

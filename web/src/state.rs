@@ -1,4 +1,6 @@
 //! The view state, serialised in the URL hash: `#sample=17&drop=audio&layer=1&rho=0.5&lt=2`.
+//! `data=avmnist` shows the AV-MNIST model (real handwritten and spoken digits) instead of the
+//! synthetic one.
 //! `embed=1` hides the controls for teaching pages; `edges=all` draws every strong
 //! redistribution edge instead of each biased token's strongest one.
 
@@ -7,7 +9,10 @@ use crate::tour::TOUR;
 /// What the page shows.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ViewState {
-    /// Index of the synthetic test sample (any index draws a sample from the seed).
+    /// Which shipped model and data (`data=`; synthetic by default).
+    pub data: Data,
+    /// Index of the test sample (synthetic: any index draws a sample from the seed; AV-MNIST:
+    /// one of the samples shipped with the model).
     pub sample: usize,
     /// Dropped modalities, by name.
     pub drop: Vec<String>,
@@ -23,6 +28,58 @@ pub struct ViewState {
     pub edges: EdgeView,
     /// The guided tour's step on view (`tour=N`): its view replaces the other settings.
     pub tour: Option<usize>,
+}
+
+/// The page's datasets, each with its shipped model (`data=` in the URL).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Data {
+    /// Generated shapes with ground-truth noise tokens (vision, audio, text).
+    #[default]
+    Synthetic,
+    /// Real handwritten digits and spoken recordings (vision, audio).
+    Avmnist,
+}
+
+impl Data {
+    /// Both, in the order the page offers them.
+    pub const ALL: [Data; 2] = [Data::Synthetic, Data::Avmnist];
+
+    /// Its name in the URL and in `model.json`'s `dataset`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Data::Synthetic => "synthetic",
+            Data::Avmnist => "avmnist",
+        }
+    }
+
+    /// The data of that name.
+    pub fn from_name(name: &str) -> Option<Data> {
+        Data::ALL.into_iter().find(|d| d.name() == name)
+    }
+
+    /// Where its shipped model's `model.json` is, relative to the page.
+    pub fn shipped_model(self) -> &'static str {
+        match self {
+            Data::Synthetic => "model/model.json",
+            Data::Avmnist => "model-avmnist/model.json",
+        }
+    }
+
+    /// The data a hash asks for (before the rest of it can be checked against that model);
+    /// an unknown name gives the default, and [`ViewState::parse`] reports it.
+    /// A tour step is a synthetic view: its hash decides the data alone.
+    pub fn of_hash(hash: &str) -> Data {
+        let pairs = || hash.trim_start_matches('#').split('&');
+        if pairs().any(|p| p.starts_with("tour=")) {
+            return Data::Synthetic;
+        }
+        hash.trim_start_matches('#')
+            .split('&')
+            .filter_map(|p| p.strip_prefix("data="))
+            .next_back()
+            .and_then(Data::from_name)
+            .unwrap_or_default()
+    }
 }
 
 /// Which redistribution edges the picture draws (`edges=` in the URL).
@@ -68,6 +125,8 @@ pub struct Limits {
     pub modalities: Vec<String>,
     /// Refinement layers the model has.
     pub refine_layers: usize,
+    /// Sample indices the model can show: `0..samples` (synthetic: up to [`MAX_SAMPLE`]).
+    pub samples: usize,
 }
 
 /// Largest sample index accepted in the URL.
@@ -159,10 +218,17 @@ impl ViewState {
         {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
             match key {
+                "data" => match Data::from_name(value) {
+                    Some(data) => state.data = data,
+                    None => problems.push(format!(
+                        "data `{value}` is not `synthetic` or `avmnist`; showing synthetic"
+                    )),
+                },
                 "sample" => match value.parse::<usize>() {
-                    Ok(v) if v <= MAX_SAMPLE => state.sample = v,
+                    Ok(v) if v < limits.samples.min(MAX_SAMPLE + 1) => state.sample = v,
                     _ => problems.push(format!(
-                        "sample `{value}` is not an index from 0 to {MAX_SAMPLE}; showing sample 0"
+                        "sample `{value}` is not an index from 0 to {}; showing sample 0",
+                        limits.samples.min(MAX_SAMPLE + 1) - 1
                     )),
                 },
                 "drop" => {
@@ -249,7 +315,11 @@ impl ViewState {
             let embed = if self.embed { "&embed=1" } else { "" };
             return format!("#tour={step}{embed}");
         }
-        let mut parts = vec![format!("sample={}", self.sample)];
+        let mut parts = Vec::new();
+        if self.data != Data::default() {
+            parts.push(format!("data={}", self.data.name()));
+        }
+        parts.push(format!("sample={}", self.sample));
         if !self.drop.is_empty() {
             parts.push(format!("drop={}", self.drop.join(",")));
         }
@@ -287,6 +357,7 @@ mod tests {
         Limits {
             modalities: vec!["vision".into(), "audio".into(), "text".into()],
             refine_layers: 2,
+            samples: MAX_SAMPLE + 1,
         }
     }
 
@@ -323,6 +394,7 @@ mod tests {
     #[test]
     fn embed_snippet_opens_the_same_view_in_embed_mode() {
         let state = ViewState {
+            data: Data::Synthetic,
             sample: 17,
             drop: vec!["audio".into()],
             layer: 1,
@@ -384,7 +456,7 @@ mod tests {
         /// range and its own hash reads back as itself.
         #[test]
         fn any_hash_parses_to_a_state_in_range(hash in ".{0,120}", keys in proptest::collection::vec(
-            ("(sample|drop|layer|rho|lt|embed|edges|tour|x)", "[-0-9a-z.,%]{0,12}"), 0..6)) {
+            ("(data|sample|drop|layer|rho|lt|embed|edges|tour|x)", "[-0-9a-z.,%]{0,12}"), 0..6)) {
             let joined: Vec<String> = keys.iter().map(|(k, v)| format!("{k}={v}")).collect();
             for hash in [hash, format!("#{}", joined.join("&"))] {
                 let (state, _) = ViewState::parse(&hash, &limits());
@@ -410,6 +482,7 @@ mod tests {
     #[test]
     fn hash_round_trips() {
         let s = ViewState {
+            data: Data::Avmnist,
             sample: 17,
             drop: vec!["audio".into()],
             layer: 1,
@@ -434,6 +507,32 @@ mod tests {
         assert_eq!(problems.len(), 6, "{problems:?}");
         let (s, problems) = ViewState::parse("drop=smell", &limits());
         assert!(s.drop.is_empty() && problems[0].contains("smell"));
+    }
+
+    #[test]
+    fn avmnist_views_are_checked_against_its_model_and_shipped_samples() {
+        let av = Limits {
+            modalities: vec!["vision".into(), "audio".into()],
+            refine_layers: 2,
+            samples: 32,
+        };
+        let hash = "#data=avmnist&sample=31&drop=audio&layer=1";
+        assert_eq!(Data::of_hash(hash), Data::Avmnist);
+        let (s, problems) = ViewState::parse(hash, &av);
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!((s.data, s.sample, s.drop.len()), (Data::Avmnist, 31, 1));
+        assert_eq!(s.to_hash(), hash);
+        // Sample 32 is not shipped; text is not one of its modalities.
+        let (s, problems) = ViewState::parse("#data=avmnist&sample=32&drop=text", &av);
+        assert_eq!(s.sample, 0);
+        assert!(problems[0].contains("0 to 31"), "{problems:?}");
+        assert!(problems[1].contains("vision, audio"), "{problems:?}");
+        // Unknown data: the default, with a message; a tour step is synthetic.
+        let (s, problems) = ViewState::parse("#data=cifar", &limits());
+        assert_eq!(s.data, Data::Synthetic);
+        assert!(problems[0].contains("cifar"), "{problems:?}");
+        assert_eq!(Data::of_hash("#data=cifar"), Data::Synthetic);
+        assert_eq!(Data::of_hash("#data=avmnist&tour=1"), Data::Synthetic);
     }
 
     #[test]

@@ -1,17 +1,17 @@
 //! The canvas in words, for screen readers: what the picture shows of one sample and layer.
 //! Plain Rust, so it is tested natively.
 
-use mgr::synthetic::VOCABULARY;
 use mgr::trace::SampleTrace;
 
 /// One paragraph: the sample, which modalities are missing, how many tokens of each modality the
 /// layer keeps, how many edges are drawn (`drawn_edges`), and the prediction with its
-/// probability.
+/// probability (its class named by `class_name`).
 pub fn canvas_summary(
     trace: &SampleTrace,
     sample: usize,
     layer: usize,
     drawn_edges: usize,
+    class_name: impl Fn(usize) -> String,
 ) -> String {
     let mut text = format!("Sample {sample}");
     let dropped: Vec<&str> = trace
@@ -52,7 +52,7 @@ pub fn canvas_summary(
         ));
     }
     if let Some(class) = trace.predicted_class {
-        let name = VOCABULARY.get(class).copied().unwrap_or("?");
+        let name = class_name(class);
         let p = trace.output.get(class).copied().unwrap_or(f32::NAN);
         text.push_str(&format!(" Prediction: {name} (probability {p:.2})."));
     }
@@ -74,7 +74,9 @@ mod tests {
         let trace = &inference.trace;
         let layer = &trace.layers[0];
         let drawn = |view| edges_to_draw(&layer.edges, view).len();
-        let text = canvas_summary(trace, 3, 0, drawn(EdgeView::Strongest));
+        let text = canvas_summary(trace, 3, 0, drawn(EdgeView::Strongest), |c| {
+            engine.class_name(c)
+        });
         let kept_audio = layer
             .tokens
             .iter()
@@ -87,7 +89,7 @@ mod tests {
         );
         assert!(text.contains("layer 1 of 2"), "{text}");
         let class = trace.predicted_class.unwrap();
-        assert!(text.contains(VOCABULARY[class]), "{text}");
+        assert!(text.contains(&engine.class_name(class)), "{text}");
         assert!(
             text.contains(&format!(
                 "{} redistribution edges drawn",
@@ -95,7 +97,7 @@ mod tests {
             )),
             "{text}"
         );
-        let all = canvas_summary(trace, 3, 0, drawn(EdgeView::All));
+        let all = canvas_summary(trace, 3, 0, drawn(EdgeView::All), |c| engine.class_name(c));
         assert_ne!(all, text, "the edge count follows the view");
     }
 }

@@ -67,6 +67,7 @@ mod tests {
         let limits = Limits {
             modalities: vec!["vision".into(), "audio".into(), "text".into()],
             refine_layers: 2,
+            samples: crate::state::MAX_SAMPLE + 1,
         };
         for (i, step) in TOUR.iter().enumerate() {
             let (state, problems) = ViewState::parse(step.view, &limits);
