@@ -85,6 +85,43 @@ pub fn from_burnpack(
     Ok(model)
 }
 
+/// Loads only the parameters under the module paths `parts` (e.g. `["tokenizers", "encoder"]`)
+/// from burnpack `bytes` (another model's weights) into `model`; every other parameter keeps
+/// its value. Every parameter of `model` under `parts` must be in `bytes` with its shape.
+/// Returns the model and how many tensors were loaded.
+pub fn load_parts(
+    mut model: Model,
+    bytes: Vec<u8>,
+    parts: &[&str],
+    what: &str,
+) -> Result<(Model, usize), MgrError> {
+    let pattern = format!("^({})\\.", parts.join("|"));
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)))
+        .with_regex(&pattern)
+        .allow_partial(true);
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| MgrError::data(what, format!("not weights of an MGR model: {e}")))?;
+    let missing: Vec<&str> = result
+        .missing
+        .iter()
+        .map(|(path, _)| path.as_str())
+        .filter(|path| parts.iter().any(|p| path.starts_with(&format!("{p}."))))
+        .collect();
+    if !result.errors.is_empty() || !missing.is_empty() || result.applied.is_empty() {
+        return Err(MgrError::data(
+            what,
+            format!(
+                "cannot initialise {} from it: {} loaded, missing {missing:?}, errors {:?}",
+                parts.join(" and "),
+                result.applied.len(),
+                result.errors
+            ),
+        ));
+    }
+    Ok((model, result.applied.len()))
+}
+
 /// A lower bound on a model's weight count from its config alone: the encoder layers'
 /// attention (Q, K, V, output) and feed-forward matrices, and each refinement layer's
 /// attention and Eq. 12 matrices (6 d^2), without biases or any other module.
@@ -205,6 +242,49 @@ mod tests {
         model.visit(&mut count);
         assert_eq!(tensors, count.0);
         assert_eq!(header["__metadata__"]["config"], "{}");
+    }
+
+    /// `--init-from`: the tokenizers (and encoder) come from the other model, everything else
+    /// keeps its own initialisation; a model of another size is refused.
+    #[test]
+    fn load_parts_takes_only_the_named_modules() {
+        let device = Device::flex();
+        let source = cfg()
+            .with_method(crate::Method::Baseline)
+            .init(&device)
+            .unwrap();
+        let target = cfg().init(&device).unwrap();
+        let own_head = target.head.linear.weight.val().into_data();
+        let own_projection = target.tokenizers[0].projection.weight.val().into_data();
+        let (loaded, count) = load_parts(
+            target,
+            to_burnpack(&source).unwrap(),
+            &["tokenizers", "encoder"],
+            "base.bpk",
+        )
+        .unwrap();
+        // Per tokenizer: projection weight and bias, position, E_avail, E_miss; and the encoder.
+        assert!(count > 2 * 5, "{count}");
+        let data = |t: Tensor<2>| t.into_data();
+        data(loaded.tokenizers[0].projection.weight.val())
+            .assert_eq(&data(source.tokenizers[0].projection.weight.val()), true);
+        data(loaded.tokenizers[1].e_miss.val())
+            .assert_eq(&data(source.tokenizers[1].e_miss.val()), true);
+        data(loaded.head.linear.weight.val()).assert_eq(&own_head, true);
+        assert_ne!(
+            data(loaded.tokenizers[0].projection.weight.val()),
+            own_projection
+        );
+        let wider = cfg().with_d_model(16).init(&device).unwrap();
+        let err = load_parts(
+            wider,
+            to_burnpack(&source).unwrap(),
+            &["encoder"],
+            "base.bpk",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("base.bpk"), "{err}");
     }
 
     #[test]

@@ -184,3 +184,44 @@ pub fn metrics_csv(rows: &[EpochRow]) -> String {
     }
     out
 }
+
+/// `--init-from RUN`, checked before anything is written: RUN's best weights, read, and their
+/// path; RUN must have the same modalities and encoder sizes as `config`.
+pub fn init_source(config: &ModelConfig, run: &Path) -> Result<(Vec<u8>, String)> {
+    let source = crate::runconfig::load(run)
+        .with_context(|| format!("--init-from {}: not a run folder", run.display()))?;
+    let paths = RunPaths {
+        root: run.to_path_buf(),
+    };
+    let (a, b) = (&source.model, config);
+    for (field, same) in [
+        ("modalities", a.modalities == b.modalities),
+        ("d_model", a.d_model == b.d_model),
+        ("n_heads", a.n_heads == b.n_heads),
+        ("n_layers", a.n_layers == b.n_layers),
+        ("ff_mult", a.ff_mult == b.ff_mult),
+    ] {
+        if !same {
+            bail!(
+                "--init-from {}: its model has another {field}; the tokenizers and encoder must match",
+                run.display()
+            );
+        }
+    }
+    let best = paths.best();
+    let bytes = std::fs::read(&best)
+        .with_context(|| format!("--init-from: cannot read {}", best.display()))?;
+    Ok((bytes, best.display().to_string()))
+}
+
+/// `model` with the tokenizers and multimodal encoder of `source` (from [`init_source`]); every
+/// other module keeps its initialisation. Returns the model and how many tensors were loaded.
+pub fn init_from(model: Model, source: (Vec<u8>, String)) -> Result<(Model, usize)> {
+    let (bytes, what) = source;
+    Ok(mgr::persist::load_parts(
+        model,
+        bytes,
+        &["tokenizers", "encoder"],
+        &what,
+    )?)
+}

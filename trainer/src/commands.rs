@@ -29,6 +29,9 @@ pub fn resolve_train_config(a: &TrainArgs) -> Result<RunConfig> {
     if let Some(d) = &a.data_dir {
         flags.push(("data_dir", serde_json::to_string(d)?));
     }
+    if let Some(run) = &a.init_from {
+        flags.push(("init_from", serde_json::to_string(run)?));
+    }
     if let Some(m) = &a.method {
         m.parse::<mgr::Method>()?;
         flags.push(("model.method", serde_json::to_string(m)?));

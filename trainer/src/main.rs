@@ -96,6 +96,10 @@ struct TrainArgs {
     /// Continue an interrupted run from its last epoch checkpoint.
     #[arg(long)]
     resume: bool,
+    /// Start from another run's tokenizers and encoder (a run folder of `mgr train` with the
+    /// same modalities and encoder sizes), then train the whole model.
+    #[arg(long, value_name = "RUN")]
+    init_from: Option<PathBuf>,
 }
 
 #[derive(Args)]

@@ -87,6 +87,11 @@ pub struct RunConfig {
     /// Use only the first N samples of each split (0: all); for quick experiments and tests.
     #[serde(default)]
     pub limit: usize,
+    /// Start from another run's tokenizers and multimodal encoder (its best weights) instead
+    /// of random ones, then train everything (issue 11, lead 6: the paper fine-tunes a
+    /// pretrained backbone). None: from scratch.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
     /// The absence protocol.
     pub absence: AbsenceSettings,
     /// The model (modalities and outputs are filled from the dataset).
@@ -103,6 +108,7 @@ impl Default for RunConfig {
             dataset: "synthetic".into(),
             data_dir: None,
             limit: 0,
+            init_from: None,
             absence: AbsenceSettings {
                 kappa: 0.7,
                 seed: 0,

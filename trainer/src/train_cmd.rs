@@ -47,6 +47,11 @@ pub fn run(
     let paths = RunPaths {
         root: out.to_path_buf(),
     };
+    // Read and checked before the run folder exists: a bad source leaves nothing behind.
+    let init_source = match &rc.init_from {
+        Some(run) if !resume => Some(checkpoint::init_source(&rc.model, run)?),
+        _ => None,
+    };
     if resume {
         let mut saved = crate::runconfig::load(out)?;
         saved.train.epochs = rc.train.epochs; // resuming may extend the run
@@ -96,10 +101,16 @@ pub fn run(
         ] {
             write_atomic(&paths.mask(name), mask.to_csv().as_bytes())?;
         }
-        (
-            TrainState::default(),
-            init_model(&rc.model, rc.train.seed, &device)?,
-        )
+        let mut model = init_model(&rc.model, rc.train.seed, &device)?;
+        if let Some(source) = init_source {
+            let from = source.1.clone();
+            let count;
+            (model, count) = checkpoint::init_from(model, source)?;
+            if !quiet {
+                eprintln!("tokenizers and encoder from {from} ({count} tensors)");
+            }
+        }
+        (TrainState::default(), model)
     };
     let _ = std::fs::remove_file(paths.results());
 

@@ -772,3 +772,62 @@ fn emitted_jobs_then_collect_give_the_protocols_own_tables() {
     let out = protocol(&cluster, &["--job", "4"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("this protocol has 4 runs"));
 }
+
+/// `--init-from`: an MGR run starts from a baseline run's tokenizers and encoder (recorded in
+/// its config, said on stderr) and trains to a result; a source of another size is refused by
+/// the field that differs, before a run folder is written.
+#[test]
+fn init_from_starts_mgr_from_a_baseline_runs_encoder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    ok(&one_epoch_baseline("flex", &base));
+    let tuned = tmp.path().join("tuned");
+    let run = train(
+        &tuned,
+        &["--epochs", "1", "--init-from", base.to_str().unwrap()],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("tokenizers and encoder from"), "{stderr}");
+    assert_eq!(
+        json(tuned.join("config.json"))["init_from"],
+        base.to_str().unwrap()
+    );
+    assert!(
+        json(tuned.join("results.json"))["accuracy"]
+            .as_f64()
+            .is_some()
+    );
+
+    let wide = tmp.path().join("wide");
+    let run = train(
+        &wide,
+        &[
+            "--epochs",
+            "1",
+            "--init-from",
+            base.to_str().unwrap(),
+            "--set",
+            "d_model=24",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && stderr.contains("d_model"),
+        "{stderr}"
+    );
+    assert!(
+        !wide.exists(),
+        "a refused --init-from left {}",
+        wide.display()
+    );
+    let missing = train(
+        &tmp.path().join("none"),
+        &["--epochs", "1", "--init-from", "/nonexistent/run"],
+    );
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("/nonexistent/run"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}
