@@ -224,6 +224,8 @@ const avDrop = await traceAfter('data=avmnist&sample=' + avSample + '&drop=audio
 compare('AV-MNIST audio dropped', avDrop.trace, expectedAvDrop.trace);
 if (avDrop.trace.available[1] !== false) fail('AV-MNIST trace does not say audio is absent');
 await page.screenshot({ path: `${shots}/e2e-avmnist-drop-audio.png`, fullPage: true });
+const [avDownload] = await Promise.all([page.waitForEvent('download'), page.click('#save-png')]);
+if (avDownload.suggestedFilename() !== `mgr-avmnist-sample-${avSample}-drop-audio-layer-0.png`) fail(`AV-MNIST PNG name ${avDownload.suggestedFilename()}`);
 await page.goto(`${base}/#data=avmnist&sample=999`);
 await traceAfter('data=avmnist&sample=0');
 if (!/sample `999`/.test(await page.textContent('#message'))) fail('no message for an AV-MNIST sample that is not shipped');

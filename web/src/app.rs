@@ -412,8 +412,14 @@ fn save_png() {
     } else {
         format!("-drop-{}", state.drop.join("-"))
     };
+    // Synthetic keeps the names slides already use; other data says which it is.
+    let data = if state.data == Data::default() {
+        String::new()
+    } else {
+        format!("{}-", state.data.name())
+    };
     let name = format!(
-        "mgr-sample-{}{drop}-layer-{}.png",
+        "mgr-{data}sample-{}{drop}-layer-{}.png",
         state.sample, state.layer
     );
     if let Ok(link) = document().create_element("a")
