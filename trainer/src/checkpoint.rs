@@ -188,8 +188,7 @@ pub fn metrics_csv(rows: &[EpochRow]) -> String {
 /// `--init-from RUN`, checked before anything is written: RUN's best weights, read, and their
 /// path; RUN must have the same modalities and encoder sizes as `config`.
 pub fn init_source(config: &ModelConfig, run: &Path) -> Result<(Vec<u8>, String)> {
-    let source = crate::runconfig::load(run)
-        .with_context(|| format!("--init-from {}: not a run folder", run.display()))?;
+    let source = crate::runconfig::load(run).context("--init-from")?;
     let paths = RunPaths {
         root: run.to_path_buf(),
     };
