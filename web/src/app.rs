@@ -205,9 +205,13 @@ fn ensure_engine(data: Data) {
             }
             Err(e) if data != Data::default() => {
                 // The synthetic view still works: say what failed and show it.
+                // Kept for the synthetic view's first render, which the hash change starts.
                 let fallback = ViewState::default().to_hash();
-                show_messages(&[format!("{e}; showing the synthetic model")]);
-                let _ = window().location().set_hash(&fallback);
+                PENDING.with(|p| {
+                    p.borrow_mut()
+                        .push(format!("{e}; showing the synthetic model"))
+                });
+                go_to_hash(&fallback);
             }
             Err(e) => {
                 show_messages(&[e]);
