@@ -185,13 +185,35 @@ pub fn metrics_csv(rows: &[EpochRow]) -> String {
     out
 }
 
-/// `--init-from RUN`, checked before anything is written: RUN's best weights, read, and their
-/// path; RUN must have the same modalities and encoder sizes as `config`.
-pub fn init_source(config: &ModelConfig, run: &Path) -> Result<(Vec<u8>, String)> {
-    let source = crate::runconfig::load(run).context("--init-from")?;
+/// A run folder with a trained model: its config and paths (an error when `best.bpk` is
+/// missing).
+pub fn finished_run(run: &Path) -> Result<(crate::runconfig::RunConfig, RunPaths)> {
+    let rc = crate::runconfig::load(run)?;
     let paths = RunPaths {
         root: run.to_path_buf(),
     };
+    if !paths.best().is_file() {
+        bail!(
+            "{} has no trained model ({} is missing)",
+            run.display(),
+            paths.best().display()
+        );
+    }
+    Ok((rc, paths))
+}
+
+/// The weights `--init-from RUN` starts a model from: RUN's best weights, and where they came from.
+pub struct InitSource {
+    /// `best.bpk`'s bytes.
+    bytes: Vec<u8>,
+    /// Its path, for messages.
+    pub path: String,
+}
+
+/// `--init-from RUN`, checked before anything is written: RUN must be a finished run with the
+/// same modalities and encoder sizes as `config`.
+pub fn init_source(config: &ModelConfig, run: &Path) -> Result<InitSource> {
+    let (source, paths) = finished_run(run).context("--init-from")?;
     let (a, b) = (&source.model, config);
     for (field, same) in [
         ("modalities", a.modalities == b.modalities),
@@ -210,17 +232,21 @@ pub fn init_source(config: &ModelConfig, run: &Path) -> Result<(Vec<u8>, String)
     let best = paths.best();
     let bytes = std::fs::read(&best)
         .with_context(|| format!("--init-from: cannot read {}", best.display()))?;
-    Ok((bytes, best.display().to_string()))
+    Ok(InitSource {
+        bytes,
+        path: best.display().to_string(),
+    })
 }
 
-/// `model` with the tokenizers and multimodal encoder of `source` (from [`init_source`]); every
-/// other module keeps its initialisation. Returns the model and how many tensors were loaded.
-pub fn init_from(model: Model, source: (Vec<u8>, String)) -> Result<(Model, usize)> {
-    let (bytes, what) = source;
-    Ok(mgr::persist::load_parts(
-        model,
-        bytes,
-        &["tokenizers", "encoder"],
-        &what,
-    )?)
+impl InitSource {
+    /// `model` with these tokenizers and multimodal encoder; every other module keeps its
+    /// initialisation. Returns the model and how many tensors were loaded.
+    pub fn apply(self, model: Model) -> Result<(Model, usize)> {
+        Ok(mgr::persist::load_parts(
+            model,
+            self.bytes,
+            &["tokenizers", "encoder"],
+            &self.path,
+        )?)
+    }
 }

@@ -9,7 +9,7 @@ use mgr::ranking_quality::RankingReport;
 use mgr::train::evaluate;
 use serde_json::json;
 
-use crate::checkpoint::{RunPaths, load_model};
+use crate::checkpoint::{finished_run, load_model};
 use crate::dataset;
 use crate::device;
 use crate::fsutil::write_atomic;
@@ -61,21 +61,6 @@ pub fn resolve_train_config(a: &TrainArgs) -> Result<RunConfig> {
         set_key(&mut v, k.trim(), raw.trim())?;
     }
     runconfig::finish(v)
-}
-
-fn finished_run(run: &std::path::Path) -> Result<(RunConfig, RunPaths)> {
-    let rc = runconfig::load(run)?;
-    let paths = RunPaths {
-        root: run.to_path_buf(),
-    };
-    if !paths.best().is_file() {
-        bail!(
-            "{} has no trained model ({} is missing)",
-            run.display(),
-            paths.best().display()
-        );
-    }
-    Ok((rc, paths))
 }
 
 /// `mgr eval`: the saved best model on the test split under another absence setting.
@@ -332,7 +317,7 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
         );
     }
     // Everything is computed before anything is written: a failure leaves no half export.
-    let samples = if rc.dataset == "avmnist" {
+    let (samples_file, samples, n) = if rc.dataset == "avmnist" {
         let data = rc
             .data_dir
             .as_deref()
@@ -367,7 +352,7 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
         "results": results,
     });
     if rc.dataset == "avmnist" {
-        meta["samples_file"] = json!(samples.0);
+        meta["samples_file"] = json!(samples_file);
         meta["credit"] = json!(crate::avmnist::PAGE_CREDIT);
     } else {
         meta["synthetic"] = json!(rc.synthetic);
@@ -375,7 +360,7 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     write_atomic(&a.out.join("model.bpk"), &bytes)?;
-    write_atomic(&a.out.join(samples.0), &samples.1)?;
+    write_atomic(&a.out.join(samples_file), &samples)?;
     write_atomic(
         &a.out.join("model.json"),
         serde_json::to_string_pretty(&meta)?.as_bytes(),
@@ -384,8 +369,8 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
         "wrote {} ({} bytes of weights, {} samples, {} bytes of samples)",
         a.out.display(),
         bytes.len(),
-        samples.2,
-        samples.1.len()
+        n,
+        samples.len()
     );
     Ok(())
 }

@@ -103,9 +103,9 @@ pub fn run(
         }
         let mut model = init_model(&rc.model, rc.train.seed, &device)?;
         if let Some(source) = init_source {
-            let from = source.1.clone();
+            let from = source.path.clone();
             let count;
-            (model, count) = checkpoint::init_from(model, source)?;
+            (model, count) = source.apply(model)?;
             if !quiet {
                 eprintln!("tokenizers and encoder from {from} ({count} tensors)");
             }

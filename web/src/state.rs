@@ -73,8 +73,7 @@ impl Data {
         if pairs().any(|p| p.starts_with("tour=")) {
             return Data::Synthetic;
         }
-        hash.trim_start_matches('#')
-            .split('&')
+        pairs()
             .filter_map(|p| p.strip_prefix("data="))
             .next_back()
             .and_then(Data::from_name)
