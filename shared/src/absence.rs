@@ -223,11 +223,6 @@ impl AbsenceMask {
         }
         Ok(Self { modalities, rows })
     }
-
-    /// JSON: `{"modalities": [...], "rows": [[true, false], ...]}`.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a mask always serialises")
-    }
 }
 
 /// Name of an availability pattern: the available modalities joined by '+'.

@@ -8,6 +8,9 @@
 
 use crate::ModalitySpec;
 
+/// The `format` of the page's samples file (`samples.safetensors` metadata), written by `mgr
+/// export-web` and read by the page.
+pub const WEB_SAMPLES_FORMAT: &str = "mgr-web-samples/1";
 /// Side of the image in pixels.
 pub const IMAGE_SIDE: usize = 28;
 /// Side of one image patch (one vision token).

@@ -10,6 +10,9 @@ use crate::config::ModelConfig;
 use crate::error::MgrError;
 use crate::model::Model;
 
+/// The `format` of the `model.json` that `mgr export-web` writes and the page reads.
+pub const WEB_MODEL_FORMAT: &str = "mgr-web-model/1";
+
 /// The model's parameters as burnpack bytes.
 pub fn to_burnpack(model: &Model) -> Result<Vec<u8>, MgrError> {
     let mut store = BurnpackStore::from_bytes(None);

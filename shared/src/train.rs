@@ -380,6 +380,10 @@ pub struct Evaluation {
     pub loss: f64,
 }
 
+/// Batch size of test-set evaluation: large enough to keep the cores busy, small enough for any
+/// device's memory.
+pub const EVAL_BATCH: usize = 256;
+
 /// Evaluates `model` (any device; it is switched to validation mode) on `split` under `mask`.
 pub fn evaluate(
     model: &Model,

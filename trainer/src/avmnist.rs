@@ -46,6 +46,9 @@ pub const HOP: usize = 70;
 pub const SPEC: usize = 112;
 /// Sample rate of the recordings.
 pub const RATE: u32 = 8000;
+/// The image PCA keeps the fewest components whose cumulative explained variance first exceeds
+/// this (MultiBench's recipe).
+pub const PCA_THRESHOLD: f64 = 0.25;
 /// Training speakers.
 pub const TRAIN_SPEAKERS: [&str; 3] = ["jackson", "nicolas", "theo"];
 /// Test speaker.
@@ -353,6 +356,34 @@ pub fn prepare(
     noise_seed: u64,
     quiet: bool,
 ) -> Result<(usize, usize, usize)> {
+    let built = build(mnist, fsdd, noise_seed, quiet)?;
+    write_folder(&built, out)?;
+    Ok((built.n_train, built.n_test, built.pca_components))
+}
+
+/// AV-MNIST built in memory, as [`write_folder`] writes it.
+struct Built {
+    n_train: usize,
+    n_test: usize,
+    pca_components: usize,
+    /// PCA-projected images, `[n, 784]` row-major.
+    train_img: Vec<f32>,
+    test_img: Vec<f32>,
+    /// Spectrograms, `[n, SPEC, SPEC]` row-major.
+    train_audio: Vec<f32>,
+    test_audio: Vec<f32>,
+    train_labels: Vec<u8>,
+    test_labels: Vec<u8>,
+    /// `label,recording` per sample: which recording each sample got.
+    train_sources: String,
+    test_sources: String,
+    recipe: serde_json::Value,
+}
+
+/// Reads MNIST and FSDD and builds both splits: the images through the training images' PCA,
+/// each digit paired with a recording of the same digit (training speakers for the training
+/// split, the test speaker for the test split), noise mixed in, as spectrograms.
+fn build(mnist: &Path, fsdd: &Path, noise_seed: u64, quiet: bool) -> Result<Built> {
     let (train_px, train_labels, n_train) = read_mnist(mnist, true)?;
     let (test_px, test_labels, n_test) = read_mnist(mnist, false)?;
     let train_recs = recordings(fsdd, &TRAIN_SPEAKERS)?;
@@ -363,9 +394,9 @@ pub fn prepare(
         }
     };
     step("fitting PCA on the training images");
-    let (mean, components) = fit_pca(&train_px, n_train, 0.25);
+    let (mean, components) = fit_pca(&train_px, n_train, PCA_THRESHOLD);
     step(&format!(
-        "keeping {} components (cumulative explained variance > 0.25)",
+        "keeping {} components (cumulative explained variance > {PCA_THRESHOLD})",
         components.ncols()
     ));
     let train_img = project(&train_px, n_train, &mean, &components);
@@ -379,56 +410,78 @@ pub fn prepare(
     let train_audio = audio_for(&train_labels, &train_recs, &mut rng, &mut train_sources)?;
     step("test spectrograms");
     let test_audio = audio_for(&test_labels, &test_recs, &mut rng, &mut test_sources)?;
-
-    // Write into a temp folder, then rename: a half-prepared dataset never looks complete.
-    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    std::fs::create_dir_all(tmp.join("image"))?;
-    std::fs::create_dir_all(tmp.join("audio"))?;
-    let write2 = |p: PathBuf, v: Vec<f32>, n: usize| -> Result<()> {
-        ndarray_npy::write_npy(&p, &Array2::from_shape_vec((n, 784), v)?)
-            .with_context(|| format!("cannot write {}", p.display()))
-    };
-    let write3 = |p: PathBuf, v: Vec<f32>, n: usize| -> Result<()> {
-        ndarray_npy::write_npy(&p, &Array3::from_shape_vec((n, SPEC, SPEC), v)?)
-            .with_context(|| format!("cannot write {}", p.display()))
-    };
-    let write_labels = |p: PathBuf, v: &[u8]| -> Result<()> {
-        ndarray_npy::write_npy(&p, &Array1::from_iter(v.iter().map(|&l| l as i64)))
-            .with_context(|| format!("cannot write {}", p.display()))
-    };
-    write2(tmp.join("image/train_data.npy"), train_img, n_train)?;
-    write2(tmp.join("image/test_data.npy"), test_img, n_test)?;
-    write3(tmp.join("audio/train_data.npy"), train_audio, n_train)?;
-    write3(tmp.join("audio/test_data.npy"), test_audio, n_test)?;
-    write_labels(tmp.join("train_labels.npy"), &train_labels)?;
-    write_labels(tmp.join("test_labels.npy"), &test_labels)?;
     let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let recipe = serde_json::json!({
         "recipe": "MultiBench AV-MNIST (MFAS generator), rebuilt by mgr prepare avmnist",
         "mnist_dir": absolute(mnist), "fsdd_dir": absolute(fsdd),
         "pca_components": components.ncols(),
-        "pca_threshold": 0.25,
+        "pca_threshold": PCA_THRESHOLD,
         "train_speakers": TRAIN_SPEAKERS, "test_speaker": TEST_SPEAKER,
         "noise": format!("white Gaussian noise x {NOISE_GAIN} (ESC-50 not available), ChaCha8 seed {noise_seed}"),
         "spectrogram": {"nperseg": NFFT, "nfft": NFFT, "noverlap": NFFT - HOP, "window": "boxcar", "wave_len": WAVE_LEN, "fs": RATE},
         "n_train": n_train, "n_test": n_test,
         "fsdd_licence": "Free Spoken Digit Dataset, CC BY-SA 4.0",
     });
+    Ok(Built {
+        n_train,
+        n_test,
+        pca_components: components.ncols(),
+        train_img,
+        test_img,
+        train_audio,
+        test_audio,
+        train_labels,
+        test_labels,
+        train_sources,
+        test_sources,
+        recipe,
+    })
+}
+
+/// Writes MultiBench's layout into a temp folder, then renames it to `out`: a half-prepared
+/// dataset never looks complete.
+fn write_folder(built: &Built, out: &Path) -> Result<()> {
+    let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(tmp.join("image"))?;
+    std::fs::create_dir_all(tmp.join("audio"))?;
+    let write2 = |p: PathBuf, v: &[f32], n: usize| -> Result<()> {
+        ndarray_npy::write_npy(&p, &Array2::from_shape_vec((n, 784), v.to_vec())?)
+            .with_context(|| format!("cannot write {}", p.display()))
+    };
+    let write3 = |p: PathBuf, v: &[f32], n: usize| -> Result<()> {
+        ndarray_npy::write_npy(&p, &Array3::from_shape_vec((n, SPEC, SPEC), v.to_vec())?)
+            .with_context(|| format!("cannot write {}", p.display()))
+    };
+    let write_labels = |p: PathBuf, v: &[u8]| -> Result<()> {
+        ndarray_npy::write_npy(&p, &Array1::from_iter(v.iter().map(|&l| l as i64)))
+            .with_context(|| format!("cannot write {}", p.display()))
+    };
+    let (n_train, n_test) = (built.n_train, built.n_test);
+    write2(tmp.join("image/train_data.npy"), &built.train_img, n_train)?;
+    write2(tmp.join("image/test_data.npy"), &built.test_img, n_test)?;
+    write3(
+        tmp.join("audio/train_data.npy"),
+        &built.train_audio,
+        n_train,
+    )?;
+    write3(tmp.join("audio/test_data.npy"), &built.test_audio, n_test)?;
+    write_labels(tmp.join("train_labels.npy"), &built.train_labels)?;
+    write_labels(tmp.join("test_labels.npy"), &built.test_labels)?;
     std::fs::write(
         tmp.join("recipe.json"),
-        serde_json::to_string_pretty(&recipe)?,
+        serde_json::to_string_pretty(&built.recipe)?,
     )?;
     // Which recording each sample got, so the pairing can be checked.
-    std::fs::write(tmp.join("audio/train_sources.csv"), train_sources)?;
-    std::fs::write(tmp.join("audio/test_sources.csv"), test_sources)?;
+    std::fs::write(tmp.join("audio/train_sources.csv"), &built.train_sources)?;
+    std::fs::write(tmp.join("audio/test_sources.csv"), &built.test_sources)?;
     if out.exists() {
         std::fs::remove_dir_all(out)
             .with_context(|| format!("cannot replace {}", out.display()))?;
     }
     std::fs::rename(&tmp, out)
         .with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))?;
-    Ok((n_train, n_test, components.ncols()))
+    Ok(())
 }
 
 /// The page's credit line for AV-MNIST samples (the recordings are CC BY-SA 4.0: shared with
@@ -482,28 +535,9 @@ pub fn page_samples(
     test: &DataSplit,
     n: usize,
 ) -> Result<Vec<u8>> {
-    use safetensors::{Dtype, tensor::TensorView};
+    use safetensors::Dtype;
     let n = n.min(test.len());
-    let sources_path = data.join("audio/test_sources.csv");
-    let sources = std::fs::read_to_string(&sources_path).with_context(|| {
-        format!(
-            "{}: cannot read which recording each test sample has (prepare the data again with mgr prepare avmnist)",
-            sources_path.display()
-        )
-    })?;
-    let recordings: Vec<String> = sources
-        .lines()
-        .skip(1)
-        .take(n)
-        .map(|row| row.split(',').nth(1).unwrap_or("").trim().to_string())
-        .collect();
-    if recordings.len() < n || recordings.iter().any(String::is_empty) {
-        bail!(
-            "{}: {} rows of `label,recording`, expected at least {n}",
-            sources_path.display(),
-            recordings.len()
-        );
-    }
+    let recordings = test_recordings(data, n)?;
     let (pixels, mnist_labels, n_mnist) = read_mnist(mnist, false)?;
     if n_mnist < n {
         bail!("{}: {n_mnist} test digits, fewer than {n}", mnist.display());
@@ -532,7 +566,7 @@ pub fn page_samples(
             .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
             .collect()
     };
-    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors: Vec<NamedTensor> = Vec::new();
     for (m, spec) in test.modalities.iter().enumerate() {
         let values: Vec<f32> = (0..n)
             .flat_map(|i| test.sample_features(m, i).iter().copied())
@@ -544,44 +578,80 @@ pub fn page_samples(
             f16_bytes(&values),
         ));
     }
-    tensors.push((
-        "label".into(),
-        Dtype::U8,
-        vec![n],
-        labels[..n].iter().map(|&l| l as u8).collect(),
-    ));
-    tensors.push((
-        "pixels".into(),
-        Dtype::U8,
-        vec![n, 784],
-        pixels[..n * 784].to_vec(),
-    ));
-    tensors.push((
-        "wave".into(),
-        Dtype::I16,
-        vec![waves.len()],
-        waves.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    ));
-    tensors.push((
-        "wave_offset".into(),
-        Dtype::I64,
-        vec![n + 1],
-        offsets.iter().flat_map(|v| v.to_le_bytes()).collect(),
-    ));
+    tensors.extend([
+        (
+            "label".into(),
+            Dtype::U8,
+            vec![n],
+            labels[..n].iter().map(|&l| l as u8).collect(),
+        ),
+        (
+            "pixels".into(),
+            Dtype::U8,
+            vec![n, 784],
+            pixels[..n * 784].to_vec(),
+        ),
+        (
+            "wave".into(),
+            Dtype::I16,
+            vec![waves.len()],
+            waves.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+        (
+            "wave_offset".into(),
+            Dtype::I64,
+            vec![n + 1],
+            offsets.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ),
+    ]);
+    samples_file(&tensors, &recordings)
+}
+
+/// A tensor of the page's samples file: name, dtype, shape, little-endian bytes.
+type NamedTensor = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+/// The recording (FSDD file name) of each of the first `n` test samples, from the prepared
+/// folder's `audio/test_sources.csv`.
+fn test_recordings(data: &Path, n: usize) -> Result<Vec<String>> {
+    let sources_path = data.join("audio/test_sources.csv");
+    let sources = std::fs::read_to_string(&sources_path).with_context(|| {
+        format!(
+            "{}: cannot read which recording each test sample has (prepare the data again with mgr prepare avmnist)",
+            sources_path.display()
+        )
+    })?;
+    let recordings: Vec<String> = sources
+        .lines()
+        .skip(1)
+        .take(n)
+        .map(|row| row.split(',').nth(1).unwrap_or("").trim().to_string())
+        .collect();
+    if recordings.len() < n || recordings.iter().any(String::is_empty) {
+        bail!(
+            "{}: {} rows of `label,recording`, expected at least {n}",
+            sources_path.display(),
+            recordings.len()
+        );
+    }
+    Ok(recordings)
+}
+
+/// The samples file: the tensors, and the format, recordings and sample rate as metadata.
+fn samples_file(tensors: &[NamedTensor], recordings: &[String]) -> Result<Vec<u8>> {
     let views = tensors
         .iter()
         .map(|(name, dtype, shape, bytes)| {
-            TensorView::new(*dtype, shape.clone(), bytes)
+            safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes)
                 .map(|view| (name.clone(), view))
                 .map_err(|e| anyhow!("page samples tensor {name}: {e}"))
         })
         .collect::<Result<Vec<_>>>()?;
     let metadata = std::collections::HashMap::from([
-        ("format".to_string(), "mgr-web-samples/1".to_string()),
         (
-            "recordings".to_string(),
-            serde_json::to_string(&recordings)?,
+            "format".to_string(),
+            mgr::avmnist::WEB_SAMPLES_FORMAT.to_string(),
         ),
+        ("recordings".to_string(), serde_json::to_string(recordings)?),
         ("sample_rate".to_string(), RATE.to_string()),
     ]);
     safetensors::serialize(views, Some(metadata))

@@ -131,64 +131,99 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let train_batch = Batch::from_split(&split, &indices, &mask, &train_device);
     let infer_batch = Batch::from_split(&split, &indices, &mask, &device);
     let tc = TrainConfig::new().with_lr(1e-4);
-    let mut model = init_model(&cfg, 0, &device)?;
+    let mut model = Some(init_model(&cfg, 0, &device)?);
     let mut optimizer = tc.optimizer();
-    for _ in 0..a.warmup {
-        model = train_step(model, &mut optimizer, tc.lr, &train_batch).0;
-    }
-    let mut train_rates = Vec::new();
-    for _ in 0..a.repeats.max(1) {
-        let t = Instant::now();
-        for _ in 0..a.steps {
-            model = train_step(model, &mut optimizer, tc.lr, &train_batch).0;
-        }
-        train_rates.push((a.steps * b) as f64 / t.elapsed().as_secs_f64());
-    }
+    let mut train = || {
+        let trained = model.take().expect("the model is put back after each step");
+        model = Some(train_step(trained, &mut optimizer, tc.lr, &train_batch).0);
+    };
+    let train_rates = samples_per_second(a, b, &mut train);
+    let model = model.expect("the model is put back after each step");
     let inference = model.valid();
-    let run_inference = || {
+    let mut run_inference = || {
         let out = inference.forward(&infer_batch).output;
         out.into_data(); // waits for the device
     };
+    let infer_rates = samples_per_second(a, b, &mut run_inference);
+    let report = Report {
+        device_name,
+        method: cfg.method,
+        batch: b,
+        params: model.num_params(),
+        flops: forward_flops(&cfg),
+        train: median_and_spread(train_rates),
+        infer: median_and_spread(infer_rates),
+    };
+    report.print(a);
+    Ok(())
+}
+
+/// `a.warmup` untimed calls of `step`, then `a.repeats` timings of `a.steps` calls each, as
+/// samples (`batch` per call) per second.
+fn samples_per_second(a: &BenchArgs, batch: usize, step: &mut dyn FnMut()) -> Vec<f64> {
     for _ in 0..a.warmup {
-        run_inference();
+        step();
     }
-    let mut infer_rates = Vec::new();
-    for _ in 0..a.repeats.max(1) {
-        let t = Instant::now();
-        for _ in 0..a.steps {
-            run_inference();
+    (0..a.repeats.max(1))
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..a.steps {
+                step();
+            }
+            (a.steps * batch) as f64 / t.elapsed().as_secs_f64()
+        })
+        .collect()
+}
+
+/// What `mgr bench` measured.
+struct Report {
+    device_name: String,
+    method: Method,
+    batch: usize,
+    params: usize,
+    /// Forward FLOPs per sample.
+    flops: f64,
+    /// Training samples/s: (median, min, max).
+    train: (f64, f64, f64),
+    /// Inference samples/s: (median, min, max).
+    infer: (f64, f64, f64),
+}
+
+impl Report {
+    /// One JSON line (`--json`) or a few lines for a reader.
+    fn print(&self, a: &BenchArgs) {
+        let Report {
+            device_name,
+            method,
+            batch,
+            params,
+            flops,
+            train: (train_med, train_min, train_max),
+            infer: (infer_med, infer_min, infer_max),
+        } = self;
+        if a.json {
+            let out = json!({
+                "impl": "mgr-rust",
+                "device": device_name,
+                "method": method.name(),
+                "batch": batch,
+                "steps": a.steps,
+                "repeats": a.repeats,
+                "train_samples_per_s": train_med,
+                "train_samples_per_s_min": train_min,
+                "train_samples_per_s_max": train_max,
+                "infer_samples_per_s": infer_med,
+                "infer_samples_per_s_min": infer_min,
+                "infer_samples_per_s_max": infer_max,
+                "forward_flops_per_sample": flops,
+                "train_gflops_per_s": train_med * 3.0 * flops / 1e9,
+                "infer_gflops_per_s": infer_med * flops / 1e9,
+                "params": params,
+            });
+            println!("{out}");
+            return;
         }
-        infer_rates.push((a.steps * b) as f64 / t.elapsed().as_secs_f64());
-    }
-    let flops = forward_flops(&cfg);
-    let (train_med, train_min, train_max) = median_and_spread(train_rates.clone());
-    let (infer_med, infer_min, infer_max) = median_and_spread(infer_rates.clone());
-    let out = json!({
-        "impl": "mgr-rust",
-        "device": device_name,
-        "method": cfg.method.name(),
-        "batch": b,
-        "steps": a.steps,
-        "repeats": a.repeats,
-        "train_samples_per_s": train_med,
-        "train_samples_per_s_min": train_min,
-        "train_samples_per_s_max": train_max,
-        "infer_samples_per_s": infer_med,
-        "infer_samples_per_s_min": infer_min,
-        "infer_samples_per_s_max": infer_max,
-        "forward_flops_per_sample": flops,
-        "train_gflops_per_s": train_med * 3.0 * flops / 1e9,
-        "infer_gflops_per_s": infer_med * flops / 1e9,
-        "params": model.num_params(),
-    });
-    if a.json {
-        println!("{out}");
-    } else {
-        println!(
-            "device {device_name}, method {}, batch {b}, {} params",
-            cfg.method,
-            model.num_params()
-        );
+        println!("device {device_name}, method {method}, batch {batch}, {params} params");
         println!(
             "forward FLOPs per sample: {:.2} M (training ~3x)",
             flops / 1e6
@@ -202,5 +237,4 @@ pub fn run(a: &BenchArgs) -> Result<()> {
             infer_med * flops / 1e9
         );
     }
-    Ok(())
 }

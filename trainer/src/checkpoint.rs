@@ -6,9 +6,12 @@ use anyhow::{Context, Result, bail};
 use burn::optim::{ModuleOptimizer, OptimizerRecord};
 use burn::tensor::{Bytes, Device};
 use mgr::absence::AbsenceMask;
+use mgr::metrics::Metrics;
 use mgr::persist::{from_burnpack, to_burnpack};
+use mgr::ranking_quality::RankingReport;
 use mgr::{Model, ModelConfig};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::write_atomic;
@@ -32,6 +35,52 @@ pub struct EpochRow {
     pub valid_f1: f64,
     /// Seconds spent on this epoch.
     pub seconds: f64,
+}
+
+/// `results.json` of a finished run: what it was, its test metrics (overall and per absence
+/// pattern) with the model of its best validation epoch, and the ranking report where its
+/// method and dataset have one. Read and written only through [`RunPaths`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RunResults {
+    /// Dataset name.
+    pub dataset: String,
+    /// Method name.
+    pub method: String,
+    /// kappa of the absence masks.
+    pub kappa: f64,
+    /// Seed of the absence masks.
+    pub absence_seed: u64,
+    /// Seed of initialisation and batch order.
+    pub seed: u64,
+    /// Test accuracy over every test sample.
+    pub accuracy: f64,
+    /// Test F1 over every test sample.
+    pub f1: f64,
+    /// Test samples.
+    pub n_test: usize,
+    /// Test mean absolute error (regression only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mae: Option<f64>,
+    /// Test Pearson correlation (regression only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corr: Option<f64>,
+    /// Mean test task loss.
+    pub test_loss: f64,
+    /// Test metrics per absence pattern (the available modalities joined by '+').
+    pub per_pattern: BTreeMap<String, Metrics>,
+    /// The epoch (1-based) whose weights were tested.
+    pub best_epoch: usize,
+    /// Its validation accuracy.
+    pub best_valid_accuracy: f64,
+    /// Epochs trained.
+    pub epochs: usize,
+    /// The device it trained on, as `mgr` names it.
+    pub device: String,
+    /// Wall-clock seconds of training.
+    pub train_seconds: f64,
+    /// The ranking against the ground-truth noise tokens (MGR methods on synthetic data).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranking: Option<RankingReport>,
 }
 
 /// Where training stands; `checkpoint/state.json`.
@@ -69,6 +118,35 @@ impl RunPaths {
     /// `metrics.csv`.
     pub fn metrics(&self) -> PathBuf {
         self.root.join("metrics.csv")
+    }
+    /// The run's `results.json`; errors name the file.
+    pub fn read_results(&self) -> Result<RunResults> {
+        let path = self.results();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a run's results", path.display()))
+    }
+    /// Writes `results.json` (atomically), its keys in sorted order at every level.
+    pub fn write_results(&self, results: &RunResults) -> Result<()> {
+        // Through a Value, whose maps sort their keys: the file reads the same whatever the
+        // order of the struct's fields.
+        let sorted = serde_json::to_value(results)?;
+        write_atomic(
+            &self.results(),
+            serde_json::to_string_pretty(&sorted)?.as_bytes(),
+        )
+    }
+    /// The run's `metrics.csv` as epoch rows; errors name the file and the line.
+    pub fn read_metrics(&self) -> Result<Vec<EpochRow>> {
+        let path = self.metrics();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        parse_metrics_csv(&text).with_context(|| format!("{}", path.display()))
+    }
+    /// Writes `metrics.csv` (atomically) from the epoch log.
+    pub fn write_metrics(&self, rows: &[EpochRow]) -> Result<()> {
+        write_atomic(&self.metrics(), metrics_csv(rows).as_bytes())
     }
     /// `masks/<split>.csv`.
     pub fn mask(&self, split: &str) -> PathBuf {
@@ -164,11 +242,13 @@ pub fn load(
     Ok((state, model, optimizer.load_record(record)))
 }
 
+/// The header of `metrics.csv`.
+const METRICS_HEADER: &str =
+    "epoch,train_loss,train_task_loss,l_div,valid_loss,valid_accuracy,valid_f1,seconds";
+
 /// `metrics.csv` from the epoch log.
-pub fn metrics_csv(rows: &[EpochRow]) -> String {
-    let mut out = String::from(
-        "epoch,train_loss,train_task_loss,l_div,valid_loss,valid_accuracy,valid_f1,seconds\n",
-    );
+fn metrics_csv(rows: &[EpochRow]) -> String {
+    let mut out = format!("{METRICS_HEADER}\n");
     for r in rows {
         out.push_str(&format!(
             "{},{:.6},{:.6},{:.6},{:.6},{:.6},{:.6},{:.3}\n",
@@ -183,6 +263,41 @@ pub fn metrics_csv(rows: &[EpochRow]) -> String {
         ));
     }
     out
+}
+
+/// Epoch rows from the text of `metrics.csv` (as [`metrics_csv`] writes it).
+fn parse_metrics_csv(text: &str) -> Result<Vec<EpochRow>> {
+    let mut lines = text.lines();
+    if lines.next() != Some(METRICS_HEADER) {
+        bail!("not a metrics.csv: its first line is not `{METRICS_HEADER}`");
+    }
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let line_no = i + 2;
+            let fields: Vec<&str> = line.split(',').collect();
+            if fields.len() != 8 {
+                bail!("line {line_no}: {} fields, expected 8", fields.len());
+            }
+            let number = |k: usize| -> Result<f64> {
+                fields[k]
+                    .parse()
+                    .with_context(|| format!("line {line_no}: `{}` is not a number", fields[k]))
+            };
+            Ok(EpochRow {
+                epoch: fields[0]
+                    .parse()
+                    .with_context(|| format!("line {line_no}: `{}` is not an epoch", fields[0]))?,
+                train_loss: number(1)?,
+                train_task_loss: number(2)?,
+                l_div: number(3)?,
+                valid_loss: number(4)?,
+                valid_accuracy: number(5)?,
+                valid_f1: number(6)?,
+                seconds: number(7)?,
+            })
+        })
+        .collect()
 }
 
 /// A run folder with a trained model: its config and paths (an error when `best.bpk` is
@@ -248,5 +363,98 @@ impl InitSource {
             &["tokenizers", "encoder"],
             &self.path,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(epoch: usize, valid_accuracy: f64) -> EpochRow {
+        EpochRow {
+            epoch,
+            train_loss: 1.25,
+            train_task_loss: 1.0,
+            l_div: 2.5,
+            valid_loss: 0.75,
+            valid_accuracy,
+            valid_f1: valid_accuracy / 2.0,
+            seconds: 12.5,
+        }
+    }
+
+    #[test]
+    fn metrics_csv_round_trips_and_names_the_bad_line() {
+        let rows = vec![row(1, 0.5), row(2, 0.625)];
+        let text = metrics_csv(&rows);
+        assert_eq!(
+            text.lines().nth(2),
+            Some("2,1.250000,1.000000,2.500000,0.750000,0.625000,0.312500,12.500")
+        );
+        assert_eq!(parse_metrics_csv(&text).unwrap(), rows);
+        let broken = text.replace("0.625000", "x");
+        let err = parse_metrics_csv(&broken).unwrap_err().to_string();
+        assert!(err.contains("line 3") && err.contains("`x`"), "{err}");
+        let short = format!("{METRICS_HEADER}\n1,2,3\n");
+        assert!(
+            parse_metrics_csv(&short)
+                .unwrap_err()
+                .to_string()
+                .contains("3 fields")
+        );
+        assert!(parse_metrics_csv("epoch,loss\n").is_err());
+    }
+
+    #[test]
+    fn results_are_written_with_sorted_keys_and_read_back() {
+        let dir = std::env::temp_dir().join(format!("mgr-results-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let paths = RunPaths { root: dir.clone() };
+        let pattern = Metrics {
+            accuracy: 0.5,
+            f1: 0.25,
+            n: 4,
+            mae: None,
+            corr: None,
+        };
+        let results = RunResults {
+            dataset: "synthetic".into(),
+            method: "mgr".into(),
+            kappa: 0.7,
+            absence_seed: 1,
+            seed: 2,
+            accuracy: 0.75,
+            f1: 0.5,
+            n_test: 8,
+            mae: None,
+            corr: None,
+            test_loss: 0.9,
+            per_pattern: BTreeMap::from([("vision".to_string(), pattern)]),
+            best_epoch: 3,
+            best_valid_accuracy: 0.8,
+            epochs: 4,
+            device: "flex".into(),
+            train_seconds: 1.5,
+            ranking: None,
+        };
+        paths.write_results(&results).unwrap();
+        let text = std::fs::read_to_string(paths.results()).unwrap();
+        let keys: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("  \"") && !l.starts_with("    "))
+            .map(|l| l.trim().split('"').nth(1).unwrap())
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        assert_eq!(keys, sorted);
+        assert!(!text.contains("\"mae\"") && !text.contains("\"ranking\""));
+        assert_eq!(paths.read_results().unwrap(), results);
+        std::fs::write(paths.results(), "{\"accuracy\": 1}").unwrap();
+        let err = format!("{:#}", paths.read_results().unwrap_err());
+        assert!(
+            err.contains("results.json") && err.contains("not a run's results"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -6,7 +6,7 @@ use mgr::absence::{AbsenceMask, SplitKind};
 use mgr::batch::Batch;
 use mgr::data::Targets;
 use mgr::ranking_quality::RankingReport;
-use mgr::train::evaluate;
+use mgr::train::{EVAL_BATCH, evaluate};
 use serde_json::json;
 
 use crate::checkpoint::{finished_run, load_model};
@@ -87,7 +87,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         .absence
         .mask(&rc.model.modalities, splits.test.len(), SplitKind::Test)?;
     let model = load_model(&rc.model, &paths.best(), &device)?;
-    let test = evaluate(&model, &splits.test, &mask, 256, &device);
+    let test = evaluate(&model, &splits.test, &mask, EVAL_BATCH, &device);
     let mut out = json!({
         "run": a.run,
         "dataset": rc.dataset,
@@ -108,15 +108,9 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         out["ranking"] = json!(report);
         // The ranking does not depend on the absence setting (complete inputs, then each
         // modality dropped from every sample), so it belongs to the run's results.
-        if let Ok(text) = std::fs::read_to_string(paths.results())
-            && let Ok(mut results) = serde_json::from_str::<serde_json::Value>(&text)
-            && results.is_object()
-        {
-            results["ranking"] = json!(report);
-            write_atomic(
-                &paths.results(),
-                serde_json::to_string_pretty(&results)?.as_bytes(),
-            )?;
+        if let Ok(mut results) = paths.read_results() {
+            results.ranking = Some(report);
+            paths.write_results(&results)?;
         }
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
@@ -341,11 +335,9 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
     let device = Device::flex();
     let model = load_model(&rc.model, &paths.best(), &device)?;
     let bytes = mgr::persist::to_burnpack(&model)?;
-    let results = std::fs::read_to_string(paths.results())
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok());
+    let results = paths.read_results().ok();
     let mut meta = json!({
-        "format": "mgr-web-model/1",
+        "format": mgr::persist::WEB_MODEL_FORMAT,
         "dataset": rc.dataset,
         "model": rc.model,
         "kappa": rc.absence.kappa,

@@ -7,13 +7,14 @@
 
 use anyhow::{Result, anyhow};
 use mgr::absence::SplitKind;
-use mgr::train::evaluate;
+use mgr::train::{EVAL_BATCH, evaluate};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use crate::checkpoint::{RunPaths, RunResults};
 use crate::protocol::{Cell, Row, SweepPoint};
 
 const FONT_PATHS: [&str; 3] = [
@@ -87,15 +88,14 @@ macro_rules! drawer {
 
 /// Epoch rows of a run's metrics.csv: (epoch, train loss, L_div, valid accuracy).
 fn read_curves(run: &Path) -> Vec<(f64, f64, f64, f64)> {
-    let Ok(text) = std::fs::read_to_string(run.join("metrics.csv")) else {
-        return Vec::new();
+    let paths = RunPaths {
+        root: run.to_path_buf(),
     };
-    text.lines()
-        .skip(1)
-        .filter_map(|l| {
-            let c: Vec<f64> = l.split(',').filter_map(|v| v.parse().ok()).collect();
-            (c.len() >= 6).then(|| (c[0], c[1], c[3], c[5]))
-        })
+    paths
+        .read_metrics()
+        .unwrap_or_default()
+        .iter()
+        .map(|r| (r.epoch as f64, r.train_loss, r.l_div, r.valid_accuracy))
         .collect()
 }
 
@@ -265,7 +265,7 @@ pub fn kappa_sweep(run: &Path) -> Result<Vec<(f64, f64)>> {
         let mask = absence.mask(&rc.model.modalities, splits.test.len(), SplitKind::Test)?;
         points.push((
             absence.kappa,
-            evaluate(&model, &splits.test, &mask, 256, &device)
+            evaluate(&model, &splits.test, &mask, EVAL_BATCH, &device)
                 .overall
                 .accuracy,
         ));
@@ -286,9 +286,9 @@ pub struct SweepLine {
 
 /// One sweep per method: the best model of the method's first run (first cell, first seeds) is
 /// evaluated at every kappa; nothing is retrained.
-pub fn kappa_sweeps(results: &[(Cell, serde_json::Value, PathBuf)]) -> Result<Vec<SweepLine>> {
+pub fn kappa_sweeps(results: &[(Cell, RunResults, PathBuf)]) -> Result<Vec<SweepLine>> {
     let mut first_run: BTreeMap<String, &PathBuf> = BTreeMap::new();
-    let mut sorted: Vec<&(Cell, serde_json::Value, PathBuf)> = results.iter().collect();
+    let mut sorted: Vec<&(Cell, RunResults, PathBuf)> = results.iter().collect();
     sorted.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
     for (cell, _, run) in sorted {
         let name = if cell.insertion == "-" || cell.insertion == "token" {
@@ -314,7 +314,7 @@ pub fn kappa_sweeps(results: &[(Cell, serde_json::Value, PathBuf)]) -> Result<Ve
 pub fn protocol_plots(
     out: &Path,
     rows: &[Row],
-    results: &[(Cell, serde_json::Value, PathBuf)],
+    results: &[(Cell, RunResults, PathBuf)],
     sweeps: &[SweepLine],
     dataset: &str,
 ) -> Result<Vec<PathBuf>> {

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
-use crate::checkpoint::RunPaths;
+use crate::checkpoint::{RunPaths, RunResults};
 use crate::device::{self, DeviceChoice};
 use crate::fsutil::write_atomic;
 use crate::runconfig::{RunConfig, set_key};
@@ -174,25 +174,21 @@ pub struct Row {
 }
 
 /// Aggregates finished runs' results: mean and sample standard deviation per cell.
-pub fn aggregate(results: &[(Cell, serde_json::Value)]) -> Vec<Row> {
-    let mut by_cell: BTreeMap<Cell, Vec<&serde_json::Value>> = BTreeMap::new();
+pub fn aggregate(results: &[(Cell, RunResults)]) -> Vec<Row> {
+    let mut by_cell: BTreeMap<Cell, Vec<&RunResults>> = BTreeMap::new();
     for (cell, r) in results {
         by_cell.entry(cell.clone()).or_default().push(r);
     }
     by_cell
         .into_iter()
         .map(|(cell, rs)| {
-            let get = |k: &str| rs.iter().filter_map(|r| r[k].as_f64()).collect::<Vec<_>>();
-            let (accuracy_mean, accuracy_std) = mean_std(&get("accuracy"));
-            let (f1_mean, f1_std) = mean_std(&get("f1"));
+            let get = |f: fn(&RunResults) -> f64| rs.iter().map(|r| f(r)).collect::<Vec<_>>();
+            let (accuracy_mean, accuracy_std) = mean_std(&get(|r| r.accuracy));
+            let (f1_mean, f1_std) = mean_std(&get(|r| r.f1));
             let mut patterns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
             for r in &rs {
-                if let Some(pp) = r["per_pattern"].as_object() {
-                    for (k, v) in pp {
-                        if let Some(a) = v["accuracy"].as_f64() {
-                            patterns.entry(k.clone()).or_default().push(a);
-                        }
-                    }
+                for (k, m) in &r.per_pattern {
+                    patterns.entry(k.clone()).or_default().push(m.accuracy);
                 }
             }
             let per_pattern = patterns
@@ -317,20 +313,7 @@ pub fn run(a: &ProtocolArgs) -> Result<()> {
         return emit_jobs(a, format, jobs.len());
     }
     if a.collect {
-        let found = jobs.iter().filter(|j| j.results().is_file()).count();
-        eprintln!(
-            "protocol --collect: {found} of {} runs finished under {}",
-            jobs.len(),
-            a.out.display()
-        );
-        if found == 0 {
-            bail!(
-                "no finished run of this protocol under {}: were the jobs run with the same \
-                 flags and --out?",
-                a.out.display()
-            );
-        }
-        return write_tables(a, &jobs);
+        return collect(a, &jobs);
     }
     let selected: Vec<&Job> = match a.job {
         Some(n) => vec![jobs.get(n).ok_or_else(|| {
@@ -361,11 +344,42 @@ pub fn run(a: &ProtocolArgs) -> Result<()> {
         pending.len(),
         devices.len()
     );
+    let failures = train_jobs(pending, &devices);
+    if a.job.is_none() {
+        write_tables(a, &jobs)?;
+    }
+    if !failures.is_empty() {
+        bail!("{} run(s) failed: {}", failures.len(), failures.join("; "));
+    }
+    Ok(())
+}
+
+/// `--collect`: the tables and plots from the finished runs under `--out`.
+fn collect(a: &ProtocolArgs, jobs: &[Job]) -> Result<()> {
+    let found = jobs.iter().filter(|j| j.results().is_file()).count();
+    eprintln!(
+        "protocol --collect: {found} of {} runs finished under {}",
+        jobs.len(),
+        a.out.display()
+    );
+    if found == 0 {
+        bail!(
+            "no finished run of this protocol under {}: were the jobs run with the same \
+             flags and --out?",
+            a.out.display()
+        );
+    }
+    write_tables(a, jobs)
+}
+
+/// Trains `pending` with one worker per device group, each taking the next job when free (an
+/// interrupted run resumes); returns the failures, one line each.
+fn train_jobs(pending: Vec<&Job>, devices: &[Vec<DeviceChoice>]) -> Vec<String> {
     let queue = Mutex::new(pending.into_iter());
     let failures = Mutex::new(Vec::new());
     let done = Mutex::new(0usize);
     std::thread::scope(|scope| {
-        for device in &devices {
+        for device in devices {
             let (queue, failures, done) = (&queue, &failures, &done);
             scope.spawn(move || {
                 loop {
@@ -399,14 +413,7 @@ pub fn run(a: &ProtocolArgs) -> Result<()> {
             });
         }
     });
-    let failures = failures.into_inner().expect("failures");
-    if a.job.is_none() {
-        write_tables(a, &jobs)?;
-    }
-    if !failures.is_empty() {
-        bail!("{} run(s) failed: {}", failures.len(), failures.join("; "));
-    }
-    Ok(())
+    failures.into_inner().expect("failures")
 }
 
 /// `--emit-jobs`: this protocol's command line with `--job N` for each of its `n` runs, as a
@@ -477,15 +484,15 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-fn read_results(jobs: &[Job]) -> Vec<(Cell, serde_json::Value, PathBuf)> {
+fn read_results(jobs: &[Job]) -> Vec<(Cell, RunResults, PathBuf)> {
     jobs.iter()
         .filter_map(|j| {
-            let text = std::fs::read_to_string(j.results()).ok()?;
-            Some((
-                j.cell.clone(),
-                serde_json::from_str(&text).ok()?,
-                j.dir.clone(),
-            ))
+            let results = RunPaths {
+                root: j.dir.clone(),
+            }
+            .read_results()
+            .ok()?;
+            Some((j.cell.clone(), results, j.dir.clone()))
         })
         .collect()
 }
@@ -503,13 +510,51 @@ fn write_tables(a: &ProtocolArgs, jobs: &[Job]) -> Result<()> {
         .first()
         .and_then(|(_, _, dir)| crate::runconfig::load(dir).ok())
         .is_some_and(|rc| rc.model.modalities.len() == 2);
+    let mut md = table_md(&a.dataset, &rows, expected_runs);
+    if two_modal && a.kappa.contains(&1.0) {
+        md.push_str("\nkappa = 1 on a two-modality dataset leaves every sample a single modality (the paper omits it for AV-MNIST); it was run because it was asked for.\n");
+    }
+    if let Some(raw) = &a.sweep {
+        let (key, _) = parse_sweep(raw)?;
+        write_sweep_table(a, &key, &rows)?;
+        md.push_str(&format!(
+            "\nSensitivity to `{key}` (F1 against the value): [sweep.md](sweep.md), [sweep.csv](sweep.csv).\n"
+        ));
+    }
+    let sweeps = plots::kappa_sweeps(&results)?;
+    write_atomic(
+        &a.out.join("accuracy-vs-kappa.csv"),
+        kappa_sweep_csv(&sweeps).as_bytes(),
+    )?;
+    if !sweeps.is_empty() {
+        md.push_str("\nTest accuracy against kappa, each method's first run evaluated at kappa 0 to 1 (one trained model, not retrained): [accuracy-vs-kappa.csv](accuracy-vs-kappa.csv).\n");
+    }
+    let plot_files = plots::protocol_plots(&a.out, &rows, &results, &sweeps, &a.dataset)?;
+    if !crate::plots::font_available() {
+        md.push_str("\nNo plots: no TrueType font found (install Debian's fonts-dejavu-core).\n");
+    }
+    if !plot_files.is_empty() {
+        md.push_str("\n## Plots\n\n");
+        for f in &plot_files {
+            md.push_str(&format!("- [{}]({})\n", f.display(), f.display()));
+        }
+    }
+    write_atomic(&a.out.join("table.csv"), table_csv(&rows).as_bytes())?;
+    write_atomic(&a.out.join("table.md"), md.as_bytes())?;
+    write_atomic(
+        &a.out.join("table.json"),
+        serde_json::to_string_pretty(&rows)?.as_bytes(),
+    )?;
+    eprintln!("wrote {}", a.out.join("table.md").display());
+    print!("{md}");
+    Ok(())
+}
+
+/// `table.csv`: one line per cell, fractions.
+fn table_csv(rows: &[Row]) -> String {
     let mut csv =
         String::from("method,insertion,kappa,runs,accuracy_mean,accuracy_std,f1_mean,f1_std\n");
-    let mut md = format!(
-        "# {} : mean / sample std over absence seeds x training seeds\n\n| method | insertion | kappa | runs | accuracy | F1 |\n|---|---|---|---|---|---|\n",
-        a.dataset
-    );
-    for r in &rows {
+    for r in rows {
         let method = if r.cell.setting.is_empty() {
             r.cell.method.clone()
         } else {
@@ -526,6 +571,17 @@ fn write_tables(a: &ProtocolArgs, jobs: &[Job]) -> Result<()> {
             r.f1_mean,
             r.f1_std
         ));
+    }
+    csv
+}
+
+/// The head and table of `table.md`: one line per cell, percentages, cells with fewer
+/// finished runs than `expected_runs` marked.
+fn table_md(dataset: &str, rows: &[Row], expected_runs: usize) -> String {
+    let mut md = format!(
+        "# {dataset} : mean / sample std over absence seeds x training seeds\n\n| method | insertion | kappa | runs | accuracy | F1 |\n|---|---|---|---|---|---|\n",
+    );
+    for r in rows {
         let partial = if r.runs < expected_runs {
             format!(" (of {expected_runs})")
         } else {
@@ -548,50 +604,22 @@ fn write_tables(a: &ProtocolArgs, jobs: &[Job]) -> Result<()> {
             100.0 * r.f1_std
         ));
     }
-    if two_modal && a.kappa.contains(&1.0) {
-        md.push_str("\nkappa = 1 on a two-modality dataset leaves every sample a single modality (the paper omits it for AV-MNIST); it was run because it was asked for.\n");
-    }
-    if let Some(raw) = &a.sweep {
-        let (key, _) = parse_sweep(raw)?;
-        write_sweep_table(a, &key, &rows)?;
-        md.push_str(&format!(
-            "\nSensitivity to `{key}` (F1 against the value): [sweep.md](sweep.md), [sweep.csv](sweep.csv).\n"
-        ));
-    }
-    let sweeps = plots::kappa_sweeps(&results)?;
-    let mut sweep_csv = String::from("method,run,kappa,accuracy\n");
-    for line in &sweeps {
+    md
+}
+
+/// `accuracy-vs-kappa.csv`: each sweep's points.
+fn kappa_sweep_csv(sweeps: &[plots::SweepLine]) -> String {
+    let mut csv = String::from("method,run,kappa,accuracy\n");
+    for line in sweeps {
         for (kappa, accuracy) in &line.points {
-            sweep_csv.push_str(&format!(
+            csv.push_str(&format!(
                 "{},{},{kappa:.1},{accuracy:.6}\n",
                 line.name,
                 line.run.display()
             ));
         }
     }
-    write_atomic(&a.out.join("accuracy-vs-kappa.csv"), sweep_csv.as_bytes())?;
-    if !sweeps.is_empty() {
-        md.push_str("\nTest accuracy against kappa, each method's first run evaluated at kappa 0 to 1 (one trained model, not retrained): [accuracy-vs-kappa.csv](accuracy-vs-kappa.csv).\n");
-    }
-    let plot_files = plots::protocol_plots(&a.out, &rows, &results, &sweeps, &a.dataset)?;
-    if !crate::plots::font_available() {
-        md.push_str("\nNo plots: no TrueType font found (install Debian's fonts-dejavu-core).\n");
-    }
-    if !plot_files.is_empty() {
-        md.push_str("\n## Plots\n\n");
-        for f in &plot_files {
-            md.push_str(&format!("- [{}]({})\n", f.display(), f.display()));
-        }
-    }
-    write_atomic(&a.out.join("table.csv"), csv.as_bytes())?;
-    write_atomic(&a.out.join("table.md"), md.as_bytes())?;
-    write_atomic(
-        &a.out.join("table.json"),
-        serde_json::to_string_pretty(&rows)?.as_bytes(),
-    )?;
-    eprintln!("wrote {}", a.out.join("table.md").display());
-    print!("{md}");
-    Ok(())
+    csv
 }
 
 /// One point of a sensitivity sweep: a cell's F1 at one value of the swept key.
@@ -677,7 +705,6 @@ fn write_sweep_table(a: &ProtocolArgs, key: &str, rows: &[Row]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn shell_quoting_keeps_plain_words_and_quotes_the_rest() {
@@ -697,15 +724,41 @@ mod tests {
             kappa: "0.7".into(),
             setting: String::new(),
         };
+        let results_of = |accuracy: f64, f1: f64, vision: Option<f64>| {
+            let pattern = |a: f64| mgr::metrics::Metrics {
+                accuracy: a,
+                ..Default::default()
+            };
+            RunResults {
+                dataset: "synthetic".into(),
+                method: "mgr".into(),
+                kappa: 0.7,
+                absence_seed: 0,
+                seed: 0,
+                accuracy,
+                f1,
+                n_test: 1,
+                mae: None,
+                corr: None,
+                test_loss: 0.0,
+                per_pattern: vision
+                    .map(|a| ("vision".to_string(), pattern(a)))
+                    .into_iter()
+                    .collect(),
+                best_epoch: 1,
+                best_valid_accuracy: 0.0,
+                epochs: 1,
+                device: "flex".into(),
+                train_seconds: 0.0,
+                ranking: None,
+            }
+        };
         let accs = [0.5, 0.6, 0.7, 0.8];
-        let mut results: Vec<(Cell, serde_json::Value)> = accs
+        let mut results: Vec<(Cell, RunResults)> = accs
             .iter()
-            .map(|&a| (cell("mgr"), json!({"accuracy": a, "f1": a / 2.0, "per_pattern": {"vision": {"accuracy": a}}})))
+            .map(|&a| (cell("mgr"), results_of(a, a / 2.0, Some(a))))
             .collect();
-        results.push((
-            cell("baseline"),
-            json!({"accuracy": 0.4, "f1": 0.3, "per_pattern": {}}),
-        ));
+        results.push((cell("baseline"), results_of(0.4, 0.3, None)));
         let rows = aggregate(&results);
         let mgr = rows.iter().find(|r| r.cell.method == "mgr").unwrap();
         assert_eq!(mgr.runs, 4);

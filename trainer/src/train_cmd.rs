@@ -2,13 +2,15 @@
 
 use anyhow::{Result, bail};
 use mgr::absence::{AbsenceMask, SplitKind};
-use mgr::metrics::Metrics;
-use mgr::train::{Evaluation, evaluate, init_model, train_epoch};
-use serde_json::json;
+use mgr::train::{EVAL_BATCH, Evaluation, evaluate, init_model, train_epoch};
 use std::path::Path;
 use std::time::Instant;
 
-use crate::checkpoint::{self, EpochRow, RunPaths, TrainState};
+use burn::optim::ModuleOptimizer;
+use burn::tensor::Device;
+use mgr::Model;
+
+use crate::checkpoint::{self, EpochRow, RunPaths, RunResults, TrainState};
 use crate::dataset::{self, Splits};
 use crate::device::{self, DeviceChoice};
 use crate::fsutil::write_atomic;
@@ -35,7 +37,33 @@ pub fn prepare(mut rc: RunConfig) -> Result<(RunConfig, Splits, [AbsenceMask; 3]
     Ok((rc, splits, masks))
 }
 
+/// A run opened for training: its resolved settings, data, masks, folder and devices.
+struct OpenRun {
+    rc: RunConfig,
+    splits: Splits,
+    train_mask: AbsenceMask,
+    valid_mask: AbsenceMask,
+    test_mask: AbsenceMask,
+    paths: RunPaths,
+    /// Where evaluation runs, and the first training device.
+    device: Device,
+    device_name: String,
+    /// The training devices (autodiff), one per data-parallel shard.
+    train_devices: Vec<Device>,
+}
+
+/// The parts of a run that each epoch advances.
+struct Progress {
+    model: Model,
+    optimizer: ModuleOptimizer,
+    state: TrainState,
+}
+
 /// Runs `mgr train`.
+///
+/// The loop is written out, not Burn's `Learner`: the batch order is a pure function of (seed,
+/// epoch), so a resumed run repeats the uninterrupted one exactly, and `mgr protocol` runs
+/// several of these in one process.
 pub fn run(
     rc: RunConfig,
     out: &Path,
@@ -43,6 +71,28 @@ pub fn run(
     resume: bool,
     quiet: bool,
 ) -> Result<()> {
+    let (run, mut progress) = open(rc, out, device_choices, resume, quiet)?;
+    let started = Instant::now();
+    for epoch in progress.state.epochs_done..run.rc.train.epochs {
+        progress = train_one_epoch(&run, progress, epoch, quiet)?;
+    }
+    finish(
+        &run,
+        &progress.state,
+        started.elapsed().as_secs_f64(),
+        quiet,
+    )
+}
+
+/// Checks the settings, then opens the run folder: a new one (config, masks, the initial model)
+/// or, with `resume`, the last checkpoint of an interrupted one with the same settings.
+fn open(
+    rc: RunConfig,
+    out: &Path,
+    device_choices: &[DeviceChoice],
+    resume: bool,
+    quiet: bool,
+) -> Result<(OpenRun, Progress)> {
     let (rc, splits, [train_mask, valid_mask, test_mask]) = prepare(rc)?;
     let paths = RunPaths {
         root: out.to_path_buf(),
@@ -53,18 +103,7 @@ pub fn run(
         _ => None,
     };
     if resume {
-        let mut saved = crate::runconfig::load(out)?;
-        saved.train.epochs = rc.train.epochs; // resuming may extend the run
-        if serde_json::to_value(&saved)? != serde_json::to_value(&rc)? {
-            bail!(
-                "--resume: the settings differ from {}; resume with the same command (only --epochs may change)",
-                paths.config().display()
-            );
-        }
-        write_atomic(
-            &paths.config(),
-            serde_json::to_string_pretty(&rc)?.as_bytes(),
-        )?;
+        check_resume(&rc, &paths)?;
     } else if paths.config().exists() {
         bail!(
             "{} already holds a run; use --resume to continue it or another --out",
@@ -72,14 +111,25 @@ pub fn run(
         );
     }
     let (devices, device_name) = device::select_all(device_choices, quiet)?;
-    let device = devices[0].clone();
     let train_devices: Vec<_> = devices.iter().map(|d| d.clone().autodiff()).collect();
-    let train_device = train_devices[0].clone();
-
-    let mut optimizer = rc.train.optimizer();
-    let (mut state, mut model) = if resume {
-        let (state, model, opt) = checkpoint::load(&paths, &rc.model, optimizer, &train_device)?;
-        optimizer = opt;
+    let run = OpenRun {
+        rc,
+        splits,
+        train_mask,
+        valid_mask,
+        test_mask,
+        paths,
+        device: devices[0].clone(),
+        device_name,
+        train_devices,
+    };
+    let progress = if resume {
+        let (state, model, optimizer) = checkpoint::load(
+            &run.paths,
+            &run.rc.model,
+            run.rc.train.optimizer(),
+            &run.train_devices[0],
+        )?;
         if !quiet {
             eprintln!(
                 "resuming {} after epoch {}",
@@ -87,186 +137,234 @@ pub fn run(
                 state.epochs_done
             );
         }
-        (state, model)
-    } else {
-        std::fs::create_dir_all(out)?;
-        write_atomic(
-            &paths.config(),
-            serde_json::to_string_pretty(&rc)?.as_bytes(),
-        )?;
-        for (name, mask) in [
-            ("train", &train_mask),
-            ("valid", &valid_mask),
-            ("test", &test_mask),
-        ] {
-            write_atomic(&paths.mask(name), mask.to_csv().as_bytes())?;
-        }
-        let mut model = init_model(&rc.model, rc.train.seed, &device)?;
-        if let Some(source) = init_source {
-            let from = source.path.clone();
-            let count;
-            (model, count) = source.apply(model)?;
-            if !quiet {
-                eprintln!("tokenizers and encoder from {from} ({count} tensors)");
-            }
-        }
-        (TrainState::default(), model)
-    };
-    let _ = std::fs::remove_file(paths.results());
-
-    let started = Instant::now();
-    for epoch in state.epochs_done..rc.train.epochs {
-        let t0 = Instant::now();
-        let steps = rc
-            .train
-            .epoch_order(splits.train.len(), epoch)
-            .chunks(rc.train.batch_size)
-            .count();
-        let bar = progress::bar(
-            steps as u64,
-            format!("epoch {}/{}", epoch + 1, rc.train.epochs),
-        );
-        let first_epoch_loss = state.rows.first().map(|row| row.train_loss);
-        let trained = train_epoch(
+        Progress {
             model,
-            &mut optimizer,
-            &rc.train,
-            &splits.train,
-            &train_mask,
-            epoch,
-            first_epoch_loss,
-            &train_devices,
-            |_, _, l| {
-                bar.inc(1);
-                bar.set_message(format!("loss {:.4}", l.total));
-            },
-        );
-        bar.finish_and_clear();
-        let (next, losses) = trained.map_err(|e| {
-            let kept = if state.epochs_done == 0 {
-                "no epoch finished, so there is no checkpoint".to_string()
-            } else {
-                format!(
-                    "the checkpoint of epoch {} (the last good one) is kept in {}",
-                    state.epochs_done,
-                    out.display()
-                )
-            };
-            anyhow::anyhow!(
-                "{e}; {kept}; no results.json is written (lower train.lr, or raise train.divergence_factor if the loss is expected to grow)"
-            )
-        })?;
-        model = next;
-        let valid = evaluate(
-            &model,
-            &splits.valid,
-            &valid_mask,
-            rc.train.batch_size.max(128),
-            &device,
-        );
-        let row = EpochRow {
-            epoch: epoch + 1,
-            train_loss: losses.total,
-            train_task_loss: losses.task,
-            l_div: losses.div,
-            valid_loss: valid.loss,
-            valid_accuracy: valid.overall.accuracy,
-            valid_f1: valid.overall.f1,
-            seconds: t0.elapsed().as_secs_f64(),
-        };
-        if !quiet {
-            eprintln!(
-                "epoch {:>3}/{}: loss {:.4} (task {:.4}, L_div {:.4}) valid acc {:.4} f1 {:.4} [{:.1}s]",
-                row.epoch,
-                rc.train.epochs,
-                row.train_loss,
-                row.train_task_loss,
-                row.l_div,
-                row.valid_accuracy,
-                row.valid_f1,
-                row.seconds
-            );
+            optimizer,
+            state,
         }
-        if state.best_epoch == 0 || row.valid_accuracy > state.best_valid_accuracy {
-            state.best_epoch = row.epoch;
-            state.best_valid_accuracy = row.valid_accuracy;
-            checkpoint::save_model(&model, &paths.best())?;
-        }
-        state.rows.push(row);
-        state.epochs_done = epoch + 1;
-        write_atomic(
-            &paths.metrics(),
-            checkpoint::metrics_csv(&state.rows).as_bytes(),
-        )?;
-        checkpoint::save(&paths, &model, &optimizer, &state)?;
-    }
+    } else {
+        start_new(&run, init_source, quiet)?
+    };
+    let _ = std::fs::remove_file(run.paths.results());
+    Ok((run, progress))
+}
 
-    let best = checkpoint::load_model(&rc.model, &paths.best(), &device)?;
-    let test = evaluate(&best, &splits.test, &test_mask, 256, &device);
-    let mut results = results_json(
-        &rc,
-        &test,
-        &state,
-        &device_name,
-        started.elapsed().as_secs_f64(),
-    );
-    let ranking = crate::commands::ranking_report(&rc, &best, &splits.test, &device)?;
-    if let Some(report) = &ranking {
-        results["ranking"] = serde_json::json!(report);
+/// `--resume`: the saved settings must equal these, but for the number of epochs, which may
+/// grow; the config is rewritten with it.
+fn check_resume(rc: &RunConfig, paths: &RunPaths) -> Result<()> {
+    let mut saved = crate::runconfig::load(&paths.root)?;
+    saved.train.epochs = rc.train.epochs;
+    if serde_json::to_value(&saved)? != serde_json::to_value(rc)? {
+        bail!(
+            "--resume: the settings differ from {}; resume with the same command (only --epochs may change)",
+            paths.config().display()
+        );
     }
     write_atomic(
-        &paths.results(),
-        serde_json::to_string_pretty(&results)?.as_bytes(),
+        &paths.config(),
+        serde_json::to_string_pretty(rc)?.as_bytes(),
+    )
+}
+
+/// A new run folder: the config and the three masks, and the initial model (from `init_source`'s
+/// tokenizers and encoder where given).
+fn start_new(
+    run: &OpenRun,
+    init_source: Option<checkpoint::InitSource>,
+    quiet: bool,
+) -> Result<Progress> {
+    let (rc, paths) = (&run.rc, &run.paths);
+    std::fs::create_dir_all(&paths.root)?;
+    write_atomic(
+        &paths.config(),
+        serde_json::to_string_pretty(rc)?.as_bytes(),
     )?;
+    for (name, mask) in [
+        ("train", &run.train_mask),
+        ("valid", &run.valid_mask),
+        ("test", &run.test_mask),
+    ] {
+        write_atomic(&paths.mask(name), mask.to_csv().as_bytes())?;
+    }
+    let mut model = init_model(&rc.model, rc.train.seed, &run.device)?;
+    if let Some(source) = init_source {
+        let from = source.path.clone();
+        let count;
+        (model, count) = source.apply(model)?;
+        if !quiet {
+            eprintln!("tokenizers and encoder from {from} ({count} tensors)");
+        }
+    }
+    Ok(Progress {
+        model,
+        optimizer: rc.train.optimizer(),
+        state: TrainState::default(),
+    })
+}
+
+/// One epoch: train, validate, keep the best model, log the row, checkpoint.
+fn train_one_epoch(
+    run: &OpenRun,
+    progress: Progress,
+    epoch: usize,
+    quiet: bool,
+) -> Result<Progress> {
+    let Progress {
+        model,
+        mut optimizer,
+        mut state,
+    } = progress;
+    let rc = &run.rc;
+    let t0 = Instant::now();
+    let steps = rc
+        .train
+        .epoch_order(run.splits.train.len(), epoch)
+        .chunks(rc.train.batch_size)
+        .count();
+    let bar = progress::bar(
+        steps as u64,
+        format!("epoch {}/{}", epoch + 1, rc.train.epochs),
+    );
+    let first_epoch_loss = state.rows.first().map(|row| row.train_loss);
+    let trained = train_epoch(
+        model,
+        &mut optimizer,
+        &rc.train,
+        &run.splits.train,
+        &run.train_mask,
+        epoch,
+        first_epoch_loss,
+        &run.train_devices,
+        |_, _, l| {
+            bar.inc(1);
+            bar.set_message(format!("loss {:.4}", l.total));
+        },
+    );
+    bar.finish_and_clear();
+    let (model, losses) = trained.map_err(|e| diverged(e, &state, &run.paths))?;
+    let valid = evaluate(
+        &model,
+        &run.splits.valid,
+        &run.valid_mask,
+        rc.train.batch_size.max(128),
+        &run.device,
+    );
+    let row = EpochRow {
+        epoch: epoch + 1,
+        train_loss: losses.total,
+        train_task_loss: losses.task,
+        l_div: losses.div,
+        valid_loss: valid.loss,
+        valid_accuracy: valid.overall.accuracy,
+        valid_f1: valid.overall.f1,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
     if !quiet {
-        print_summary(&rc, &test, &state);
-        if let Some(report) = &ranking {
+        print_epoch(&row, rc.train.epochs);
+    }
+    if state.best_epoch == 0 || row.valid_accuracy > state.best_valid_accuracy {
+        state.best_epoch = row.epoch;
+        state.best_valid_accuracy = row.valid_accuracy;
+        checkpoint::save_model(&model, &run.paths.best())?;
+    }
+    state.rows.push(row);
+    state.epochs_done = epoch + 1;
+    run.paths.write_metrics(&state.rows)?;
+    checkpoint::save(&run.paths, &model, &optimizer, &state)?;
+    Ok(Progress {
+        model,
+        optimizer,
+        state,
+    })
+}
+
+/// The error of a diverged epoch: what was kept, and what to change.
+fn diverged(e: mgr::MgrError, state: &TrainState, paths: &RunPaths) -> anyhow::Error {
+    let kept = if state.epochs_done == 0 {
+        "no epoch finished, so there is no checkpoint".to_string()
+    } else {
+        format!(
+            "the checkpoint of epoch {} (the last good one) is kept in {}",
+            state.epochs_done,
+            paths.root.display()
+        )
+    };
+    anyhow::anyhow!(
+        "{e}; {kept}; no results.json is written (lower train.lr, or raise train.divergence_factor if the loss is expected to grow)"
+    )
+}
+
+fn print_epoch(row: &EpochRow, epochs: usize) {
+    eprintln!(
+        "epoch {:>3}/{}: loss {:.4} (task {:.4}, L_div {:.4}) valid acc {:.4} f1 {:.4} [{:.1}s]",
+        row.epoch,
+        epochs,
+        row.train_loss,
+        row.train_task_loss,
+        row.l_div,
+        row.valid_accuracy,
+        row.valid_f1,
+        row.seconds
+    );
+}
+
+/// Tests the best epoch's model and writes `results.json` (last: its presence marks the run
+/// finished).
+fn finish(run: &OpenRun, state: &TrainState, seconds: f64, quiet: bool) -> Result<()> {
+    let rc = &run.rc;
+    let best = checkpoint::load_model(&rc.model, &run.paths.best(), &run.device)?;
+    let test = evaluate(
+        &best,
+        &run.splits.test,
+        &run.test_mask,
+        EVAL_BATCH,
+        &run.device,
+    );
+    let mut results = run_results(rc, &test, state, &run.device_name, seconds);
+    results.ranking = crate::commands::ranking_report(rc, &best, &run.splits.test, &run.device)?;
+    run.paths.write_results(&results)?;
+    if !quiet {
+        print_summary(rc, &test, state);
+        if let Some(report) = &results.ranking {
             crate::commands::print_ranking(report);
         }
-        eprintln!("wrote {}", paths.results().display());
+        eprintln!("wrote {}", run.paths.results().display());
     }
     Ok(())
 }
 
-fn metrics_json(m: &Metrics) -> serde_json::Value {
-    let mut v = json!({"accuracy": m.accuracy, "f1": m.f1, "n": m.n});
-    if let (Some(mae), Some(corr)) = (m.mae, m.corr) {
-        v["mae"] = json!(mae);
-        v["corr"] = json!(corr);
-    }
-    v
-}
-
-/// `results.json`: test metrics overall and per absence pattern.
-pub fn results_json(
+/// `results.json` without the ranking: test metrics overall and per absence pattern.
+pub fn run_results(
     rc: &RunConfig,
     test: &Evaluation,
     state: &TrainState,
     device: &str,
     seconds: f64,
-) -> serde_json::Value {
-    let mut v = json!({
-        "dataset": rc.dataset,
-        "method": rc.model.method.name(),
-        "kappa": rc.absence.kappa,
-        "absence_seed": rc.absence.seed,
-        "seed": rc.train.seed,
-        "accuracy": test.overall.accuracy,
-        "f1": test.overall.f1,
-        "n_test": test.overall.n,
-        "test_loss": test.loss,
-        "per_pattern": test.per_pattern.iter().map(|(k, m)| (k.clone(), metrics_json(m))).collect::<serde_json::Map<_, _>>(),
-        "best_epoch": state.best_epoch,
-        "best_valid_accuracy": state.best_valid_accuracy,
-        "epochs": state.epochs_done,
-        "device": device,
-        "train_seconds": seconds,
-    });
-    if let (Some(mae), Some(corr)) = (test.overall.mae, test.overall.corr) {
-        v["mae"] = json!(mae);
-        v["corr"] = json!(corr);
+) -> RunResults {
+    RunResults {
+        dataset: rc.dataset.clone(),
+        method: rc.model.method.name().to_string(),
+        kappa: rc.absence.kappa,
+        absence_seed: rc.absence.seed,
+        seed: rc.train.seed,
+        accuracy: test.overall.accuracy,
+        f1: test.overall.f1,
+        n_test: test.overall.n,
+        mae: test.overall.mae.zip(test.overall.corr).map(|(mae, _)| mae),
+        corr: test
+            .overall
+            .mae
+            .zip(test.overall.corr)
+            .map(|(_, corr)| corr),
+        test_loss: test.loss,
+        per_pattern: test.per_pattern.clone(),
+        best_epoch: state.best_epoch,
+        best_valid_accuracy: state.best_valid_accuracy,
+        epochs: state.epochs_done,
+        device: device.to_string(),
+        train_seconds: seconds,
+        ranking: None,
     }
-    v
 }
 
 fn print_summary(rc: &RunConfig, test: &Evaluation, state: &TrainState) {

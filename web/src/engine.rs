@@ -20,7 +20,7 @@ fn synthetic_name() -> String {
 /// `model.json` as `mgr export-web` writes it.
 #[derive(Clone, Debug, Deserialize)]
 pub struct WebMeta {
-    /// Must be "mgr-web-model/1".
+    /// Must be [`mgr::persist::WEB_MODEL_FORMAT`].
     pub format: String,
     /// The dataset the model was trained on: "synthetic" (older exports say nothing) or
     /// "avmnist".
@@ -37,9 +37,6 @@ pub struct WebMeta {
     /// Credit line for the data the page shows (AV-MNIST: MNIST and FSDD, CC BY-SA 4.0).
     #[serde(default)]
     pub credit: Option<String>,
-    /// kappa it was trained at.
-    #[serde(default)]
-    pub kappa: f64,
 }
 
 impl WebMeta {
@@ -48,10 +45,11 @@ impl WebMeta {
     pub fn parse(meta_json: &str) -> Result<WebMeta, String> {
         let meta: WebMeta = serde_json::from_str(meta_json)
             .map_err(|e| format!("model.json is not an exported MGR model: {e}"))?;
-        if meta.format != "mgr-web-model/1" {
+        if meta.format != mgr::persist::WEB_MODEL_FORMAT {
             return Err(format!(
-                "model.json has format `{}`, expected mgr-web-model/1",
-                meta.format
+                "model.json has format `{}`, expected {}",
+                meta.format,
+                mgr::persist::WEB_MODEL_FORMAT
             ));
         }
         let data = meta.data()?;

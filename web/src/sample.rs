@@ -74,10 +74,11 @@ impl AvSamples {
         let (_, header) = SafeTensors::read_metadata(bytes)
             .map_err(|e| format!("{file}: not a safetensors file: {e}"))?;
         let meta = header.metadata().clone().unwrap_or_default();
-        if meta.get("format").map(String::as_str) != Some("mgr-web-samples/1") {
+        if meta.get("format").map(String::as_str) != Some(mgr::avmnist::WEB_SAMPLES_FORMAT) {
             return Err(format!(
-                "{file}: format {:?}, expected mgr-web-samples/1",
-                meta.get("format")
+                "{file}: format {:?}, expected {}",
+                meta.get("format"),
+                mgr::avmnist::WEB_SAMPLES_FORMAT
             ));
         }
         let recordings: Vec<String> = meta
