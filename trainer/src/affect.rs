@@ -156,15 +156,7 @@ fn read_split(file: &Path, dir: &Path, split: &str, dataset: &str) -> Result<Dat
         }
         arrays.push((key, a));
     }
-    let labels_path = dir.join(format!("{split}_labels.npy"));
-    let labels: Array1<f64> = match ndarray_npy::read_npy::<_, Array3<f64>>(&labels_path) {
-        Ok(a) => a.iter().copied().collect(),
-        Err(_) => ndarray_npy::read_npy::<_, ndarray::Array<f64, ndarray::IxDyn>>(&labels_path)
-            .map_err(|e| anyhow!("{}: {e}", what("labels")))?
-            .iter()
-            .copied()
-            .collect(),
-    };
+    let labels = read_labels(&dir.join(format!("{split}_labels.npy")), &what("labels"))?;
     let n = arrays[0].1.shape()[0];
     if labels.len() != n {
         bail!(
@@ -193,31 +185,44 @@ fn read_split(file: &Path, dir: &Path, split: &str, dataset: &str) -> Result<Dat
         ));
         features.push(a.iter().map(|&v| v as f32).collect::<Vec<f32>>());
     }
-    let targets = if dataset == "urfunny" {
-        let classes: Result<Vec<usize>> = labels
-            .iter()
-            .map(|&l| {
-                if l == 0.0 || l == 1.0 {
-                    Ok(l as usize)
-                } else {
-                    Err(anyhow!(
-                        "{}: UR-FUNNY label {l} is not 0 or 1",
-                        what("labels")
-                    ))
-                }
-            })
-            .collect();
-        Targets::Classes {
-            labels: classes?,
-            n_classes: 2,
-        }
-    } else {
-        Targets::Values(labels.iter().map(|&v| v as f32).collect())
-    };
+    let targets = targets(&labels, dataset, &what("labels"))?;
     Ok(DataSplit {
         name: format!("{} [{split}]", file.display()),
         modalities,
         features,
         targets,
+    })
+}
+
+/// A split's labels, any shape (MOSI's are `(N, 1, 1)`), flattened; `what` names them in errors.
+fn read_labels(path: &Path, what: &str) -> Result<Array1<f64>> {
+    Ok(match ndarray_npy::read_npy::<_, Array3<f64>>(path) {
+        Ok(a) => a.iter().copied().collect(),
+        Err(_) => ndarray_npy::read_npy::<_, ndarray::Array<f64, ndarray::IxDyn>>(path)
+            .map_err(|e| anyhow!("{what}: {e}"))?
+            .iter()
+            .copied()
+            .collect(),
+    })
+}
+
+/// The targets of `dataset`: UR-FUNNY's labels are classes 0 / 1, the others' sentiment values.
+fn targets(labels: &Array1<f64>, dataset: &str, what: &str) -> Result<Targets> {
+    if dataset != "urfunny" {
+        return Ok(Targets::Values(labels.iter().map(|&v| v as f32).collect()));
+    }
+    let classes = labels
+        .iter()
+        .map(|&l| {
+            if l == 0.0 || l == 1.0 {
+                Ok(l as usize)
+            } else {
+                Err(anyhow!("{what}: UR-FUNNY label {l} is not 0 or 1"))
+            }
+        })
+        .collect::<Result<Vec<usize>>>()?;
+    Ok(Targets::Classes {
+        labels: classes,
+        n_classes: 2,
     })
 }

@@ -364,6 +364,64 @@ pub fn protocol_plots(
         .collect())
 }
 
+/// The x axis of a sweep plot: the values in order of appearance, placed at their number when
+/// every value is one, else at their position.
+struct SweepAxis {
+    values: Vec<String>,
+    numeric: bool,
+}
+
+impl SweepAxis {
+    fn new(points: &[SweepPoint]) -> Self {
+        let mut values: Vec<String> = Vec::new();
+        for p in points {
+            if !values.contains(&p.value) {
+                values.push(p.value.clone());
+            }
+        }
+        let numeric = points.iter().all(|p| p.value.parse::<f64>().is_ok());
+        Self { values, numeric }
+    }
+
+    fn x(&self, v: &str) -> f64 {
+        if self.numeric {
+            v.parse().unwrap_or(0.0)
+        } else {
+            self.values.iter().position(|w| w == v).unwrap_or(0) as f64
+        }
+    }
+
+    fn label(&self, x: f64) -> String {
+        if self.numeric {
+            return format!("{x}");
+        }
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 {
+            self.values.get(i as usize).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// The y range of a sweep plot: every mean plus or minus its standard deviation, padded, within
+/// [0, 1].
+fn f1_range(points: &[SweepPoint]) -> (f64, f64) {
+    let (lo, hi) = points
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
+            (
+                a.min(p.row.f1_mean - p.row.f1_std),
+                b.max(p.row.f1_mean + p.row.f1_std),
+            )
+        });
+    if lo.is_finite() && hi > lo {
+        ((lo - 0.02).max(0.0), (hi + 0.02).min(1.0))
+    } else {
+        (0.0, 1.0)
+    }
+}
+
 /// F1 (mean, with one sample standard deviation either side) against the swept value, one
 /// line per cell; x is the value when every value is a number, else its position.
 fn sweep_lines<DB: DrawingBackend>(
@@ -375,40 +433,17 @@ fn sweep_lines<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let numeric = points.iter().all(|p| p.value.parse::<f64>().is_ok());
-    let mut values: Vec<String> = Vec::new();
-    for p in points {
-        if !values.contains(&p.value) {
-            values.push(p.value.clone());
-        }
-    }
-    let x_of = |v: &str| -> f64 {
-        if numeric {
-            v.parse().unwrap_or(0.0)
-        } else {
-            values.iter().position(|w| w == v).unwrap_or(0) as f64
-        }
-    };
-    let xs: Vec<f64> = values.iter().map(|v| x_of(v)).collect();
-    let (x_lo, x_hi) = xs
+    let axis = SweepAxis::new(points);
+    let x_of = |v: &str| axis.x(v);
+    let (x_lo, x_hi) = axis
+        .values
         .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), &x| {
+        .map(|v| x_of(v))
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
             (a.min(x), b.max(x))
         });
     let pad = ((x_hi - x_lo) * 0.08).max(0.5);
-    let (y_lo, y_hi) = points
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), p| {
-            (
-                a.min(p.row.f1_mean - p.row.f1_std),
-                b.max(p.row.f1_mean + p.row.f1_std),
-            )
-        });
-    let (y_lo, y_hi) = if y_lo.is_finite() && y_hi > y_lo {
-        ((y_lo - 0.02).max(0.0), (y_hi + 0.02).min(1.0))
-    } else {
-        (0.0, 1.0)
-    };
+    let (y_lo, y_hi) = f1_range(points);
     let mut chart = ChartBuilder::on(root)
         .caption(title, ("sans-serif", 18))
         .margin(10)
@@ -416,23 +451,11 @@ where
         .y_label_area_size(48)
         .build_cartesian_2d((x_lo - pad)..(x_hi + pad), y_lo..y_hi)
         .map_err(|e| anyhow!("{e}"))?;
-    let labels = values.clone();
     chart
         .configure_mesh()
         .x_desc(key)
         .y_desc("test F1")
-        .x_label_formatter(&|x| {
-            if numeric {
-                format!("{x}")
-            } else {
-                let i = x.round();
-                if (x - i).abs() < 1e-6 && i >= 0.0 {
-                    labels.get(i as usize).cloned().unwrap_or_default()
-                } else {
-                    String::new()
-                }
-            }
-        })
+        .x_label_formatter(&|x| axis.label(*x))
         .draw()
         .map_err(|e| anyhow!("{e}"))?;
     let mut lines: Vec<&str> = points.iter().map(|p| p.line.as_str()).collect();

@@ -248,62 +248,74 @@ fn build_cell_jobs(a: &ProtocolArgs, setting: Option<&(String, String)>) -> Resu
                 };
                 for absence_seed in 0..a.absence_seeds {
                     for seed in 0..a.seeds {
-                        let mut v = serde_json::to_value(RunConfig::default())?;
-                        set_key(&mut v, "dataset", &serde_json::to_string(&a.dataset)?)?;
-                        if let Some(d) = &a.data_dir {
-                            set_key(&mut v, "data_dir", &serde_json::to_string(d)?)?;
-                        }
-                        set_key(&mut v, "model.method", &serde_json::to_string(method)?)?;
-                        if insertion != "-" {
-                            set_key(
-                                &mut v,
-                                "model.prompt_insertion",
-                                &serde_json::to_string(&insertion)?,
-                            )?;
-                        }
-                        set_key(&mut v, "absence.kappa", &kappa.to_string())?;
-                        set_key(&mut v, "absence.seed", &absence_seed.to_string())?;
-                        set_key(&mut v, "train.seed", &seed.to_string())?;
-                        if let Some(e) = a.epochs {
-                            set_key(&mut v, "train.epochs", &e.to_string())?;
-                        }
-                        for s in &a.sets {
-                            let (k, raw) = s.split_once('=').ok_or_else(|| {
-                                anyhow::anyhow!("--set `{s}`: expected KEY=VALUE")
-                            })?;
-                            set_key(&mut v, k.trim(), raw.trim())?;
-                        }
-                        if let Some((k, value)) = setting {
-                            set_key(&mut v, k, value)
-                                .with_context(|| format!("--sweep {k}={value}"))?;
-                        }
-                        let config = crate::runconfig::finish(v)
-                            .with_context(|| format!("cell {}", cell.label()))?;
-                        let ins = if insertion == "-" {
-                            String::new()
-                        } else {
-                            format!("-{insertion}")
-                        };
-                        let mut dir = a.out.join("runs").join(format!("{method}{ins}"));
-                        if let Some((k, value)) = setting {
-                            dir = dir.join(format!("{k}{value}"));
-                        }
-                        let dir = dir
-                            .join(format!("kappa{kappa}"))
-                            .join(format!("a{absence_seed}-s{seed}"));
-                        jobs.push(Job {
-                            cell: cell.clone(),
-                            absence_seed,
-                            seed,
-                            dir,
-                            config,
-                        });
+                        jobs.push(job(a, &cell, kappa, absence_seed, seed, setting)?);
                     }
                 }
             }
         }
     }
     Ok(jobs)
+}
+
+/// One run of `cell`: its config (the defaults, the cell, the seeds, `--epochs`, `--set`, the
+/// swept setting) and its folder under `--out`.
+fn job(
+    a: &ProtocolArgs,
+    cell: &Cell,
+    kappa: f64,
+    absence_seed: u64,
+    seed: u64,
+    setting: Option<&(String, String)>,
+) -> Result<Job> {
+    let (method, insertion) = (&cell.method, &cell.insertion);
+    let mut v = serde_json::to_value(RunConfig::default())?;
+    set_key(&mut v, "dataset", &serde_json::to_string(&a.dataset)?)?;
+    if let Some(d) = &a.data_dir {
+        set_key(&mut v, "data_dir", &serde_json::to_string(d)?)?;
+    }
+    set_key(&mut v, "model.method", &serde_json::to_string(method)?)?;
+    if insertion != "-" {
+        set_key(
+            &mut v,
+            "model.prompt_insertion",
+            &serde_json::to_string(&insertion)?,
+        )?;
+    }
+    set_key(&mut v, "absence.kappa", &kappa.to_string())?;
+    set_key(&mut v, "absence.seed", &absence_seed.to_string())?;
+    set_key(&mut v, "train.seed", &seed.to_string())?;
+    if let Some(e) = a.epochs {
+        set_key(&mut v, "train.epochs", &e.to_string())?;
+    }
+    for s in &a.sets {
+        let (k, raw) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow::anyhow!("--set `{s}`: expected KEY=VALUE"))?;
+        set_key(&mut v, k.trim(), raw.trim())?;
+    }
+    if let Some((k, value)) = setting {
+        set_key(&mut v, k, value).with_context(|| format!("--sweep {k}={value}"))?;
+    }
+    let config = crate::runconfig::finish(v).with_context(|| format!("cell {}", cell.label()))?;
+    let ins = if insertion == "-" {
+        String::new()
+    } else {
+        format!("-{insertion}")
+    };
+    let mut dir = a.out.join("runs").join(format!("{method}{ins}"));
+    if let Some((k, value)) = setting {
+        dir = dir.join(format!("{k}{value}"));
+    }
+    let dir = dir
+        .join(format!("kappa{kappa}"))
+        .join(format!("a{absence_seed}-s{seed}"));
+    Ok(Job {
+        cell: cell.clone(),
+        absence_seed,
+        seed,
+        dir,
+        config,
+    })
 }
 
 /// Runs `mgr protocol`.

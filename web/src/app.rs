@@ -23,6 +23,7 @@ use crate::state::{
 };
 use crate::summary::canvas_summary;
 use crate::tour::TOUR;
+use crate::view;
 
 /// The files of one exported model: `model.json`, `model.bpk` and (AV-MNIST) the samples.
 type ModelFiles = (String, Vec<u8>, Option<Vec<u8>>);
@@ -740,45 +741,6 @@ fn play_recording() {
     }
 }
 
-fn probability_rows(engine: &Engine, trace: &SampleTrace) -> String {
-    let pred = trace.predicted_class.unwrap_or(0);
-    trace
-        .output
-        .iter()
-        .enumerate()
-        .map(|(c, &p)| {
-            let class = if c == pred { " class=\"pred\"" } else { "" };
-            format!(
-                "<div{class}><span class=\"cls\">{}</span><span class=\"bar\" style=\"width:{:.1}%\"></span><span class=\"p\">{:.3}</span></div>",
-                escape_html(&engine.class_name(c)),
-                100.0 * p,
-                p
-            )
-        })
-        .collect()
-}
-
-/// The sentence above the probability charts: what the sample is.
-fn describe(engine: &Engine, sample: &PageSample, index: usize) -> String {
-    match sample {
-        PageSample::Synthetic(s) => format!(
-            "Sample {index} is a <b>{}</b> (shows: image {}, melody {}, text \"{}\").",
-            engine.class_name(s.label),
-            engine.class_name(s.shown[0]),
-            engine.class_name(s.shown[1]),
-            escape_html(&s.sentence())
-        ),
-        PageSample::Avmnist(s) => format!(
-            "Sample {index} is a <b>{}</b>: a handwritten {} from MNIST's test set, paired with \
-             {} saying it (recording <code>{}</code>, a speaker the model never heard in training).",
-            s.label,
-            s.label,
-            escape_html(s.speaker()),
-            escape_html(&s.recording)
-        ),
-    }
-}
-
 fn render_from_hash(mut problems: Vec<String>) {
     let data = current_data();
     if with_engine(data, |_| ()).is_none() {
@@ -816,67 +778,52 @@ fn render_view(engine: &Engine, state: &ViewState, started: f64) -> String {
     let aucs = engine.ranking_auc(state.rho, state.lt);
     sync_controls(state, &limits, engine.meta.model.rho);
     let noise = sample.noise_tokens();
-    let auc_text = |a: &Option<f64>| a.map_or("n/a".to_string(), |v| format!("{v:.2}"));
-    match &aucs {
-        Some(aucs) => {
-            let per_layer: Vec<String> = aucs
-                .iter()
-                .enumerate()
-                .map(|(l, a)| {
-                    let shown = if l == state.layer {
-                        " class=\"shown\""
-                    } else {
-                        ""
-                    };
-                    format!("<span{shown}>layer {l}: <b>{}</b></span>", auc_text(a))
-                })
-                .collect();
-            let sample_auc = trace
-                .layers
-                .get(state.layer)
-                .zip(noise)
-                .and_then(|(layer, noise)| {
-                    let (scores, signal): (Vec<f32>, Vec<bool>) = layer
-                        .tokens
-                        .iter()
-                        .map(|t| (t.xi, !noise[t.origin.modality][t.origin.position]))
-                        .unzip();
-                    mgr::ranking_quality::auc(&scores, &signal)
-                });
-            set_html(
-                "ranking-auc",
-                &format!(
-                    "Ranking AUC against the ground-truth noise tokens (test samples 0-{}, all modalities present; 0.5 = chance, 1 = every signal token above every noise token): {}. This sample, this layer: <b id=\"sample-auc\">{}</b>.",
-                    crate::engine::AUC_SAMPLES - 1,
-                    per_layer.join(", "),
-                    auc_text(&sample_auc)
-                ),
-            );
-        }
-        None => set_html(
-            "ranking-auc",
-            "Real data has no ground-truth noise tokens, so the ranking's AUC is measured on the synthetic model only (choose it above).",
-        ),
-    }
-    match &engine.meta.credit {
-        Some(credit) => {
-            set_text("credit", credit);
-            if let Some(e) = el::<HtmlElement>("credit") {
-                e.set_hidden(false);
-            }
-        }
-        None => {
-            if let Some(e) = el::<HtmlElement>("credit") {
-                e.set_hidden(true);
-            }
-        }
-    }
+    let layer = trace.layers.get(state.layer);
+    set_html(
+        "ranking-auc",
+        &view::ranking_auc_html(aucs.as_deref(), state.layer, layer, noise),
+    );
+    show_credit(engine.meta.credit.as_deref());
     set_text("timing", &format!("inference {elapsed:.1} ms"));
-    let drawn_edges = trace
-        .layers
-        .get(state.layer)
+    let drawn_edges = layer
         .map(|l| edges_to_draw(&l.edges, state.edges))
         .unwrap_or_default();
+    draw_canvas(engine, state, &sample, &trace, &drawn_edges);
+    set_html(
+        "prediction",
+        &view::prediction_html(engine, &sample, state.sample, &trace, &complete),
+    );
+    let table = layer.map(|layer| view::token_table_html(&trace.modalities, layer, noise));
+    set_html("tokens", &table.unwrap_or_default());
+    let recording = match &sample {
+        PageSample::Avmnist(s) => Some(s.recording.clone()),
+        PageSample::Synthetic(_) => None,
+    };
+    serde_json::json!({ "state": state.to_hash(), "data": state.data.name(), "sample": state.sample, "label": sample.label(), "recording": recording, "trace": trace, "complete": complete, "ms": elapsed, "ranking_auc": aucs, "drawn_edges": drawn_edges.len() }).to_string()
+}
+
+/// The data's credit line (AV-MNIST), hidden where there is none.
+fn show_credit(credit: Option<&str>) {
+    if let Some(credit) = credit {
+        set_text("credit", credit);
+    }
+    if let Some(e) = el::<HtmlElement>("credit") {
+        e.set_hidden(credit.is_none());
+    }
+}
+
+/// Sizes the canvas to its box (at the device's pixel ratio), describes it for screen readers
+/// and draws the sample, the selected layer and `drawn_edges`.
+fn draw_canvas(
+    engine: &Engine,
+    state: &ViewState,
+    sample: &PageSample,
+    trace: &SampleTrace,
+    drawn_edges: &[mgr::trace::Edge],
+) {
+    let Some(canvas) = el::<HtmlCanvasElement>("view") else {
+        return;
+    };
     let counts: Vec<usize> = engine
         .meta
         .model
@@ -884,91 +831,38 @@ fn render_view(engine: &Engine, state: &ViewState, started: f64) -> String {
         .iter()
         .map(|m| m.n_tokens)
         .collect();
-    if let Some(canvas) = el::<HtmlCanvasElement>("view") {
-        let _ = canvas.set_attribute(
-            "aria-label",
-            &canvas_summary(&trace, state.sample, state.layer, drawn_edges.len(), |c| {
-                engine.class_name(c)
-            }),
-        );
-        let width = canvas
-            .parent_element()
-            .map(|p| p.client_width() as f64)
-            .unwrap_or(800.0)
-            .clamp(280.0, 960.0);
-        let (_, height) = render::layout(width);
-        let ratio = window().device_pixel_ratio().max(1.0);
-        canvas.set_width((width * ratio) as u32);
-        canvas.set_height((height * ratio) as u32);
-        let _ = canvas.style().set_property("width", &format!("{width}px"));
-        let _ = canvas
-            .style()
-            .set_property("height", &format!("{height}px"));
-        if let Ok(Some(ctx)) = canvas.get_context("2d")
-            && let Ok(ctx) = ctx.dyn_into::<CanvasRenderingContext2d>()
-        {
-            let _ = ctx.set_transform(ratio, 0.0, 0.0, ratio, 0.0, 0.0);
-            render::draw(
-                &ctx,
-                width,
-                state.data,
-                &sample.picture(),
-                &counts,
-                &trace,
-                trace.layers.get(state.layer),
-                &drawn_edges,
-            );
-        }
-    }
-    let name = |t: &SampleTrace| {
-        t.predicted_class
-            .map(|c| engine.class_name(c))
-            .unwrap_or_else(|| "?".into())
-    };
-    set_html(
-        "prediction",
-        &format!(
-            "<p>{}</p>\
-             <div class=\"probs\"><div><h3>with the drops: <span id=\"pred-masked\">{}</span></h3>{}</div>\
-             <div><h3>all present: <span id=\"pred-complete\">{}</span></h3>{}</div></div>",
-            describe(engine, &sample, state.sample),
-            escape_html(&name(&trace)),
-            probability_rows(engine, &trace),
-            escape_html(&name(&complete)),
-            probability_rows(engine, &complete)
-        ),
+    let _ = canvas.set_attribute(
+        "aria-label",
+        &canvas_summary(trace, state.sample, state.layer, drawn_edges.len(), |c| {
+            engine.class_name(c)
+        }),
     );
-    let table = trace.layers.get(state.layer).map(|layer| {
-        let mut tokens: Vec<_> = layer.tokens.iter().collect();
-        tokens.sort_by_key(|t| t.rank);
-        let rows: String = tokens
-            .iter()
-            .map(|t| {
-                let truth = match noise {
-                    Some(n) if n[t.origin.modality][t.origin.position] => "noise",
-                    Some(_) => "",
-                    None => "n/a",
-                };
-                format!(
-                    "<tr class=\"{}\"><td>{}</td><td>{} {}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
-                    if t.kept { "kept" } else { "biased" },
-                    t.rank,
-                    escape_html(&trace.modalities[t.origin.modality]),
-                    t.origin.position,
-                    t.xi_f,
-                    t.xi_e,
-                    t.xi,
-                    if t.kept { "kept" } else { "biased" },
-                    truth
-                )
-            })
-            .collect();
-        format!("<table><thead><tr><th>rank</th><th>token</th><th>&xi;<sub>f</sub></th><th>&xi;<sub>e</sub></th><th>&xi;</th><th>split</th><th>truth</th></tr></thead><tbody>{rows}</tbody></table>")
-    });
-    set_html("tokens", &table.unwrap_or_default());
-    let recording = match &sample {
-        PageSample::Avmnist(s) => Some(s.recording.clone()),
-        PageSample::Synthetic(_) => None,
-    };
-    serde_json::json!({ "state": state.to_hash(), "data": state.data.name(), "sample": state.sample, "label": sample.label(), "recording": recording, "trace": trace, "complete": complete, "ms": elapsed, "ranking_auc": aucs, "drawn_edges": drawn_edges.len() }).to_string()
+    let width = canvas
+        .parent_element()
+        .map(|p| p.client_width() as f64)
+        .unwrap_or(800.0)
+        .clamp(280.0, 960.0);
+    let (_, height) = render::layout(width);
+    let ratio = window().device_pixel_ratio().max(1.0);
+    canvas.set_width((width * ratio) as u32);
+    canvas.set_height((height * ratio) as u32);
+    let _ = canvas.style().set_property("width", &format!("{width}px"));
+    let _ = canvas
+        .style()
+        .set_property("height", &format!("{height}px"));
+    if let Ok(Some(ctx)) = canvas.get_context("2d")
+        && let Ok(ctx) = ctx.dyn_into::<CanvasRenderingContext2d>()
+    {
+        let _ = ctx.set_transform(ratio, 0.0, 0.0, ratio, 0.0, 0.0);
+        render::draw(
+            &ctx,
+            width,
+            state.data,
+            &sample.picture(),
+            &counts,
+            trace,
+            trace.layers.get(state.layer),
+            drawn_edges,
+        );
+    }
 }

@@ -4,7 +4,8 @@
 //!
 //! The page only draws a typed trace ([`mgr::trace::SampleTrace`]); every piece of view state
 //! lives in the URL hash ([`state::ViewState`]), so a link or an `<iframe>` opens one exact view.
-//! [`engine`], [`state`], [`edges`] and [`summary`] are plain Rust (tested natively); `app` is the DOM and canvas layer.
+//! [`engine`], [`state`], [`edges`], [`summary`] and [`view`] (the page's HTML) are plain Rust
+//! (tested natively); `app` is the DOM and canvas layer.
 
 pub mod edges;
 pub mod engine;
@@ -12,6 +13,7 @@ pub mod sample;
 pub mod state;
 pub mod summary;
 pub mod tour;
+pub mod view;
 
 #[cfg(target_arch = "wasm32")]
 mod app;

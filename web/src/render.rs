@@ -153,6 +153,21 @@ pub fn draw(
     if compact {
         ctx.set_font("12px system-ui, sans-serif");
     }
+    draw_titles(ctx, &panels, &titles, trace);
+    draw_inputs(ctx, &panels, picture, counts, trace);
+    draw_placeholders(ctx, &panels, counts, trace, compact);
+    if let Some(layer) = layer {
+        draw_layer(ctx, &panels, counts, layer, edges);
+    }
+}
+
+/// Each panel's title, with "dropped" for a dropped modality.
+fn draw_titles(
+    ctx: &CanvasRenderingContext2d,
+    panels: &[Rect; 3],
+    titles: &[&str; 3],
+    trace: &SampleTrace,
+) {
     for (m, p) in panels.iter().enumerate() {
         ctx.set_fill_style_str("#222");
         let dropped = trace.available.get(m) == Some(&false);
@@ -163,9 +178,18 @@ pub fn draw(
         };
         let _ = ctx.fill_text(&title, p.x, p.y - 6.0);
     }
+}
+
+/// The modalities as a person sees them (image, spectrogram, words; AV-MNIST's original digit).
+/// A dropped modality is not drawn at all: the model never sees it.
+fn draw_inputs(
+    ctx: &CanvasRenderingContext2d,
+    panels: &[Rect; 3],
+    picture: &Picture,
+    counts: &[usize],
+    trace: &SampleTrace,
+) {
     let shown = |m: usize| trace.available.get(m) == Some(&true);
-    // The modalities as a person sees them.
-    // A dropped modality is not drawn at all: the model never sees it (below, its placeholders).
     if shown(0) {
         draw_grey(ctx, panels[0], &picture.image, picture.image_side);
     }
@@ -195,7 +219,7 @@ pub fn draw(
     }
     for (w, word) in picture.words.iter().enumerate().filter(|_| shown(2)) {
         let r = token_rect(
-            &panels,
+            panels,
             counts,
             TokenOrigin {
                 modality: 2,
@@ -209,8 +233,17 @@ pub fn draw(
         ));
         let _ = ctx.fill_text(word, r.x + 8.0, r.y + r.h * 0.7);
     }
-    // Each token of a dropped modality is the same learned placeholder (E_miss plus its
-    // position): drawn as identical hatched tiles, unlike any real data.
+}
+
+/// A dropped modality's tokens: each the same learned placeholder (E_miss plus its position),
+/// drawn as identical hatched tiles, unlike any real data.
+fn draw_placeholders(
+    ctx: &CanvasRenderingContext2d,
+    panels: &[Rect; 3],
+    counts: &[usize],
+    trace: &SampleTrace,
+    compact: bool,
+) {
     for (m, p) in panels.iter().enumerate().take(counts.len()) {
         if trace.available[m] {
             continue;
@@ -221,7 +254,7 @@ pub fn draw(
         ctx.set_line_width(1.0);
         for position in 0..counts[m] {
             let r = token_rect(
-                &panels,
+                panels,
                 counts,
                 TokenOrigin {
                     modality: m,
@@ -255,9 +288,17 @@ pub fn draw(
         };
         let _ = ctx.fill_text(label, p.x + 10.0, p.y + p.h / 2.0);
     }
-    let Some(layer) = layer else { return };
+}
 
-    // Tokens pruned by earlier layers are shaded; this layer's tokens are kept or biased.
+/// One refinement layer: tokens pruned by earlier layers shaded, this layer's kept (green, the
+/// wider the higher xi) and biased (red) tokens, and the redistribution edges.
+fn draw_layer(
+    ctx: &CanvasRenderingContext2d,
+    panels: &[Rect; 3],
+    counts: &[usize],
+    layer: &LayerTrace,
+    edges: &[Edge],
+) {
     let present: Vec<TokenOrigin> = layer.tokens.iter().map(|t| t.origin).collect();
     for (m, &n) in counts.iter().enumerate() {
         for pos in 0..n {
@@ -266,7 +307,7 @@ pub fn draw(
                 position: pos,
             };
             if !present.contains(&origin) {
-                let r = token_rect(&panels, counts, origin);
+                let r = token_rect(panels, counts, origin);
                 ctx.set_fill_style_str("rgba(30,30,30,0.55)");
                 ctx.fill_rect(r.x, r.y, r.w, r.h);
             }
@@ -281,8 +322,8 @@ pub fn draw(
     ctx.set_stroke_style_str("rgb(230,120,0)");
     for edge in edges {
         let strength = (edge.weight / max_weight) as f64;
-        let (x0, y0) = token_rect(&panels, counts, layer.tokens[edge.from].origin).center();
-        let (x1, y1) = token_rect(&panels, counts, layer.tokens[edge.to].origin).center();
+        let (x0, y0) = token_rect(panels, counts, layer.tokens[edge.from].origin).center();
+        let (x1, y1) = token_rect(panels, counts, layer.tokens[edge.to].origin).center();
         ctx.set_global_alpha(0.25 + 0.65 * strength);
         ctx.set_line_width(1.0 + 3.0 * strength);
         ctx.begin_path();
@@ -292,7 +333,7 @@ pub fn draw(
     }
     ctx.set_global_alpha(1.0);
     for token in &layer.tokens {
-        let r = token_rect(&panels, counts, token.origin);
+        let r = token_rect(panels, counts, token.origin);
         if token.kept {
             ctx.set_stroke_style_str("rgb(0,150,70)");
             ctx.set_line_width(1.0 + 2.5 * ((token.xi as f64 + 1.0) / 2.0));

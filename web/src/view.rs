@@ -1,0 +1,227 @@
+//! The page's HTML that is not the canvas, built from typed values as strings: the ranking's AUC,
+//! the prediction, the token table. Plain Rust, tested natively; `app` only puts them in place.
+
+use mgr::trace::{LayerTrace, SampleTrace};
+
+use crate::engine::{AUC_SAMPLES, Engine};
+use crate::sample::PageSample;
+use crate::state::escape_html;
+
+fn auc_text(a: &Option<f64>) -> String {
+    a.map_or("n/a".to_string(), |v| format!("{v:.2}"))
+}
+
+/// The ranking's AUC against the ground-truth noise tokens: per layer over the drawn sample set
+/// (`aucs`, the shown `layer_index` marked) and for this sample's `layer` (`noise`: the sample's
+/// ground truth); a sentence saying why there is none for real data (`aucs` None).
+pub fn ranking_auc_html(
+    aucs: Option<&[Option<f64>]>,
+    layer_index: usize,
+    layer: Option<&LayerTrace>,
+    noise: Option<&[Vec<bool>]>,
+) -> String {
+    let Some(aucs) = aucs else {
+        return "Real data has no ground-truth noise tokens, so the ranking's AUC is measured on the synthetic model only (choose it above).".to_string();
+    };
+    let per_layer: Vec<String> = aucs
+        .iter()
+        .enumerate()
+        .map(|(l, a)| {
+            let shown = if l == layer_index {
+                " class=\"shown\""
+            } else {
+                ""
+            };
+            format!("<span{shown}>layer {l}: <b>{}</b></span>", auc_text(a))
+        })
+        .collect();
+    let sample_auc = layer.zip(noise).and_then(|(layer, noise)| {
+        let (scores, signal): (Vec<f32>, Vec<bool>) = layer
+            .tokens
+            .iter()
+            .map(|t| (t.xi, !noise[t.origin.modality][t.origin.position]))
+            .unzip();
+        mgr::ranking_quality::auc(&scores, &signal)
+    });
+    format!(
+        "Ranking AUC against the ground-truth noise tokens (test samples 0-{}, all modalities present; 0.5 = chance, 1 = every signal token above every noise token): {}. This sample, this layer: <b id=\"sample-auc\">{}</b>.",
+        AUC_SAMPLES - 1,
+        per_layer.join(", "),
+        auc_text(&sample_auc)
+    )
+}
+
+/// What the sample is, and the class probabilities with the drops (`trace`) and with every
+/// modality present (`complete`).
+pub fn prediction_html(
+    engine: &Engine,
+    sample: &PageSample,
+    index: usize,
+    trace: &SampleTrace,
+    complete: &SampleTrace,
+) -> String {
+    let name = |t: &SampleTrace| {
+        t.predicted_class
+            .map(|c| engine.class_name(c))
+            .unwrap_or_else(|| "?".into())
+    };
+    format!(
+        "<p>{}</p>\
+         <div class=\"probs\"><div><h3>with the drops: <span id=\"pred-masked\">{}</span></h3>{}</div>\
+         <div><h3>all present: <span id=\"pred-complete\">{}</span></h3>{}</div></div>",
+        describe(engine, sample, index),
+        escape_html(&name(trace)),
+        probability_rows(engine, trace),
+        escape_html(&name(complete)),
+        probability_rows(engine, complete)
+    )
+}
+
+/// The tokens of one refinement layer in rank order: modality and position, xi_f, xi_e, xi, the
+/// split, and (synthetic data, `noise`) whether the token is ground-truth noise.
+pub fn token_table_html(
+    modalities: &[String],
+    layer: &LayerTrace,
+    noise: Option<&[Vec<bool>]>,
+) -> String {
+    let mut tokens: Vec<_> = layer.tokens.iter().collect();
+    tokens.sort_by_key(|t| t.rank);
+    let rows: String = tokens
+        .iter()
+        .map(|t| {
+            let truth = match noise {
+                Some(n) if n[t.origin.modality][t.origin.position] => "noise",
+                Some(_) => "",
+                None => "n/a",
+            };
+            format!(
+                "<tr class=\"{}\"><td>{}</td><td>{} {}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
+                if t.kept { "kept" } else { "biased" },
+                t.rank,
+                escape_html(&modalities[t.origin.modality]),
+                t.origin.position,
+                t.xi_f,
+                t.xi_e,
+                t.xi,
+                if t.kept { "kept" } else { "biased" },
+                truth
+            )
+        })
+        .collect();
+    format!(
+        "<table><thead><tr><th>rank</th><th>token</th><th>&xi;<sub>f</sub></th><th>&xi;<sub>e</sub></th><th>&xi;</th><th>split</th><th>truth</th></tr></thead><tbody>{rows}</tbody></table>"
+    )
+}
+
+/// One bar per class: its name, a bar as wide as its probability, the probability.
+fn probability_rows(engine: &Engine, trace: &SampleTrace) -> String {
+    let pred = trace.predicted_class.unwrap_or(0);
+    trace
+        .output
+        .iter()
+        .enumerate()
+        .map(|(c, &p)| {
+            let class = if c == pred { " class=\"pred\"" } else { "" };
+            format!(
+                "<div{class}><span class=\"cls\">{}</span><span class=\"bar\" style=\"width:{:.1}%\"></span><span class=\"p\">{:.3}</span></div>",
+                escape_html(&engine.class_name(c)),
+                100.0 * p,
+                p
+            )
+        })
+        .collect()
+}
+
+/// The sentence above the probability charts: what the sample is.
+fn describe(engine: &Engine, sample: &PageSample, index: usize) -> String {
+    match sample {
+        PageSample::Synthetic(s) => format!(
+            "Sample {index} is a <b>{}</b> (shows: image {}, melody {}, text \"{}\").",
+            engine.class_name(s.label),
+            engine.class_name(s.shown[0]),
+            engine.class_name(s.shown[1]),
+            escape_html(&s.sentence())
+        ),
+        PageSample::Avmnist(s) => format!(
+            "Sample {index} is a <b>{}</b>: a handwritten {} from MNIST's test set, paired with \
+             {} saying it (recording <code>{}</code>, a speaker the model never heard in training).",
+            s.label,
+            s.label,
+            escape_html(s.speaker()),
+            escape_html(&s.recording)
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mgr::trace::{TokenOrigin, TokenTrace};
+
+    fn token(modality: usize, position: usize, xi: f32, rank: usize, kept: bool) -> TokenTrace {
+        TokenTrace {
+            origin: TokenOrigin { modality, position },
+            xi_f: xi,
+            xi_e: 0.0,
+            xi,
+            rank,
+            kept,
+        }
+    }
+
+    fn layer() -> LayerTrace {
+        LayerTrace {
+            layer: 0,
+            tokens: vec![
+                token(0, 0, 0.9, 0, true),
+                token(1, 0, -0.5, 2, false),
+                token(1, 1, 0.1, 1, true),
+            ],
+            edges: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_sample_auc_ranks_signal_against_ground_truth_noise() {
+        // Token (1, 1) is noise and ranked between the two signal tokens: AUC 1/2.
+        let noise = vec![vec![false], vec![false, true]];
+        let html = ranking_auc_html(Some(&[Some(0.75), None]), 1, Some(&layer()), Some(&noise));
+        assert!(html.contains("layer 0: <b>0.75</b>"), "{html}");
+        assert!(
+            html.contains("<span class=\"shown\">layer 1: <b>n/a</b></span>"),
+            "{html}"
+        );
+        assert!(html.contains("<b id=\"sample-auc\">0.50</b>"), "{html}");
+        // Noise ranked last: AUC 1.
+        let noise = vec![vec![false], vec![true, false]];
+        let html = ranking_auc_html(Some(&[]), 0, Some(&layer()), Some(&noise));
+        assert!(html.contains("<b id=\"sample-auc\">1.00</b>"), "{html}");
+        assert!(ranking_auc_html(None, 0, Some(&layer()), None).starts_with("Real data"));
+    }
+
+    #[test]
+    fn the_token_table_lists_tokens_by_rank_with_their_truth() {
+        let modalities = vec!["vision".to_string(), "a<b".to_string()];
+        let noise = vec![vec![false], vec![false, true]];
+        let html = token_table_html(&modalities, &layer(), Some(&noise));
+        let ranks: Vec<usize> = html
+            .split("<tr class=")
+            .skip(1)
+            .map(|row| {
+                row.split("<td>")
+                    .nth(1)
+                    .unwrap()
+                    .split('<')
+                    .next()
+                    .unwrap()
+                    .parse()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(ranks, vec![0, 1, 2]);
+        assert!(html.contains("<td>a&lt;b 1</td><td>0.100</td><td>0.000</td><td>0.100</td><td>kept</td><td>noise</td>"), "{html}");
+        assert!(html.contains("<tr class=\"biased\"><td>2</td>"), "{html}");
+        let no_truth = token_table_html(&modalities, &layer(), None);
+        assert_eq!(no_truth.matches("<td>n/a</td>").count(), 3);
+    }
+}
