@@ -450,6 +450,45 @@ fn bind_controls() {
         });
     });
     on("play", "click", play_recording);
+    bind_sample_controls();
+    bind_view_controls();
+    on("tour-start", "click", || go_to_tour_step(0));
+    on("tour-back", "click", || {
+        let (state, _) = current_state();
+        go_to_tour_step(state.tour.unwrap_or(1).saturating_sub(1));
+    });
+    on("tour-next", "click", || {
+        let (state, _) = current_state();
+        go_to_tour_step(state.tour.map_or(0, |s| s + 1));
+    });
+    on("tour-exit", "click", || {
+        let (state, _) = current_state();
+        navigate(&state);
+    });
+    on("copy-embed", "click", copy_embed_code);
+    on("save-png", "click", save_png);
+    on("model-file", "change", || spawn_local(load_picked_files()));
+    on("reset-model", "click", reset_model);
+}
+
+/// Back to the model shipped with the page for the current data.
+fn reset_model() {
+    let data = current_data();
+    let shipped = SHIPPED.with(|s| s.borrow()[slot(data)].clone());
+    if let Some((meta, weights, samples)) = shipped
+        && let Ok(engine) = Engine::load(&meta, weights, samples)
+    {
+        set_engine(engine);
+        set_source(
+            data,
+            format!("shipped with the page ({})", absolute(data.shipped_model())),
+        );
+        render_from_hash(vec!["back to the shipped model".into()]);
+    }
+}
+
+/// The sample controls: a number, previous, next, a random one.
+fn bind_sample_controls() {
     on("sample", "change", || {
         let (mut s, _) = current_state();
         let value = el::<HtmlInputElement>("sample")
@@ -484,6 +523,10 @@ fn bind_controls() {
         s.sample = (js_sys::Math::random() * count as f64) as usize % count.max(1);
         navigate(&s);
     });
+}
+
+/// The view controls: layer, L_T, rho, which edges.
+fn bind_view_controls() {
     on("layer", "change", || {
         let (mut s, _) = current_state();
         s.layer = el::<HtmlSelectElement>("layer")
@@ -518,36 +561,6 @@ fn bind_controls() {
             .and_then(|e| EdgeView::from_name(&e.value()))
             .unwrap_or_default();
         navigate(&s);
-    });
-    on("tour-start", "click", || go_to_tour_step(0));
-    on("tour-back", "click", || {
-        let (state, _) = current_state();
-        go_to_tour_step(state.tour.unwrap_or(1).saturating_sub(1));
-    });
-    on("tour-next", "click", || {
-        let (state, _) = current_state();
-        go_to_tour_step(state.tour.map_or(0, |s| s + 1));
-    });
-    on("tour-exit", "click", || {
-        let (state, _) = current_state();
-        navigate(&state);
-    });
-    on("copy-embed", "click", copy_embed_code);
-    on("save-png", "click", save_png);
-    on("model-file", "change", || spawn_local(load_picked_files()));
-    on("reset-model", "click", || {
-        let data = current_data();
-        let shipped = SHIPPED.with(|s| s.borrow()[slot(data)].clone());
-        if let Some((meta, weights, samples)) = shipped
-            && let Ok(engine) = Engine::load(&meta, weights, samples)
-        {
-            set_engine(engine);
-            set_source(
-                data,
-                format!("shipped with the page ({})", absolute(data.shipped_model())),
-            );
-            render_from_hash(vec!["back to the shipped model".into()]);
-        }
     });
 }
 

@@ -65,58 +65,74 @@ fn tensor<'a>(
     Ok(view.data())
 }
 
+/// The samples file's metadata: its format (checked), the recordings' names and the sample rate.
+fn metadata(bytes: &[u8], file: &str) -> Result<(Vec<String>, u32), String> {
+    let (_, header) = SafeTensors::read_metadata(bytes)
+        .map_err(|e| format!("{file}: not a safetensors file: {e}"))?;
+    let meta = header.metadata().clone().unwrap_or_default();
+    if meta.get("format").map(String::as_str) != Some(mgr::avmnist::WEB_SAMPLES_FORMAT) {
+        return Err(format!(
+            "{file}: format {:?}, expected {}",
+            meta.get("format"),
+            mgr::avmnist::WEB_SAMPLES_FORMAT
+        ));
+    }
+    let recordings: Vec<String> = meta
+        .get("recordings")
+        .and_then(|r| serde_json::from_str(r).ok())
+        .ok_or_else(|| format!("{file}: metadata `recordings` is not a list of names"))?;
+    let sample_rate: u32 = meta
+        .get("sample_rate")
+        .and_then(|r| r.parse().ok())
+        .filter(|r| (3000..=192_000).contains(r))
+        .ok_or_else(|| format!("{file}: metadata `sample_rate` is not a rate in Hz"))?;
+    Ok((recordings, sample_rate))
+}
+
+/// Each modality's inputs of the `n` samples (`input.<name>`, F16), as f32; finite.
+fn f16_inputs(
+    st: &SafeTensors,
+    file: &str,
+    modalities: &[ModalitySpec],
+    n: usize,
+) -> Result<Vec<Vec<f32>>, String> {
+    modalities
+        .iter()
+        .map(|m| {
+            let name = format!("input.{}", m.name);
+            let bytes = tensor(
+                st,
+                file,
+                &name,
+                Dtype::F16,
+                Some(&[n, m.n_tokens, m.token_dim]),
+            )?;
+            let values: Vec<f32> = bytes
+                .chunks_exact(2)
+                .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+                .collect();
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(format!("{file}: `{name}` holds NaN or infinite values"));
+            }
+            Ok(values)
+        })
+        .collect()
+}
+
 impl AvSamples {
     /// Reads `samples.safetensors` for a model with `modalities`; every problem is an error that
     /// names `file` and the tensor.
     pub fn parse(bytes: &[u8], modalities: &[ModalitySpec], file: &str) -> Result<Self, String> {
         let st = SafeTensors::deserialize(bytes)
             .map_err(|e| format!("{file}: not a safetensors file: {e}"))?;
-        let (_, header) = SafeTensors::read_metadata(bytes)
-            .map_err(|e| format!("{file}: not a safetensors file: {e}"))?;
-        let meta = header.metadata().clone().unwrap_or_default();
-        if meta.get("format").map(String::as_str) != Some(mgr::avmnist::WEB_SAMPLES_FORMAT) {
-            return Err(format!(
-                "{file}: format {:?}, expected {}",
-                meta.get("format"),
-                mgr::avmnist::WEB_SAMPLES_FORMAT
-            ));
-        }
-        let recordings: Vec<String> = meta
-            .get("recordings")
-            .and_then(|r| serde_json::from_str(r).ok())
-            .ok_or_else(|| format!("{file}: metadata `recordings` is not a list of names"))?;
-        let sample_rate: u32 = meta
-            .get("sample_rate")
-            .and_then(|r| r.parse().ok())
-            .filter(|r| (3000..=192_000).contains(r))
-            .ok_or_else(|| format!("{file}: metadata `sample_rate` is not a rate in Hz"))?;
+        let (recordings, sample_rate) = metadata(bytes, file)?;
         let n = recordings.len();
         let labels = tensor(&st, file, "label", Dtype::U8, Some(&[n]))?;
         if let Some(bad) = labels.iter().find(|&&l| l > 9) {
             return Err(format!("{file}: label {bad} is not a digit"));
         }
         let pixels = tensor(&st, file, "pixels", Dtype::U8, Some(&[n, 784]))?;
-        let inputs = modalities
-            .iter()
-            .map(|m| {
-                let name = format!("input.{}", m.name);
-                let bytes = tensor(
-                    &st,
-                    file,
-                    &name,
-                    Dtype::F16,
-                    Some(&[n, m.n_tokens, m.token_dim]),
-                )?;
-                let values: Vec<f32> = bytes
-                    .chunks_exact(2)
-                    .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
-                    .collect();
-                if values.iter().any(|v| !v.is_finite()) {
-                    return Err(format!("{file}: `{name}` holds NaN or infinite values"));
-                }
-                Ok(values)
-            })
-            .collect::<Result<Vec<_>, String>>()?;
+        let inputs = f16_inputs(&st, file, modalities, n)?;
         let wave: Vec<i16> = tensor(&st, file, "wave", Dtype::I16, None)?
             .chunks_exact(2)
             .map(|b| i16::from_le_bytes([b[0], b[1]]))

@@ -204,6 +204,31 @@ pub fn check_model_size(url: &str, bytes: u64) -> Result<(), String> {
     Ok(())
 }
 
+/// `drop=`: modality names, comma-separated, each one the model has, not all of them; in the
+/// model's order.
+fn parse_drop(value: &str, limits: &Limits) -> Result<Vec<String>, String> {
+    let names: Vec<String> = value
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = names.iter().find(|n| !limits.modalities.contains(n)) {
+        return Err(format!(
+            "drop: unknown modality `{bad}` (this model has {})",
+            limits.modalities.join(", ")
+        ));
+    }
+    if limits.modalities.iter().all(|m| names.contains(m)) {
+        return Err("drop: at least one modality must stay; showing all".to_string());
+    }
+    Ok(limits
+        .modalities
+        .iter()
+        .filter(|m| names.contains(m))
+        .cloned()
+        .collect())
+}
+
 impl ViewState {
     /// Parses a hash (with or without the leading '#'). Values out of range are replaced by
     /// defaults and reported, one message each, so the page can say what it ignored.
@@ -216,75 +241,8 @@ impl ViewState {
             .filter(|p| !p.is_empty())
         {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            match key {
-                "data" => match Data::from_name(value) {
-                    Some(data) => state.data = data,
-                    None => problems.push(format!(
-                        "data `{value}` is not `synthetic` or `avmnist`; showing synthetic"
-                    )),
-                },
-                "sample" => match value.parse::<usize>() {
-                    Ok(v) if v < limits.samples.min(MAX_SAMPLE + 1) => state.sample = v,
-                    _ => problems.push(format!(
-                        "sample `{value}` is not an index from 0 to {}; showing sample 0",
-                        limits.samples.min(MAX_SAMPLE + 1) - 1
-                    )),
-                },
-                "drop" => {
-                    let names: Vec<String> = value
-                        .split(',')
-                        .filter(|s| !s.is_empty())
-                        .map(str::to_string)
-                        .collect();
-                    if let Some(bad) = names.iter().find(|n| !limits.modalities.contains(n)) {
-                        problems.push(format!(
-                            "drop: unknown modality `{bad}` (this model has {})",
-                            limits.modalities.join(", ")
-                        ));
-                    } else if limits.modalities.iter().all(|m| names.contains(m)) {
-                        problems
-                            .push("drop: at least one modality must stay; showing all".to_string());
-                    } else {
-                        state.drop = limits
-                            .modalities
-                            .iter()
-                            .filter(|m| names.contains(m))
-                            .cloned()
-                            .collect();
-                    }
-                }
-                "layer" => match value.parse::<usize>() {
-                    Ok(v) => state.layer = v,
-                    Err(_) => problems.push(format!("layer `{value}` is not a number")),
-                },
-                "rho" => match value.parse::<f64>() {
-                    Ok(v) if v > 0.0 && v <= 1.0 => state.rho = Some(v),
-                    _ => problems.push(format!(
-                        "rho `{value}` is outside (0, 1]; using the model's"
-                    )),
-                },
-                "lt" => match value.parse::<usize>() {
-                    Ok(v) if (1..=limits.refine_layers).contains(&v) => state.lt = Some(v),
-                    _ => problems.push(format!(
-                        "lt `{value}` is outside 1..={}; using {}",
-                        limits.refine_layers, limits.refine_layers
-                    )),
-                },
-                "embed" => state.embed = value == "1" || value == "true",
-                "tour" => match value.parse::<usize>() {
-                    Ok(n) if n < TOUR.len() => state.tour = Some(n),
-                    _ => problems.push(format!(
-                        "tour step `{value}` does not exist (0..={})",
-                        TOUR.len() - 1
-                    )),
-                },
-                "edges" => match EdgeView::from_name(value) {
-                    Some(view) => state.edges = view,
-                    None => problems.push(format!(
-                        "edges `{value}` is not `strongest` or `all`; showing the strongest"
-                    )),
-                },
-                other => problems.push(format!("unknown view setting `{other}`")),
+            if let Err(problem) = state.set(key, value, limits) {
+                problems.push(problem);
             }
         }
         if let Some(step) = state.tour {
@@ -306,6 +264,71 @@ impl ViewState {
             state.layer = 0;
         }
         (state, problems)
+    }
+
+    /// Sets one hash setting; a value out of range leaves the default and says why.
+    fn set(&mut self, key: &str, value: &str, limits: &Limits) -> Result<(), String> {
+        match key {
+            "data" => match Data::from_name(value) {
+                Some(data) => self.data = data,
+                None => {
+                    return Err(format!(
+                        "data `{value}` is not `synthetic` or `avmnist`; showing synthetic"
+                    ));
+                }
+            },
+            "sample" => match value.parse::<usize>() {
+                Ok(v) if v < limits.samples.min(MAX_SAMPLE + 1) => self.sample = v,
+                _ => {
+                    return Err(format!(
+                        "sample `{value}` is not an index from 0 to {}; showing sample 0",
+                        limits.samples.min(MAX_SAMPLE + 1) - 1
+                    ));
+                }
+            },
+            "drop" => self.drop = parse_drop(value, limits)?,
+            "layer" => match value.parse::<usize>() {
+                Ok(v) => self.layer = v,
+                Err(_) => return Err(format!("layer `{value}` is not a number")),
+            },
+            "rho" => match value.parse::<f64>() {
+                Ok(v) if v > 0.0 && v <= 1.0 => self.rho = Some(v),
+                _ => {
+                    return Err(format!(
+                        "rho `{value}` is outside (0, 1]; using the model's"
+                    ));
+                }
+            },
+            "lt" => match value.parse::<usize>() {
+                Ok(v) if (1..=limits.refine_layers).contains(&v) => self.lt = Some(v),
+                _ => {
+                    return Err(format!(
+                        "lt `{value}` is outside 1..={}; using {}",
+                        limits.refine_layers, limits.refine_layers
+                    ));
+                }
+            },
+            "embed" => self.embed = value == "1" || value == "true",
+            "tour" => match value.parse::<usize>() {
+                Ok(n) if n < TOUR.len() => self.tour = Some(n),
+                _ => {
+                    return Err(format!(
+                        "tour step `{value}` does not exist (0..={})",
+                        TOUR.len() - 1
+                    ));
+                }
+            },
+            "edges" => match EdgeView::from_name(value) {
+                Some(view) => self.edges = view,
+                None => {
+                    return Err(format!(
+                        "edges `{value}` is not `strongest` or `all`; showing the strongest"
+                    ));
+                }
+            },
+            other => return Err(format!("unknown view setting `{other}`")),
+        }
+        Ok(())
     }
 
     /// The hash for this state (defaults omitted; a tour step is its number alone).
