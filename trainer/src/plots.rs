@@ -57,24 +57,34 @@ fn both(stem: &Path, size: (u32, u32), svg: &Draw, png: &DrawPng) -> Result<Vec<
         return Ok(Vec::new());
     }
     let svg_path = with_suffix(stem, "svg");
-    {
-        let root = SVGBackend::new(&svg_path, size).into_drawing_area();
-        root.fill(&WHITE)
-            .map_err(|e| anyhow!("{}: {e}", svg_path.display()))?;
-        svg(&root)?;
-        root.present()
-            .map_err(|e| anyhow!("{}: {e}", svg_path.display()))?;
-    }
+    render(
+        SVGBackend::new(&svg_path, size).into_drawing_area(),
+        &svg_path,
+        svg,
+    )?;
     let png_path = with_suffix(stem, "png");
-    {
-        let root = BitMapBackend::new(&png_path, size).into_drawing_area();
-        root.fill(&WHITE)
-            .map_err(|e| anyhow!("{}: {e}", png_path.display()))?;
-        png(&root)?;
-        root.present()
-            .map_err(|e| anyhow!("{}: {e}", png_path.display()))?;
-    }
+    render(
+        BitMapBackend::new(&png_path, size).into_drawing_area(),
+        &png_path,
+        png,
+    )?;
     Ok(vec![svg_path, png_path])
+}
+
+/// A white `root`, drawn on by `draw`, written to `path`.
+fn render<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    path: &Path,
+    draw: &dyn Fn(&DrawingArea<DB, Shift>) -> Result<()>,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    root.fill(&WHITE)
+        .map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    draw(&root)?;
+    root.present()
+        .map_err(|e| anyhow!("{}: {e}", path.display()))
 }
 
 macro_rules! drawer {
