@@ -66,15 +66,22 @@ impl AbsenceConfig {
         }
     }
 
+    /// kappa, the share of samples missing at least one modality, lies in [0, 1]; every reader
+    /// of a kappa (config, command line, protocol, this setting) checks it here.
+    pub fn check_kappa(kappa: f64) -> Result<(), MgrError> {
+        if (0.0..=1.0).contains(&kappa) {
+            Ok(())
+        } else {
+            Err(MgrError::InvalidAbsence(format!(
+                "kappa {kappa} is outside [0, 1]"
+            )))
+        }
+    }
+
     /// The absence patterns this setting can draw for an incomplete sample, each a row of
     /// availability flags, in a fixed order.
     pub fn incomplete_patterns(&self, n_modalities: usize) -> Result<Vec<Vec<bool>>, MgrError> {
-        if !(0.0..=1.0).contains(&self.kappa) {
-            return Err(MgrError::InvalidAbsence(format!(
-                "kappa {} is outside [0, 1]",
-                self.kappa
-            )));
-        }
+        Self::check_kappa(self.kappa)?;
         if let Some(&bad) = self.missable.iter().find(|&&i| i >= n_modalities) {
             return Err(MgrError::InvalidAbsence(format!(
                 "modality index {bad} does not exist ({n_modalities} modalities)"

@@ -297,6 +297,12 @@ pub fn kept_count(rho: f64, n: usize) -> usize {
 }
 
 impl ModelConfig {
+    /// rho, the share of tokens a refinement layer keeps, lies in (0, 1]; every reader of a rho
+    /// (config, `--set`, the page's URL and slider) checks it here.
+    pub fn rho_is_valid(rho: f64) -> bool {
+        rho > 0.0 && rho <= 1.0
+    }
+
     /// Total tokens N = sum N_i before refinement.
     pub fn n_tokens(&self) -> usize {
         self.modalities.iter().map(|m| m.n_tokens).sum()
@@ -398,7 +404,7 @@ impl ModelConfig {
         if self.ff_mult == 0 {
             return Err(MgrError::config("ff_mult", "must be at least 1"));
         }
-        if !(self.rho > 0.0 && self.rho <= 1.0) {
+        if !Self::rho_is_valid(self.rho) {
             return Err(MgrError::config(
                 "rho",
                 format!("{} is outside (0, 1]", self.rho),

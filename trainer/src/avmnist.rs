@@ -339,7 +339,9 @@ fn audio_for(
         let mut wave = cache[path].clone();
         wave.resize(WAVE_LEN, 0.0);
         for v in wave.iter_mut() {
-            // Box-Muller white noise, unit variance, times the recipe's gain.
+            // Box-Muller white noise, unit variance, times the recipe's gain. Not
+            // mgr::synthetic::standard_normal: the gain multiplies first here, and another order
+            // of the products would change the prepared data's last bits.
             let (u, w): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
             *v += NOISE_GAIN * (-2.0 * u.ln()).sqrt() * (2.0 * std::f64::consts::PI * w).cos();
         }

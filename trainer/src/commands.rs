@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::Device;
-use mgr::absence::{AbsenceMask, SplitKind};
+use mgr::absence::{AbsenceConfig, AbsenceMask, SplitKind};
 use mgr::batch::Batch;
 use mgr::data::Targets;
 use mgr::ranking_quality::RankingReport;
@@ -37,9 +37,7 @@ pub fn resolve_train_config(a: &TrainArgs) -> Result<RunConfig> {
         flags.push(("model.method", serde_json::to_string(m)?));
     }
     if let Some(k) = a.kappa {
-        if !(0.0..=1.0).contains(&k) {
-            bail!("--kappa {k} is outside [0, 1]");
-        }
+        AbsenceConfig::check_kappa(k).context("--kappa")?;
         flags.push(("absence.kappa", k.to_string()));
     }
     if let Some(s) = a.absence_seed {
@@ -54,12 +52,7 @@ pub fn resolve_train_config(a: &TrainArgs) -> Result<RunConfig> {
     for (k, raw) in flags {
         set_key(&mut v, k, &raw)?;
     }
-    for s in &a.sets {
-        let (k, raw) = s
-            .split_once('=')
-            .ok_or_else(|| anyhow!("--set `{s}`: expected KEY=VALUE"))?;
-        set_key(&mut v, k.trim(), raw.trim())?;
-    }
+    runconfig::apply_sets(&mut v, &a.sets)?;
     runconfig::finish(v)
 }
 
@@ -67,9 +60,7 @@ pub fn resolve_train_config(a: &TrainArgs) -> Result<RunConfig> {
 pub fn eval(a: &EvalArgs) -> Result<()> {
     let (mut rc, paths) = finished_run(&a.run)?;
     if let Some(k) = a.kappa {
-        if !(0.0..=1.0).contains(&k) {
-            bail!("--kappa {k} is outside [0, 1]");
-        }
+        AbsenceConfig::check_kappa(k).context("--kappa")?;
         rc.absence.kappa = k;
     }
     if let Some(s) = a.absence_seed {

@@ -237,9 +237,7 @@ fn build_cell_jobs(a: &ProtocolArgs, setting: Option<&(String, String)>) -> Resu
                 insertion.parse::<PromptInsertion>()?;
             }
             for &kappa in &a.kappa {
-                if !(0.0..=1.0).contains(&kappa) {
-                    bail!("--kappa {kappa} is outside [0, 1]");
-                }
+                mgr::absence::AbsenceConfig::check_kappa(kappa).context("--kappa")?;
                 let cell = Cell {
                     method: method.clone(),
                     insertion: insertion.clone(),
@@ -287,12 +285,7 @@ fn job(
     if let Some(e) = a.epochs {
         set_key(&mut v, "train.epochs", &e.to_string())?;
     }
-    for s in &a.sets {
-        let (k, raw) = s
-            .split_once('=')
-            .ok_or_else(|| anyhow::anyhow!("--set `{s}`: expected KEY=VALUE"))?;
-        set_key(&mut v, k.trim(), raw.trim())?;
-    }
+    crate::runconfig::apply_sets(&mut v, &a.sets)?;
     if let Some((k, value)) = setting {
         set_key(&mut v, k, value).with_context(|| format!("--sweep {k}={value}"))?;
     }

@@ -198,6 +198,17 @@ pub fn merge_toml(root: &mut Value, file: &Path) -> Result<()> {
     walk(root, doc, "", file)
 }
 
+/// Applies `--set KEY=VALUE` overrides, in order.
+pub fn apply_sets(root: &mut Value, sets: &[String]) -> Result<()> {
+    for s in sets {
+        let (k, raw) = s
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--set `{s}`: expected KEY=VALUE"))?;
+        set_key(root, k.trim(), raw.trim())?;
+    }
+    Ok(())
+}
+
 /// Deserialises the merged value, naming the field that does not fit.
 pub fn finish(root: Value) -> Result<RunConfig> {
     let rc: RunConfig = serde_json::from_value(root).map_err(|e| anyhow!("invalid config: {e}"))?;
@@ -208,10 +219,8 @@ pub fn finish(root: Value) -> Result<RunConfig> {
             DATASETS.join(", ")
         );
     }
-    if !(0.0..=1.0).contains(&rc.absence.kappa) {
-        bail!("kappa {} is outside [0, 1]", rc.absence.kappa);
-    }
-    if !(rc.model.rho > 0.0 && rc.model.rho <= 1.0) {
+    mgr::absence::AbsenceConfig::check_kappa(rc.absence.kappa)?;
+    if !mgr::ModelConfig::rho_is_valid(rc.model.rho) {
         bail!("rho {} is outside (0, 1]", rc.model.rho);
     }
     rc.train.validate()?;

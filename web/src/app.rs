@@ -546,7 +546,7 @@ fn bind_view_controls() {
         let (mut s, _) = current_state();
         s.rho = el::<HtmlInputElement>("rho")
             .and_then(|e| e.value().parse().ok())
-            .filter(|r: &f64| *r > 0.0 && *r <= 1.0);
+            .filter(|r: &f64| mgr::ModelConfig::rho_is_valid(*r));
         navigate(&s);
     });
     on("rho", "input", || {

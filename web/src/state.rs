@@ -292,7 +292,7 @@ impl ViewState {
                 Err(_) => return Err(format!("layer `{value}` is not a number")),
             },
             "rho" => match value.parse::<f64>() {
-                Ok(v) if v > 0.0 && v <= 1.0 => self.rho = Some(v),
+                Ok(v) if mgr::ModelConfig::rho_is_valid(v) => self.rho = Some(v),
                 _ => {
                     return Err(format!(
                         "rho `{value}` is outside (0, 1]; using the model's"
