@@ -1,13 +1,10 @@
-//! Training and evaluation loops shared by the trainer, the benchmarks and the tests.
-//!
-//! A hand-written loop rather than burn-train's `Learner`: a step needs the per-sample absence
-//! mask on the host (Eq. 4 selects the rows that have each modality) and reports L_div beside
-//! the task loss, and the same loop must run in the browser crate's tests and in `mgr bench`
-//! without burn-train's threads and terminal UI.
+//! The training settings, one optimisation step, and evaluation: what the trainer, the
+//! benchmarks and the tests share. The epoch loop and data-parallel steps (threads) live in the
+//! trainer; this crate has no file system, threads or clocks, so it builds for the browser.
 
 use burn::config::Config;
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, MultiGradientsParams};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
@@ -231,7 +228,11 @@ pub fn train_step(
 
 /// Forward, Eq. 13 scaled by `weight`, backward: the gradients of `weight * L` and the losses
 /// (scaled alike) on the host. `model` and `batch` live on the same autodiff device.
-fn weighted_gradients(model: &Model, batch: &Batch, weight: f64) -> (GradientsParams, StepLosses) {
+pub fn weighted_gradients(
+    model: &Model,
+    batch: &Batch,
+    weight: f64,
+) -> (GradientsParams, StepLosses) {
     let output = model.forward(batch);
     let targets = batch
         .targets
@@ -245,128 +246,6 @@ fn weighted_gradients(model: &Model, batch: &Batch, weight: f64) -> (GradientsPa
     };
     let loss = parts.total.mul_scalar(weight);
     (GradientsParams::from_grads(loss.backward(), model), losses)
-}
-
-/// The shards of one batch for data-parallel training: `indices` split into `parts` contiguous
-/// runs whose sizes differ by at most one (the first ones take the remainder). Empty shards
-/// are dropped, so a batch smaller than `parts` uses fewer devices.
-pub fn shard(indices: &[usize], parts: usize) -> Vec<&[usize]> {
-    let parts = parts.max(1);
-    let (base, extra) = (indices.len() / parts, indices.len() % parts);
-    let mut out = Vec::with_capacity(parts);
-    let mut start = 0;
-    for p in 0..parts {
-        let len = base + usize::from(p < extra);
-        if len > 0 {
-            out.push(&indices[start..start + len]);
-        }
-        start += len;
-    }
-    out
-}
-
-/// One data-parallel optimisation step over several devices (Burn's multi-device training:
-/// a fork of the model per device, gradients summed per parameter by `MultiGradientsParams`,
-/// one AdamW step with `step_multi`). `shards[i]` lives on `devices[i]` (autodiff devices);
-/// the returned model lives on `devices[0]`.
-///
-/// Each shard's loss is weighted by its share of the samples, so the summed gradients are
-/// those of the whole batch's mean task loss: the step equals [`train_step`] on the
-/// concatenated batch for every method without L_div. L_div (Eq. 4) is a statistic of the
-/// rows it sees, so with data parallelism it is estimated per shard (as PyTorch's DDP would).
-pub fn train_step_parallel(
-    model: Model,
-    optimizer: &mut ModuleOptimizer,
-    lr: f64,
-    shards: &[Batch],
-    devices: &[Device],
-) -> (Model, StepLosses) {
-    assert_eq!(shards.len(), devices.len(), "one shard per device");
-    let total: usize = shards.iter().map(Batch::len).sum();
-    let results: Vec<(GradientsParams, StepLosses)> = std::thread::scope(|scope| {
-        let handles: Vec<_> = shards
-            .iter()
-            .zip(devices)
-            .map(|(batch, device)| {
-                let replica = model.clone().fork(device);
-                let weight = batch.len() as f64 / total.max(1) as f64;
-                scope.spawn(move || weighted_gradients(&replica, batch, weight))
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| h.join().expect("a data-parallel worker panicked"))
-            .collect()
-    });
-    let mut losses = StepLosses::default();
-    let mut grads = MultiGradientsParams::default();
-    for ((g, l), device) in results.into_iter().zip(devices) {
-        losses.total += l.total;
-        losses.task += l.task;
-        losses.div += l.div;
-        grads.grads.push((g, device.clone()));
-    }
-    let model = optimizer.step_multi(lr, model, grads).fork(&devices[0]);
-    (model, losses)
-}
-
-/// One pass over `split` in the order of `epoch`; returns the model and the mean losses.
-/// With several `devices` (autodiff devices), every batch is sharded over them
-/// ([`train_step_parallel`]); with one, this is plain [`train_step`].
-/// `on_step` is called after every step with (steps done, steps total, losses).
-///
-/// Every step's loss is checked ([`TrainConfig::check_divergence`]) against `reference_loss`
-/// (the run's first epoch mean; None in the first epoch, where the first step's loss is used):
-/// a diverged step returns [`MgrError::Diverged`] and the epoch's model is dropped, so the
-/// caller's last checkpoint stays the last good one.
-#[allow(clippy::too_many_arguments)]
-pub fn train_epoch(
-    mut model: Model,
-    optimizer: &mut ModuleOptimizer,
-    config: &TrainConfig,
-    split: &DataSplit,
-    mask: &AbsenceMask,
-    epoch: usize,
-    reference_loss: Option<f64>,
-    devices: &[Device],
-    mut on_step: impl FnMut(usize, usize, &StepLosses),
-) -> Result<(Model, StepLosses), MgrError> {
-    assert!(!devices.is_empty(), "train_epoch needs a device");
-    let order = config.epoch_order(split.len(), epoch);
-    let chunks: Vec<&[usize]> = order.chunks(config.batch_size).collect();
-    let mut sum = StepLosses::default();
-    let mut reference = reference_loss;
-    for (step, indices) in chunks.iter().enumerate() {
-        let lr = config.lr_at(epoch, step, chunks.len());
-        let (next, losses) = if devices.len() == 1 {
-            let batch = Batch::from_split(split, indices, mask, &devices[0]);
-            train_step(model, optimizer, lr, &batch)
-        } else {
-            let parts = shard(indices, devices.len());
-            let shards: Vec<Batch> = parts
-                .iter()
-                .zip(devices)
-                .map(|(part, device)| Batch::from_split(split, part, mask, device))
-                .collect();
-            train_step_parallel(model, optimizer, lr, &shards, &devices[..shards.len()])
-        };
-        model = next;
-        let reference = *reference.get_or_insert(losses.total);
-        config.check_divergence(losses.total, reference, epoch + 1, step + 1)?;
-        sum.total += losses.total;
-        sum.task += losses.task;
-        sum.div += losses.div;
-        on_step(step + 1, chunks.len(), &losses);
-    }
-    let n = chunks.len().max(1) as f64;
-    Ok((
-        model,
-        StepLosses {
-            total: sum.total / n,
-            task: sum.task / n,
-            div: sum.div / n,
-        },
-    ))
 }
 
 /// The result of evaluating a model on a split under a mask.

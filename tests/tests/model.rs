@@ -351,66 +351,6 @@ fn training_drives_the_loss_well_down_on_a_small_set() {
     }
 }
 
-/// Data parallelism (Burn's multi-device step) on two shards of an odd-sized batch gives the
-/// same update as one step on the whole batch, for methods whose loss is a per-sample mean
-/// (L_div is a batch statistic, estimated per shard). SGD makes the parameter change
-/// proportional to the gradient, so equal parameters mean equal summed gradients.
-#[test]
-fn a_data_parallel_step_equals_the_whole_batch_step() {
-    let _serial = one_at_a_time();
-    use burn::module::Module;
-    use burn::optim::SgdConfig;
-    use mgr::train::{shard, train_step_parallel};
-    let device = Device::flex();
-    let ad = device.clone().autodiff();
-    for method in [Method::Baseline, Method::MgrNoDiv] {
-        let cfg = odd_config(method);
-        let split = DataSplit::random_normal("dp", cfg.modalities.clone(), 7, 3, 11);
-        let mask = AbsenceMask {
-            modalities: cfg.modalities.iter().map(|m| m.name.clone()).collect(),
-            rows: mixed_availability(7, 2),
-        };
-        let all: Vec<usize> = (0..7).collect();
-        let parts = shard(&all, 2);
-        assert_eq!(parts, vec![&all[..4], &all[4..]]);
-
-        // One draw, cloned: other tests draw from the same device stream concurrently.
-        let whole = init_model(&cfg, 5, &device).unwrap();
-        let start = whole.clone();
-        let parallel = whole.clone();
-        let mut opt = SgdConfig::new().init();
-        let batch = Batch::from_split(&split, &all, &mask, &ad);
-        let (whole, l_whole) = train_step(whole, &mut opt, 0.5, &batch);
-
-        let mut opt = SgdConfig::new().init();
-        let shards: Vec<Batch> = parts
-            .iter()
-            .map(|p| Batch::from_split(&split, p, &mask, &ad))
-            .collect();
-        let (parallel, l_par) =
-            train_step_parallel(parallel, &mut opt, 0.5, &shards, &[ad.clone(), ad.clone()]);
-
-        assert!(
-            (l_whole.total - l_par.total).abs() < 1e-5,
-            "{method:?}: loss {} vs {}",
-            l_whole.total,
-            l_par.total
-        );
-        let eval = Batch::from_split(&split, &all, &mask, &device);
-        let out = |m: &mgr::Model| m.valid().forward(&eval).output;
-        let moved: f32 = (out(&whole) - out(&start)).abs().max().into_scalar();
-        let diff: f32 = (out(&whole) - out(&parallel)).abs().max().into_scalar();
-        assert!(
-            moved > 1e-3,
-            "{method:?}: the step must change the outputs ({moved})"
-        );
-        assert!(
-            diff < 1e-4 * moved.max(1.0),
-            "{method:?}: outputs differ by {diff}"
-        );
-    }
-}
-
 /// L2 norm of a parameter's gradient.
 fn grad_norm<const D: usize>(param: &Param<Tensor<D>>, grads: &burn::tensor::Gradients) -> f32 {
     let grad = param.val().grad(grads).expect("parameter has a gradient");

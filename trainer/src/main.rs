@@ -13,6 +13,7 @@ mod progress;
 mod protocol;
 mod runconfig;
 mod train_cmd;
+mod training;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};

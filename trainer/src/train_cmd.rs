@@ -2,7 +2,7 @@
 
 use anyhow::{Result, bail};
 use mgr::absence::{AbsenceMask, SplitKind};
-use mgr::train::{EVAL_BATCH, Evaluation, evaluate, init_model, train_epoch};
+use mgr::train::{EVAL_BATCH, Evaluation, evaluate, init_model};
 use std::path::Path;
 use std::time::Instant;
 
@@ -16,6 +16,7 @@ use crate::device::{self, DeviceChoice};
 use crate::fsutil::write_atomic;
 use crate::progress;
 use crate::runconfig::RunConfig;
+use crate::training::train_epoch;
 
 /// Resolves the dataset-dependent fields and draws the three masks; fails before anything is
 /// written.
@@ -60,10 +61,7 @@ struct Progress {
 }
 
 /// Runs `mgr train`.
-///
-/// The loop is written out, not Burn's `Learner`: the batch order is a pure function of (seed,
-/// epoch), so a resumed run repeats the uninterrupted one exactly, and `mgr protocol` runs
-/// several of these in one process.
+/// (The epoch loop, and why it is written out: [`train_epoch`].)
 pub fn run(
     rc: RunConfig,
     out: &Path,
