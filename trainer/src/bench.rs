@@ -53,7 +53,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 0.5)]
     rho: f64,
     /// Method to time.
-    #[arg(long, default_value = "mgr")]
+    #[arg(long, default_value = "mgr", value_parser = crate::runconfig::method_names())]
     method: String,
 }
 

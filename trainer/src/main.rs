@@ -59,14 +59,14 @@ enum Command {
 /// The settings `train` shares with the config file; each flag overrides the file.
 #[derive(Args)]
 struct TrainArgs {
-    /// synthetic | avmnist | mosi | mosei | urfunny.
-    #[arg(long)]
+    /// Dataset.
+    #[arg(long, value_parser = runconfig::dataset_names())]
     dataset: Option<String>,
     /// Dataset folder (avmnist) or pickle file (mosi, mosei, urfunny).
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// baseline | maps | msps | mgr | mgr-no-mixed | mgr-no-div | mgr-no-hu.
-    #[arg(long)]
+    /// Method: the paper's, and MGR's ablations.
+    #[arg(long, value_parser = runconfig::method_names())]
     method: Option<String>,
     /// Share of samples missing at least one modality, in [0, 1].
     #[arg(long)]
@@ -205,11 +205,34 @@ struct PrepareArgs {
 
 fn main() {
     device::give_mesa_a_runtime_dir();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| exit_with_usage_error(e));
     if let Err(e) = dispatch(cli) {
         eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
         std::process::exit(1);
     }
+}
+
+/// Help and version print as clap writes them; a usage error (an unknown flag, a value not among
+/// the possible ones) is one line, as every other error of `mgr`, exit status 2.
+fn exit_with_usage_error(e: clap::Error) -> ! {
+    use clap::error::ErrorKind;
+    if matches!(
+        e.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        e.exit();
+    }
+    let text = e.render().to_string();
+    let parts: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("For more information"))
+        .collect();
+    let line = parts.join(" ");
+    eprintln!("error: {}", line.strip_prefix("error: ").unwrap_or(&line));
+    std::process::exit(2);
 }
 
 fn dispatch(cli: Cli) -> Result<()> {

@@ -25,13 +25,18 @@ use crate::{plots, train_cmd};
 #[derive(clap::Args)]
 pub struct ProtocolArgs {
     /// Dataset (as `mgr train`).
-    #[arg(long, default_value = "synthetic")]
+    #[arg(long, default_value = "synthetic", value_parser = crate::runconfig::dataset_names())]
     pub dataset: String,
     /// Dataset folder or file.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Methods, comma-separated.
-    #[arg(long, value_delimiter = ',', default_value = "baseline,maps,msps,mgr")]
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "baseline,maps,msps,mgr",
+        value_parser = crate::runconfig::method_names()
+    )]
     pub methods: Vec<String>,
     /// Prompt insertion types for MGR methods, comma-separated (Tables 5-6).
     #[arg(long, value_delimiter = ',', default_value = "token")]

@@ -198,6 +198,17 @@ pub fn merge_toml(root: &mut Value, file: &Path) -> Result<()> {
     walk(root, doc, "", file)
 }
 
+/// The `--dataset` values the command line accepts ([`DATASETS`]), listed in the help from there.
+pub fn dataset_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(DATASETS)
+}
+
+/// The `--method` values the command line accepts (every [`mgr::Method`]), listed in the help
+/// from there.
+pub fn method_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(mgr::Method::ALL.map(mgr::Method::name))
+}
+
 /// Applies `--set KEY=VALUE` overrides, in order.
 pub fn apply_sets(root: &mut Value, sets: &[String]) -> Result<()> {
     for s in sets {
