@@ -1,4 +1,4 @@
-//! `mgr eval`, `mgr trace`, `mgr export-web`, and the resolution of `mgr train`'s settings.
+//! `mgr eval`, `mgr trace`, `mgr export-web` and `mgr export`.
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::Device;
@@ -13,48 +13,8 @@ use crate::checkpoint::{finished_run, load_model};
 use crate::dataset;
 use crate::device;
 use crate::fsutil::write_atomic;
-use crate::runconfig::{self, RunConfig, set_key};
-use crate::{EvalArgs, ExportArgs, ExportFileArgs, ExportFormat, TraceArgs, TrainArgs};
-
-/// Defaults, then `--config`, then the flags, then `--set`.
-pub fn resolve_train_config(a: &TrainArgs) -> Result<RunConfig> {
-    let mut v = serde_json::to_value(RunConfig::default())?;
-    if let Some(file) = &a.config {
-        runconfig::merge_toml(&mut v, file)?;
-    }
-    let mut flags: Vec<(&str, String)> = Vec::new();
-    if let Some(d) = &a.dataset {
-        flags.push(("dataset", serde_json::to_string(d)?));
-    }
-    if let Some(d) = &a.data_dir {
-        flags.push(("data_dir", serde_json::to_string(d)?));
-    }
-    if let Some(run) = &a.init_from {
-        flags.push(("init_from", serde_json::to_string(run)?));
-    }
-    if let Some(m) = &a.method {
-        m.parse::<mgr::Method>()?;
-        flags.push(("model.method", serde_json::to_string(m)?));
-    }
-    if let Some(k) = a.kappa {
-        AbsenceConfig::check_kappa(k).context("--kappa")?;
-        flags.push(("absence.kappa", k.to_string()));
-    }
-    if let Some(s) = a.absence_seed {
-        flags.push(("absence.seed", s.to_string()));
-    }
-    if let Some(s) = a.seed {
-        flags.push(("train.seed", s.to_string()));
-    }
-    if let Some(e) = a.epochs {
-        flags.push(("train.epochs", e.to_string()));
-    }
-    for (k, raw) in flags {
-        set_key(&mut v, k, &raw)?;
-    }
-    runconfig::apply_sets(&mut v, &a.sets)?;
-    runconfig::finish(v)
-}
+use crate::runconfig::RunConfig;
+use crate::{EvalArgs, ExportArgs, ExportFileArgs, ExportFormat, TraceArgs};
 
 /// `mgr eval`: the saved best model on the test split under another absence setting.
 pub fn eval(a: &EvalArgs) -> Result<()> {

@@ -8,6 +8,7 @@ mod commands;
 mod dataset;
 mod device;
 mod fsutil;
+mod kappa_sweep;
 mod plots;
 mod progress;
 mod protocol;
@@ -239,7 +240,7 @@ fn dispatch(cli: Cli) -> Result<()> {
     let quiet = cli.quiet;
     match cli.command {
         Command::Train(a) => {
-            let rc = commands::resolve_train_config(&a)?;
+            let rc = runconfig::resolve_train_config(&a)?;
             train_cmd::run(rc, &a.out, &a.device, a.resume, quiet)
         }
         Command::Eval(a) => commands::eval(&a),

@@ -531,7 +531,7 @@ fn write_tables(a: &ProtocolArgs, jobs: &[Job]) -> Result<()> {
             "\nSensitivity to `{key}` (F1 against the value): [sweep.md](sweep.md), [sweep.csv](sweep.csv).\n"
         ));
     }
-    let sweeps = plots::kappa_sweeps(&results)?;
+    let sweeps = crate::kappa_sweep::kappa_sweeps(&results)?;
     write_atomic(
         &a.out.join("accuracy-vs-kappa.csv"),
         kappa_sweep_csv(&sweeps).as_bytes(),
@@ -618,7 +618,7 @@ fn table_md(dataset: &str, rows: &[Row], expected_runs: usize) -> String {
 }
 
 /// `accuracy-vs-kappa.csv`: each sweep's points.
-fn kappa_sweep_csv(sweeps: &[plots::SweepLine]) -> String {
+fn kappa_sweep_csv(sweeps: &[crate::kappa_sweep::SweepLine]) -> String {
     let mut csv = String::from("method,run,kappa,accuracy\n");
     for line in sweeps {
         for (kappa, accuracy) in &line.points {

@@ -209,6 +209,46 @@ pub fn method_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(mgr::Method::ALL.map(mgr::Method::name))
 }
 
+/// Defaults, then `--config`, then the flags, then `--set`.
+pub fn resolve_train_config(a: &crate::TrainArgs) -> Result<RunConfig> {
+    let mut v = serde_json::to_value(RunConfig::default())?;
+    if let Some(file) = &a.config {
+        merge_toml(&mut v, file)?;
+    }
+    let mut flags: Vec<(&str, String)> = Vec::new();
+    if let Some(d) = &a.dataset {
+        flags.push(("dataset", serde_json::to_string(d)?));
+    }
+    if let Some(d) = &a.data_dir {
+        flags.push(("data_dir", serde_json::to_string(d)?));
+    }
+    if let Some(run) = &a.init_from {
+        flags.push(("init_from", serde_json::to_string(run)?));
+    }
+    if let Some(m) = &a.method {
+        m.parse::<mgr::Method>()?;
+        flags.push(("model.method", serde_json::to_string(m)?));
+    }
+    if let Some(k) = a.kappa {
+        AbsenceConfig::check_kappa(k).context("--kappa")?;
+        flags.push(("absence.kappa", k.to_string()));
+    }
+    if let Some(s) = a.absence_seed {
+        flags.push(("absence.seed", s.to_string()));
+    }
+    if let Some(s) = a.seed {
+        flags.push(("train.seed", s.to_string()));
+    }
+    if let Some(e) = a.epochs {
+        flags.push(("train.epochs", e.to_string()));
+    }
+    for (k, raw) in flags {
+        set_key(&mut v, k, &raw)?;
+    }
+    apply_sets(&mut v, &a.sets)?;
+    finish(v)
+}
+
 /// Applies `--set KEY=VALUE` overrides, in order.
 pub fn apply_sets(root: &mut Value, sets: &[String]) -> Result<()> {
     for s in sets {
