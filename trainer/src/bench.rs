@@ -131,20 +131,15 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let train_batch = Batch::from_split(&split, &indices, &mask, &train_device);
     let infer_batch = Batch::from_split(&split, &indices, &mask, &device);
     let tc = TrainConfig::new().with_lr(1e-4);
-    let mut model = Some(init_model(&cfg, 0, &device)?);
     let mut optimizer = tc.optimizer();
-    let mut train = || {
-        let trained = model.take().expect("the model is put back after each step");
-        model = Some(train_step(trained, &mut optimizer, tc.lr, &train_batch).0);
-    };
-    let train_rates = samples_per_second(a, b, &mut train);
-    let model = model.expect("the model is put back after each step");
+    let (model, train_rates) = samples_per_second(a, b, init_model(&cfg, 0, &device)?, |m| {
+        train_step(m, &mut optimizer, tc.lr, &train_batch).0
+    });
     let inference = model.valid();
-    let mut run_inference = || {
+    let ((), infer_rates) = samples_per_second(a, b, (), |()| {
         let out = inference.forward(&infer_batch).output;
         out.into_data(); // waits for the device
-    };
-    let infer_rates = samples_per_second(a, b, &mut run_inference);
+    });
     let report = Report {
         device_name,
         method: cfg.method,
@@ -159,20 +154,26 @@ pub fn run(a: &BenchArgs) -> Result<()> {
 }
 
 /// `a.warmup` untimed calls of `step`, then `a.repeats` timings of `a.steps` calls each, as
-/// samples (`batch` per call) per second.
-fn samples_per_second(a: &BenchArgs, batch: usize, step: &mut dyn FnMut()) -> Vec<f64> {
+/// samples (`batch` per call) per second; each call takes the state the previous one returned
+/// (the model being trained), and the last state comes back.
+fn samples_per_second<S>(
+    a: &BenchArgs,
+    batch: usize,
+    mut state: S,
+    mut step: impl FnMut(S) -> S,
+) -> (S, Vec<f64>) {
     for _ in 0..a.warmup {
-        step();
+        state = step(state);
     }
-    (0..a.repeats.max(1))
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..a.steps {
-                step();
-            }
-            (a.steps * batch) as f64 / t.elapsed().as_secs_f64()
-        })
-        .collect()
+    let mut rates = Vec::with_capacity(a.repeats.max(1));
+    for _ in 0..a.repeats.max(1) {
+        let t = Instant::now();
+        for _ in 0..a.steps {
+            state = step(state);
+        }
+        rates.push((a.steps * batch) as f64 / t.elapsed().as_secs_f64());
+    }
+    (state, rates)
 }
 
 /// What `mgr bench` measured.

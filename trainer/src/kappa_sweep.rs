@@ -15,7 +15,11 @@ pub fn kappa_sweep(run: &Path) -> Result<Vec<(f64, f64)>> {
     let rc = crate::runconfig::load(run)?;
     let splits = crate::dataset::load(&rc)?;
     let device = burn::tensor::Device::flex();
-    let model = crate::checkpoint::load_model(&rc.model, &run.join("best.bpk"), &device)?;
+    let best = crate::checkpoint::RunPaths {
+        root: run.to_path_buf(),
+    }
+    .best();
+    let model = crate::checkpoint::load_model(&rc.model, &best, &device)?;
     let mut points = Vec::new();
     for step in 0..=10 {
         let mut absence = rc.absence.clone();

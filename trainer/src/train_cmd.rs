@@ -1,14 +1,13 @@
 //! `mgr train`: one run, resumable, with checkpoints, reports and a final summary.
 
 use anyhow::{Result, bail};
+use burn::optim::ModuleOptimizer;
+use burn::tensor::Device;
+use mgr::Model;
 use mgr::absence::{AbsenceMask, SplitKind};
 use mgr::train::{EVAL_BATCH, Evaluation, evaluate, init_model};
 use std::path::Path;
 use std::time::Instant;
-
-use burn::optim::ModuleOptimizer;
-use burn::tensor::Device;
-use mgr::Model;
 
 use crate::checkpoint::{self, EpochRow, RunPaths, RunResults, TrainState};
 use crate::dataset::{self, Splits};
@@ -214,11 +213,8 @@ fn train_one_epoch(
     } = progress;
     let rc = &run.rc;
     let t0 = Instant::now();
-    let steps = rc
-        .train
-        .epoch_order(run.splits.train.len(), epoch)
-        .chunks(rc.train.batch_size)
-        .count();
+    // As many steps as train_epoch's batches of its shuffled order.
+    let steps = run.splits.train.len().div_ceil(rc.train.batch_size);
     let bar = progress::bar(
         steps as u64,
         format!("epoch {}/{}", epoch + 1, rc.train.epochs),
@@ -339,6 +335,8 @@ pub fn run_results(
     device: &str,
     seconds: f64,
 ) -> RunResults {
+    // Both or neither, as the regression metrics come.
+    let (mae, corr) = test.overall.mae.zip(test.overall.corr).unzip();
     RunResults {
         dataset: rc.dataset.clone(),
         method: rc.model.method.name().to_string(),
@@ -348,12 +346,8 @@ pub fn run_results(
         accuracy: test.overall.accuracy,
         f1: test.overall.f1,
         n_test: test.overall.n,
-        mae: test.overall.mae.zip(test.overall.corr).map(|(mae, _)| mae),
-        corr: test
-            .overall
-            .mae
-            .zip(test.overall.corr)
-            .map(|(_, corr)| corr),
+        mae,
+        corr,
         test_loss: test.loss,
         per_pattern: test.per_pattern.clone(),
         best_epoch: state.best_epoch,
