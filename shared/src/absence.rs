@@ -4,9 +4,8 @@
 //! count is exact (round(kappa n)). Masks are drawn per split from (seed, split), independently
 //! for each split, deterministically on every platform (ChaCha8), and never miss everything.
 
+use rand::Rng;
 use rand::seq::SliceRandom;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::MgrError;
@@ -33,14 +32,6 @@ impl SplitKind {
             SplitKind::Train => "train",
             SplitKind::Valid => "valid",
             SplitKind::Test => "test",
-        }
-    }
-
-    fn stream(self) -> u64 {
-        match self {
-            SplitKind::Train => 0x7472_6169_6e00_0001,
-            SplitKind::Valid => 0x7661_6c69_6400_0002,
-            SplitKind::Test => 0x7465_7374_0000_0003,
         }
     }
 }
@@ -139,7 +130,7 @@ impl AbsenceMask {
         split: SplitKind,
     ) -> Result<Self, MgrError> {
         let patterns = config.incomplete_patterns(modalities.len())?;
-        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ split.stream());
+        let mut rng = crate::seeds::rng(crate::seeds::absence_stream(seed, split));
         let n_incomplete = (config.kappa * n as f64).round() as usize;
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut rng);

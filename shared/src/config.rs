@@ -93,6 +93,18 @@ impl FromStr for Method {
     }
 }
 
+/// The prompts the multimodal encoder's layers take (Eq. 2), by method: the one place a
+/// method's encoder prompts are chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EncoderPrompts {
+    /// No prompts (the baseline, MGR and its ablations, or `prompt_depth` 0).
+    None,
+    /// MAPs: one learned prompt per absence pattern, picked by each sample's pattern.
+    PerPattern,
+    /// MSPs: one learned prompt per modality, summed over each sample's available modalities.
+    PerModality,
+}
+
 /// How the mixed-context prompt P enters the refinement attention (Eq. 6 and Tables 5-6).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
@@ -353,6 +365,16 @@ impl ModelConfig {
         self.method != Method::MgrNoMixed
     }
 
+    /// The prompts this method's encoder takes (none where `prompt_depth` is 0).
+    pub fn encoder_prompts(&self) -> EncoderPrompts {
+        match self.method {
+            _ if self.prompt_depth == 0 => EncoderPrompts::None,
+            Method::Maps => EncoderPrompts::PerPattern,
+            Method::Msps => EncoderPrompts::PerModality,
+            _ => EncoderPrompts::None,
+        }
+    }
+
     /// Number of absence patterns, 2^M - 1 (all-missing never happens).
     pub fn n_patterns(&self) -> usize {
         (1usize << self.modalities.len()) - 1
@@ -466,6 +488,24 @@ mod tests {
             3,
         )
         .with_rho(rho)
+    }
+
+    #[test]
+    fn only_maps_and_msps_prompt_the_encoder_and_only_with_prompted_layers() {
+        for method in Method::ALL {
+            let expected = match method {
+                Method::Maps => EncoderPrompts::PerPattern,
+                Method::Msps => EncoderPrompts::PerModality,
+                _ => EncoderPrompts::None,
+            };
+            let c = cfg(0.5).with_method(method);
+            assert_eq!(c.encoder_prompts(), expected, "{method}");
+            assert_eq!(
+                c.with_prompt_depth(0).encoder_prompts(),
+                EncoderPrompts::None,
+                "{method} with prompt_depth 0"
+            );
+        }
     }
 
     #[test]

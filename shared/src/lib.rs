@@ -56,6 +56,7 @@ pub mod ranking;
 pub mod ranking_quality;
 pub mod redistribution;
 pub mod refinement;
+pub mod seeds;
 pub mod synthetic;
 pub mod tokenizer;
 pub mod trace;
@@ -63,6 +64,8 @@ pub mod train;
 pub mod unimodal;
 
 pub use batch::Batch;
-pub use config::{GateScope, Method, ModalitySpec, ModelConfig, PromptInsertion, ScoreGate, Task};
+pub use config::{
+    EncoderPrompts, GateScope, Method, ModalitySpec, ModelConfig, PromptInsertion, ScoreGate, Task,
+};
 pub use error::MgrError;
-pub use model::{Model, ModelOutput};
+pub use model::{Model, ModelOutput, Prompts};

@@ -12,7 +12,7 @@ use burn::nn::Initializer;
 use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 use crate::batch::{Batch, BatchTargets};
-use crate::config::{Method, ModelConfig, Task};
+use crate::config::{EncoderPrompts, ModelConfig, Task};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::MgrError;
 use crate::head::{TaskHead, TaskHeadConfig};
@@ -32,9 +32,12 @@ pub struct Model {
     pub unimodal: Option<UnimodalEnhancement>,
     /// L_T refinement layers (Eqs. 5-12); MGR and its ablations.
     pub refinement: Vec<RefinementLayer>,
-    /// MAPs: one prompt per absence pattern and prompted layer, `[depth, 2^M - 1, L d]`.
+    /// MAPs: one prompt per absence pattern and prompted layer, `[depth, 2^M - 1, L d]`
+    /// ([`EncoderPrompts::PerPattern`]). Two fields rather than one because their names are the
+    /// keys of saved checkpoints; [`Model::encoder_prompts`] is the one view of them.
     pub pattern_prompts: Option<Param<Tensor<3>>>,
-    /// MSPs: one prompt per modality and prompted layer, `[depth, M, L d]`.
+    /// MSPs: one prompt per modality and prompted layer, `[depth, M, L d]`
+    /// ([`EncoderPrompts::PerModality`]).
     pub modality_prompts: Option<Param<Tensor<3>>>,
     /// f_task.
     pub head: TaskHead,
@@ -93,14 +96,25 @@ impl ModelConfig {
             refinement: (0..self.refine_layers_effective())
                 .map(|_| layer.init(device))
                 .collect(),
-            pattern_prompts: (self.method == Method::Maps && self.prompt_depth > 0)
+            pattern_prompts: (self.encoder_prompts() == EncoderPrompts::PerPattern)
                 .then(|| prompts(self.n_patterns())),
-            modality_prompts: (self.method == Method::Msps && self.prompt_depth > 0)
+            modality_prompts: (self.encoder_prompts() == EncoderPrompts::PerModality)
                 .then(|| prompts(m)),
             head: TaskHeadConfig::new(d, self.n_outputs).init(device),
             config: self.clone(),
         })
     }
+}
+
+/// A model's encoder prompts, as [`EncoderPrompts`] with the parameters.
+#[derive(Clone, Copy, Debug)]
+pub enum Prompts<'a> {
+    /// No prompts.
+    None,
+    /// MAPs' per-pattern table, `[depth, 2^M - 1, L d]`.
+    PerPattern(&'a Param<Tensor<3>>),
+    /// MSPs' per-modality table, `[depth, M, L d]`.
+    PerModality(&'a Param<Tensor<3>>),
 }
 
 /// What one forward pass computed.
@@ -179,13 +193,13 @@ impl Model {
         let x = Tensor::cat(tokens, 1); // [B, N, d]
 
         let mut l_orth = zero();
-        let h = match (&self.pattern_prompts, &self.modality_prompts) {
-            (Some(prompts), _) => {
+        let h = match self.encoder_prompts() {
+            Prompts::PerPattern(prompts) => {
                 let one_hot = pattern_one_hot(&batch.available_host, cfg.n_patterns(), &device); // [B, 2^M - 1]
                 let layer_prompts = self.layer_prompts(prompts.val(), one_hot, b); // each [B, L, d]
                 self.encoder.forward_with_prompts(x, &layer_prompts) // [B, N, d]
             }
-            (None, Some(prompts)) => {
+            Prompts::PerModality(prompts) => {
                 let prompts = prompts.val(); // [depth, M, L d]
                 let [depth, _, ld] = prompts.dims();
                 l_orth = (0..depth)
@@ -195,7 +209,7 @@ impl Model {
                 let layer_prompts = self.layer_prompts(prompts, batch.available.clone(), b); // each [B, L, d]
                 self.encoder.forward_with_prompts(x, &layer_prompts) // [B, N, d]
             }
-            (None, None) => self.encoder.forward(x), // [B, N, d]  Eq. 2
+            Prompts::None => self.encoder.forward(x), // [B, N, d]  Eq. 2
         };
 
         let mut l_div = zero();
@@ -268,6 +282,16 @@ impl Model {
         };
         let pooled_h = h.select(0, index).mean_dim(1).reshape([n, d]); // [n, d]
         loss::squared_distance_correlation_eps(pooled_u, pooled_h, self.config.dcor_eps)
+    }
+
+    /// The encoder prompts this model holds, by kind ([`ModelConfig::encoder_prompts`] chose
+    /// which one `init` made).
+    pub fn encoder_prompts(&self) -> Prompts<'_> {
+        match (&self.pattern_prompts, &self.modality_prompts) {
+            (Some(p), _) => Prompts::PerPattern(p),
+            (None, Some(p)) => Prompts::PerModality(p),
+            (None, None) => Prompts::None,
+        }
     }
 
     /// Per prompted layer, `selector @ prompts[l]` reshaped to `[B, L, d]`: the MAPs prompt of

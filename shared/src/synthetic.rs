@@ -17,7 +17,7 @@
 //! draws exactly the samples the trainer saw.
 
 use burn::config::Config;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use crate::absence::SplitKind;
@@ -145,14 +145,6 @@ pub fn modalities() -> Vec<ModalitySpec> {
     ]
 }
 
-/// SplitMix64 finaliser: turns (seed, split, index) into a well-mixed stream seed.
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 fn normal(rng: &mut ChaCha8Rng) -> f64 {
     // Box-Muller; 1 - u keeps the logarithm finite.
     let u: f64 = 1.0 - rng.random::<f64>();
@@ -180,12 +172,7 @@ impl SyntheticConfig {
 
     /// Sample `index` of `split`: a pure function of (seed, split, index).
     pub fn sample(&self, split: SplitKind, index: usize) -> SyntheticSample {
-        let split_id = SplitKind::ALL
-            .iter()
-            .position(|s| *s == split)
-            .expect("listed") as u64;
-        let mut rng =
-            ChaCha8Rng::seed_from_u64(mix(mix(self.seed) ^ mix(split_id + 1) ^ (index as u64)));
+        let mut rng = crate::seeds::rng(crate::seeds::sample_stream(self.seed, split, index));
         let label = rng.random_range(0..N_CLASSES);
         let shown = [
             shown_digit(&mut rng, label, self.flip_prob),

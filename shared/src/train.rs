@@ -6,9 +6,7 @@ use burn::config::Config;
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor};
-use rand::SeedableRng;
 use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -166,11 +164,9 @@ impl TrainConfig {
     /// The sample order of `epoch`: a permutation of 0..n from (seed, epoch).
     pub fn epoch_order(&self, n: usize, epoch: usize) -> Vec<usize> {
         let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut ChaCha8Rng::seed_from_u64(
-            self.seed
-                .wrapping_mul(0x9E37_79B9)
-                .wrapping_add(epoch as u64 + 1),
-        ));
+        order.shuffle(&mut crate::seeds::rng(crate::seeds::epoch_stream(
+            self.seed, epoch,
+        )));
         order
     }
 }
