@@ -9,6 +9,7 @@ use mgr::absence::AbsenceMask;
 use mgr::metrics::Metrics;
 use mgr::persist::{from_burnpack, to_burnpack};
 use mgr::ranking_quality::RankingReport;
+use mgr::train::Evaluation;
 use mgr::{Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -37,6 +38,41 @@ pub struct EpochRow {
     pub seconds: f64,
 }
 
+/// Test metrics of one model under one absence setting, as `results.json` and `mgr eval` both
+/// write them (flattened into each).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestMetrics {
+    /// Test accuracy over every test sample.
+    pub accuracy: f64,
+    /// Test F1 over every test sample.
+    pub f1: f64,
+    /// Test samples.
+    pub n_test: usize,
+    /// Test mean absolute error (regression only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mae: Option<f64>,
+    /// Test Pearson correlation (regression only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corr: Option<f64>,
+    /// Test metrics per absence pattern (the available modalities joined by '+').
+    pub per_pattern: BTreeMap<String, Metrics>,
+}
+
+impl TestMetrics {
+    /// The metrics of an evaluation; the regression metrics both or neither, as they come.
+    pub fn of(test: &Evaluation) -> Self {
+        let (mae, corr) = test.overall.mae.zip(test.overall.corr).unzip();
+        Self {
+            accuracy: test.overall.accuracy,
+            f1: test.overall.f1,
+            n_test: test.overall.n,
+            mae,
+            corr,
+            per_pattern: test.per_pattern.clone(),
+        }
+    }
+}
+
 /// `results.json` of a finished run: what it was, its test metrics (overall and per absence
 /// pattern) with the model of its best validation epoch, and the ranking report where its
 /// method and dataset have one. Read and written only through [`RunPaths`].
@@ -52,22 +88,11 @@ pub struct RunResults {
     pub absence_seed: u64,
     /// Seed of initialisation and batch order.
     pub seed: u64,
-    /// Test accuracy over every test sample.
-    pub accuracy: f64,
-    /// Test F1 over every test sample.
-    pub f1: f64,
-    /// Test samples.
-    pub n_test: usize,
-    /// Test mean absolute error (regression only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mae: Option<f64>,
-    /// Test Pearson correlation (regression only).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub corr: Option<f64>,
+    /// Test metrics of the best validation epoch's weights.
+    #[serde(flatten)]
+    pub test: TestMetrics,
     /// Mean test task loss.
     pub test_loss: f64,
-    /// Test metrics per absence pattern (the available modalities joined by '+').
-    pub per_pattern: BTreeMap<String, Metrics>,
     /// The epoch (1-based) whose weights were tested.
     pub best_epoch: usize,
     /// Its validation accuracy.
@@ -423,13 +448,15 @@ mod tests {
             kappa: 0.7,
             absence_seed: 1,
             seed: 2,
-            accuracy: 0.75,
-            f1: 0.5,
-            n_test: 8,
-            mae: None,
-            corr: None,
+            test: TestMetrics {
+                accuracy: 0.75,
+                f1: 0.5,
+                n_test: 8,
+                mae: None,
+                corr: None,
+                per_pattern: BTreeMap::from([("vision".to_string(), pattern)]),
+            },
             test_loss: 0.9,
-            per_pattern: BTreeMap::from([("vision".to_string(), pattern)]),
             best_epoch: 3,
             best_valid_accuracy: 0.8,
             epochs: 4,

@@ -7,14 +7,31 @@ use mgr::batch::Batch;
 use mgr::data::Targets;
 use mgr::ranking_quality::RankingReport;
 use mgr::train::{EVAL_BATCH, evaluate};
+use serde::Serialize;
 use serde_json::json;
 
-use crate::checkpoint::{finished_run, load_model};
-use crate::dataset;
+use crate::checkpoint::{TestMetrics, finished_run, load_model};
+use crate::dataset::{self, PageSamples};
 use crate::device;
 use crate::fsutil::write_atomic;
 use crate::runconfig::RunConfig;
 use crate::{EvalArgs, ExportArgs, ExportFileArgs, ExportFormat, TraceArgs};
+
+/// What `mgr eval` prints: the run and absence setting it evaluated, the test metrics, and the
+/// ranking report where the run has one.
+#[derive(Serialize)]
+struct EvalReport<'a> {
+    run: &'a std::path::Path,
+    dataset: &'a str,
+    method: &'static str,
+    kappa: f64,
+    absence_seed: u64,
+    absence_type: &'a [String],
+    #[serde(flatten)]
+    test: TestMetrics,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ranking: Option<RankingReport>,
+}
 
 /// `mgr eval`: the saved best model on the test split under another absence setting.
 pub fn eval(a: &EvalArgs) -> Result<()> {
@@ -39,31 +56,27 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         .mask(&rc.model.modalities, splits.test.len(), SplitKind::Test)?;
     let model = load_model(&rc.model, &paths.best(), &device)?;
     let test = evaluate(&model, &splits.test, &mask, EVAL_BATCH, &device);
-    let mut out = json!({
-        "run": a.run,
-        "dataset": rc.dataset,
-        "method": rc.model.method.name(),
-        "kappa": rc.absence.kappa,
-        "absence_seed": rc.absence.seed,
-        "absence_type": rc.absence.missable,
-        "accuracy": test.overall.accuracy,
-        "f1": test.overall.f1,
-        "n_test": test.overall.n,
-        "per_pattern": test.per_pattern,
-    });
-    if let (Some(mae), Some(corr)) = (test.overall.mae, test.overall.corr) {
-        out["mae"] = json!(mae);
-        out["corr"] = json!(corr);
-    }
-    if let Some(report) = ranking_report(&rc, &model, &splits.test, &device)? {
-        out["ranking"] = json!(report);
+    let ranking = ranking_report(&rc, &model, &splits.test, &device)?;
+    if let Some(report) = &ranking {
         // The ranking does not depend on the absence setting (complete inputs, then each
         // modality dropped from every sample), so it belongs to the run's results.
         if let Ok(mut results) = paths.read_results() {
-            results.ranking = Some(report);
+            results.ranking = Some(report.clone());
             paths.write_results(&results)?;
         }
     }
+    let out = EvalReport {
+        run: &a.run,
+        dataset: &rc.dataset,
+        method: rc.model.method.name(),
+        kappa: rc.absence.kappa,
+        absence_seed: rc.absence.seed,
+        absence_type: &rc.absence.missable,
+        test: TestMetrics::of(&test),
+        ranking,
+    };
+    // Through a Value, so the keys come out sorted like results.json's.
+    let out = serde_json::to_value(&out)?;
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }
@@ -80,7 +93,7 @@ pub fn ranking_report(
     test: &mgr::data::DataSplit,
     device: &Device,
 ) -> Result<Option<RankingReport>> {
-    if rc.dataset != "synthetic" || rc.model.refine_layers_effective() == 0 {
+    if !dataset::find(&rc.dataset)?.noise_truth || rc.model.refine_layers_effective() == 0 {
         return Ok(None);
     }
     let n = test.len().min(RANKING_SAMPLES);
@@ -254,34 +267,36 @@ fn samples_safetensors(
 /// config), real ones with their recordings for AV-MNIST (`samples.safetensors`).
 pub fn export_web(a: &ExportArgs) -> Result<()> {
     let (rc, paths) = finished_run(&a.run)?;
-    if !["synthetic", "avmnist"].contains(&rc.dataset.as_str()) {
-        bail!(
+    let page = dataset::find(&rc.dataset)?.page;
+    // Everything is computed before anything is written: a failure leaves no half export.
+    let (samples_file, samples, n) = match page {
+        PageSamples::NotShown => bail!(
             "export-web: the page draws synthetic or AV-MNIST samples; {} was trained on {}",
             a.run.display(),
             rc.dataset
-        );
-    }
-    // Everything is computed before anything is written: a failure leaves no half export.
-    let (samples_file, samples, n) = if rc.dataset == "avmnist" {
-        let data = rc
-            .data_dir
-            .as_deref()
-            .ok_or_else(|| anyhow!("{}: run config has no data_dir", a.run.display()))?;
-        let (mnist, fsdd) =
-            crate::avmnist::source_dirs(data, a.mnist_dir.as_deref(), a.fsdd_dir.as_deref())?;
-        let test = dataset::load(&rc)?.test;
-        let n = a.samples.min(test.len());
-        (
-            "samples.safetensors",
-            crate::avmnist::page_samples(data, &mnist, &fsdd, &test, n)?,
-            n,
-        )
-    } else {
-        let n = a.samples.min(rc.synthetic.n_test);
-        let samples: Vec<_> = (0..n)
-            .map(|i| rc.synthetic.sample(SplitKind::Test, i))
-            .collect();
-        ("samples.json", serde_json::to_vec(&samples)?, n)
+        ),
+        PageSamples::Recordings => {
+            let data = rc
+                .data_dir
+                .as_deref()
+                .ok_or_else(|| anyhow!("{}: run config has no data_dir", a.run.display()))?;
+            let (mnist, fsdd) =
+                crate::avmnist::source_dirs(data, a.mnist_dir.as_deref(), a.fsdd_dir.as_deref())?;
+            let test = dataset::load(&rc)?.test;
+            let n = a.samples.min(test.len());
+            (
+                "samples.safetensors",
+                crate::avmnist::page_samples(data, &mnist, &fsdd, &test, n)?,
+                n,
+            )
+        }
+        PageSamples::Generated => {
+            let n = a.samples.min(rc.synthetic.n_test);
+            let samples: Vec<_> = (0..n)
+                .map(|i| rc.synthetic.sample(SplitKind::Test, i))
+                .collect();
+            ("samples.json", serde_json::to_vec(&samples)?, n)
+        }
     };
     let device = Device::flex();
     let model = load_model(&rc.model, &paths.best(), &device)?;
@@ -294,7 +309,7 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
         "kappa": rc.absence.kappa,
         "results": results,
     });
-    if rc.dataset == "avmnist" {
+    if page == PageSamples::Recordings {
         meta["samples_file"] = json!(samples_file);
         meta["credit"] = json!(crate::avmnist::PAGE_CREDIT);
     } else {

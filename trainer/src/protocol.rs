@@ -188,11 +188,11 @@ pub fn aggregate(results: &[(Cell, RunResults)]) -> Vec<Row> {
         .into_iter()
         .map(|(cell, rs)| {
             let get = |f: fn(&RunResults) -> f64| rs.iter().map(|r| f(r)).collect::<Vec<_>>();
-            let (accuracy_mean, accuracy_std) = mean_std(&get(|r| r.accuracy));
-            let (f1_mean, f1_std) = mean_std(&get(|r| r.f1));
+            let (accuracy_mean, accuracy_std) = mean_std(&get(|r| r.test.accuracy));
+            let (f1_mean, f1_std) = mean_std(&get(|r| r.test.f1));
             let mut patterns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
             for r in &rs {
-                for (k, m) in &r.per_pattern {
+                for (k, m) in &r.test.per_pattern {
                     patterns.entry(k.clone()).or_default().push(m.accuracy);
                 }
             }
@@ -271,25 +271,24 @@ fn job(
     setting: Option<&(String, String)>,
 ) -> Result<Job> {
     let (method, insertion) = (&cell.method, &cell.insertion);
-    let mut v = serde_json::to_value(RunConfig::default())?;
-    set_key(&mut v, "dataset", &serde_json::to_string(&a.dataset)?)?;
-    if let Some(d) = &a.data_dir {
-        set_key(&mut v, "data_dir", &serde_json::to_string(d)?)?;
-    }
-    set_key(&mut v, "model.method", &serde_json::to_string(method)?)?;
+    let mut rc = RunConfig {
+        dataset: a.dataset.clone(),
+        data_dir: a.data_dir.clone(),
+        ..RunConfig::default()
+    };
+    rc.model.method = method.parse()?;
     if insertion != "-" {
-        set_key(
-            &mut v,
-            "model.prompt_insertion",
-            &serde_json::to_string(&insertion)?,
-        )?;
+        rc.model.prompt_insertion = insertion.parse()?;
     }
-    set_key(&mut v, "absence.kappa", &kappa.to_string())?;
-    set_key(&mut v, "absence.seed", &absence_seed.to_string())?;
-    set_key(&mut v, "train.seed", &seed.to_string())?;
+    rc.absence.kappa = kappa;
+    rc.absence.seed = absence_seed;
+    rc.train.seed = seed;
     if let Some(e) = a.epochs {
-        set_key(&mut v, "train.epochs", &e.to_string())?;
+        rc.train.epochs = e;
     }
+    // `--set` and the swept setting are the user's KEY=VALUE text: applied to the typed cell,
+    // in that order, through the one parser `mgr train --set` uses.
+    let mut v = serde_json::to_value(rc)?;
     crate::runconfig::apply_sets(&mut v, &a.sets)?;
     if let Some((k, value)) = setting {
         set_key(&mut v, k, value).with_context(|| format!("--sweep {k}={value}"))?;
@@ -715,6 +714,7 @@ fn write_sweep_table(a: &ProtocolArgs, key: &str, rows: &[Row]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checkpoint::TestMetrics;
 
     #[test]
     fn shell_quoting_keeps_plain_words_and_quotes_the_rest() {
@@ -745,16 +745,18 @@ mod tests {
                 kappa: 0.7,
                 absence_seed: 0,
                 seed: 0,
-                accuracy,
-                f1,
-                n_test: 1,
-                mae: None,
-                corr: None,
+                test: TestMetrics {
+                    accuracy,
+                    f1,
+                    n_test: 1,
+                    mae: None,
+                    corr: None,
+                    per_pattern: vision
+                        .map(|a| ("vision".to_string(), pattern(a)))
+                        .into_iter()
+                        .collect(),
+                },
                 test_loss: 0.0,
-                per_pattern: vision
-                    .map(|a| ("vision".to_string(), pattern(a)))
-                    .into_iter()
-                    .collect(),
                 best_epoch: 1,
                 best_valid_accuracy: 0.0,
                 epochs: 1,

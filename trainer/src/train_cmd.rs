@@ -9,7 +9,7 @@ use mgr::train::{EVAL_BATCH, Evaluation, evaluate, init_model};
 use std::path::Path;
 use std::time::Instant;
 
-use crate::checkpoint::{self, EpochRow, RunPaths, RunResults, TrainState};
+use crate::checkpoint::{self, EpochRow, RunPaths, RunResults, TestMetrics, TrainState};
 use crate::dataset::{self, Splits};
 use crate::device::{self, DeviceChoice};
 use crate::fsutil::write_atomic;
@@ -335,21 +335,14 @@ pub fn run_results(
     device: &str,
     seconds: f64,
 ) -> RunResults {
-    // Both or neither, as the regression metrics come.
-    let (mae, corr) = test.overall.mae.zip(test.overall.corr).unzip();
     RunResults {
         dataset: rc.dataset.clone(),
         method: rc.model.method.name().to_string(),
         kappa: rc.absence.kappa,
         absence_seed: rc.absence.seed,
         seed: rc.train.seed,
-        accuracy: test.overall.accuracy,
-        f1: test.overall.f1,
-        n_test: test.overall.n,
-        mae,
-        corr,
+        test: TestMetrics::of(test),
         test_loss: test.loss,
-        per_pattern: test.per_pattern.clone(),
         best_epoch: state.best_epoch,
         best_valid_accuracy: state.best_valid_accuracy,
         epochs: state.epochs_done,
