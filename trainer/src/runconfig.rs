@@ -10,9 +10,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
-/// Datasets the trainer knows.
-pub const DATASETS: [&str; 5] = ["synthetic", "avmnist", "mosi", "mosei", "urfunny"];
-
 /// The absence setting of a run, with modality names rather than indices.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -80,7 +77,7 @@ impl AbsenceSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    /// Dataset name (see [`DATASETS`]).
+    /// Dataset name (see [`crate::dataset::DATASETS`]).
     pub dataset: String,
     /// Folder or file of the dataset (not used by `synthetic`).
     pub data_dir: Option<PathBuf>,
@@ -198,9 +195,10 @@ pub fn merge_toml(root: &mut Value, file: &Path) -> Result<()> {
     walk(root, doc, "", file)
 }
 
-/// The `--dataset` values the command line accepts ([`DATASETS`]), listed in the help from there.
+/// The `--dataset` values the command line accepts ([`crate::dataset::DATASETS`]), listed in
+/// the help from there.
 pub fn dataset_names() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(DATASETS)
+    clap::builder::PossibleValuesParser::new(crate::dataset::names())
 }
 
 /// The `--method` values the command line accepts (every [`mgr::Method`]), listed in the help
@@ -263,13 +261,7 @@ pub fn apply_sets(root: &mut Value, sets: &[String]) -> Result<()> {
 /// Deserialises the merged value, naming the field that does not fit.
 pub fn finish(root: Value) -> Result<RunConfig> {
     let rc: RunConfig = serde_json::from_value(root).map_err(|e| anyhow!("invalid config: {e}"))?;
-    if !DATASETS.contains(&rc.dataset.as_str()) {
-        bail!(
-            "unknown dataset `{}` (expected one of: {})",
-            rc.dataset,
-            DATASETS.join(", ")
-        );
-    }
+    crate::dataset::find(&rc.dataset)?;
     mgr::absence::AbsenceConfig::check_kappa(rc.absence.kappa)?;
     if !mgr::ModelConfig::rho_is_valid(rc.model.rho) {
         bail!("rho {} is outside (0, 1]", rc.model.rho);
