@@ -47,6 +47,20 @@ await page.goto(`${base}/#sample=${sample}`);
 const full = await traceAfter(`sample=${sample}`);
 compare('all present', full.trace, expectedFull.trace);
 
+// One palette: the legend's swatches have the canvas's colours (web/src/palette.rs), and the
+// modality checkboxes come from the model (none are in index.html).
+const swatches = await page.$$eval('#legend .swatch', els => els.map(e => {
+  const s = getComputedStyle(e);
+  return [s.borderTopColor, s.backgroundColor];
+}));
+const wantSwatches = [['rgb(0, 150, 70)', null], [null, 'rgba(220, 30, 30, 0.35)'], [null, 'rgba(30, 30, 30, 0.55)'], [null, 'rgb(230, 120, 0)']];
+wantSwatches.forEach(([border, fill], i) => {
+  const [gotBorder, gotFill] = swatches[i] ?? [];
+  if ((border && gotBorder !== border) || (fill && gotFill !== fill)) fail(`legend swatch ${i}: border ${gotBorder}, fill ${gotFill}; the canvas draws ${border ?? fill}`);
+});
+const boxes = await page.$$eval('#modalities input[type=checkbox]', els => els.map(e => e.id));
+if (boxes.join() !== full.trace.modalities.map(m => `keep-${m}`).join()) fail(`modality checkboxes ${boxes} for modalities ${full.trace.modalities}`);
+
 // The ranking's AUC against the ground-truth noise: shown, and equal to the native engine's.
 const aucText = await page.textContent('#ranking-auc');
 if (!/layer 0/.test(aucText)) fail(`no ranking AUC shown: "${aucText}"`);

@@ -19,7 +19,7 @@ use crate::render;
 use crate::sample::PageSample;
 use crate::state::{
     Data, EdgeView, Limits, MAX_MODEL_BYTES, ViewState, check_model_size, embed_snippet,
-    escape_html, model_json_url,
+    model_json_url,
 };
 use crate::summary::canvas_summary;
 use crate::tour::TOUR;
@@ -234,6 +234,7 @@ pub fn start() {
 }
 
 async fn boot() -> Result<(), String> {
+    set_palette();
     set_text("status", "loading model...");
     let mut problems = Vec::new();
     let search = window().location().search().unwrap_or_default();
@@ -278,6 +279,18 @@ async fn boot() -> Result<(), String> {
     onresize.forget();
     render_from_hash(problems);
     Ok(())
+}
+
+/// The drawing's colours as CSS custom properties on the root element, for the legend and the
+/// text (`var(--kept)` in index.html): one palette for canvas and legend.
+fn set_palette() {
+    if let Some(root) = document().document_element()
+        && let Ok(root) = root.dyn_into::<HtmlElement>()
+    {
+        for (property, colour) in crate::palette::CSS_PROPERTIES {
+            let _ = root.style().set_property(property, colour);
+        }
+    }
 }
 
 fn current_data() -> Data {
@@ -625,15 +638,7 @@ fn modality_checkboxes(shown: &Limits) {
         return;
     }
     let _ = fieldset.set_attribute("data-names", &names);
-    let boxes: String = shown
-        .modalities
-        .iter()
-        .map(|m| {
-            let m = escape_html(m);
-            format!("<label><input type=\"checkbox\" id=\"keep-{m}\" checked> {m}</label>")
-        })
-        .collect();
-    fieldset.set_inner_html(&format!("<legend>modalities</legend>{boxes}"));
+    fieldset.set_inner_html(&view::modality_checkboxes_html(&shown.modalities));
     for name in shown.modalities.clone() {
         let id = format!("keep-{name}");
         let input_id = id.clone();
@@ -681,17 +686,11 @@ fn sync_controls(state: &ViewState, limits: &Limits, model_rho: f64) {
     }
     let lt = state.lt.unwrap_or(limits.refine_layers);
     if let Some(s) = el::<HtmlSelectElement>("lt") {
-        let options: String = (1..=limits.refine_layers)
-            .map(|l| format!("<option value=\"{l}\">{l}</option>"))
-            .collect();
-        s.set_inner_html(&options);
+        s.set_inner_html(&view::refine_layer_options_html(limits.refine_layers));
         s.set_value(&lt.to_string());
     }
     if let Some(s) = el::<HtmlSelectElement>("layer") {
-        let options: String = (0..lt)
-            .map(|l| format!("<option value=\"{l}\">layer {}</option>", l + 1))
-            .collect();
-        s.set_inner_html(&options);
+        s.set_inner_html(&view::shown_layer_options_html(lt));
         s.set_value(&state.layer.to_string());
     }
     let rho = state.rho.unwrap_or(model_rho);
@@ -855,7 +854,7 @@ fn draw_canvas(
         .map(|p| p.client_width() as f64)
         .unwrap_or(800.0)
         .clamp(280.0, 960.0);
-    let (_, height) = render::layout(width);
+    let (_, height) = crate::layout::layout(width);
     let ratio = window().device_pixel_ratio().max(1.0);
     canvas.set_width((width * ratio) as u32);
     canvas.set_height((height * ratio) as u32);

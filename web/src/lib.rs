@@ -4,11 +4,14 @@
 //!
 //! The page only draws a typed trace ([`mgr::trace::SampleTrace`]); every piece of view state
 //! lives in the URL hash ([`state::ViewState`]), so a link or an `<iframe>` opens one exact view.
-//! [`engine`], [`state`], [`edges`], [`summary`] and [`view`] (the page's HTML) are plain Rust
-//! (tested natively); `app` is the DOM and canvas layer.
+//! [`engine`], [`state`], [`edges`], [`summary`], [`layout`] (where each token is drawn),
+//! [`palette`] (the colours of canvas and legend) and [`view`] (the page's HTML) are plain Rust
+//! (tested natively); `app` is the DOM layer and `render` the canvas calls.
 
 pub mod edges;
 pub mod engine;
+pub mod layout;
+pub mod palette;
 pub mod sample;
 pub mod state;
 pub mod summary;

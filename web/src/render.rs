@@ -6,113 +6,12 @@
 use mgr::trace::{LayerTrace, SampleTrace, TokenOrigin};
 use web_sys::CanvasRenderingContext2d;
 
+use crate::layout::{Rect, heat, layout, titles, token_rect};
+use crate::palette;
 use crate::sample::Picture;
 use crate::state::Data;
 
 use mgr::trace::Edge;
-
-/// A rectangle in canvas pixels.
-#[derive(Clone, Copy, Debug)]
-pub struct Rect {
-    pub x: f64,
-    pub y: f64,
-    pub w: f64,
-    pub h: f64,
-}
-
-impl Rect {
-    fn center(&self) -> (f64, f64) {
-        (self.x + self.w / 2.0, self.y + self.h / 2.0)
-    }
-}
-
-/// Where the three panels go for a canvas `width` wide (the page draws at 280 px or more): the
-/// three modalities in one row, with a smaller gap and title line below 600 px (an embedded
-/// 400 px view stays short); returns the panels and the height.
-pub fn layout(width: f64) -> ([Rect; 3], f64) {
-    let (gap, title) = if width >= 600.0 {
-        (16.0, 22.0)
-    } else {
-        (6.0, 18.0)
-    };
-    let side = ((width - 2.0 * gap) / 3.0).min(300.0);
-    let panels = [0.0, 1.0, 2.0].map(|i| Rect {
-        x: i * (side + gap),
-        y: title,
-        w: side,
-        h: side,
-    });
-    (panels, side + title + 8.0)
-}
-
-/// The rectangle of one token inside its panel: modality 0 an image patch of a square grid,
-/// modality 1 a column of time frames, modality 2 a line of words; `counts` holds each
-/// modality's tokens.
-pub fn token_rect(panels: &[Rect; 3], counts: &[usize], origin: TokenOrigin) -> Rect {
-    let p = panels[origin.modality.min(2)];
-    let n = counts.get(origin.modality).copied().unwrap_or(1).max(1);
-    match origin.modality {
-        0 => {
-            let per = (n as f64).sqrt().round().max(1.0) as usize;
-            let (px, py) = (
-                (origin.position % per) as f64,
-                (origin.position / per) as f64,
-            );
-            let side = per as f64;
-            Rect {
-                x: p.x + px * p.w / side,
-                y: p.y + py * p.h / side,
-                w: p.w / side,
-                h: p.h / side,
-            }
-        }
-        1 => {
-            let w = p.w / n as f64;
-            Rect {
-                x: p.x + origin.position as f64 * w,
-                y: p.y,
-                w,
-                h: p.h,
-            }
-        }
-        _ => {
-            let h = p.h / n as f64;
-            Rect {
-                x: p.x,
-                y: p.y + origin.position as f64 * h,
-                w: p.w,
-                h,
-            }
-        }
-    }
-}
-
-fn heat(v: f32) -> String {
-    // A dark-blue -> yellow ramp, readable in grey print.
-    let v = v.clamp(0.0, 1.0) as f64;
-    let r = (255.0 * v.powf(0.8)) as u8;
-    let g = (220.0 * v) as u8;
-    let b = (120.0 * (1.0 - v) + 40.0) as u8;
-    format!("rgb({r},{g},{b})")
-}
-
-/// Panel titles, long and (for narrow panels) short.
-fn titles(data: Data, compact: bool) -> [&'static str; 3] {
-    match (data, compact) {
-        (Data::Synthetic, true) => ["vision", "audio", "text"],
-        (Data::Synthetic, false) => [
-            "vision (image patches)",
-            "audio (spectrogram frames)",
-            "text (words)",
-        ],
-        (Data::Avmnist, true) => ["vision", "audio", "the digit"],
-        (Data::Avmnist, false) => [
-            "vision (as the model sees it)",
-            "audio (spectrogram)",
-            "the digit (not an input)",
-        ],
-    }
-}
 
 /// Grey pixels (1 = black ink) of a `side` x `side` row-major image filling `panel`.
 fn draw_grey(ctx: &CanvasRenderingContext2d, panel: Rect, image: &[f32], side: usize) {
@@ -149,7 +48,7 @@ pub fn draw(
     ctx.set_text_baseline("alphabetic");
     // Narrow panels (an embedded view) get short titles.
     let compact = panels[0].w < 200.0;
-    let titles = titles(data, compact);
+    let titles = titles(data, &trace.modalities, compact);
     if compact {
         ctx.set_font("12px system-ui, sans-serif");
     }
@@ -165,7 +64,7 @@ pub fn draw(
 fn draw_titles(
     ctx: &CanvasRenderingContext2d,
     panels: &[Rect; 3],
-    titles: &[&str; 3],
+    titles: &[String; 3],
     trace: &SampleTrace,
 ) {
     for (m, p) in panels.iter().enumerate() {
@@ -308,7 +207,7 @@ fn draw_layer(
             };
             if !present.contains(&origin) {
                 let r = token_rect(panels, counts, origin);
-                ctx.set_fill_style_str("rgba(30,30,30,0.55)");
+                ctx.set_fill_style_str(palette::PRUNED);
                 ctx.fill_rect(r.x, r.y, r.w, r.h);
             }
         }
@@ -319,7 +218,7 @@ fn draw_layer(
         .map(|e| e.weight)
         .fold(0.0f32, f32::max)
         .max(1e-6);
-    ctx.set_stroke_style_str("rgb(230,120,0)");
+    ctx.set_stroke_style_str(palette::EDGE);
     for edge in edges {
         let strength = (edge.weight / max_weight) as f64;
         let (x0, y0) = token_rect(panels, counts, layer.tokens[edge.from].origin).center();
@@ -335,11 +234,11 @@ fn draw_layer(
     for token in &layer.tokens {
         let r = token_rect(panels, counts, token.origin);
         if token.kept {
-            ctx.set_stroke_style_str("rgb(0,150,70)");
+            ctx.set_stroke_style_str(palette::KEPT);
             ctx.set_line_width(1.0 + 2.5 * ((token.xi as f64 + 1.0) / 2.0));
             ctx.stroke_rect(r.x + 1.5, r.y + 1.5, r.w - 3.0, r.h - 3.0);
         } else {
-            ctx.set_fill_style_str("rgba(220,30,30,0.35)");
+            ctx.set_fill_style_str(palette::BIASED_FILL);
             ctx.fill_rect(r.x, r.y, r.w, r.h);
         }
     }

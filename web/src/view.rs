@@ -1,5 +1,6 @@
 //! The page's HTML that is not the canvas, built from typed values as strings: the ranking's AUC,
-//! the prediction, the token table. Plain Rust, tested natively; `app` only puts them in place.
+//! the prediction, the token table, the controls that depend on the model (one checkbox per
+//! modality, the layer choices). Plain Rust, tested natively; `app` only puts them in place.
 
 use mgr::trace::{LayerTrace, SampleTrace};
 
@@ -153,6 +154,32 @@ fn describe(engine: &Engine, sample: &PageSample, index: usize) -> String {
     }
 }
 
+/// One checkbox per modality of the model (`keep-NAME`, checked), under the fieldset's legend.
+pub fn modality_checkboxes_html(modalities: &[String]) -> String {
+    let boxes: String = modalities
+        .iter()
+        .map(|m| {
+            let m = escape_html(m);
+            format!("<label><input type=\"checkbox\" id=\"keep-{m}\" checked> {m}</label>")
+        })
+        .collect();
+    format!("<legend>modalities</legend>{boxes}")
+}
+
+/// The `<option>`s of the number of refinement layers run (1 to `max`).
+pub fn refine_layer_options_html(max: usize) -> String {
+    (1..=max)
+        .map(|l| format!("<option value=\"{l}\">{l}</option>"))
+        .collect()
+}
+
+/// The `<option>`s of the layer shown (value 0-based, label 1-based), for `lt` layers run.
+pub fn shown_layer_options_html(lt: usize) -> String {
+    (0..lt)
+        .map(|l| format!("<option value=\"{l}\">layer {}</option>", l + 1))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -223,5 +250,20 @@ mod tests {
         assert!(html.contains("<tr class=\"biased\"><td>2</td>"), "{html}");
         let no_truth = token_table_html(&modalities, &layer(), None);
         assert_eq!(no_truth.matches("<td>n/a</td>").count(), 3);
+    }
+
+    #[test]
+    fn controls_follow_the_model() {
+        let html = modality_checkboxes_html(&["vision".into(), "a<b".into()]);
+        assert_eq!(html.matches("type=\"checkbox\"").count(), 2);
+        assert!(html.contains("id=\"keep-vision\""), "{html}");
+        assert!(
+            html.contains("keep-a&lt;b") && !html.contains("a<b"),
+            "{html}"
+        );
+        assert_eq!(refine_layer_options_html(3).matches("<option").count(), 3);
+        assert!(refine_layer_options_html(3).ends_with("<option value=\"3\">3</option>"));
+        assert!(shown_layer_options_html(2).ends_with("<option value=\"1\">layer 2</option>"));
+        assert_eq!(shown_layer_options_html(0), "");
     }
 }
