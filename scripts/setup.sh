@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian machine; skips what is already there.
-# - wasm32 target (the model crate builds for the browser)
+# - wasm32 target (the model crate builds for the browser); clippy and rustfmt (test.sh runs both)
 # - mesa-vulkan-drivers: a CPU Vulkan device (lavapipe) so the wgpu backend is tested without a GPU
 # - chromium + chromium-driver: the browser end-to-end test
 # - trunk and wasm-bindgen-cli from crates.io: build the web demo offline
@@ -25,6 +25,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
+for component in clippy rustfmt; do
+  rustup component list --installed | grep -q "^$component" || rustup component add "$component"
+done
 
 if [ -d web ] && [ -f index.html ]; then
   want_trunk=0.21.14

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Every test of the project: set-up, the workspace tests (unit, integration, wgpu on a CPU
-# Vulkan device, the real-data tests), the wasm32 build of the model crate, and the browser
+# Every test of the project: set-up, formatting, clippy (native, every target, and the page for
+# wasm32, which checks the model crate builds there), the workspace tests (unit, integration,
+# wgpu on a CPU Vulkan device, the real-data tests), the PyTorch golden check, and the browser
 # end-to-end test.
 #
 # The build is cargo's default target/ in the clone (or $CARGO_TARGET_DIR), the one the README's
@@ -15,6 +16,9 @@ mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 
 scripts/setup.sh
 cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+# The page and the model crate as the browser gets them (trunk builds the page again below).
+cargo clippy -p mgr-web --target wasm32-unknown-unknown -- -D warnings
 cargo test --workspace --no-fail-fast
 # The main job's command reuses this build: nothing of Burn is compiled again.
 main_job_build=$(cargo build -p mgr-trainer --bin mgr 2>&1)
@@ -23,7 +27,6 @@ if grep -q "Compiling burn" <<<"$main_job_build"; then
   echo "$main_job_build" >&2
   exit 1
 fi
-cargo build -p mgr --target wasm32-unknown-unknown
 # The PyTorch golden check: our model against ../shared/bench/torch_mgr.py on the same weights
 # and samples, once with the project's readings of the refinement layer and once with the
 # peer's own (scripts/torch_golden.py). It needs torch; .ci/run provides it (scripts/torch-venv.sh).

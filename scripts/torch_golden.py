@@ -11,7 +11,7 @@ export wrote, and compares, sample by sample, with `mgr trace` on the same run a
 
 The peer implements the paper's first reading of the refinement layer (no LayerNorm on its
 input, z = Eq. 12 alone, the whole kept token scaled by xi). The project's defaults read the
-paper differently where it is silent (README, design notes): `refine_input_norm`,
+paper differently where it is silent (docs/RESULTS.md, the readings): `refine_input_norm`,
 `attention_residual`, `refine_residual`, `score_gate`, `gate_scope`. This script adapts the
 peer's refinement layer to the run's config (a subclass here; nothing in ../shared changes), so
 every other line (tokenizers, Eq. 1-3, the encoders, Eqs. 5-12, the head) is the peer's own.

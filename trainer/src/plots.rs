@@ -190,13 +190,7 @@ where
             .label(name.clone())
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], color));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(())
+    draw_legend(&mut chart)
 }
 
 fn bars<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, title: &str, rows: &[&Row]) -> Result<()>
@@ -252,13 +246,7 @@ where
             .label(name)
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(())
+    draw_legend(&mut chart)
 }
 
 /// All plots of a protocol; returns the files, relative to `out`.
@@ -434,13 +422,7 @@ where
             )
             .map_err(|e| anyhow!("{e}"))?;
     }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(|e| anyhow!("{e}"))?;
-    Ok(())
+    draw_legend(&mut chart)
 }
 
 /// `plots/sweep-KEY.svg` and `.png`: F1 against the swept value; returns the files, relative
@@ -473,4 +455,20 @@ pub fn sweep_plot(
         .into_iter()
         .map(|f| f.strip_prefix(out).map(Path::to_path_buf).unwrap_or(f))
         .collect())
+}
+
+/// The series' labels in a box every plot draws the same way.
+fn draw_legend<'a, DB, CT>(chart: &mut ChartContext<'a, DB, CT>) -> Result<()>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    CT: plotters::coord::CoordTranslate,
+{
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| anyhow!("{e}"))?;
+    Ok(())
 }
