@@ -300,6 +300,13 @@ pub struct ModelConfig {
     /// Standard deviation of the learnable embeddings and prompts at initialisation.
     #[config(default = 0.02)]
     pub init_std: f64,
+    /// The fused CPU kernels of `kernels.rs` (GELU) on the flex backend: None (a config written
+    /// before the switch existed, or not set) and true use them; false: Burn's own ops everywhere,
+    /// the reference the fused path is tested and benchmarked against (issue 12). Other backends
+    /// always use Burn's ops. An Option so that older `config.json` and `model.json` files, which
+    /// lack the field, still load.
+    #[config(default = "None")]
+    pub fused_kernels: Option<bool>,
 }
 
 /// Eq. 10's |idx_u| = K = ceil(rho * n), at least 1 and at most n; computed in f64 with a small
@@ -363,6 +370,11 @@ impl ModelConfig {
     /// Whether the prompt mixes in the pooled context (false for `mgr-no-mixed`).
     pub fn mixed_context(&self) -> bool {
         self.method != Method::MgrNoMixed
+    }
+
+    /// Whether the fused CPU kernels are on (see [`ModelConfig::fused_kernels`]).
+    pub fn uses_fused_kernels(&self) -> bool {
+        self.fused_kernels.unwrap_or(true)
     }
 
     /// The prompts this method's encoder takes (none where `prompt_depth` is 0).
@@ -488,6 +500,20 @@ mod tests {
             3,
         )
         .with_rho(rho)
+    }
+
+    #[test]
+    fn a_config_written_before_the_kernel_switch_loads_with_the_kernels_on() {
+        let mut json = serde_json::to_value(cfg(0.5)).unwrap();
+        json.as_object_mut().unwrap().remove("fused_kernels");
+        let old: ModelConfig = serde_json::from_value(json).expect("an older config loads");
+        assert_eq!(old.fused_kernels, None);
+        assert!(old.uses_fused_kernels());
+        assert!(
+            !cfg(0.5)
+                .with_fused_kernels(Some(false))
+                .uses_fused_kernels()
+        );
     }
 
     #[test]

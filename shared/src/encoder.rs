@@ -6,8 +6,11 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::activation::ActivationConfig;
+use burn::nn::attention::MhaInput;
 use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderLayer};
 use burn::tensor::{Device, Tensor};
+
+use crate::kernels;
 
 /// Configuration of a transformer encoder stack.
 #[derive(Config, Debug)]
@@ -21,6 +24,9 @@ pub struct EncoderConfig {
     /// Feed-forward width as a multiple of d (ViLT: 4).
     #[config(default = 4)]
     pub ff_mult: usize,
+    /// GELU through the fused kernel on flex ([`crate::kernels::gelu`]).
+    #[config(default = true)]
+    pub fused_kernels: bool,
 }
 
 /// A stack of pre-LN transformer layers (GELU, no dropout), as ViLT and the PyTorch peer.
@@ -28,6 +34,9 @@ pub struct EncoderConfig {
 pub struct Encoder {
     /// The layers, applied in order.
     pub layers: Vec<TransformerEncoderLayer>,
+    /// GELU through the fused kernel on flex.
+    #[module(skip)]
+    pub fused_kernels: bool,
 }
 
 impl EncoderConfig {
@@ -46,6 +55,7 @@ impl EncoderConfig {
             layers: (0..self.n_layers)
                 .map(|_| TransformerEncoderLayer::new(&layer, device))
                 .collect(),
+            fused_kernels: self.fused_kernels,
         }
     }
 }
@@ -59,7 +69,7 @@ impl Encoder {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
         self.layers
             .iter()
-            .fold(x, |x, layer| layer.forward(x, None, None))
+            .fold(x, |x, layer| self.layer_forward(layer, x))
     }
 
     /// Eq. 2 with input-level prompts: before layer `l < prompts.len()`, `prompts[l]` is
@@ -77,12 +87,39 @@ impl Encoder {
                     let n = x.dims()[1];
                     let len = prompt.dims()[1];
                     let with_prompt = Tensor::cat(vec![prompt.clone(), x], 1); // [B, L + N, d]
-                    layer.forward(with_prompt, None, None).narrow(1, len, n) // [B, N, d]
+                    self.layer_forward(layer, with_prompt).narrow(1, len, n) // [B, N, d]
                 }
-                None => layer.forward(x, None, None),
+                None => self.layer_forward(layer, x),
             };
         }
         x
+    }
+}
+
+impl Encoder {
+    /// One pre-LN layer: x + MHA(LN_2(x)), then + FFN(LN_1(.)), the FFN's GELU through
+    /// [`kernels::gelu`]; with the fused kernels off, Burn's `TransformerEncoderLayer::forward`
+    /// itself (the same sub-layers in the same order; no masks, dropout 0).
+    ///
+    /// # Shapes
+    /// - x, output: `[B, N, d]`
+    fn layer_forward(&self, layer: &TransformerEncoderLayer, x: Tensor<3>) -> Tensor<3> {
+        if !self.fused_kernels {
+            return layer.forward(x, None, None);
+        }
+        debug_assert!(layer.norm_first, "the encoder is built pre-LN");
+        let attended = layer
+            .mha
+            .forward(MhaInput::self_attn(layer.norm_2.forward(x.clone())))
+            .context; // [B, N, d]
+        let x = x + layer.dropout.forward(attended);
+        let ff = &layer.pwff;
+        let hidden = kernels::gelu(
+            ff.linear_inner.forward(layer.norm_1.forward(x.clone())),
+            true,
+        ); // [B, N, ff d]
+        let out = ff.linear_outer.forward(ff.dropout.forward(hidden)); // [B, N, d]
+        x + layer.dropout.forward(out)
     }
 }
 

@@ -47,6 +47,7 @@ pub mod encoder;
 pub mod error;
 pub mod fuzz;
 pub mod head;
+pub mod kernels;
 pub mod loss;
 pub mod metrics;
 pub mod model;

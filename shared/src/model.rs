@@ -52,7 +52,9 @@ impl ModelConfig {
         self.validate()?;
         let d = self.d_model;
         let m = self.modalities.len();
-        let encoder = EncoderConfig::new(d, self.n_heads, self.n_layers).with_ff_mult(self.ff_mult);
+        let encoder = EncoderConfig::new(d, self.n_heads, self.n_layers)
+            .with_ff_mult(self.ff_mult)
+            .with_fused_kernels(self.uses_fused_kernels());
         let prompts = |rows: usize| {
             Initializer::Normal {
                 mean: 0.0,
@@ -72,7 +74,8 @@ impl ModelConfig {
             .with_attention_residual(self.attention_residual)
             .with_gate_scope(self.gate_scope)
             .with_input_norm(self.refine_input_norm)
-            .with_init_std(self.init_std);
+            .with_init_std(self.init_std)
+            .with_fused_kernels(self.uses_fused_kernels());
         Ok(Model {
             tokenizers: self
                 .modalities
@@ -88,7 +91,8 @@ impl ModelConfig {
                 UnimodalEnhancementConfig::new(
                     m,
                     EncoderConfig::new(d, self.n_heads, self.unimodal_layers)
-                        .with_ff_mult(self.ff_mult),
+                        .with_ff_mult(self.ff_mult)
+                        .with_fused_kernels(self.uses_fused_kernels()),
                 )
                 .with_alpha_u(self.alpha_u)
                 .init(device)

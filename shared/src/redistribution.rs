@@ -5,14 +5,18 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
+
+use crate::kernels;
 
 /// Configuration of the redistribution.
 #[derive(Config, Debug)]
 pub struct RedistributionConfig {
     /// Hidden size d.
     pub d_model: usize,
+    /// GELU through the fused kernel on flex ([`crate::kernels::gelu`]).
+    #[config(default = true)]
+    pub fused_kernels: bool,
 }
 
 /// W_c1 and W_c2 of Eq. 12 (a GraphConv layer, Morris et al. 2019).
@@ -22,6 +26,9 @@ pub struct Redistribution {
     pub root: Linear,
     /// W_c2: the transform of the messages from biased neighbours (no bias).
     pub neighbour: Linear,
+    /// GELU through the fused kernel on flex.
+    #[module(skip)]
+    pub fused_kernels: bool,
 }
 
 impl RedistributionConfig {
@@ -32,6 +39,7 @@ impl RedistributionConfig {
             neighbour: LinearConfig::new(self.d_model, self.d_model)
                 .with_bias(false)
                 .init(device),
+            fused_kernels: self.fused_kernels,
         }
     }
 }
@@ -67,7 +75,7 @@ impl Redistribution {
             .swap_dims(1, 2) // [B, d, N]
             .matmul(adjacency) // [B, d, N]
             .swap_dims(1, 2); // [B, N, d]
-        gelu(self.root.forward(r) + messages) // [B, N, d]
+        kernels::gelu(self.root.forward(r) + messages, self.fused_kernels) // [B, N, d]
     }
 }
 

@@ -57,6 +57,9 @@ pub struct RefinementLayerConfig {
     /// Standard deviation of the modality prompts at initialisation.
     #[config(default = 0.02)]
     pub init_std: f64,
+    /// Eq. 12's GELU through the fused kernel on flex ([`crate::kernels::gelu`]).
+    #[config(default = true)]
+    pub fused_kernels: bool,
     /// LayerNorm on the tokens entering the layer (pre-LN, as the encoder's blocks). The paper
     /// does not say; without it the un-normalised encoder output and the score-gated tokens of
     /// the previous layer give sharp attention and unstable training.
@@ -111,7 +114,9 @@ impl RefinementLayerConfig {
             ranking: RankingConfig::new(self.d_model)
                 .with_alpha_f(self.alpha_f)
                 .init(device),
-            redistribution: RedistributionConfig::new(self.d_model).init(device),
+            redistribution: RedistributionConfig::new(self.d_model)
+                .with_fused_kernels(self.fused_kernels)
+                .init(device),
             rho: self.rho,
             score_gating: self.score_gating,
             gate: self.gate,

@@ -55,6 +55,9 @@ pub struct BenchArgs {
     /// Method to time.
     #[arg(long, default_value = "mgr", value_parser = crate::runconfig::method_names())]
     method: String,
+    /// Burn's own ops instead of the fused CPU kernels (`fused_kernels = false`), to compare.
+    #[arg(long)]
+    unfused: bool,
 }
 
 /// AV-MNIST's token grids: 16 image patches of 7x7, 28 spectrogram frames of 4x112.
@@ -72,7 +75,8 @@ fn config(a: &BenchArgs) -> Result<ModelConfig> {
     .with_n_layers(a.layers)
     .with_unimodal_layers(a.uni_layers)
     .with_refine_layers(a.lt)
-    .with_rho(a.rho))
+    .with_rho(a.rho)
+    .with_fused_kernels(Some(!a.unfused)))
 }
 
 /// Forward multiply-add FLOPs per sample (2 per multiply-add), matmuls only.
@@ -206,6 +210,7 @@ impl Report {
             let out = json!({
                 "impl": "mgr-rust",
                 "device": device_name,
+                "fused_kernels": !a.unfused,
                 "method": method.name(),
                 "batch": batch,
                 "steps": a.steps,
@@ -224,7 +229,14 @@ impl Report {
             println!("{out}");
             return;
         }
-        println!("device {device_name}, method {method}, batch {batch}, {params} params");
+        let kernels = if a.unfused {
+            "Burn's ops"
+        } else {
+            "fused kernels"
+        };
+        println!(
+            "device {device_name} ({kernels}), method {method}, batch {batch}, {params} params"
+        );
         println!(
             "forward FLOPs per sample: {:.2} M (training ~3x)",
             flops / 1e6

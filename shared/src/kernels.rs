@@ -1,0 +1,391 @@
+//! Fused CPU kernels for Burn's flex backend (issue 12).
+//!
+//! Flex computes GELU one element at a time through scalar `libm::erff`, on one thread (34x
+//! slower than PyTorch at the model's shapes; a training step runs GELU forward and backward on
+//! about 2.4 M elements). Here GELU's forward and backward are one pass each over contiguous f32
+//! data, with branch-free approximations of erf (the rational one of Eigen and XLA) and exp
+//! (Cephes') that the compiler vectorises (AVX2 where the CPU has it), split over the cores for
+//! large tensors.
+//!
+//! They reach Burn through its backend extension (`#[backend_extension(Flex, Autodiff)]`):
+//! implemented for `Flex`, and for `Autodiff<Flex>` with a hand-written backward. Other backends
+//! (wgpu), other dtypes and strided views use Burn's own GELU, as does everything when
+//! [`crate::ModelConfig::fused_kernels`] is false (the switch the tests and `mgr bench` compare
+//! the two paths with).
+//!
+//! Dimension key: none (element-wise; any shape).
+
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::ops::ActivationOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
+use burn::tensor::{Bytes, DType, Device, Tensor};
+
+/// GELU (erf form), fused where it applies (see the module doc), Burn's otherwise.
+///
+/// # Shapes
+/// - x, output: any, the same
+pub fn gelu<const D: usize>(x: Tensor<D>, fused: bool) -> Tensor<D> {
+    if fused && on_flex(&x.device()) {
+        Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch()))
+    } else {
+        burn::tensor::activation::gelu(x)
+    }
+}
+
+/// Whether `device` computes on flex (directly or under autodiff).
+fn on_flex(device: &Device) -> bool {
+    matches!(
+        device.clone().inner().as_dispatch(),
+        DispatchDevice::Flex(_)
+    )
+}
+
+/// The operations this module adds to Burn's backends.
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedOps: Backend {
+    /// GELU(x) = x Phi(x), Phi the standard normal CDF.
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The gradient of GELU at `x` times `grad`: grad (Phi(x) + x phi(x)).
+    fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl FusedOps for Flex {
+    fn fused_gelu(x: FlexTensor) -> FlexTensor {
+        match contiguous_f32(&x) {
+            true => map_f32(x, gelu_f32),
+            false => <Flex as ActivationOps<Flex>>::gelu(x),
+        }
+    }
+
+    fn fused_gelu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let same_shape = x.layout().shape() == grad.layout().shape();
+        match same_shape && contiguous_f32(&x) && contiguous_f32(&grad) {
+            true => zip_f32(&x, grad, gelu_grad_f32),
+            false => <Flex as ActivationOps<Flex>>::gelu_backward(x, grad),
+        }
+    }
+}
+
+impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        #[derive(Debug)]
+        struct FusedGelu;
+
+        impl<B: Backend + FusedOps> Backward<B, 1> for FusedGelu {
+            type State = NodeId;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let input = checkpointer.retrieve_node_output(ops.state);
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    B::fused_gelu_backward(input, grad)
+                });
+            }
+        }
+
+        match FusedGelu
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = prep.checkpoint(&x);
+                prep.finish(state, B::fused_gelu(x.primitive().clone()))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_gelu(x.into_primitive())),
+        }
+    }
+
+    fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        // The backward above calls the inner backend's; this one (a second derivative) is
+        // Burn's composite, differentiable in turn.
+        <Self as ActivationOps<Self>>::gelu_backward(x, grad)
+    }
+}
+
+/// Whether the fused path takes `t`: f32, contiguous, from the start of its storage.
+fn contiguous_f32(t: &FlexTensor) -> bool {
+    t.dtype() == DType::F32 && t.layout().is_contiguous() && t.layout().start_offset() == 0
+}
+
+/// Elements per task when a kernel is split over the cores: large enough that a task's
+/// overhead (a few microseconds) is small against its work.
+#[cfg(not(target_arch = "wasm32"))]
+const CHUNK: usize = 1 << 15;
+
+/// `f` applied to every element of a contiguous f32 tensor: in place when the tensor is the only
+/// owner of its storage, into a new one otherwise.
+fn map_f32(mut x: FlexTensor, f: fn(&mut [f32])) -> FlexTensor {
+    let n = x.layout().num_elements();
+    if x.is_unique() {
+        run(&mut x.storage_mut::<f32>()[..n], f);
+        return x;
+    }
+    let mut out = x.storage::<f32>()[..n].to_vec();
+    run(&mut out, f);
+    FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(x.layout().shape().clone()),
+        DType::F32,
+    )
+}
+
+/// `f(x, grad)` element by element into `grad` (in place when it owns its storage).
+fn zip_f32(x: &FlexTensor, mut grad: FlexTensor, f: fn(&[f32], &mut [f32])) -> FlexTensor {
+    let n = x.layout().num_elements();
+    let xs = &x.storage::<f32>()[..n];
+    if grad.is_unique() {
+        run_zip(xs, &mut grad.storage_mut::<f32>()[..n], f);
+        return grad;
+    }
+    let mut out = grad.storage::<f32>()[..n].to_vec();
+    run_zip(xs, &mut out, f);
+    FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(grad.layout().shape().clone()),
+        DType::F32,
+    )
+}
+
+fn run(data: &mut [f32], f: fn(&mut [f32])) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if data.len() > CHUNK {
+        use rayon::prelude::*;
+        data.par_chunks_mut(CHUNK).for_each(f);
+        return;
+    }
+    f(data);
+}
+
+fn run_zip(xs: &[f32], out: &mut [f32], f: fn(&[f32], &mut [f32])) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if out.len() > CHUNK {
+        use rayon::prelude::*;
+        xs.par_chunks(CHUNK)
+            .zip(out.par_chunks_mut(CHUNK))
+            .for_each(|(x, o)| f(x, o));
+        return;
+    }
+    f(xs, out);
+}
+
+/// `fn $name(args)` running `$body` compiled for AVX2 and FMA (8 lanes) where the CPU has them,
+/// for the build's baseline (SSE2 on x86_64: 4 lanes; wasm32: scalar) otherwise.
+macro_rules! widest {
+    (fn $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
+        fn $name($($arg: $ty),*) {
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx2,fma")]
+                fn wide($($arg: $ty),*) {
+                    $body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    // SAFETY: the CPU has AVX2 and FMA (checked just above).
+                    return unsafe { wide($($arg),*) };
+                }
+            }
+            $body($($arg),*)
+        }
+    };
+}
+
+widest!(fn gelu_f32(data: &mut [f32]) => gelu_body);
+widest!(fn gelu_grad_f32(xs: &[f32], grad: &mut [f32]) => gelu_grad_body);
+
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+/// 1 / sqrt(2 pi).
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+
+#[inline(always)]
+fn gelu_body(data: &mut [f32]) {
+    for v in data.iter_mut() {
+        let x = *v;
+        *v = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
+    }
+}
+
+#[inline(always)]
+fn gelu_grad_body(xs: &[f32], grad: &mut [f32]) {
+    for (g, &x) in grad.iter_mut().zip(xs) {
+        let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
+        let pdf = FRAC_1_SQRT_2PI * exp_nonpositive(-0.5 * x * x);
+        *g *= cdf + x * pdf;
+    }
+}
+
+/// erf(x) as a rational function of x (Eigen's and XLA's f32 erf; absolute error under 5e-7),
+/// exactly +-1 from |x| = 3.92 on, where erf(x) rounds to +-1 in f32: so GELU's 1 + erf(x)
+/// is exactly 0 far left instead of a rounding error that grows with |x|. NaN stays NaN.
+/// Branch-free (the conditions become selects), so a loop of it vectorises.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // the coefficients as published
+pub fn erf(z: f32) -> f32 {
+    // clamp keeps NaN.
+    let x = z.clamp(-4.0, 4.0);
+    let x2 = x * x;
+    let mut p = -2.726_142_2e-10_f32;
+    p = p * x2 + 2.770_681_4e-8;
+    p = p * x2 - 2.101_024e-6;
+    p = p * x2 - 5.692_506_4e-5;
+    p = p * x2 - 7.349_906_3e-4;
+    p = p * x2 - 2.954_600e-3;
+    p = p * x2 - 1.609_603_3e-2;
+    let mut q = -1.456_607_2e-5_f32;
+    q = q * x2 - 2.133_740_6e-4;
+    q = q * x2 - 1.682_827e-3;
+    q = q * x2 - 7.373_329e-3;
+    q = q * x2 - 1.426_474e-2;
+    let e = x * p / q;
+    if z.abs() >= 3.92 { z.signum() } else { e }
+}
+
+/// exp(x) for x <= 0 (Cephes' expf: x = n ln 2 + r, a degree-6 polynomial in r, times 2^n), 0
+/// below -87 where f32 has no normal result; NaN stays NaN; a positive x gives exp(0) = 1 (not
+/// in the domain). Branch-free.
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a rounding
+    // instruction (SSE2 has none).
+    const ROUND: f32 = 12_582_912.0;
+    // Into [-87, 0], NaN to -87 (max and min return the number): n is then always a small
+    // integer, as the cast below needs.
+    #[allow(clippy::manual_clamp)] // clamp would keep NaN
+    let clamped = x.max(-87.0).min(0.0);
+    let n = (clamped * LOG2E + ROUND) - ROUND;
+    let r = clamped - n * 0.693_359_4 + n * 2.121_944_4e-4;
+    let mut p = 1.987_569_1e-4_f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 0.166_666_65;
+    p = p * r + 0.5;
+    let y = p * r * r + r + 1.0;
+    // SAFETY: n is an integer in [-126, 0] (clamped is in [-87, 0]); an unchecked cast, unlike
+    // `as`, has no NaN and overflow handling, which would keep the loop from vectorising.
+    let n = unsafe { n.to_int_unchecked::<i32>() };
+    // wrapping_add: n + 127 is in [1, 127] and cannot overflow, but the dev profile's overflow
+    // check on a plain + would be a branch that keeps the loop from vectorising.
+    let scale = f32::from_bits((n.wrapping_add(127) as u32) << 23);
+    // x * 0 is 0 for a finite x and NaN for a NaN x, which must come out NaN.
+    if x < -87.0 { 0.0 } else { y * scale + x * 0.0 }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Distribution, TensorData};
+
+    #[test]
+    fn erf_and_exp_match_libm_to_f32_accuracy() {
+        let mut worst_erf = 0.0f64;
+        let mut worst_exp = 0.0f64;
+        for i in -100_000i32..=100_000 {
+            let x = i as f32 * 1e-4 * 6.0; // [-6, 6]
+            worst_erf = worst_erf.max((erf(x) as f64 - libm::erf(x as f64)).abs());
+            let e = -(i.abs() as f32) * 1e-3; // [-100, 0]
+            let want = (e as f64).exp();
+            worst_exp = worst_exp.max((exp_nonpositive(e) as f64 - want).abs() / want.max(1e-30));
+        }
+        assert!(worst_erf < 5e-7, "erf: worst absolute error {worst_erf:e}");
+        // Relative, where f32 has a normal result; 0 below.
+        assert!(
+            worst_exp < 1e-6 || worst_exp.is_nan(),
+            "exp: worst relative error {worst_exp:e}"
+        );
+        assert!(erf(f32::NAN).is_nan() && exp_nonpositive(f32::NAN).is_nan());
+        assert_eq!((erf(f32::INFINITY), erf(f32::NEG_INFINITY)), (1.0, -1.0));
+        assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+    }
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().expect("f32")
+    }
+
+    #[test]
+    fn fused_gelu_and_its_gradient_match_burns_on_random_and_edge_values() {
+        let device = Device::flex().autodiff();
+        let mut data: Vec<f32> =
+            Tensor::<2>::random([300, 257], Distribution::Normal(0.0, 3.0), &Device::flex())
+                .into_data()
+                .try_to_vec::<f32>()
+                .expect("f32");
+        // Edge cases: zero, tiny, large magnitudes, infinities.
+        data[..8].copy_from_slice(&[0.0, -0.0, 1e-30, -1e-30, 60.0, -60.0, 1e30, -1e30]);
+        let input = || {
+            Tensor::<2>::from_data(TensorData::new(data.clone(), [300, 257]), &device)
+                .require_grad()
+        };
+        let (x_fused, x_burn) = (input(), input());
+        let y_fused = gelu(x_fused.clone(), true);
+        let y_burn = gelu(x_burn.clone(), false);
+        let weights = Tensor::<2>::random([300, 257], Distribution::Normal(0.0, 1.0), &device);
+        let g_fused = (y_fused.clone() * weights.clone()).sum().backward();
+        let g_burn = (y_burn.clone() * weights).sum().backward();
+        let close = |a: &[f32], b: &[f32], what: &str| {
+            for (i, (p, q)) in a.iter().zip(b).enumerate() {
+                // erf's absolute error (5e-7) times |x| / 2 where GELU is near 0, f32 rounding
+                // elsewhere.
+                let tolerance = 2e-6 + 1e-6 * q.abs();
+                assert!(
+                    (p - q).abs() <= tolerance,
+                    "{what}[{i}] (x = {}): {p} vs {q}",
+                    data[i]
+                );
+            }
+        };
+        close(&values(y_fused), &values(y_burn), "gelu");
+        close(
+            &values(x_fused.grad(&g_fused).expect("grad")),
+            &values(x_burn.grad(&g_burn).expect("grad")),
+            "gradient",
+        );
+    }
+
+    #[test]
+    fn nan_propagates_and_views_and_empty_tensors_take_burns_path() {
+        let device = Device::flex();
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![f32::NAN, 1.0, -2.0, 0.5], [2, 2]),
+            &device,
+        );
+        let y = values(gelu(x.clone(), true));
+        assert!(y[0].is_nan());
+        // A transposed view is not contiguous: Burn's GELU, same values.
+        let t = x.clone().slice([0..2, 1..2]);
+        assert_eq!(values(gelu(t.clone(), true)), values(gelu(t, false)));
+        let empty = Tensor::<2>::zeros([0, 3], &device);
+        assert_eq!(gelu(empty, true).dims(), [0, 3]);
+    }
+
+    #[test]
+    fn the_fused_path_is_taken_on_flex_only() {
+        // Without it, the comparisons above would compare Burn's GELU with itself.
+        assert!(on_flex(&Device::flex()) && on_flex(&Device::flex().autodiff()));
+    }
+
+    #[test]
+    fn a_shared_input_is_not_overwritten() {
+        let device = Device::flex();
+        let x = Tensor::<2>::from_data(
+            TensorData::new(vec![1.0f32, -1.0, 2.0, 3.0], [2, 2]),
+            &device,
+        );
+        let before = values(x.clone());
+        let _ = gelu(x.clone(), true);
+        assert_eq!(values(x), before);
+    }
+}
