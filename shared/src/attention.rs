@@ -5,10 +5,10 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::activation::softmax;
 use burn::tensor::{Device, Tensor};
 
 use crate::config::PromptInsertion;
+use crate::kernels;
 
 /// Configuration of the refinement attention.
 #[derive(Config, Debug)]
@@ -23,6 +23,9 @@ pub struct ContextAttentionConfig {
     /// Prompt tokens of the MAPs-input insertion (P is expanded to this many).
     #[config(default = 4)]
     pub prompt_len: usize,
+    /// Softmax through the fused kernel on flex ([`crate::kernels::softmax`]).
+    #[config(default = true)]
+    pub fused_kernels: bool,
 }
 
 /// W^Q, W^K, W^V, W^O of Eq. 7, plus the prompt maps of the MAPs insertion types.
@@ -46,6 +49,9 @@ pub struct ContextAttention {
     /// The insertion type (stored by name so the module stays a plain record).
     #[module(skip)]
     pub insertion: PromptInsertion,
+    /// Softmax through the fused kernel on flex.
+    #[module(skip)]
+    pub fused_kernels: bool,
 }
 
 impl ContextAttentionConfig {
@@ -69,6 +75,7 @@ impl ContextAttentionConfig {
             n_heads: self.n_heads,
             prompt_len: self.prompt_len,
             insertion: self.insertion,
+            fused_kernels: self.fused_kernels,
         }
     }
 }
@@ -152,7 +159,8 @@ impl ContextAttention {
         let k = self.heads(keys); // [B, H, N', d_h]
         let v = self.heads(values); // [B, H, N', d_h]
         let d_h = (d / self.n_heads) as f64;
-        let a = softmax(q.matmul(k.swap_dims(2, 3)).div_scalar(d_h.sqrt()), 3); // [B, H, N, N']
+        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar(d_h.sqrt()); // [B, H, N, N']
+        let a = kernels::softmax(scores, self.fused_kernels); // [B, H, N, N'], rows over the keys
         let context = a.clone().matmul(v).swap_dims(1, 2).reshape([b, n, d]); // [B, N, d]
         let r = self.output.forward(context); // [B, N, d]
         let e = a.narrow(3, 0, n).mean_dim(1).reshape([b, n, n]); // [B, N, N]

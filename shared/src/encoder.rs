@@ -5,8 +5,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
+use burn::nn::Linear;
 use burn::nn::activation::ActivationConfig;
-use burn::nn::attention::MhaInput;
+use burn::nn::attention::MultiHeadAttention;
 use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderLayer};
 use burn::tensor::{Device, Tensor};
 
@@ -97,9 +98,10 @@ impl Encoder {
 }
 
 impl Encoder {
-    /// One pre-LN layer: x + MHA(LN_2(x)), then + FFN(LN_1(.)), the FFN's GELU through
-    /// [`kernels::gelu`]; with the fused kernels off, Burn's `TransformerEncoderLayer::forward`
-    /// itself (the same sub-layers in the same order; no masks, dropout 0).
+    /// One pre-LN layer: x + MHA(LN_2(x)), then + FFN(LN_1(.)), the attention's softmax and the
+    /// FFN's GELU through [`kernels`]; with the fused kernels off, Burn's
+    /// `TransformerEncoderLayer::forward` itself (the same sub-layers in the same order; no
+    /// masks, dropout 0).
     ///
     /// # Shapes
     /// - x, output: `[B, N, d]`
@@ -108,10 +110,7 @@ impl Encoder {
             return layer.forward(x, None, None);
         }
         debug_assert!(layer.norm_first, "the encoder is built pre-LN");
-        let attended = layer
-            .mha
-            .forward(MhaInput::self_attn(layer.norm_2.forward(x.clone())))
-            .context; // [B, N, d]
+        let attended = self_attention(&layer.mha, layer.norm_2.forward(x.clone())); // [B, N, d]
         let x = x + layer.dropout.forward(attended);
         let ff = &layer.pwff;
         let hidden = kernels::gelu(
@@ -121,6 +120,35 @@ impl Encoder {
         let out = ff.linear_outer.forward(ff.dropout.forward(hidden)); // [B, N, d]
         x + layer.dropout.forward(out)
     }
+}
+
+/// Burn's `MultiHeadAttention::forward` for self-attention without masks, step for step, with
+/// the softmax through [`kernels::softmax`].
+///
+/// # Shapes
+/// - x, output: `[B, N, d]`
+fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
+    let [b, n, d] = x.dims();
+    let heads = |linear: &Linear| {
+        linear
+            .forward(x.clone()) // [B, N, d]
+            .reshape([b, n, mha.n_heads, mha.d_k]) // [B, N, H, d_k]
+            .swap_dims(1, 2) // [B, H, N, d_k]
+    };
+    let (q, k, v) = (heads(&mha.query), heads(&mha.key), heads(&mha.value));
+    let scores = q.matmul(k.transpose()).div_scalar((mha.d_k as f32).sqrt()); // [B, H, N, N]
+    let weights = if mha.quiet_softmax {
+        burn::tensor::activation::quiet_softmax(scores, 3)
+    } else {
+        kernels::softmax(scores, true)
+    }; // [B, H, N, N]
+    let context = mha
+        .dropout
+        .forward(weights)
+        .matmul(v) // [B, H, N, d_k]
+        .swap_dims(1, 2) // [B, N, H, d_k]
+        .reshape([b, n, d]); // [B, N, d]
+    mha.output.forward(context)
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 //!
 //! Flex computes GELU one element at a time through scalar `libm::erff`, on one thread (34x
 //! slower than PyTorch at the model's shapes; a training step runs GELU forward and backward on
-//! about 2.4 M elements). Here GELU's forward and backward are one pass each over contiguous f32
-//! data, with branch-free approximations of erf (the rational one of Eigen and XLA) and exp
-//! (Cephes') that the compiler vectorises (AVX2 where the CPU has it), split over the cores for
-//! large tensors.
+//! about 2.4 M elements), and under autodiff Burn builds softmax from about five tracked ops.
+//! Here GELU's and softmax's forward and backward are one pass each over contiguous f32 data
+//! (softmax: per row of the last axis), with branch-free approximations of erf (the rational one
+//! of Eigen and XLA) and exp (Cephes') that the compiler vectorises (AVX2 where the CPU has it),
+//! split over the cores for large tensors.
 //!
 //! They reach Burn through its backend extension (`#[backend_extension(Flex, Autodiff)]`):
 //! implemented for `Flex`, and for `Autodiff<Flex>` with a hand-written backward. Other backends
@@ -15,13 +16,14 @@
 //!
 //! Dimension key: none (element-wise; any shape).
 
+use burn::backend::TensorMetadata;
 use burn::backend::autodiff::NodeId;
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
 use burn::backend::flex::{FlexTensor, Layout};
-use burn::backend::ops::ActivationOps;
+use burn::backend::ops::{ActivationOps, FloatTensorOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::tensor::{Bytes, DType, Device, Tensor};
@@ -35,6 +37,18 @@ pub fn gelu<const D: usize>(x: Tensor<D>, fused: bool) -> Tensor<D> {
         Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch()))
     } else {
         burn::tensor::activation::gelu(x)
+    }
+}
+
+/// Softmax over the last axis, fused where it applies (see the module doc), Burn's otherwise.
+///
+/// # Shapes
+/// - x, output: any, the same; each row of the last axis sums to 1
+pub fn softmax<const D: usize>(x: Tensor<D>, fused: bool) -> Tensor<D> {
+    if fused && on_flex(&x.device()) {
+        Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax(x.into_dispatch()))
+    } else {
+        burn::tensor::activation::softmax(x, D - 1)
     }
 }
 
@@ -53,6 +67,11 @@ pub trait FusedOps: Backend {
     fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
     /// The gradient of GELU at `x` times `grad`: grad (Phi(x) + x phi(x)).
     fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Softmax over the last axis: y_i = exp(x_i - max x) / sum_j exp(x_j - max x).
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// The gradient of softmax from its output `y` and `grad`: y (grad - sum_j grad_j y_j),
+    /// the sum over each row of the last axis.
+    fn fused_softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
 impl FusedOps for Flex {
@@ -69,6 +88,46 @@ impl FusedOps for Flex {
             true => zip_f32(&x, grad, gelu_grad_f32),
             false => <Flex as ActivationOps<Flex>>::gelu_backward(x, grad),
         }
+    }
+
+    fn fused_softmax(x: FlexTensor) -> FlexTensor {
+        let shape = x.layout().shape().clone();
+        let rank = shape.num_dims();
+        let row = if rank == 0 { 0 } else { shape[rank - 1] };
+        if x.dtype() != DType::F32 || row == 0 {
+            return <Flex as ActivationOps<Flex>>::softmax(x, rank.saturating_sub(1));
+        }
+        let x = if contiguous_f32(&x) {
+            x
+        } else {
+            x.to_contiguous()
+        };
+        map_rows_f32(x, row, softmax_rows_f32)
+    }
+
+    fn fused_softmax_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
+        let shape = y.layout().shape().clone();
+        let rank = shape.num_dims();
+        let row = if rank == 0 { 0 } else { shape[rank - 1] };
+        let f32s = y.dtype() == DType::F32 && grad.dtype() == DType::F32;
+        if !f32s || row == 0 || grad.layout().shape() != &shape {
+            // y (grad - sum(grad y)) from Burn's primitives (never taken by the model: its
+            // softmax inputs are f32).
+            let last = rank.saturating_sub(1);
+            let dot = Flex::float_sum_dim(Flex::float_mul(grad.clone(), y.clone()), last);
+            return Flex::float_mul(y, Flex::float_sub(grad, dot));
+        }
+        let y = if contiguous_f32(&y) {
+            y
+        } else {
+            y.to_contiguous()
+        };
+        let grad = if contiguous_f32(&grad) {
+            grad
+        } else {
+            grad.to_contiguous()
+        };
+        zip_rows_f32(&y, grad, row, softmax_grad_rows_f32)
     }
 }
 
@@ -110,6 +169,50 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
         // The backward above calls the inner backend's; this one (a second derivative) is
         // Burn's composite, differentiable in turn.
         <Self as ActivationOps<Self>>::gelu_backward(x, grad)
+    }
+
+    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        /// The backward keeps the output y (the gradient needs only y), not the input.
+        #[derive(Debug)]
+        struct FusedSoftmax;
+
+        impl<B: Backend + FusedOps> Backward<B, 1> for FusedSoftmax
+        where
+            B::FloatTensorPrimitive: Clone + Send + core::fmt::Debug,
+        {
+            type State = B::FloatTensorPrimitive;
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 1>,
+                grads: &mut Gradients,
+                _checkpointer: &mut Checkpointer,
+            ) {
+                let y = ops.state;
+                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
+                    B::fused_softmax_backward(y, grad)
+                });
+            }
+        }
+
+        match FusedSoftmax
+            .prepare::<C>([x.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(prep) => {
+                let y = B::fused_softmax(x.primitive().clone());
+                prep.finish(y.clone(), y)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_softmax(x.into_primitive())),
+        }
+    }
+
+    fn fused_softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        // Only for a second derivative: Burn's composite, differentiable in turn.
+        let last = y.shape().num_dims() - 1;
+        let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), y.clone()), last);
+        Self::float_mul(y, Self::float_sub(grad, dot))
     }
 }
 
@@ -155,6 +258,75 @@ fn zip_f32(x: &FlexTensor, mut grad: FlexTensor, f: fn(&[f32], &mut [f32])) -> F
         Layout::contiguous(grad.layout().shape().clone()),
         DType::F32,
     )
+}
+
+/// Rows of `row` elements per task when a row kernel is split over the cores.
+#[cfg(not(target_arch = "wasm32"))]
+fn rows_per_task(row: usize) -> usize {
+    (CHUNK / row).max(1)
+}
+
+/// `f(rows, row)` over a contiguous f32 tensor whose last axis has `row` elements: in place when
+/// the tensor owns its storage, into a new one otherwise.
+fn map_rows_f32(mut x: FlexTensor, row: usize, f: fn(&mut [f32], usize)) -> FlexTensor {
+    let n = x.layout().num_elements();
+    if x.is_unique() {
+        run_rows(&mut x.storage_mut::<f32>()[..n], row, f);
+        return x;
+    }
+    let mut out = x.storage::<f32>()[..n].to_vec();
+    run_rows(&mut out, row, f);
+    FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(x.layout().shape().clone()),
+        DType::F32,
+    )
+}
+
+/// `f(y_rows, grad_rows, row)` into `grad` (in place when it owns its storage).
+fn zip_rows_f32(
+    y: &FlexTensor,
+    mut grad: FlexTensor,
+    row: usize,
+    f: fn(&[f32], &mut [f32], usize),
+) -> FlexTensor {
+    let n = y.layout().num_elements();
+    let ys = &y.storage::<f32>()[..n];
+    if grad.is_unique() {
+        run_zip_rows(ys, &mut grad.storage_mut::<f32>()[..n], row, f);
+        return grad;
+    }
+    let mut out = grad.storage::<f32>()[..n].to_vec();
+    run_zip_rows(ys, &mut out, row, f);
+    FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(grad.layout().shape().clone()),
+        DType::F32,
+    )
+}
+
+fn run_rows(data: &mut [f32], row: usize, f: fn(&mut [f32], usize)) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if data.len() > CHUNK {
+        use rayon::prelude::*;
+        data.par_chunks_mut(rows_per_task(row) * row)
+            .for_each(|c| f(c, row));
+        return;
+    }
+    f(data, row);
+}
+
+fn run_zip_rows(ys: &[f32], out: &mut [f32], row: usize, f: fn(&[f32], &mut [f32], usize)) {
+    #[cfg(not(target_arch = "wasm32"))]
+    if out.len() > CHUNK {
+        use rayon::prelude::*;
+        let task = rows_per_task(row) * row;
+        ys.par_chunks(task)
+            .zip(out.par_chunks_mut(task))
+            .for_each(|(y, o)| f(y, o, row));
+        return;
+    }
+    f(ys, out, row);
 }
 
 fn run(data: &mut [f32], f: fn(&mut [f32])) {
@@ -204,6 +376,8 @@ macro_rules! widest {
 
 widest!(fn gelu_f32(data: &mut [f32]) => gelu_body);
 widest!(fn gelu_grad_f32(xs: &[f32], grad: &mut [f32]) => gelu_grad_body);
+widest!(fn softmax_rows_f32(data: &mut [f32], row: usize) => softmax_rows_body);
+widest!(fn softmax_grad_rows_f32(ys: &[f32], grad: &mut [f32], row: usize) => softmax_grad_rows_body);
 
 const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2 pi).
@@ -223,6 +397,84 @@ fn gelu_grad_body(xs: &[f32], grad: &mut [f32]) {
         let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
         let pdf = FRAC_1_SQRT_2PI * exp_nonpositive(-0.5 * x * x);
         *g *= cdf + x * pdf;
+    }
+}
+
+/// Lanes of the partial sums and maxima of a row: reductions in 8 independent accumulators
+/// vectorise (one accumulator is a serial chain the compiler may not reorder).
+const LANES: usize = 8;
+
+/// The maximum of `row` (NaNs skipped, as `f32::max` does; a NaN still makes its row NaN
+/// through exp).
+#[inline(always)]
+fn row_max(row: &[f32]) -> f32 {
+    let mut acc = [f32::NEG_INFINITY; LANES];
+    let chunks = row.chunks_exact(LANES);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] = acc[i].max(c[i]);
+        }
+    }
+    rest.iter()
+        .chain(&acc)
+        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+}
+
+/// sum_i a_i over a row.
+#[inline(always)]
+fn row_sum(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let chunks = a.chunks_exact(LANES);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for i in 0..LANES {
+            acc[i] += c[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// sum_i a_i b_i over a row.
+#[inline(always)]
+fn row_dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; LANES];
+    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..LANES {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[inline(always)]
+fn softmax_rows_body(data: &mut [f32], row: usize) {
+    for r in data.chunks_exact_mut(row) {
+        let max = row_max(r);
+        for v in r.iter_mut() {
+            *v = exp_nonpositive(*v - max);
+        }
+        let inv = 1.0 / row_sum(r);
+        for v in r.iter_mut() {
+            *v *= inv;
+        }
+    }
+}
+
+#[inline(always)]
+fn softmax_grad_rows_body(ys: &[f32], grad: &mut [f32], row: usize) {
+    for (y, g) in ys.chunks_exact(row).zip(grad.chunks_exact_mut(row)) {
+        let dot = row_dot(y, g);
+        for (gi, &yi) in g.iter_mut().zip(y) {
+            *gi = yi * (*gi - dot);
+        }
     }
 }
 
@@ -369,6 +621,77 @@ mod tests {
         assert_eq!(values(gelu(t.clone(), true)), values(gelu(t, false)));
         let empty = Tensor::<2>::zeros([0, 3], &device);
         assert_eq!(gelu(empty, true).dims(), [0, 3]);
+    }
+
+    /// Fused softmax and its gradient against Burn's, for a `[rows, row]` input.
+    fn check_softmax(data: Vec<f32>, rows: usize, row: usize) {
+        let device = Device::flex().autodiff();
+        let input = || {
+            Tensor::<2>::from_data(TensorData::new(data.clone(), [rows, row]), &device)
+                .require_grad()
+        };
+        let (x_fused, x_burn) = (input(), input());
+        let (y_fused, y_burn) = (
+            softmax(x_fused.clone(), true),
+            softmax(x_burn.clone(), false),
+        );
+        let weights = Tensor::<2>::random([rows, row], Distribution::Normal(0.0, 1.0), &device);
+        let g_fused = (y_fused.clone() * weights.clone()).sum().backward();
+        let g_burn = (y_burn.clone() * weights).sum().backward();
+        let close = |a: Vec<f32>, b: Vec<f32>, what: &str| {
+            for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+                assert!(
+                    (p - q).abs() <= 2e-6 + 1e-5 * q.abs(),
+                    "{what}[{i}]: {p} vs {q}"
+                );
+            }
+        };
+        close(values(y_fused), values(y_burn), "softmax");
+        close(
+            values(x_fused.grad(&g_fused).expect("grad")),
+            values(x_burn.grad(&g_burn).expect("grad")),
+            "gradient",
+        );
+    }
+
+    #[test]
+    fn fused_softmax_and_its_gradient_match_burns() {
+        // The model's row lengths (44 keys, 45 with the prompt), a row shorter than the lanes,
+        // one long enough to be split over the cores, large magnitudes.
+        for (rows, row, scale) in [
+            (512, 45, 3.0),
+            (300, 44, 30.0),
+            (7, 3, 1.0),
+            (3, 40_000, 5.0),
+        ] {
+            let data: Vec<f32> = Tensor::<2>::random(
+                [rows, row],
+                Distribution::Normal(0.0, scale),
+                &Device::flex(),
+            )
+            .into_data()
+            .try_to_vec::<f32>()
+            .expect("f32");
+            check_softmax(data, rows, row);
+        }
+        check_softmax(vec![1e30, -1e30, 0.0, 5.0, 5.0, 5.0], 2, 3);
+        check_softmax(vec![2.0], 1, 1);
+    }
+
+    #[test]
+    fn softmax_rows_sum_to_one_and_a_view_is_read_in_its_own_order() {
+        let device = Device::flex();
+        let x = Tensor::<2>::random([6, 45], Distribution::Normal(0.0, 4.0), &device);
+        let sums = values(softmax(x.clone(), true).sum_dim(1));
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
+        // A transposed view (not contiguous) is copied first, not read in storage order.
+        let t = x.transpose();
+        assert_eq!(t.dims(), [45, 6]);
+        let (fused, burn) = (values(softmax(t.clone(), true)), values(softmax(t, false)));
+        assert!(fused.iter().zip(&burn).all(|(a, b)| (a - b).abs() < 1e-6));
+        let nan =
+            Tensor::<2>::from_data(TensorData::new(vec![f32::NAN, 1.0, 2.0], [1, 3]), &device);
+        assert!(values(softmax(nan, true)).iter().all(|v| v.is_nan()));
     }
 
     #[test]

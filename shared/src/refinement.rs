@@ -110,6 +110,7 @@ impl RefinementLayerConfig {
             attention: ContextAttentionConfig::new(self.d_model, self.n_heads)
                 .with_insertion(self.insertion)
                 .with_prompt_len(self.prompt_len)
+                .with_fused_kernels(self.fused_kernels)
                 .init(device),
             ranking: RankingConfig::new(self.d_model)
                 .with_alpha_f(self.alpha_f)
