@@ -1,5 +1,5 @@
-"""The ops of `cargo run -p mgr --example flex_ops`, timed in PyTorch the same way (median of 7
-rounds of 30 calls after warm-up, microseconds per call)."""
+"""The ops of `mgr bench --ops`, timed in PyTorch the same way (median of 7 rounds of 30 calls
+after warm-up, microseconds per call)."""
 import time
 import torch
 import torch.nn.functional as F
@@ -38,3 +38,13 @@ def gelu_fwd_bwd():
 
 
 time_op("gelu forward + backward [2816,256]", gelu_fwd_bwd)
+scores_ad = torch.randn(64, 4, 44, 45, requires_grad=True)
+weights = torch.randn(64, 4, 44, 45)
+
+
+def softmax_fwd_bwd():
+    scores_ad.grad = None
+    (torch.softmax(scores_ad, -1) * weights).sum().backward()
+
+
+time_op("softmax forward + backward [64,4,44,45]", softmax_fwd_bwd)

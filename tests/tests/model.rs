@@ -469,3 +469,51 @@ fn detaching_the_shared_features_keeps_l_div_out_of_the_shared_encoder() {
     assert!(shared_on > 0.0 && uni_on > 0.0, "{norms:?}");
     assert!(shared_off == 0.0 && uni_off > 0.0, "{norms:?}");
 }
+
+/// Issue 12: the fused CPU kernels (GELU, softmax) and Burn's own ops give the same model, up to
+/// float rounding: outputs of every method, and the model after three training steps.
+#[test]
+fn fused_kernels_and_burns_ops_train_the_same_model() {
+    use burn::module::Module;
+    let _serial = one_at_a_time();
+    let device = Device::flex();
+    for method in Method::ALL {
+        let cfg = odd_config(method).with_d_model(16);
+        let models: Vec<mgr::Model> = [true, false]
+            .map(|fused| {
+                let cfg = cfg.clone().with_fused_kernels(Some(fused));
+                let mut model = init_model(&cfg, 3, &device).unwrap();
+                let ad = device.clone().autodiff();
+                let batch = random_batch(&cfg, mixed_availability(12, 2), &ad);
+                let train = TrainConfig::new().with_lr(1e-2);
+                let mut optimizer = train.optimizer();
+                for _ in 0..3 {
+                    model = train_step(model, &mut optimizer, train.lr, &batch).0;
+                }
+                model
+            })
+            .into();
+        let batch = random_batch(&cfg, mixed_availability(12, 2), &device);
+        let outputs: Vec<Vec<f32>> = models
+            .iter()
+            .map(|m| {
+                m.valid()
+                    .forward(&batch)
+                    .output
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .unwrap()
+            })
+            .collect();
+        let worst = outputs[0]
+            .iter()
+            .zip(&outputs[1])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-4,
+            "{method}: fused and Burn's ops differ by {worst}"
+        );
+        assert!(models[0].config.uses_fused_kernels() && !models[1].config.uses_fused_kernels());
+    }
+}

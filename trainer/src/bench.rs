@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// Burn's own ops instead of the fused CPU kernels (`fused_kernels = false`), to compare.
     #[arg(long)]
     unfused: bool,
+    /// Time single ops at the model's shapes instead (flex; Burn's op beside the fused kernel;
+    /// `scripts/torch_ops.py` times the same in PyTorch).
+    #[arg(long)]
+    ops: bool,
 }
 
 /// AV-MNIST's token grids: 16 image patches of 7x7, 28 spectrogram frames of 4x112.
@@ -117,6 +121,10 @@ fn median_and_spread(mut v: Vec<f64>) -> (f64, f64, f64) {
 
 /// Runs the benchmark.
 pub fn run(a: &BenchArgs) -> Result<()> {
+    if a.ops {
+        crate::bench_ops::run();
+        return Ok(());
+    }
     let cfg = config(a)?;
     cfg.validate()?;
     let (device, device_name) = device::select(a.device, a.json)?;

@@ -3,6 +3,7 @@
 mod affect;
 mod avmnist;
 mod bench;
+mod bench_ops;
 mod checkpoint;
 mod commands;
 mod dataset;

@@ -1,0 +1,110 @@
+//! `mgr bench --ops`: where the flex backend spends a training step of MGR at AV-MNIST's shapes
+//! (B 64, N 44, d 64, 4 heads, FFN 256), each op alone, timed after warm-up, with Burn's own op
+//! beside the fused kernel of `mgr::kernels` where there is one. `scripts/torch_ops.py` times the
+//! same ops in PyTorch; run both on the same machine.
+
+use burn::nn::{LayerNormConfig, LinearConfig};
+use burn::tensor::{Device, Distribution, Tensor};
+use mgr::kernels;
+use std::time::Instant;
+
+/// Median of 7 rounds of `reps` calls, in microseconds per call.
+fn time(mut f: impl FnMut()) -> f64 {
+    let reps = 30;
+    for _ in 0..3 {
+        f();
+    }
+    let mut rounds: Vec<f64> = (0..7)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..reps {
+                f();
+            }
+            t.elapsed().as_secs_f64() * 1e6 / reps as f64
+        })
+        .collect();
+    rounds.sort_by(f64::total_cmp);
+    rounds[3]
+}
+
+/// One line of the table: Burn's op and, where there is one, the fused kernel.
+fn line(name: &str, burn: f64, fused: Option<f64>) {
+    match fused {
+        Some(f) => println!("{name:<44} {burn:>9.1} {f:>9.1} {:>7.1}x", burn / f),
+        None => println!("{name:<44} {burn:>9.1} {:>9} {:>8}", "-", "-"),
+    }
+}
+
+/// Runs `mgr bench --ops` and prints microseconds per call.
+pub fn run() {
+    let device = Device::flex();
+    let normal = Distribution::Normal(0.0, 1.0);
+    println!(
+        "{:<44} {:>9} {:>9} {:>8}",
+        "op (flex, us per call)", "Burn", "fused", "speed-up"
+    );
+    let tokens = Tensor::<2>::random([2816, 64], normal, &device); // [B N, d]
+    let hidden = Tensor::<2>::random([2816, 256], normal, &device); // [B N, 4 d]
+    let w_qkv = LinearConfig::new(64, 64).init(&device);
+    let w_ff = LinearConfig::new(64, 256).init(&device);
+    line(
+        "linear [2816,64] x [64,64]",
+        time(|| drop(w_qkv.forward(tokens.clone()).into_data())),
+        None,
+    );
+    line(
+        "linear [2816,64] x [64,256]",
+        time(|| drop(w_ff.forward(tokens.clone()).into_data())),
+        None,
+    );
+    let q = Tensor::<3>::random([256, 44, 16], normal, &device); // [B H, N, d_h]
+    let k = Tensor::<3>::random([256, 16, 44], normal, &device); // [B H, d_h, N]
+    line(
+        "batched matmul [256,44,16] x [256,16,44]",
+        time(|| drop(q.clone().matmul(k.clone()).into_data())),
+        None,
+    );
+    let scores = Tensor::<4>::random([64, 4, 44, 45], normal, &device); // [B, H, N, N + 1]
+    let softmax = |fused| time(|| drop(kernels::softmax(scores.clone(), fused).into_data()));
+    line(
+        "softmax [64,4,44,45] over the last dim",
+        softmax(false),
+        Some(softmax(true)),
+    );
+    let gelu = |fused| time(|| drop(kernels::gelu(hidden.clone(), fused).into_data()));
+    line("gelu (erf) [2816,256]", gelu(false), Some(gelu(true)));
+    let norm = LayerNormConfig::new(64).init(&device);
+    let x3 = tokens.reshape([64, 44, 64]); // [B, N, d]
+    line(
+        "layer norm [64,44,64]",
+        time(|| drop(norm.forward(x3.clone()).into_data())),
+        None,
+    );
+    let ad = device.autodiff();
+    let hidden_ad = Tensor::<2>::random([2816, 256], normal, &ad).require_grad();
+    let gelu_both = |fused| {
+        time(|| {
+            let grads = kernels::gelu(hidden_ad.clone(), fused).sum().backward();
+            drop(hidden_ad.grad(&grads).expect("grad").into_data());
+        })
+    };
+    line(
+        "gelu forward + backward [2816,256]",
+        gelu_both(false),
+        Some(gelu_both(true)),
+    );
+    let scores_ad = Tensor::<4>::random([64, 4, 44, 45], normal, &ad).require_grad();
+    let weights = Tensor::<4>::random([64, 4, 44, 45], normal, &ad);
+    let softmax_both = |fused| {
+        time(|| {
+            let y = kernels::softmax(scores_ad.clone(), fused) * weights.clone();
+            let grads = y.sum().backward();
+            drop(scores_ad.grad(&grads).expect("grad").into_data());
+        })
+    };
+    line(
+        "softmax forward + backward [64,4,44,45]",
+        softmax_both(false),
+        Some(softmax_both(true)),
+    );
+}
