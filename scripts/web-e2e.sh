@@ -11,9 +11,10 @@ mkdir -p "$out"
 # scripts/test.sh just made; a user's `trunk build --release --offline` gives the same page.
 trunk build --offline
 sample=3
-# `cargo test --workspace` built the example with the workspace's features; `--workspace`
-# resolves the same ones here (`-p mgr-web` alone would compile Burn again without wgpu).
-cargo build -q --workspace --examples
+# `cargo test --workspace` builds the examples with the workspace's features and every member's
+# dev-dependencies; `--no-run` here resolves exactly the same (a `cargo build --examples` would
+# leave out the dev-dependencies of members without examples, and compile Burn again).
+cargo test -q --workspace --no-run
 expected="${CARGO_TARGET_DIR:-target}/debug/examples/expected"
 "$expected" web/assets/model "$sample" > "$out/expected-full.json"
 "$expected" web/assets/model "$sample" audio > "$out/expected-drop.json"
