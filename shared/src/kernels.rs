@@ -77,7 +77,7 @@ pub trait FusedOps: Backend {
 impl FusedOps for Flex {
     fn fused_gelu(x: FlexTensor) -> FlexTensor {
         match contiguous_f32(&x) {
-            true => map_f32(x, gelu_f32),
+            true => map_f32(x, 1, gelu_f32),
             false => <Flex as ActivationOps<Flex>>::gelu(x),
         }
     }
@@ -85,49 +85,31 @@ impl FusedOps for Flex {
     fn fused_gelu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
         let same_shape = x.layout().shape() == grad.layout().shape();
         match same_shape && contiguous_f32(&x) && contiguous_f32(&grad) {
-            true => zip_f32(&x, grad, gelu_grad_f32),
+            true => zip_f32(&x, grad, 1, gelu_grad_f32),
             false => <Flex as ActivationOps<Flex>>::gelu_backward(x, grad),
         }
     }
 
     fn fused_softmax(x: FlexTensor) -> FlexTensor {
-        let shape = x.layout().shape().clone();
-        let rank = shape.num_dims();
-        let row = if rank == 0 { 0 } else { shape[rank - 1] };
+        let (last, row) = last_axis(&x);
         if x.dtype() != DType::F32 || row == 0 {
-            return <Flex as ActivationOps<Flex>>::softmax(x, rank.saturating_sub(1));
+            return <Flex as ActivationOps<Flex>>::softmax(x, last);
         }
-        let x = if contiguous_f32(&x) {
-            x
-        } else {
-            x.to_contiguous()
-        };
-        map_rows_f32(x, row, softmax_rows_f32)
+        map_f32(contiguous(x), row, |rows| softmax_rows_f32(rows, row))
     }
 
     fn fused_softmax_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        let shape = y.layout().shape().clone();
-        let rank = shape.num_dims();
-        let row = if rank == 0 { 0 } else { shape[rank - 1] };
+        let (last, row) = last_axis(&y);
         let f32s = y.dtype() == DType::F32 && grad.dtype() == DType::F32;
-        if !f32s || row == 0 || grad.layout().shape() != &shape {
+        if !f32s || row == 0 || grad.layout().shape() != y.layout().shape() {
             // y (grad - sum(grad y)) from Burn's primitives (never taken by the model: its
             // softmax inputs are f32).
-            let last = rank.saturating_sub(1);
             let dot = Flex::float_sum_dim(Flex::float_mul(grad.clone(), y.clone()), last);
             return Flex::float_mul(y, Flex::float_sub(grad, dot));
         }
-        let y = if contiguous_f32(&y) {
-            y
-        } else {
-            y.to_contiguous()
-        };
-        let grad = if contiguous_f32(&grad) {
-            grad
-        } else {
-            grad.to_contiguous()
-        };
-        zip_rows_f32(&y, grad, row, softmax_grad_rows_f32)
+        zip_f32(&contiguous(y), contiguous(grad), row, |ys, g| {
+            softmax_grad_rows_f32(ys, g, row)
+        })
     }
 }
 
@@ -216,6 +198,24 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
     }
 }
 
+/// The last axis of `t` and its length (0 for a scalar).
+fn last_axis(t: &FlexTensor) -> (usize, usize) {
+    let shape = t.layout().shape();
+    match shape.num_dims() {
+        0 => (0, 0),
+        rank => (rank - 1, shape[rank - 1]),
+    }
+}
+
+/// `t` with a contiguous layout from the start of its storage (itself when it has one already).
+fn contiguous(t: FlexTensor) -> FlexTensor {
+    if contiguous_f32(&t) {
+        t
+    } else {
+        t.to_contiguous()
+    }
+}
+
 /// Whether the fused path takes `t`: f32, contiguous, from the start of its storage.
 fn contiguous_f32(t: &FlexTensor) -> bool {
     t.dtype() == DType::F32 && t.layout().is_contiguous() && t.layout().start_offset() == 0
@@ -226,56 +226,23 @@ fn contiguous_f32(t: &FlexTensor) -> bool {
 #[cfg(not(target_arch = "wasm32"))]
 const CHUNK: usize = 1 << 15;
 
-/// `f` applied to every element of a contiguous f32 tensor: in place when the tensor is the only
-/// owner of its storage, into a new one otherwise.
-fn map_f32(mut x: FlexTensor, f: fn(&mut [f32])) -> FlexTensor {
-    let n = x.layout().num_elements();
-    if x.is_unique() {
-        run(&mut x.storage_mut::<f32>()[..n], f);
-        return x;
-    }
-    let mut out = x.storage::<f32>()[..n].to_vec();
-    run(&mut out, f);
-    FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(x.layout().shape().clone()),
-        DType::F32,
-    )
-}
-
-/// `f(x, grad)` element by element into `grad` (in place when it owns its storage).
-fn zip_f32(x: &FlexTensor, mut grad: FlexTensor, f: fn(&[f32], &mut [f32])) -> FlexTensor {
-    let n = x.layout().num_elements();
-    let xs = &x.storage::<f32>()[..n];
-    if grad.is_unique() {
-        run_zip(xs, &mut grad.storage_mut::<f32>()[..n], f);
-        return grad;
-    }
-    let mut out = grad.storage::<f32>()[..n].to_vec();
-    run_zip(xs, &mut out, f);
-    FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(grad.layout().shape().clone()),
-        DType::F32,
-    )
-}
-
-/// Rows of `row` elements per task when a row kernel is split over the cores.
+/// Rows of `row` elements per task when a kernel is split over the cores (an element-wise
+/// kernel passes row 1: CHUNK elements per task).
 #[cfg(not(target_arch = "wasm32"))]
 fn rows_per_task(row: usize) -> usize {
     (CHUNK / row).max(1)
 }
 
-/// `f(rows, row)` over a contiguous f32 tensor whose last axis has `row` elements: in place when
-/// the tensor owns its storage, into a new one otherwise.
-fn map_rows_f32(mut x: FlexTensor, row: usize, f: fn(&mut [f32], usize)) -> FlexTensor {
+/// `f` over a contiguous f32 tensor, given whole rows of `row` elements (1 for an element-wise
+/// kernel): in place when the tensor owns its storage, into a new one otherwise.
+fn map_f32(mut x: FlexTensor, row: usize, f: impl Fn(&mut [f32]) + Sync + Send) -> FlexTensor {
     let n = x.layout().num_elements();
     if x.is_unique() {
-        run_rows(&mut x.storage_mut::<f32>()[..n], row, f);
+        run(&mut x.storage_mut::<f32>()[..n], row, f);
         return x;
     }
     let mut out = x.storage::<f32>()[..n].to_vec();
-    run_rows(&mut out, row, f);
+    run(&mut out, row, f);
     FlexTensor::new(
         Bytes::from_elems(out),
         Layout::contiguous(x.layout().shape().clone()),
@@ -283,21 +250,21 @@ fn map_rows_f32(mut x: FlexTensor, row: usize, f: fn(&mut [f32], usize)) -> Flex
     )
 }
 
-/// `f(y_rows, grad_rows, row)` into `grad` (in place when it owns its storage).
-fn zip_rows_f32(
-    y: &FlexTensor,
+/// `f(x, grad)` over whole rows into `grad` (in place when it owns its storage).
+fn zip_f32(
+    x: &FlexTensor,
     mut grad: FlexTensor,
     row: usize,
-    f: fn(&[f32], &mut [f32], usize),
+    f: impl Fn(&[f32], &mut [f32]) + Sync + Send,
 ) -> FlexTensor {
-    let n = y.layout().num_elements();
-    let ys = &y.storage::<f32>()[..n];
+    let n = x.layout().num_elements();
+    let xs = &x.storage::<f32>()[..n];
     if grad.is_unique() {
-        run_zip_rows(ys, &mut grad.storage_mut::<f32>()[..n], row, f);
+        run_zip(xs, &mut grad.storage_mut::<f32>()[..n], row, f);
         return grad;
     }
     let mut out = grad.storage::<f32>()[..n].to_vec();
-    run_zip_rows(ys, &mut out, row, f);
+    run_zip(xs, &mut out, row, f);
     FlexTensor::new(
         Bytes::from_elems(out),
         Layout::contiguous(grad.layout().shape().clone()),
@@ -305,46 +272,27 @@ fn zip_rows_f32(
     )
 }
 
-fn run_rows(data: &mut [f32], row: usize, f: fn(&mut [f32], usize)) {
+/// `f` on `data`, split over the cores in tasks of whole rows when it is large.
+#[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
+fn run(data: &mut [f32], row: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
     #[cfg(not(target_arch = "wasm32"))]
     if data.len() > CHUNK {
         use rayon::prelude::*;
-        data.par_chunks_mut(rows_per_task(row) * row)
-            .for_each(|c| f(c, row));
-        return;
-    }
-    f(data, row);
-}
-
-fn run_zip_rows(ys: &[f32], out: &mut [f32], row: usize, f: fn(&[f32], &mut [f32], usize)) {
-    #[cfg(not(target_arch = "wasm32"))]
-    if out.len() > CHUNK {
-        use rayon::prelude::*;
-        let task = rows_per_task(row) * row;
-        ys.par_chunks(task)
-            .zip(out.par_chunks_mut(task))
-            .for_each(|(y, o)| f(y, o, row));
-        return;
-    }
-    f(ys, out, row);
-}
-
-fn run(data: &mut [f32], f: fn(&mut [f32])) {
-    #[cfg(not(target_arch = "wasm32"))]
-    if data.len() > CHUNK {
-        use rayon::prelude::*;
-        data.par_chunks_mut(CHUNK).for_each(f);
+        data.par_chunks_mut(rows_per_task(row) * row).for_each(f);
         return;
     }
     f(data);
 }
 
-fn run_zip(xs: &[f32], out: &mut [f32], f: fn(&[f32], &mut [f32])) {
+/// `f(xs, out)` split as [`run`] splits.
+#[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
+fn run_zip(xs: &[f32], out: &mut [f32], row: usize, f: impl Fn(&[f32], &mut [f32]) + Sync + Send) {
     #[cfg(not(target_arch = "wasm32"))]
     if out.len() > CHUNK {
         use rayon::prelude::*;
-        xs.par_chunks(CHUNK)
-            .zip(out.par_chunks_mut(CHUNK))
+        let task = rows_per_task(row) * row;
+        xs.par_chunks(task)
+            .zip(out.par_chunks_mut(task))
             .for_each(|(x, o)| f(x, o));
         return;
     }
