@@ -89,13 +89,6 @@ pub struct AttentionOutput {
 }
 
 impl ContextAttention {
-    /// Splits `[B, n, d]` into heads `[B, H, n, d_h]`.
-    fn heads(&self, x: Tensor<3>) -> Tensor<4> {
-        let [b, n, d] = x.dims();
-        x.reshape([b, n, self.n_heads, d / self.n_heads])
-            .swap_dims(1, 2) // [B, H, n, d_h]
-    }
-
     /// Eqs. 6-8. The prompt P is inserted as configured (Eq. 6: h_p = [h_e; P]); queries come
     /// from the N tokens, keys and values from h_p, so a_i is [N, N + 1];
     /// r = [a_1 h_p W_1^V | ... ] W^O (Eq. 7) and e = mean_i a_i over the token columns (Eq. 8).
@@ -117,16 +110,16 @@ impl ContextAttention {
                 let h_p = Tensor::cat(vec![tokens.clone(), prompt_row], 1); // [B, N+1, d]
                 (
                     tokens,
-                    self.key.forward(h_p.clone()),
-                    self.value.forward(h_p),
+                    kernels::linear_rows(&self.key, h_p.clone(), self.fused_kernels),
+                    kernels::linear_rows(&self.value, h_p, self.fused_kernels),
                 )
             }
             PromptInsertion::Summation => {
                 let h_p = tokens + prompt_row; // [B, N, d]
                 (
                     h_p.clone(),
-                    self.key.forward(h_p.clone()),
-                    self.value.forward(h_p),
+                    kernels::linear_rows(&self.key, h_p.clone(), self.fused_kernels),
+                    kernels::linear_rows(&self.value, h_p, self.fused_kernels),
                 )
             }
             PromptInsertion::MapsInput => {
@@ -138,8 +131,8 @@ impl ContextAttention {
                 let h_p = Tensor::cat(vec![tokens.clone(), prompts], 1); // [B, N+L, d]
                 (
                     tokens,
-                    self.key.forward(h_p.clone()),
-                    self.value.forward(h_p),
+                    kernels::linear_rows(&self.key, h_p.clone(), self.fused_kernels),
+                    kernels::linear_rows(&self.value, h_p, self.fused_kernels),
                 )
             }
             PromptInsertion::MapsAttention => {
@@ -150,19 +143,28 @@ impl ContextAttention {
                 let kv = map.forward(prompt); // [B, 2d]
                 let key_prompt = kv.clone().narrow(1, 0, d).reshape([b, 1, d]); // [B, 1, d]
                 let value_prompt = kv.narrow(1, d, d).reshape([b, 1, d]); // [B, 1, d]
-                let keys = Tensor::cat(vec![self.key.forward(tokens.clone()), key_prompt], 1); // [B, N+1, d]
-                let values = Tensor::cat(vec![self.value.forward(tokens.clone()), value_prompt], 1); // [B, N+1, d]
+                let keys = Tensor::cat(
+                    vec![
+                        kernels::linear_rows(&self.key, tokens.clone(), self.fused_kernels),
+                        key_prompt,
+                    ],
+                    1,
+                ); // [B, N+1, d]
+                let values = Tensor::cat(
+                    vec![
+                        kernels::linear_rows(&self.value, tokens.clone(), self.fused_kernels),
+                        value_prompt,
+                    ],
+                    1,
+                ); // [B, N+1, d]
                 (tokens, keys, values)
             }
         };
-        let q = self.heads(self.query.forward(queries_from)); // [B, H, N, d_h]
-        let k = self.heads(keys); // [B, H, N', d_h]
-        let v = self.heads(values); // [B, H, N', d_h]
-        let d_h = (d / self.n_heads) as f64;
-        let scores = q.matmul(k.swap_dims(2, 3)).div_scalar(d_h.sqrt()); // [B, H, N, N']
-        let a = kernels::softmax(scores, self.fused_kernels); // [B, H, N, N'], rows over the keys
-        let context = a.clone().matmul(v).swap_dims(1, 2).reshape([b, n, d]); // [B, N, d]
-        let r = self.output.forward(context); // [B, N, d]
+        let q = kernels::linear_rows(&self.query, queries_from, self.fused_kernels); // [B, N, d]
+        // Heads side by side in the feature axis; rows of a are over the keys.
+        let a = kernels::attention_weights(q, keys, self.n_heads, self.fused_kernels); // [B, H, N, N']
+        let context = kernels::attention_context(a.clone(), values, self.fused_kernels); // [B, N, d]
+        let r = kernels::linear_rows(&self.output, context, self.fused_kernels); // [B, N, d]
         let e = a.narrow(3, 0, n).mean_dim(1).reshape([b, n, n]); // [B, N, N]
         AttentionOutput { r, e }
     }

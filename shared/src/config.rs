@@ -300,7 +300,8 @@ pub struct ModelConfig {
     /// Standard deviation of the learnable embeddings and prompts at initialisation.
     #[config(default = 0.02)]
     pub init_std: f64,
-    /// The fused CPU kernels of `kernels.rs` (GELU) on the flex backend: None (a config written
+    /// The fused CPU kernels of `kernels.rs` (GELU, softmax, linear layers, attention) on the
+    /// flex backend: None (a config written
     /// before the switch existed, or not set) and true use them; false: Burn's own ops everywhere,
     /// the reference the fused path is tested and benchmarked against (issue 12). Other backends
     /// always use Burn's ops. An Option so that older `config.json` and `model.json` files, which

@@ -5,7 +5,6 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::nn::Linear;
 use burn::nn::activation::ActivationConfig;
 use burn::nn::attention::MultiHeadAttention;
 use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderLayer};
@@ -106,7 +105,7 @@ impl Encoder {
     /// # Shapes
     /// - x, output: `[B, N, d]`
     fn layer_forward(&self, layer: &TransformerEncoderLayer, x: Tensor<3>) -> Tensor<3> {
-        if !self.fused_kernels {
+        if !self.fused_kernels || layer.mha.quiet_softmax {
             return layer.forward(x, None, None);
         }
         debug_assert!(layer.norm_first, "the encoder is built pre-LN");
@@ -114,41 +113,26 @@ impl Encoder {
         let x = x + layer.dropout.forward(attended);
         let ff = &layer.pwff;
         let hidden = kernels::gelu(
-            ff.linear_inner.forward(layer.norm_1.forward(x.clone())),
+            kernels::linear_rows(&ff.linear_inner, layer.norm_1.forward(x.clone()), true),
             true,
         ); // [B, N, ff d]
-        let out = ff.linear_outer.forward(ff.dropout.forward(hidden)); // [B, N, d]
+        let out = kernels::linear_rows(&ff.linear_outer, ff.dropout.forward(hidden), true); // [B, N, d]
         x + layer.dropout.forward(out)
     }
 }
 
-/// Burn's `MultiHeadAttention::forward` for self-attention without masks, step for step, with
-/// the softmax through [`kernels::softmax`].
+/// Burn's `MultiHeadAttention::forward` for self-attention without masks, through
+/// [`kernels::attention_weights`] and [`kernels::attention_context`] (Q, K, V stay `[B, N, d]`).
 ///
 /// # Shapes
 /// - x, output: `[B, N, d]`
 fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
-    let [b, n, d] = x.dims();
-    let heads = |linear: &Linear| {
-        linear
-            .forward(x.clone()) // [B, N, d]
-            .reshape([b, n, mha.n_heads, mha.d_k]) // [B, N, H, d_k]
-            .swap_dims(1, 2) // [B, H, N, d_k]
-    };
-    let (q, k, v) = (heads(&mha.query), heads(&mha.key), heads(&mha.value));
-    let scores = q.matmul(k.transpose()).div_scalar((mha.d_k as f32).sqrt()); // [B, H, N, N]
-    let weights = if mha.quiet_softmax {
-        burn::tensor::activation::quiet_softmax(scores, 3)
-    } else {
-        kernels::softmax(scores, true)
-    }; // [B, H, N, N]
-    let context = mha
-        .dropout
-        .forward(weights)
-        .matmul(v) // [B, H, N, d_k]
-        .swap_dims(1, 2) // [B, N, H, d_k]
-        .reshape([b, n, d]); // [B, N, d]
-    mha.output.forward(context)
+    let q = kernels::linear_rows(&mha.query, x.clone(), true); // [B, N, d]
+    let k = kernels::linear_rows(&mha.key, x.clone(), true); // [B, N, d]
+    let v = kernels::linear_rows(&mha.value, x, true); // [B, N, d]
+    let weights = kernels::attention_weights(q, k, mha.n_heads, true); // [B, H, N, N]
+    let context = kernels::attention_context(mha.dropout.forward(weights), v, true); // [B, N, d]
+    kernels::linear_rows(&mha.output, context, true) // [B, N, d]
 }
 
 #[cfg(test)]

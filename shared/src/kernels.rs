@@ -6,11 +6,14 @@
 //! Here GELU's and softmax's forward and backward are one pass each over contiguous f32 data
 //! (softmax: per row of the last axis), with branch-free approximations of erf (the rational one
 //! of Eigen and XLA) and exp (Cephes') that the compiler vectorises (AVX2 where the CPU has it),
-//! split over the cores for large tensors.
+//! split over the cores for large tensors. Two submodules do the same for the products:
+//! [`linear_2d`] (every linear layer, as one product over all tokens, into a buffer that is
+//! not zeroed and copied first) and [`attention_weights`] / [`attention_context`] (attention on
+//! Q, K, V in their `[B, tokens, d]` layout, without the head reshapes and 4 B small products).
 //!
 //! They reach Burn through its backend extension (`#[backend_extension(Flex, Autodiff)]`):
 //! implemented for `Flex`, and for `Autodiff<Flex>` with a hand-written backward. Other backends
-//! (wgpu), other dtypes and strided views use Burn's own GELU, as does everything when
+//! (wgpu) and other dtypes use Burn's own ops, as does everything when
 //! [`crate::ModelConfig::fused_kernels`] is false (the switch the tests and `mgr bench` compare
 //! the two paths with).
 //!
@@ -50,6 +53,24 @@ pub fn softmax<const D: usize>(x: Tensor<D>, fused: bool) -> Tensor<D> {
     } else {
         burn::tensor::activation::softmax(x, D - 1)
     }
+}
+
+/// A `Linear` applied to every token as one `[B N, d_in] x [d_in, d_out]` product when `fused`
+/// (flex runs Burn's 3-D form as B separate small products, each packing the weight again and
+/// none split over the cores), Burn's `Linear::forward` otherwise. The same values up to float
+/// rounding on every backend.
+///
+/// # Shapes
+/// - x: `[B, N, d_in]`
+/// - output: `[B, N, d_out]`
+pub fn linear_rows(linear: &burn::nn::Linear, x: Tensor<3>, fused: bool) -> Tensor<3> {
+    if !fused {
+        return linear.forward(x);
+    }
+    let [b, n, d_in] = x.dims();
+    let out = linear_2d(linear, x.reshape([b * n, d_in]), true); // [B N, d_out]
+    let d_out = out.dims()[1];
+    out.reshape([b, n, d_out]) // [B, N, d_out]
 }
 
 /// Whether `device` computes on flex (directly or under autodiff).
@@ -321,6 +342,13 @@ macro_rules! widest {
         }
     };
 }
+
+// After `widest!`, which they use.
+mod attention;
+mod linear;
+
+pub use attention::{FusedAttentionOps, attention_context, attention_weights};
+pub use linear::{FusedLinearOps, linear_2d};
 
 widest!(fn gelu_f32(data: &mut [f32]) => gelu_body);
 widest!(fn gelu_grad_f32(xs: &[f32], grad: &mut [f32]) => gelu_grad_body);

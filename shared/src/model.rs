@@ -83,6 +83,7 @@ impl ModelConfig {
                 .map(|s| {
                     ModalityTokenizerConfig::new(s.n_tokens, s.token_dim, d)
                         .with_init_std(self.init_std)
+                        .with_fused_kernels(self.uses_fused_kernels())
                         .init(device)
                 })
                 .collect(),

@@ -7,6 +7,8 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 
+use crate::kernels;
+
 /// Configuration of the ranking.
 #[derive(Config, Debug)]
 pub struct RankingConfig {
@@ -15,6 +17,9 @@ pub struct RankingConfig {
     /// alpha_f: weight of the feature-level ranking xi_f against xi_e (Eq. 9).
     #[config(default = 0.5)]
     pub alpha_f: f64,
+    /// f_Psi as one product over all tokens on flex ([`crate::kernels::linear_rows`]).
+    #[config(default = true)]
+    pub fused_kernels: bool,
 }
 
 /// f_Psi and alpha_f of Eq. 9.
@@ -24,6 +29,9 @@ pub struct Ranking {
     pub projector: Linear,
     /// alpha_f of Eq. 9.
     pub alpha_f: f64,
+    /// f_Psi as one product over all tokens on flex.
+    #[module(skip)]
+    pub fused_kernels: bool,
 }
 
 impl RankingConfig {
@@ -32,6 +40,7 @@ impl RankingConfig {
         Ranking {
             projector: LinearConfig::new(self.d_model, 1).init(device),
             alpha_f: self.alpha_f,
+            fused_kernels: self.fused_kernels,
         }
     }
 }
@@ -55,7 +64,9 @@ impl Ranking {
     /// - output: xi_f, xi_e, xi, each `[B, N]`
     pub fn forward(&self, r: Tensor<3>, e: Tensor<3>) -> Scores {
         let [b, n, _] = r.dims();
-        let xi_f = self.projector.forward(r).reshape([b, n]).tanh(); // [B, N]
+        let xi_f = kernels::linear_rows(&self.projector, r, self.fused_kernels)
+            .reshape([b, n])
+            .tanh(); // [B, N]
         let xi_e = e.sum_dim(1).reshape([b, n]).tanh(); // [B, N]
         let xi =
             xi_f.clone().mul_scalar(self.alpha_f) + xi_e.clone().mul_scalar(1.0 - self.alpha_f); // [B, N]

@@ -69,13 +69,14 @@ impl Redistribution {
     /// - r: `[B, N, d]`; adjacency: `[B, N, N]` from [`Redistribution::adjacency`]
     /// - output: `[B, N, d]`
     pub fn forward(&self, r: Tensor<3>, adjacency: Tensor<3>) -> Tensor<3> {
-        let messages = self
-            .neighbour
-            .forward(r.clone()) // [B, N, d]
+        let messages = kernels::linear_rows(&self.neighbour, r.clone(), self.fused_kernels) // [B, N, d]
             .swap_dims(1, 2) // [B, d, N]
             .matmul(adjacency) // [B, d, N]
             .swap_dims(1, 2); // [B, N, d]
-        kernels::gelu(self.root.forward(r) + messages, self.fused_kernels) // [B, N, d]
+        kernels::gelu(
+            kernels::linear_rows(&self.root, r, self.fused_kernels) + messages,
+            self.fused_kernels,
+        ) // [B, N, d]
     }
 }
 

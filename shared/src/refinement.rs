@@ -114,6 +114,7 @@ impl RefinementLayerConfig {
                 .init(device),
             ranking: RankingConfig::new(self.d_model)
                 .with_alpha_f(self.alpha_f)
+                .with_fused_kernels(self.fused_kernels)
                 .init(device),
             redistribution: RedistributionConfig::new(self.d_model)
                 .with_fused_kernels(self.fused_kernels)

@@ -7,6 +7,8 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Bool, Device, Tensor};
 
+use crate::kernels;
+
 /// Configuration of one modality's tokenizer.
 #[derive(Config, Debug)]
 pub struct ModalityTokenizerConfig {
@@ -19,6 +21,9 @@ pub struct ModalityTokenizerConfig {
     /// Standard deviation of the learnable embeddings at initialisation (ViLT's 0.02).
     #[config(default = 0.02)]
     pub init_std: f64,
+    /// The projection as one product over all tokens on flex ([`crate::kernels::linear_rows`]).
+    #[config(default = true)]
+    pub fused_kernels: bool,
 }
 
 /// f_theta^i with its learnable `E_avail^i` and `E_miss^i` (Eq. 1).
@@ -32,6 +37,9 @@ pub struct ModalityTokenizer {
     pub e_avail: Param<Tensor<2>>,
     /// E_miss^i: replaces every token of an absent modality, [N_i, d].
     pub e_miss: Param<Tensor<2>>,
+    /// The projection as one product over all tokens on flex.
+    #[module(skip)]
+    pub fused_kernels: bool,
 }
 
 impl ModalityTokenizerConfig {
@@ -47,6 +55,7 @@ impl ModalityTokenizerConfig {
             position: normal.init(shape, device),
             e_avail: normal.init(shape, device),
             e_miss: normal.init(shape, device),
+            fused_kernels: self.fused_kernels,
         }
     }
 }
@@ -75,7 +84,8 @@ impl ModalityTokenizer {
         let absent = available.bool_not();
         let absent_raw: Tensor<3, Bool> = absent.clone().reshape([b, 1, 1]).expand([b, n, raw]);
         let input = input.mask_fill(absent_raw, 0.0); // [B, N_i, D_i]
-        let content = self.projection.forward(input) + self.position.val().unsqueeze_dim(0); // [B, N_i, d]
+        let content = kernels::linear_rows(&self.projection, input, self.fused_kernels)
+            + self.position.val().unsqueeze_dim(0); // [B, N_i, d]
         let d = content.dims()[2];
         let present_tokens = content.clone() + self.e_avail.val().unsqueeze_dim(0); // [B, N_i, d]
         let missing_tokens: Tensor<3> = self.e_miss.val().unsqueeze_dim::<3>(0).expand([b, n, d]); // [B, N_i, d]

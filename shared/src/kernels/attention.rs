@@ -1,0 +1,719 @@
+//! Fused multi-head attention for flex, in two steps that keep the attention weights (the
+//! refinement reads them: Eq. 8's e) (issue 12):
+//! - [`attention_weights`]: A = softmax(Q_h K_h^T / sqrt(d_h)) for every head, scores and
+//!   softmax in one pass per row;
+//! - [`attention_context`]: C_h = A_h V_h, written straight into the heads' columns of
+//!   `[B, N, d]`.
+//!
+//! Q, K and V stay in the `[B, tokens, d]` layout their projections give (head h in columns
+//! `h d_h .. (h + 1) d_h`): Burn's form reshapes them to `[B, H, tokens, d_h]`, copies each into
+//! that order, multiplies 4 B small matrices through gemm (each call packing its operands) and
+//! copies the context back. The backward of each step is hand-written the same way.
+//!
+//! Dimension key: `B` batch, `H` heads, `N` queries, `M` keys, `d` = `H d_h` features.
+
+use burn::backend::TensorMetadata;
+use burn::backend::autodiff::NodeId;
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::ops::ActivationOps;
+use burn::backend::tensor::FloatTensor;
+use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
+use burn::tensor::{Bytes, DType, Shape, Tensor};
+
+use super::{contiguous, on_flex};
+
+/// A = softmax(Q_h K_h^T / sqrt(d_h)) per head h, fused on flex when `fused`, Burn's ops
+/// otherwise.
+///
+/// # Shapes
+/// - q: `[B, N, d]`; k: `[B, M, d]`; d divisible by `heads`
+/// - output: `[B, H, N, M]`, each row summing to 1
+pub fn attention_weights(q: Tensor<3>, k: Tensor<3>, heads: usize, fused: bool) -> Tensor<4> {
+    if fused && on_flex(&q.device()) {
+        return Tensor::from_dispatch(<Dispatch as FusedAttentionOps>::fused_attention_weights(
+            q.into_dispatch(),
+            k.into_dispatch(),
+            heads,
+        ));
+    }
+    let d_h = q.dims()[2] / heads;
+    let scores = split_heads(q, heads).matmul(split_heads(k, heads).swap_dims(2, 3)); // [B, H, N, M]
+    burn::tensor::activation::softmax(scores.div_scalar((d_h as f64).sqrt()), 3)
+}
+
+/// C_h = A_h V_h per head h, heads side by side, fused on flex when `fused`, Burn's ops
+/// otherwise.
+///
+/// # Shapes
+/// - a: `[B, H, N, M]`; v: `[B, M, d]`
+/// - output: `[B, N, d]`
+pub fn attention_context(a: Tensor<4>, v: Tensor<3>, fused: bool) -> Tensor<3> {
+    if fused && on_flex(&a.device()) {
+        return Tensor::from_dispatch(<Dispatch as FusedAttentionOps>::fused_attention_context(
+            a.into_dispatch(),
+            v.into_dispatch(),
+        ));
+    }
+    let [b, heads, n, _] = a.dims();
+    let d = v.dims()[2];
+    a.matmul(split_heads(v, heads)) // [B, H, N, d_h]
+        .swap_dims(1, 2) // [B, N, H, d_h]
+        .reshape([b, n, d]) // [B, N, d]
+}
+
+/// `[B, T, d]` -> `[B, H, T, d_h]`.
+fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
+    let [b, t, d] = x.dims();
+    x.reshape([b, t, heads, d / heads]).swap_dims(1, 2)
+}
+
+/// The attention operations this module adds to Burn's backends. The two steps are
+/// differentiable; the three products after them are what their backwards are made of (on
+/// `Autodiff` they are Burn's composites, for a second derivative only).
+#[backend_extension(Flex, Autodiff)]
+pub trait FusedAttentionOps: Backend {
+    /// A = softmax(Q_h K_h^T / sqrt(d_h)): q `[B, N, d]`, k `[B, M, d]` -> `[B, H, N, M]`.
+    fn fused_attention_weights(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self>;
+    /// C_h = A_h V_h: a `[B, H, N, M]`, v `[B, M, d]` -> `[B, N, d]`.
+    fn fused_attention_context(a: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// scale X_h Y_h^T: x `[B, N, d]`, y `[B, M, d]` -> `[B, H, N, M]`.
+    fn fused_heads_scores(
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        heads: usize,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+    /// scale A_h V_h: a `[B, H, N, M]`, v `[B, M, d]` -> `[B, N, d]`.
+    fn fused_heads_apply(
+        a: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+    /// scale A_h^T X_h: a `[B, H, N, M]`, x `[B, N, d]` -> `[B, M, d]`.
+    fn fused_heads_apply_t(
+        a: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self>;
+}
+
+/// The sizes of one attention product.
+#[derive(Clone, Copy, Debug)]
+struct Dims {
+    /// Heads H.
+    heads: usize,
+    /// Queries N.
+    n: usize,
+    /// Keys M.
+    m: usize,
+    /// Features d = H d_h.
+    d: usize,
+}
+
+impl Dims {
+    fn d_h(&self) -> usize {
+        self.d / self.heads
+    }
+}
+
+/// `x` as contiguous f32 of rank `rank` from the start of its storage, or None (then the
+/// composite runs).
+fn f32_of_rank(x: FlexTensor, rank: usize) -> Result<FlexTensor, FlexTensor> {
+    match x.dtype() == DType::F32 && x.layout().shape().num_dims() == rank {
+        true => Ok(contiguous(x)),
+        false => Err(x),
+    }
+}
+
+fn dims3(t: &FlexTensor) -> [usize; 3] {
+    let s = t.layout().shape();
+    [s[0], s[1], s[2]]
+}
+
+fn dims4(t: &FlexTensor) -> [usize; 4] {
+    let s = t.layout().shape();
+    [s[0], s[1], s[2], s[3]]
+}
+
+/// A contiguous f32 tensor that owns `data`.
+fn tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(shape),
+        DType::F32,
+    )
+}
+
+/// `f(b, out_b)` for every sample b, `out` cut into B equal parts, over the cores.
+fn per_sample(out: &mut [f32], batch: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if batch == 0 || out.is_empty() {
+        return;
+    }
+    let part = out.len() / batch;
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        out.par_chunks_mut(part)
+            .enumerate()
+            .for_each(|(b, o)| f(b, o));
+    }
+    #[cfg(target_arch = "wasm32")]
+    out.chunks_mut(part).enumerate().for_each(|(b, o)| f(b, o));
+}
+
+impl FusedAttentionOps for Flex {
+    fn fused_attention_weights(q: FlexTensor, k: FlexTensor, heads: usize) -> FlexTensor {
+        scores(q, k, heads, None)
+    }
+
+    fn fused_attention_context(a: FlexTensor, v: FlexTensor) -> FlexTensor {
+        Self::fused_heads_apply(a, v, 1.0)
+    }
+
+    fn fused_heads_scores(x: FlexTensor, y: FlexTensor, heads: usize, scale: f32) -> FlexTensor {
+        scores(x, y, heads, Some(scale))
+    }
+
+    fn fused_heads_apply(a: FlexTensor, v: FlexTensor, scale: f32) -> FlexTensor {
+        match (f32_of_rank(a, 4), f32_of_rank(v, 3)) {
+            (Ok(a), Ok(v)) if fits(&a, &v, false) => {
+                let ([b, heads, n, m], [_, _, d]) = (dims4(&a), dims3(&v));
+                let dims = Dims { heads, n, m, d };
+                let (a_s, v_s) = (a.storage::<f32>(), v.storage::<f32>());
+                let mut out = vec![0.0; b * n * d];
+                per_sample(&mut out, b, |i, o| {
+                    let (a_b, v_b) = (&a_s[i * heads * n * m..], &v_s[i * m * d..]);
+                    apply_f32(&a_b[..heads * n * m], &v_b[..m * d], o, dims, scale)
+                });
+                tensor(out, Shape::new([b, n, d]))
+            }
+            (a, v) => composite_apply::<Flex>(unwrap(a), unwrap(v), scale),
+        }
+    }
+
+    fn fused_heads_apply_t(a: FlexTensor, x: FlexTensor, scale: f32) -> FlexTensor {
+        match (f32_of_rank(a, 4), f32_of_rank(x, 3)) {
+            (Ok(a), Ok(x)) if fits(&a, &x, true) => {
+                let ([b, heads, n, m], [_, _, d]) = (dims4(&a), dims3(&x));
+                let dims = Dims { heads, n, m, d };
+                let (a_s, x_s) = (a.storage::<f32>(), x.storage::<f32>());
+                let mut out = vec![0.0; b * m * d];
+                per_sample(&mut out, b, |i, o| {
+                    let (a_b, x_b) = (&a_s[i * heads * n * m..], &x_s[i * n * d..]);
+                    apply_t_f32(&a_b[..heads * n * m], &x_b[..n * d], o, dims, scale)
+                });
+                tensor(out, Shape::new([b, m, d]))
+            }
+            (a, x) => composite_apply_t::<Flex>(unwrap(a), unwrap(x), scale),
+        }
+    }
+}
+
+fn unwrap(r: Result<FlexTensor, FlexTensor>) -> FlexTensor {
+    r.unwrap_or_else(|t| t)
+}
+
+/// Whether a `[B, H, N, M]` and x `[B, M, d]` (`[B, N, d]` when `transposed`) fit together.
+fn fits(a: &FlexTensor, x: &FlexTensor, transposed: bool) -> bool {
+    let ([b, heads, n, m], [bx, t, d]) = (dims4(a), dims3(x));
+    b == bx && t == if transposed { n } else { m } && heads > 0 && d % heads == 0
+}
+
+/// scale X_h Y_h^T per head, then softmax over each row when `scale` is None (the scale is
+/// then 1 / sqrt(d_h)).
+fn scores(x: FlexTensor, y: FlexTensor, heads: usize, scale: Option<f32>) -> FlexTensor {
+    match (f32_of_rank(x, 3), f32_of_rank(y, 3)) {
+        (Ok(x), Ok(y)) => {
+            let ([b, n, d], [by, m, dy]) = (dims3(&x), dims3(&y));
+            if b == by && d == dy && heads > 0 && d % heads == 0 {
+                let dims = Dims { heads, n, m, d };
+                let softmax = scale.is_none();
+                let scale = scale.unwrap_or(1.0 / (dims.d_h() as f32).sqrt());
+                let (x_s, y_s) = (x.storage::<f32>(), y.storage::<f32>());
+                let mut out = vec![0.0; b * heads * n * m];
+                per_sample(&mut out, b, |i, o| {
+                    let (x_b, y_b) = (&x_s[i * n * d..], &y_s[i * m * d..]);
+                    scores_f32(&x_b[..n * d], &y_b[..m * d], o, dims, scale, softmax)
+                });
+                return tensor(out, Shape::new([b, heads, n, m]));
+            }
+            composite_scores::<Flex>(x, y, heads, scale)
+        }
+        (x, y) => composite_scores::<Flex>(unwrap(x), unwrap(y), heads, scale),
+    }
+}
+
+widest!(fn scores_f32(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, softmax: bool) => scores_body);
+widest!(fn apply_f32(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) => apply_body);
+widest!(fn apply_t_f32(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) => apply_t_body);
+
+/// Lanes of one register block (AVX2: 8 f32).
+const L: usize = super::LANES;
+
+/// `s[at..at + L]` as an array, so the block's arithmetic is one vector operation.
+#[inline(always)]
+fn lanes(s: &[f32], at: usize) -> &[f32; L] {
+    s[at..at + L].try_into().expect("a block of L lanes")
+}
+
+/// sum_r c_r x_r over the `terms` (c_r, x_r), x_r a block of L lanes: four partial sums in
+/// turn, so four additions are in flight instead of each waiting for the previous one. The
+/// terms come from iterators, not indices: an index computed in the inner loop costs more than
+/// the block's arithmetic (bounds and, in the dev profile, overflow checks).
+#[inline(always)]
+fn reduce<'a>(mut terms: impl Iterator<Item = (f32, &'a [f32; L])>) -> [f32; L] {
+    let mut acc = [[0.0f32; L]; 4];
+    loop {
+        match (terms.next(), terms.next(), terms.next(), terms.next()) {
+            (Some(t0), Some(t1), Some(t2), Some(t3)) => {
+                for (acc_k, (c, x)) in acc.iter_mut().zip([t0, t1, t2, t3]) {
+                    for l in 0..L {
+                        acc_k[l] += c * x[l];
+                    }
+                }
+            }
+            (t0, t1, t2, _) => {
+                for (c, x) in [t0, t1, t2].into_iter().flatten() {
+                    for l in 0..L {
+                        acc[0][l] += c * x[l];
+                    }
+                }
+                break;
+            }
+        }
+    }
+    let mut sum = [0.0f32; L];
+    for l in 0..L {
+        sum[l] = (acc[0][l] + acc[1][l]) + (acc[2][l] + acc[3][l]);
+    }
+    sum
+}
+
+/// One sample: out `[H, N, M]` = scale X_h Y_h^T (x `[N, d]`, y `[M, d]`), rows softmaxed
+/// when `softmax`. Y_h is transposed (and padded to whole blocks of keys) first; each block of
+/// L scores then stays in a register while the d_h products are summed into it.
+#[inline(always)]
+fn scores_body(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, softmax: bool) {
+    let Dims { heads, n, m, d } = dims;
+    let d_h = dims.d_h();
+    let padded = m.div_ceil(L) * L;
+    let mut y_t = vec![0.0f32; d_h * padded];
+    for h in 0..heads {
+        for (t, y_t_row) in y_t.chunks_exact_mut(padded).enumerate() {
+            for (o, y_row) in y_t_row.iter_mut().zip(y.chunks_exact(d)) {
+                *o = y_row[h * d_h + t];
+            }
+        }
+        for i in 0..n {
+            let x_i = &x[i * d + h * d_h..i * d + (h + 1) * d_h];
+            let row = &mut out[(h * n + i) * m..(h * n + i + 1) * m];
+            for block in (0..padded).step_by(L) {
+                let terms = x_i.iter().zip(y_t.chunks_exact(padded));
+                let acc = reduce(terms.map(|(&c, y_row)| (c, lanes(y_row, block))));
+                let width = (m - block).min(L);
+                for (o, a) in row[block..block + width].iter_mut().zip(&acc) {
+                    *o = a * scale;
+                }
+            }
+            if softmax {
+                super::softmax_rows_body(row, m);
+            }
+        }
+    }
+}
+
+/// One sample: out `[N, d]`, head h's columns = scale A_h V_h (a `[H, N, M]`, v `[M, d]`);
+/// each block of L output features stays in a register over the M keys.
+#[inline(always)]
+fn apply_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+    let Dims { heads, n, m, d } = dims;
+    let d_h = dims.d_h();
+    if !d_h.is_multiple_of(L) {
+        return apply_rows_body(a, v, out, dims, scale);
+    }
+    for h in 0..heads {
+        for i in 0..n {
+            let a_row = &a[(h * n + i) * m..(h * n + i + 1) * m];
+            for block in (h * d_h..(h + 1) * d_h).step_by(L) {
+                let terms = a_row.iter().zip(v.chunks_exact(d));
+                let acc = reduce(terms.map(|(&c, v_row)| (c, lanes(v_row, block))));
+                for (o, s) in out[i * d + block..i * d + block + L].iter_mut().zip(&acc) {
+                    *o = s * scale;
+                }
+            }
+        }
+    }
+}
+
+/// One sample: out `[M, d]`, head h's columns = scale A_h^T X_h (a `[H, N, M]`, x `[N, d]`);
+/// each block of L output features stays in a register over the N queries.
+#[inline(always)]
+fn apply_t_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+    let Dims { heads, n, m, d } = dims;
+    let d_h = dims.d_h();
+    if !d_h.is_multiple_of(L) {
+        return apply_t_rows_body(a, x, out, dims, scale);
+    }
+    for h in 0..heads {
+        let a_h = &a[h * n * m..(h + 1) * n * m];
+        for j in 0..m {
+            for block in (h * d_h..(h + 1) * d_h).step_by(L) {
+                let terms = a_h.chunks_exact(m).zip(x.chunks_exact(d));
+                let acc = reduce(terms.map(|(a_row, x_row)| (a_row[j], lanes(x_row, block))));
+                for (o, s) in out[j * d + block..j * d + block + L].iter_mut().zip(&acc) {
+                    *o = s * scale;
+                }
+            }
+        }
+    }
+}
+
+/// [`apply_body`] for any d_h (not a whole number of blocks): row updates.
+#[inline(always)]
+fn apply_rows_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+    let Dims { heads, n, m, d } = dims;
+    let d_h = dims.d_h();
+    for h in 0..heads {
+        for i in 0..n {
+            let o = &mut out[i * d + h * d_h..i * d + (h + 1) * d_h];
+            for (j, &a_ij) in a[(h * n + i) * m..(h * n + i + 1) * m].iter().enumerate() {
+                axpy(o, a_ij * scale, &v[j * d + h * d_h..j * d + (h + 1) * d_h]);
+            }
+        }
+    }
+}
+
+/// [`apply_t_body`] for any d_h: row updates.
+#[inline(always)]
+fn apply_t_rows_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+    let Dims { heads, n, m, d } = dims;
+    let d_h = dims.d_h();
+    for h in 0..heads {
+        for i in 0..n {
+            let x_i = &x[i * d + h * d_h..i * d + (h + 1) * d_h];
+            for (j, &a_ij) in a[(h * n + i) * m..(h * n + i + 1) * m].iter().enumerate() {
+                axpy(
+                    &mut out[j * d + h * d_h..j * d + (h + 1) * d_h],
+                    a_ij * scale,
+                    x_i,
+                );
+            }
+        }
+    }
+}
+
+/// out += c x.
+#[inline(always)]
+fn axpy(out: &mut [f32], c: f32, x: &[f32]) {
+    for (o, &x) in out.iter_mut().zip(x) {
+        *o += c * x;
+    }
+}
+
+/// `[B, T, d]` -> `[B, H, T, d_h]` from a backend's primitives.
+fn composite_split<B: Backend>(x: FloatTensor<B>, heads: usize) -> FloatTensor<B> {
+    let s = x.shape();
+    let (b, t, d) = (s[0], s[1], s[2]);
+    B::float_swap_dims(
+        B::float_reshape(x, Shape::new([b, t, heads, d / heads])),
+        1,
+        2,
+    )
+}
+
+/// `[B, H, T, d_h]` -> `[B, T, d]` from a backend's primitives.
+fn composite_merge<B: Backend>(x: FloatTensor<B>) -> FloatTensor<B> {
+    let s = x.shape();
+    let (b, heads, t, d_h) = (s[0], s[1], s[2], s[3]);
+    B::float_reshape(B::float_swap_dims(x, 1, 2), Shape::new([b, t, heads * d_h]))
+}
+
+/// [`FusedAttentionOps::fused_heads_scores`] (softmaxed when `scale` is None) from Burn's ops.
+fn composite_scores<B: Backend>(
+    x: FloatTensor<B>,
+    y: FloatTensor<B>,
+    heads: usize,
+    scale: Option<f32>,
+) -> FloatTensor<B> {
+    let d_h = x.shape()[2] / heads.max(1);
+    let s = B::float_matmul(
+        composite_split::<B>(x, heads),
+        B::float_swap_dims(composite_split::<B>(y, heads), 2, 3),
+    );
+    match scale {
+        Some(scale) => B::float_mul_scalar(s, scale.into()),
+        None => {
+            let s = B::float_mul_scalar(s, (1.0 / (d_h as f32).sqrt()).into());
+            <B as ActivationOps<B>>::softmax(s, 3)
+        }
+    }
+}
+
+/// [`FusedAttentionOps::fused_heads_apply`] from Burn's ops.
+fn composite_apply<B: Backend>(a: FloatTensor<B>, v: FloatTensor<B>, scale: f32) -> FloatTensor<B> {
+    let heads = a.shape()[1];
+    let c = B::float_matmul(a, composite_split::<B>(v, heads));
+    B::float_mul_scalar(composite_merge::<B>(c), scale.into())
+}
+
+/// [`FusedAttentionOps::fused_heads_apply_t`] from Burn's ops.
+fn composite_apply_t<B: Backend>(
+    a: FloatTensor<B>,
+    x: FloatTensor<B>,
+    scale: f32,
+) -> FloatTensor<B> {
+    let heads = a.shape()[1];
+    let c = B::float_matmul(B::float_swap_dims(a, 2, 3), composite_split::<B>(x, heads));
+    B::float_mul_scalar(composite_merge::<B>(c), scale.into())
+}
+
+impl<B, C> FusedAttentionOps for Autodiff<B, C>
+where
+    B: Backend + FusedAttentionOps + super::FusedOps,
+    B::FloatTensorPrimitive: Clone + Send + core::fmt::Debug,
+    C: CheckpointStrategy,
+{
+    fn fused_attention_weights(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        heads: usize,
+    ) -> FloatTensor<Self> {
+        /// Keeps A (the softmax's gradient needs only its output), and Q for K's gradient,
+        /// K for Q's, each only when needed.
+        #[derive(Debug)]
+        struct FusedWeights;
+
+        impl<B: Backend + FusedAttentionOps + super::FusedOps> Backward<B, 2> for FusedWeights
+        where
+            B::FloatTensorPrimitive: Clone + Send + core::fmt::Debug,
+        {
+            /// A, Q's and K's checkpoints, 1 / sqrt(d_h).
+            type State = (B::FloatTensorPrimitive, Option<NodeId>, Option<NodeId>, f32);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let [node_q, node_k] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let (a, q_state, k_state, scale) = ops.state;
+                // A (dA - rowsum(dA A)): the gradient of the scaled scores.
+                let ds = B::fused_softmax_backward(a, grad);
+                if let (Some(node), Some(id)) = (node_q, k_state) {
+                    let k = checkpointer.retrieve_node_output(id);
+                    grads.register::<B>(node.id, B::fused_heads_apply(ds.clone(), k, scale));
+                }
+                if let (Some(node), Some(id)) = (node_k, q_state) {
+                    let q = checkpointer.retrieve_node_output(id);
+                    grads.register::<B>(node.id, B::fused_heads_apply_t(ds, q, scale));
+                }
+            }
+        }
+
+        let (q_tracked, k_tracked) = (q.is_tracked(), k.is_tracked());
+        match FusedWeights
+            .prepare::<C>([q.node(), k.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let d_h = q.primitive().shape()[2] / heads.max(1);
+                let scale = 1.0 / (d_h.max(1) as f32).sqrt();
+                let q_state = k_tracked.then(|| prep.checkpoint(&q));
+                let k_state = q_tracked.then(|| prep.checkpoint(&k));
+                let a = B::fused_attention_weights(q.into_primitive(), k.into_primitive(), heads);
+                prep.finish((a.clone(), q_state, k_state, scale), a)
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention_weights(
+                q.into_primitive(),
+                k.into_primitive(),
+                heads,
+            )),
+        }
+    }
+
+    fn fused_attention_context(a: FloatTensor<Self>, v: FloatTensor<Self>) -> FloatTensor<Self> {
+        /// Keeps A for V's gradient and V for A's, each only when needed.
+        #[derive(Debug)]
+        struct FusedContext;
+
+        impl<B: Backend + FusedAttentionOps> Backward<B, 2> for FusedContext {
+            /// A's and V's checkpoints (A also gives the number of heads).
+            type State = (NodeId, NodeId);
+
+            fn backward(
+                self,
+                ops: Ops<Self::State, 2>,
+                grads: &mut Gradients,
+                checkpointer: &mut Checkpointer,
+            ) {
+                let [node_a, node_v] = ops.parents;
+                let grad = grads.consume::<B>(&ops.node);
+                let a: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state.0);
+                let v: FloatTensor<B> = checkpointer.retrieve_node_output(ops.state.1);
+                if let Some(node) = node_a {
+                    let heads = a.shape()[1];
+                    let grad_a = B::fused_heads_scores(grad.clone(), v, heads, 1.0);
+                    grads.register::<B>(node.id, grad_a);
+                }
+                if let Some(node) = node_v {
+                    grads.register::<B>(node.id, B::fused_heads_apply_t(a, grad, 1.0));
+                }
+            }
+        }
+
+        match FusedContext
+            .prepare::<C>([a.node(), v.node()])
+            .compute_bound()
+            .stateful()
+        {
+            OpsKind::Tracked(mut prep) => {
+                let state = (prep.checkpoint(&a), prep.checkpoint(&v));
+                prep.finish(
+                    state,
+                    B::fused_attention_context(a.into_primitive(), v.into_primitive()),
+                )
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::fused_attention_context(
+                a.into_primitive(),
+                v.into_primitive(),
+            )),
+        }
+    }
+
+    fn fused_heads_scores(
+        x: FloatTensor<Self>,
+        y: FloatTensor<Self>,
+        heads: usize,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        composite_scores::<Self>(x, y, heads, Some(scale))
+    }
+
+    fn fused_heads_apply(
+        a: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        composite_apply::<Self>(a, v, scale)
+    }
+
+    fn fused_heads_apply_t(
+        a: FloatTensor<Self>,
+        x: FloatTensor<Self>,
+        scale: f32,
+    ) -> FloatTensor<Self> {
+        composite_apply_t::<Self>(a, x, scale)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use burn::tensor::{Device, Distribution, TensorData};
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().expect("f32")
+    }
+
+    /// Equal to f32 rounding: sums of about 50 products in another order (and the softmax's
+    /// exp to 1e-6) differ by a few 1e-5 on values near 1; a wrong index is off by O(1).
+    fn close(a: Vec<f32>, b: Vec<f32>, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (p - q).abs() <= 1e-4 * (1.0 + q.abs()) || (p.is_nan() && q.is_nan()),
+                "{what}[{i}]: {p} vs {q}"
+            );
+        }
+    }
+
+    /// The weights, the context and the gradients of q, k, v through both (the loss reads A
+    /// directly too, as the refinement's e does) against Burn's ops.
+    fn check(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) {
+        let [b, n, _] = q.dims();
+        let m = k.dims()[1];
+        let device = q.device();
+        let w_a = Tensor::<4>::random([b, heads, n, m], Distribution::Normal(0.0, 1.0), &device);
+        let w_c = Tensor::<3>::random(q.dims(), Distribution::Normal(0.0, 1.0), &device);
+        let run = |fused: bool| {
+            let (q, k, v) = (
+                q.clone().require_grad(),
+                k.clone().require_grad(),
+                v.clone().require_grad(),
+            );
+            let a = attention_weights(q.clone(), k.clone(), heads, fused);
+            let c = attention_context(a.clone(), v.clone(), fused);
+            let loss = (a.clone() * w_a.clone()).sum() + (c.clone() * w_c.clone()).sum();
+            let grads = loss.backward();
+            let grad = |t: &Tensor<3>| values(t.grad(&grads).expect("gradient"));
+            (values(a), values(c), grad(&q), grad(&k), grad(&v))
+        };
+        let (fused, burn) = (run(true), run(false));
+        close(fused.0, burn.0, "A");
+        close(fused.1, burn.1, "C");
+        close(fused.2, burn.2, "dq");
+        close(fused.3, burn.3, "dk");
+        close(fused.4, burn.4, "dv");
+    }
+
+    fn random(dims: [usize; 3], scale: f64) -> Tensor<3> {
+        Tensor::random(
+            dims,
+            Distribution::Normal(0.0, scale),
+            &Device::flex().autodiff(),
+        )
+    }
+
+    #[test]
+    fn fused_attention_and_its_gradients_match_burns() {
+        // The encoder's shapes (44 tokens, 4 heads of 16), the refinement's (one more key than
+        // queries), heads of a width that is not a whole number of lane blocks, one token.
+        for (b, n, m, d, heads) in [
+            (3, 44, 44, 64, 4),
+            (2, 22, 23, 64, 4),
+            (2, 5, 7, 6, 2),
+            (1, 1, 1, 8, 1),
+        ] {
+            check(
+                random([b, n, d], 1.0),
+                random([b, m, d], 1.0),
+                random([b, m, d], 1.0),
+                heads,
+            );
+        }
+        // Large scores: the softmax saturates.
+        check(
+            random([2, 9, 16], 30.0),
+            random([2, 9, 16], 30.0),
+            random([2, 9, 16], 1.0),
+            2,
+        );
+    }
+
+    #[test]
+    fn views_are_read_in_their_own_order_and_nan_propagates() {
+        // A transposed view of the keys.
+        let k = random([2, 8, 5], 1.0).swap_dims(1, 2);
+        check(random([2, 5, 8], 1.0), k, random([2, 5, 8], 1.0), 2);
+        let device = Device::flex();
+        let mut data = vec![0.5f32; 2 * 3 * 4];
+        data[0] = f32::NAN;
+        let q = Tensor::<3>::from_data(TensorData::new(data, [2, 3, 4]), &device);
+        let a = values(attention_weights(q.clone(), q, 2, true));
+        // Sample 0, head 0: query 0 is NaN, so its row, and every row that reads key 0, is NaN.
+        assert!(a[..3].iter().all(|v| v.is_nan()), "{a:?}");
+        // Sample 1 has no NaN.
+        assert!(a[12..].iter().all(|v| v.is_finite()), "{a:?}");
+    }
+}
