@@ -47,15 +47,18 @@ pub fn run() {
     let hidden = Tensor::<2>::random([2816, 256], normal, &device); // [B N, 4 d]
     let w_qkv = LinearConfig::new(64, 64).init(&device);
     let w_ff = LinearConfig::new(64, 256).init(&device);
+    let linear = |layer: &burn::nn::Linear, fused| {
+        time(|| drop(kernels::linear_2d(layer, tokens.clone(), fused).into_data()))
+    };
     line(
         "linear [2816,64] x [64,64]",
-        time(|| drop(w_qkv.forward(tokens.clone()).into_data())),
-        None,
+        linear(&w_qkv, false),
+        Some(linear(&w_qkv, true)),
     );
     line(
         "linear [2816,64] x [64,256]",
-        time(|| drop(w_ff.forward(tokens.clone()).into_data())),
-        None,
+        linear(&w_ff, false),
+        Some(linear(&w_ff, true)),
     );
     let q = Tensor::<3>::random([256, 44, 16], normal, &device); // [B H, N, d_h]
     let k = Tensor::<3>::random([256, 16, 44], normal, &device); // [B H, d_h, N]
@@ -63,6 +66,18 @@ pub fn run() {
         "batched matmul [256,44,16] x [256,16,44]",
         time(|| drop(q.clone().matmul(k.clone()).into_data())),
         None,
+    );
+    let qkv = Tensor::<3>::random([64, 44, 64], normal, &device); // [B, N, d]
+    let attention = |fused| {
+        time(|| {
+            let a = kernels::attention_weights(qkv.clone(), qkv.clone(), 4, fused);
+            drop(kernels::attention_context(a, qkv.clone(), fused).into_data())
+        })
+    };
+    line(
+        "attention [64,44,64], 4 heads (A, then A V)",
+        attention(false),
+        Some(attention(true)),
     );
     let scores = Tensor::<4>::random([64, 4, 44, 45], normal, &device); // [B, H, N, N + 1]
     let softmax = |fused| time(|| drop(kernels::softmax(scores.clone(), fused).into_data()));
@@ -106,5 +121,43 @@ pub fn run() {
         "softmax forward + backward [64,4,44,45]",
         softmax_both(false),
         Some(softmax_both(true)),
+    );
+    run_backward();
+}
+
+/// Forward and backward of one linear layer and of attention, at the model's shapes (the
+/// second part of `mgr bench --ops`).
+pub fn run_backward() {
+    let ad = Device::flex().autodiff();
+    let normal = Distribution::Normal(0.0, 1.0);
+    let tokens = Tensor::<2>::random([2816, 64], normal, &ad).require_grad(); // [B N, d]
+    let w_ff = LinearConfig::new(64, 256).init(&ad);
+    let linear_both = |fused| {
+        time(|| {
+            let grads = kernels::linear_2d(&w_ff, tokens.clone(), fused)
+                .sum()
+                .backward();
+            drop(tokens.grad(&grads).expect("grad").into_data());
+        })
+    };
+    line(
+        "linear forward + backward [2816,64] x [64,256]",
+        linear_both(false),
+        Some(linear_both(true)),
+    );
+    let qkv = Tensor::<3>::random([64, 44, 64], normal, &ad).require_grad(); // [B, N, d]
+    let attention_both = |fused| {
+        time(|| {
+            let a = kernels::attention_weights(qkv.clone(), qkv.clone(), 4, fused);
+            let grads = kernels::attention_context(a, qkv.clone(), fused)
+                .sum()
+                .backward();
+            drop(qkv.grad(&grads).expect("grad").into_data());
+        })
+    };
+    line(
+        "attention forward + backward [64,44,64]",
+        attention_both(false),
+        Some(attention_both(true)),
     );
 }

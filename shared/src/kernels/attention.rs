@@ -306,6 +306,7 @@ fn scores_body(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, so
     let d_h = dims.d_h();
     let padded = m.div_ceil(L) * L;
     let mut y_t = vec![0.0f32; d_h * padded];
+    let mut scratch = vec![0.0f32; padded];
     for h in 0..heads {
         for (t, y_t_row) in y_t.chunks_exact_mut(padded).enumerate() {
             for (o, y_row) in y_t_row.iter_mut().zip(y.chunks_exact(d)) {
@@ -314,15 +315,16 @@ fn scores_body(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, so
         }
         for i in 0..n {
             let x_i = &x[i * d + h * d_h..i * d + (h + 1) * d_h];
-            let row = &mut out[(h * n + i) * m..(h * n + i + 1) * m];
-            for block in (0..padded).step_by(L) {
+            // Whole blocks into the padded scratch row (vector stores), then the M scores.
+            for (block, s) in scratch.as_chunks_mut::<L>().0.iter_mut().enumerate() {
                 let terms = x_i.iter().zip(y_t.chunks_exact(padded));
-                let acc = reduce(terms.map(|(&c, y_row)| (c, lanes(y_row, block))));
-                let width = (m - block).min(L);
-                for (o, a) in row[block..block + width].iter_mut().zip(&acc) {
-                    *o = a * scale;
+                let acc = reduce(terms.map(|(&c, y_row)| (c, lanes(y_row, block * L))));
+                for l in 0..L {
+                    s[l] = acc[l] * scale;
                 }
             }
+            let row = &mut out[(h * n + i) * m..(h * n + i + 1) * m];
+            row.copy_from_slice(&scratch[..m]);
             if softmax {
                 super::softmax_rows_body(row, m);
             }
