@@ -17,6 +17,14 @@ def time_op(name, f, reps=30):
     print(f"{name:<44} {sorted(rounds)[3]:>9.1f} us")
 
 
+def attention(x, heads=4):
+    """A = softmax(Q_h K_h^T / sqrt(d_h)), then A V, heads back side by side (Q = K = V = x)."""
+    b, n, d = x.shape
+    h = x.reshape(b, n, heads, d // heads).transpose(1, 2)  # [B, H, N, d_h]
+    a = torch.softmax(h @ h.transpose(2, 3) / (d // heads) ** 0.5, -1)  # [B, H, N, N]
+    return (a @ h).transpose(1, 2).reshape(b, n, d)  # [B, N, d]
+
+
 tokens, hidden = torch.randn(2816, 64), torch.randn(2816, 256)
 w_qkv, w_ff = torch.nn.Linear(64, 64), torch.nn.Linear(64, 256)
 with torch.no_grad():
@@ -24,6 +32,8 @@ with torch.no_grad():
     time_op("linear [2816,64] x [64,256]", lambda: w_ff(tokens))
     q, k = torch.randn(256, 44, 16), torch.randn(256, 16, 44)
     time_op("batched matmul [256,44,16] x [256,16,44]", lambda: q @ k)
+    qkv = torch.randn(64, 44, 64)
+    time_op("attention [64,44,64], 4 heads (A, then A V)", lambda: attention(qkv))
     scores = torch.randn(64, 4, 44, 45)
     time_op("softmax [64,4,44,45] over the last dim", lambda: torch.softmax(scores, -1))
     time_op("gelu (erf) [2816,256]", lambda: F.gelu(hidden))
@@ -48,3 +58,21 @@ def softmax_fwd_bwd():
 
 
 time_op("softmax forward + backward [64,4,44,45]", softmax_fwd_bwd)
+tokens_ad = torch.randn(2816, 64, requires_grad=True)
+
+
+def linear_fwd_bwd():
+    tokens_ad.grad = None
+    w_ff(tokens_ad).sum().backward()
+
+
+time_op("linear forward + backward [2816,64] x [64,256]", linear_fwd_bwd)
+qkv_ad = torch.randn(64, 44, 64, requires_grad=True)
+
+
+def attention_fwd_bwd():
+    qkv_ad.grad = None
+    attention(qkv_ad).sum().backward()
+
+
+time_op("attention forward + backward [64,44,64]", attention_fwd_bwd)
