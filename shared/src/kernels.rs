@@ -237,6 +237,15 @@ fn contiguous(t: FlexTensor) -> FlexTensor {
     }
 }
 
+/// A contiguous f32 tensor that owns `data` (no copy: the vector becomes its storage).
+fn owned_f32(data: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
+    FlexTensor::new(
+        Bytes::from_elems(data),
+        Layout::contiguous(shape),
+        DType::F32,
+    )
+}
+
 /// Whether the fused path takes `t`: f32, contiguous, from the start of its storage.
 fn contiguous_f32(t: &FlexTensor) -> bool {
     t.dtype() == DType::F32 && t.layout().is_contiguous() && t.layout().start_offset() == 0
@@ -510,6 +519,29 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     let scale = f32::from_bits((n.wrapping_add(127) as u32) << 23);
     // x * 0 is 0 for a finite x and NaN for a NaN x, which must come out NaN.
     if x < -87.0 { 0.0 } else { y * scale + x * 0.0 }
+}
+
+/// Helpers of the kernels' tests (here and in the submodules).
+#[cfg(test)]
+mod test_util {
+    use burn::tensor::Tensor;
+
+    /// A tensor's values.
+    pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().try_to_vec::<f32>().expect("f32")
+    }
+
+    /// Equal to f32 rounding: sums of up to a few hundred products in another order differ by a
+    /// few 1e-5 on values near 1; a wrong index or term is off by O(1). NaN matches NaN.
+    pub fn close(a: Vec<f32>, b: Vec<f32>, what: &str) {
+        assert_eq!(a.len(), b.len(), "{what}: lengths");
+        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
+            assert!(
+                (p - q).abs() <= 1e-4 * (1.0 + q.abs()) || (p.is_nan() && q.is_nan()),
+                "{what}[{i}]: {p} vs {q}"
+            );
+        }
+    }
 }
 
 #[cfg(test)]

@@ -18,13 +18,13 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::ops::ActivationOps;
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::{Bytes, DType, Shape, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
 
-use super::{contiguous, on_flex};
+use super::{contiguous, on_flex, owned_f32};
 
 /// A = softmax(Q_h K_h^T / sqrt(d_h)) per head h, fused on flex when `fused`, Burn's ops
 /// otherwise.
@@ -143,15 +143,6 @@ fn dims4(t: &FlexTensor) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
-/// A contiguous f32 tensor that owns `data`.
-fn tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(data),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
-}
-
 /// `f(b, out_b)` for every sample b, `out` cut into B equal parts, over the cores.
 fn per_sample(out: &mut [f32], batch: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     if batch == 0 || out.is_empty() {
@@ -183,37 +174,36 @@ impl FusedAttentionOps for Flex {
     }
 
     fn fused_heads_apply(a: FlexTensor, v: FlexTensor, scale: f32) -> FlexTensor {
-        match (f32_of_rank(a, 4), f32_of_rank(v, 3)) {
-            (Ok(a), Ok(v)) if fits(&a, &v, false) => {
-                let ([b, heads, n, m], [_, _, d]) = (dims4(&a), dims3(&v));
-                let dims = Dims { heads, n, m, d };
-                let (a_s, v_s) = (a.storage::<f32>(), v.storage::<f32>());
-                let mut out = vec![0.0; b * n * d];
-                per_sample(&mut out, b, |i, o| {
-                    let (a_b, v_b) = (&a_s[i * heads * n * m..], &v_s[i * m * d..]);
-                    apply_f32(&a_b[..heads * n * m], &v_b[..m * d], o, dims, scale)
-                });
-                tensor(out, Shape::new([b, n, d]))
-            }
-            (a, v) => composite_apply::<Flex>(unwrap(a), unwrap(v), scale),
-        }
+        heads_product(a, v, scale, false)
     }
 
     fn fused_heads_apply_t(a: FlexTensor, x: FlexTensor, scale: f32) -> FlexTensor {
-        match (f32_of_rank(a, 4), f32_of_rank(x, 3)) {
-            (Ok(a), Ok(x)) if fits(&a, &x, true) => {
-                let ([b, heads, n, m], [_, _, d]) = (dims4(&a), dims3(&x));
-                let dims = Dims { heads, n, m, d };
-                let (a_s, x_s) = (a.storage::<f32>(), x.storage::<f32>());
-                let mut out = vec![0.0; b * m * d];
-                per_sample(&mut out, b, |i, o| {
-                    let (a_b, x_b) = (&a_s[i * heads * n * m..], &x_s[i * n * d..]);
-                    apply_t_f32(&a_b[..heads * n * m], &x_b[..n * d], o, dims, scale)
-                });
-                tensor(out, Shape::new([b, m, d]))
-            }
-            (a, x) => composite_apply_t::<Flex>(unwrap(a), unwrap(x), scale),
+        heads_product(a, x, scale, true)
+    }
+}
+
+/// scale A_h X_h (x `[B, M, d]` -> `[B, N, d]`), or scale A_h^T X_h when `transposed` (x
+/// `[B, N, d]` -> `[B, M, d]`), per head; Burn's ops for what the kernels do not take.
+fn heads_product(a: FlexTensor, x: FlexTensor, scale: f32, transposed: bool) -> FlexTensor {
+    match (f32_of_rank(a, 4), f32_of_rank(x, 3)) {
+        (Ok(a), Ok(x)) if fits(&a, &x, transposed) => {
+            let ([b, heads, n, m], [_, rows_in, d]) = (dims4(&a), dims3(&x));
+            let rows_out = if transposed { m } else { n };
+            let dims = Dims { heads, n, m, d };
+            let (a_s, x_s) = (a.storage::<f32>(), x.storage::<f32>());
+            let mut out = vec![0.0; b * rows_out * d];
+            per_sample(&mut out, b, |i, o| {
+                let a_b = &a_s[i * heads * n * m..(i + 1) * heads * n * m];
+                let x_b = &x_s[i * rows_in * d..(i + 1) * rows_in * d];
+                match transposed {
+                    false => apply_f32(a_b, x_b, o, dims, scale),
+                    true => apply_t_f32(a_b, x_b, o, dims, scale),
+                }
+            });
+            owned_f32(out, Shape::new([b, rows_out, d]))
         }
+        (a, x) if transposed => composite_apply_t::<Flex>(unwrap(a), unwrap(x), scale),
+        (a, x) => composite_apply::<Flex>(unwrap(a), unwrap(x), scale),
     }
 }
 
@@ -243,7 +233,7 @@ fn scores(x: FlexTensor, y: FlexTensor, heads: usize, scale: Option<f32>) -> Fle
                     let (x_b, y_b) = (&x_s[i * n * d..], &y_s[i * m * d..]);
                     scores_f32(&x_b[..n * d], &y_b[..m * d], o, dims, scale, softmax)
                 });
-                return tensor(out, Shape::new([b, heads, n, m]));
+                return owned_f32(out, Shape::new([b, heads, n, m]));
             }
             composite_scores::<Flex>(x, y, heads, scale)
         }
@@ -622,23 +612,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_util::{close, values};
     use burn::tensor::{Device, Distribution, TensorData};
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().expect("f32")
-    }
-
-    /// Equal to f32 rounding: sums of about 50 products in another order (and the softmax's
-    /// exp to 1e-6) differ by a few 1e-5 on values near 1; a wrong index is off by O(1).
-    fn close(a: Vec<f32>, b: Vec<f32>, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
-            assert!(
-                (p - q).abs() <= 1e-4 * (1.0 + q.abs()) || (p.is_nan() && q.is_nan()),
-                "{what}[{i}]: {p} vs {q}"
-            );
-        }
-    }
 
     /// The weights, the context and the gradients of q, k, v through both (the loss reads A
     /// directly too, as the refinement's e does) against Burn's ops.

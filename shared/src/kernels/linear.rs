@@ -16,13 +16,13 @@ use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
-use burn::backend::flex::{FlexTensor, Layout};
+use burn::backend::flex::FlexTensor;
 use burn::backend::ops::{FloatTensorOps, ModuleOps};
 use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
-use burn::tensor::{Bytes, DType, Shape, Tensor};
+use burn::tensor::{DType, Shape, Tensor};
 
-use super::on_flex;
+use super::{on_flex, owned_f32};
 
 /// `linear` on `[R, I]` rows: the fused product on flex when `fused` and the layer has a bias,
 /// Burn's `Linear::forward` otherwise.
@@ -161,15 +161,6 @@ fn gemm_into(out: &mut [f32], init: bool, a: &View, b: &View) {
     }
 }
 
-/// A contiguous f32 tensor that owns `data`.
-fn tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(data),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
-}
-
 impl FusedLinearOps for Flex {
     fn fused_linear(x: FlexTensor, weight: FlexTensor, bias: FlexTensor) -> FlexTensor {
         let bias_1d = bias.dtype() == DType::F32 && bias.layout().shape().num_dims() == 1;
@@ -182,7 +173,7 @@ impl FusedLinearOps for Flex {
                     out.extend_from_slice(b);
                 }
                 gemm_into(&mut out, true, &xv, &wv);
-                tensor(out, Shape::new([xv.rows, wv.cols]))
+                owned_f32(out, Shape::new([xv.rows, wv.cols]))
             }
             _ => Flex::linear(x, weight, Some(bias)),
         }
@@ -193,7 +184,7 @@ impl FusedLinearOps for Flex {
             (Some(wv), Some(gv)) if gv.cols == wv.cols => {
                 let mut out = vec![0.0; gv.rows * wv.rows];
                 gemm_into(&mut out, false, &gv, &wv.t());
-                tensor(out, Shape::new([gv.rows, wv.rows]))
+                owned_f32(out, Shape::new([gv.rows, wv.rows]))
             }
             _ => Flex::linear_x_backward(weight, grad),
         }
@@ -204,7 +195,7 @@ impl FusedLinearOps for Flex {
             (Some(xv), Some(gv)) if xv.rows == gv.rows => {
                 let mut out = vec![0.0; xv.cols * gv.cols];
                 gemm_into(&mut out, false, &xv.t(), &gv);
-                tensor(out, Shape::new([xv.cols, gv.cols]))
+                owned_f32(out, Shape::new([xv.cols, gv.cols]))
             }
             _ => Flex::linear_weight_backward(x, grad),
         }
@@ -226,7 +217,7 @@ impl FusedLinearOps for Flex {
                         }
                     }
                 }
-                tensor(out, Shape::new([gv.cols]))
+                owned_f32(out, Shape::new([gv.cols]))
             }
             None => Flex::linear_bias_backward(grad),
         }
@@ -321,23 +312,10 @@ impl<B: Backend + FusedLinearOps, C: CheckpointStrategy> FusedLinearOps for Auto
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kernels::test_util::{close, values};
     use burn::module::Param;
     use burn::nn::LinearConfig;
     use burn::tensor::{Device, Distribution, TensorData};
-
-    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().expect("f32")
-    }
-
-    fn close(a: Vec<f32>, b: Vec<f32>, what: &str) {
-        assert_eq!(a.len(), b.len(), "{what}: lengths");
-        for (i, (p, q)) in a.iter().zip(&b).enumerate() {
-            assert!(
-                (p - q).abs() <= 1e-4 + 1e-5 * q.abs() || (p.is_nan() && q.is_nan()),
-                "{what}[{i}]: {p} vs {q}"
-            );
-        }
-    }
 
     /// y, dL/dx, dL/dW and dL/db of the fused layer against Burn's `Linear::forward`, for the
     /// input `x` (`[rows, inputs]` on flex with autodiff; may be a view) and the loss
