@@ -23,7 +23,8 @@ pub struct ContextAttentionConfig {
     /// Prompt tokens of the MAPs-input insertion (P is expanded to this many).
     #[config(default = 4)]
     pub prompt_len: usize,
-    /// Softmax through the fused kernel on flex ([`crate::kernels::softmax`]).
+    /// The projections and the attention through the fused kernels on flex
+    /// ([`crate::kernels::linear_rows`], [`crate::kernels::attention_weights`]).
     #[config(default = true)]
     pub fused_kernels: bool,
 }
@@ -49,7 +50,7 @@ pub struct ContextAttention {
     /// The insertion type (stored by name so the module stays a plain record).
     #[module(skip)]
     pub insertion: PromptInsertion,
-    /// Softmax through the fused kernel on flex.
+    /// The projections and the attention through the fused kernels on flex.
     #[module(skip)]
     pub fused_kernels: bool,
 }

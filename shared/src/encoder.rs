@@ -24,7 +24,8 @@ pub struct EncoderConfig {
     /// Feed-forward width as a multiple of d (ViLT: 4).
     #[config(default = 4)]
     pub ff_mult: usize,
-    /// GELU through the fused kernel on flex ([`crate::kernels::gelu`]).
+    /// The layers' projections, attention and GELU through the fused kernels on flex
+    /// ([`crate::kernels`]).
     #[config(default = true)]
     pub fused_kernels: bool,
 }
@@ -34,7 +35,7 @@ pub struct EncoderConfig {
 pub struct Encoder {
     /// The layers, applied in order.
     pub layers: Vec<TransformerEncoderLayer>,
-    /// GELU through the fused kernel on flex.
+    /// Projections, attention and GELU through the fused kernels on flex.
     #[module(skip)]
     pub fused_kernels: bool,
 }

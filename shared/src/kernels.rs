@@ -546,6 +546,7 @@ mod test_util {
 
 #[cfg(test)]
 mod tests {
+    use super::test_util::values;
     use super::*;
     use burn::tensor::{Distribution, TensorData};
 
@@ -569,10 +570,6 @@ mod tests {
         assert!(erf(f32::NAN).is_nan() && exp_nonpositive(f32::NAN).is_nan());
         assert_eq!((erf(f32::INFINITY), erf(f32::NEG_INFINITY)), (1.0, -1.0));
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
-    }
-
-    fn values(t: Tensor<2>) -> Vec<f32> {
-        t.into_data().try_to_vec::<f32>().expect("f32")
     }
 
     #[test]

@@ -14,7 +14,8 @@ use crate::kernels;
 pub struct RedistributionConfig {
     /// Hidden size d.
     pub d_model: usize,
-    /// GELU through the fused kernel on flex ([`crate::kernels::gelu`]).
+    /// W_c1, W_c2 and GELU through the fused kernels on flex ([`crate::kernels::linear_rows`],
+    /// [`crate::kernels::gelu`]).
     #[config(default = true)]
     pub fused_kernels: bool,
 }
@@ -26,7 +27,7 @@ pub struct Redistribution {
     pub root: Linear,
     /// W_c2: the transform of the messages from biased neighbours (no bias).
     pub neighbour: Linear,
-    /// GELU through the fused kernel on flex.
+    /// W_c1, W_c2 and GELU through the fused kernels on flex.
     #[module(skip)]
     pub fused_kernels: bool,
 }

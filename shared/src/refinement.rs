@@ -57,7 +57,8 @@ pub struct RefinementLayerConfig {
     /// Standard deviation of the modality prompts at initialisation.
     #[config(default = 0.02)]
     pub init_std: f64,
-    /// Eq. 12's GELU through the fused kernel on flex ([`crate::kernels::gelu`]).
+    /// The layer's linear maps, attention (Eqs. 6-8) and Eq. 12's GELU through the fused
+    /// kernels on flex ([`crate::kernels`]).
     #[config(default = true)]
     pub fused_kernels: bool,
     /// LayerNorm on the tokens entering the layer (pre-LN, as the encoder's blocks). The paper

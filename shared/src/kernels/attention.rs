@@ -124,8 +124,8 @@ impl Dims {
     }
 }
 
-/// `x` as contiguous f32 of rank `rank` from the start of its storage, or None (then the
-/// composite runs).
+/// `x` as contiguous f32 of rank `rank` from the start of its storage, or `x` given back as it
+/// is (then the composite runs).
 fn f32_of_rank(x: FlexTensor, rank: usize) -> Result<FlexTensor, FlexTensor> {
     match x.dtype() == DType::F32 && x.layout().shape().num_dims() == rank {
         true => Ok(contiguous(x)),
@@ -141,6 +141,12 @@ fn dims3(t: &FlexTensor) -> [usize; 3] {
 fn dims4(t: &FlexTensor) -> [usize; 4] {
     let s = t.layout().shape();
     [s[0], s[1], s[2], s[3]]
+}
+
+/// Eq. 7's score scale 1 / sqrt(d_h), d_h = d / heads (1 for a zero width, which has no
+/// products to scale).
+fn score_scale(d: usize, heads: usize) -> f32 {
+    1.0 / ((d / heads.max(1)).max(1) as f32).sqrt()
 }
 
 /// `f(b, out_b)` for every sample b, `out` cut into B equal parts, over the cores.
@@ -220,22 +226,24 @@ fn fits(a: &FlexTensor, x: &FlexTensor, transposed: bool) -> bool {
 /// scale X_h Y_h^T per head, then softmax over each row when `scale` is None (the scale is
 /// then 1 / sqrt(d_h)).
 fn scores(x: FlexTensor, y: FlexTensor, heads: usize, scale: Option<f32>) -> FlexTensor {
+    let fit = |x: &FlexTensor, y: &FlexTensor| {
+        let ([b, _, d], [by, _, dy]) = (dims3(x), dims3(y));
+        b == by && d == dy && heads > 0 && d % heads == 0
+    };
     match (f32_of_rank(x, 3), f32_of_rank(y, 3)) {
-        (Ok(x), Ok(y)) => {
-            let ([b, n, d], [by, m, dy]) = (dims3(&x), dims3(&y));
-            if b == by && d == dy && heads > 0 && d % heads == 0 {
-                let dims = Dims { heads, n, m, d };
-                let softmax = scale.is_none();
-                let scale = scale.unwrap_or(1.0 / (dims.d_h() as f32).sqrt());
-                let (x_s, y_s) = (x.storage::<f32>(), y.storage::<f32>());
-                let mut out = vec![0.0; b * heads * n * m];
-                per_sample(&mut out, b, |i, o| {
-                    let (x_b, y_b) = (&x_s[i * n * d..], &y_s[i * m * d..]);
-                    scores_f32(&x_b[..n * d], &y_b[..m * d], o, dims, scale, softmax)
-                });
-                return owned_f32(out, Shape::new([b, heads, n, m]));
-            }
-            composite_scores::<Flex>(x, y, heads, scale)
+        (Ok(x), Ok(y)) if fit(&x, &y) => {
+            let ([b, n, d], [_, m, _]) = (dims3(&x), dims3(&y));
+            let dims = Dims { heads, n, m, d };
+            let softmax = scale.is_none();
+            let scale = scale.unwrap_or(score_scale(d, heads));
+            let (x_s, y_s) = (x.storage::<f32>(), y.storage::<f32>());
+            let mut out = vec![0.0; b * heads * n * m];
+            per_sample(&mut out, b, |i, o| {
+                let x_b = &x_s[i * n * d..(i + 1) * n * d];
+                let y_b = &y_s[i * m * d..(i + 1) * m * d];
+                scores_f32(x_b, y_b, o, dims, scale, softmax)
+            });
+            owned_f32(out, Shape::new([b, heads, n, m]))
         }
         (x, y) => composite_scores::<Flex>(unwrap(x), unwrap(y), heads, scale),
     }
@@ -435,7 +443,7 @@ fn composite_scores<B: Backend>(
     heads: usize,
     scale: Option<f32>,
 ) -> FloatTensor<B> {
-    let d_h = x.shape()[2] / heads.max(1);
+    let d = x.shape()[2];
     let s = B::float_matmul(
         composite_split::<B>(x, heads),
         B::float_swap_dims(composite_split::<B>(y, heads), 2, 3),
@@ -443,7 +451,7 @@ fn composite_scores<B: Backend>(
     match scale {
         Some(scale) => B::float_mul_scalar(s, scale.into()),
         None => {
-            let s = B::float_mul_scalar(s, (1.0 / (d_h as f32).sqrt()).into());
+            let s = B::float_mul_scalar(s, score_scale(d, heads).into());
             <B as ActivationOps<B>>::softmax(s, 3)
         }
     }
@@ -519,8 +527,7 @@ where
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let d_h = q.primitive().shape()[2] / heads.max(1);
-                let scale = 1.0 / (d_h.max(1) as f32).sqrt();
+                let scale = score_scale(q.primitive().shape()[2], heads);
                 let q_state = k_tracked.then(|| prep.checkpoint(&q));
                 let k_state = q_tracked.then(|| prep.checkpoint(&k));
                 let a = B::fused_attention_weights(q.into_primitive(), k.into_primitive(), heads);
