@@ -398,12 +398,21 @@ fn row_max(row: &[f32]) -> f32 {
     let rest = chunks.remainder();
     for c in chunks {
         for i in 0..LANES {
-            acc[i] = acc[i].max(c[i]);
+            acc[i] = larger(acc[i], c[i]);
         }
     }
     rest.iter()
         .chain(&acc)
-        .fold(f32::NEG_INFINITY, |m, &v| m.max(v))
+        .fold(f32::NEG_INFINITY, |m, &v| larger(m, v))
+}
+
+/// `v` where it is larger than `m`, else `m`: `f32::max` for every `m` that is not NaN (a NaN
+/// `v` is skipped), written as a comparison and a select. `f32::max`'s NaN rule has no
+/// WebAssembly instruction (`f32.max` returns NaN), so in the browser it is a call to `fmaxf`
+/// per element; a select is one vector instruction there and `maxps` on x86.
+#[inline(always)]
+fn larger(m: f32, v: f32) -> f32 {
+    if v > m { v } else { m }
 }
 
 /// sum_i a_i over a row.
@@ -498,10 +507,10 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a rounding
     // instruction (SSE2 has none).
     const ROUND: f32 = 12_582_912.0;
-    // Into [-87, 0], NaN to -87 (max and min return the number): n is then always a small
-    // integer, as the cast below needs.
-    #[allow(clippy::manual_clamp)] // clamp would keep NaN
-    let clamped = x.max(-87.0).min(0.0);
+    // Into [-87, 0], NaN to -87 (a comparison with NaN is false): n is then always a small
+    // integer, as the cast below needs. Selects, not f32::max/min (see `larger`).
+    let above = if x > -87.0 { x } else { -87.0 };
+    let clamped = if above < 0.0 { above } else { 0.0 };
     let n = (clamped * LOG2E + ROUND) - ROUND;
     let r = clamped - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4_f32;

@@ -24,6 +24,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Shape, Tensor};
 
+use super::linear::{View, blocked_product};
 use super::{contiguous, on_flex, owned_f32};
 
 /// A = softmax(Q_h K_h^T / sqrt(d_h)) per head h, fused on flex when `fused`, Burn's ops
@@ -249,8 +250,13 @@ fn scores(x: FlexTensor, y: FlexTensor, heads: usize, scale: Option<f32>) -> Fle
     }
 }
 
+#[cfg(not(target_arch = "wasm32"))]
 widest!(fn scores_f32(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, softmax: bool) => scores_body);
+#[cfg(not(target_arch = "wasm32"))]
 widest!(fn apply_f32(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) => apply_body);
+// The browser: the products through the SIMD128 register blocks of `blocked_product`.
+#[cfg(target_arch = "wasm32")]
+use {apply_blocked_body as apply_f32, scores_blocked_body as scores_f32};
 widest!(fn apply_t_f32(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) => apply_t_body);
 
 /// Lanes of one register block (AVX2: 8 f32).
@@ -298,6 +304,8 @@ fn reduce<'a>(mut terms: impl Iterator<Item = (f32, &'a [f32; L])>) -> [f32; L] 
 /// One sample: out `[H, N, M]` = scale X_h Y_h^T (x `[N, d]`, y `[M, d]`), rows softmaxed
 /// when `softmax`. Y_h is transposed (and padded to whole blocks of keys) first; each block of
 /// L scores then stays in a register while the d_h products are summed into it.
+// The browser runs the `*_blocked_body` kernels instead (see `scores_f32`).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 #[inline(always)]
 fn scores_body(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, softmax: bool) {
     let Dims { heads, n, m, d } = dims;
@@ -330,8 +338,90 @@ fn scores_body(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, so
     }
 }
 
+/// [`scores_body`] as one register-blocked product per head ([`blocked_product`], the
+/// browser's: LLVM vectorises `reduce`'s blocks for SIMD128 only in part).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn scores_blocked_body(
+    x: &[f32],
+    y: &[f32],
+    out: &mut [f32],
+    dims: Dims,
+    scale: f32,
+    softmax: bool,
+) {
+    let Dims { heads, n, m, d } = dims;
+    if n == 0 || m == 0 {
+        return;
+    }
+    let d_h = dims.d_h();
+    let padded = m.div_ceil(L) * L;
+    let mut y_t = vec![0.0f32; d_h * padded];
+    let mut scratch = vec![0.0f32; n * padded];
+    for h in 0..heads {
+        for (t, y_t_row) in y_t.chunks_exact_mut(padded).enumerate() {
+            for (o, y_row) in y_t_row.iter_mut().zip(y.chunks_exact(d)) {
+                *o = y_row[h * d_h + t];
+            }
+        }
+        let x_h = View {
+            data: &x[h * d_h..],
+            rows: n,
+            cols: d_h,
+            row_stride: d as isize,
+            col_stride: 1,
+        };
+        let y_h_t = View {
+            data: &y_t,
+            rows: d_h,
+            cols: padded,
+            row_stride: padded as isize,
+            col_stride: 1,
+        };
+        blocked_product(&mut scratch, padded, false, &x_h, &y_h_t);
+        let out_h = &mut out[h * n * m..(h + 1) * n * m];
+        for (row, scores) in out_h.chunks_exact_mut(m).zip(scratch.chunks_exact(padded)) {
+            for (o, s) in row.iter_mut().zip(scores) {
+                *o = s * scale;
+            }
+            if softmax {
+                super::softmax_rows_body(row, m);
+            }
+        }
+    }
+}
+
+/// [`apply_body`] as one register-blocked product per head (the browser's, as
+/// [`scores_blocked_body`]).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn apply_blocked_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+    let Dims { heads, n, m, d } = dims;
+    let d_h = dims.d_h();
+    for h in 0..heads {
+        let a_h = View {
+            data: &a[h * n * m..(h + 1) * n * m],
+            rows: n,
+            cols: m,
+            row_stride: m as isize,
+            col_stride: 1,
+        };
+        let v_h = View {
+            data: &v[h * d_h..],
+            rows: m,
+            cols: d_h,
+            row_stride: d as isize,
+            col_stride: 1,
+        };
+        blocked_product(&mut out[h * d_h..], d, false, &a_h, &v_h);
+    }
+    if scale != 1.0 {
+        out.iter_mut().for_each(|o| *o *= scale);
+    }
+}
+
 /// One sample: out `[N, d]`, head h's columns = scale A_h V_h (a `[H, N, M]`, v `[M, d]`);
 /// each block of L output features stays in a register over the M keys.
+// The browser runs the `*_blocked_body` kernels instead (see `scores_f32`).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 #[inline(always)]
 fn apply_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
     let Dims { heads, n, m, d } = dims;
@@ -377,6 +467,8 @@ fn apply_t_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
 }
 
 /// [`apply_body`] for any d_h (not a whole number of blocks): row updates.
+// The browser runs the `*_blocked_body` kernels instead (see `scores_f32`).
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 #[inline(always)]
 fn apply_rows_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
     let Dims { heads, n, m, d } = dims;
@@ -699,5 +791,43 @@ mod tests {
         assert!(a[..3].iter().all(|v| v.is_nan()), "{a:?}");
         // Sample 1 has no NaN.
         assert!(a[12..].iter().all(|v| v.is_finite()), "{a:?}");
+    }
+
+    /// The browser's register-blocked scores and A V (`*_blocked_body`) against the kernels
+    /// run natively, on one sample: the encoder's and refinement's shapes, heads that are not
+    /// a whole number of 8-lane blocks, one key, a scale and a NaN query.
+    #[test]
+    fn the_browsers_blocked_scores_and_context_match_the_native_kernels() {
+        let numbers = |len: usize, seed: usize| -> Vec<f32> {
+            (0..len)
+                .map(|i| ((i * 29 + seed * 13) % 23) as f32 / 9.0 - 1.2)
+                .collect()
+        };
+        for (heads, n, m, d) in [
+            (4, 44, 44, 64),
+            (4, 44, 45, 64),
+            (3, 5, 7, 9),
+            (2, 3, 1, 32),
+        ] {
+            let dims = Dims { heads, n, m, d };
+            let (mut x, y, v) = (numbers(n * d, 1), numbers(m * d, 2), numbers(m * d, 3));
+            x[0] = f32::NAN;
+            for (scale, softmax) in [(0.25, true), (0.5, false)] {
+                let mut want = vec![0.0; heads * n * m];
+                let mut got = vec![9.0; heads * n * m];
+                scores_body(&x, &y, &mut want, dims, scale, softmax);
+                scores_blocked_body(&x, &y, &mut got, dims, scale, softmax);
+                close(got, want, "scores");
+            }
+            let mut a = vec![0.0; heads * n * m];
+            scores_body(&x, &y, &mut a, dims, 0.25, true);
+            for scale in [1.0, 0.5] {
+                let mut want = vec![0.0; n * d];
+                let mut got = vec![9.0; n * d];
+                apply_body(&a, &v, &mut want, dims, scale);
+                apply_blocked_body(&a, &v, &mut got, dims, scale);
+                close(got, want, "A V");
+            }
+        }
     }
 }
