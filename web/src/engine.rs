@@ -96,6 +96,10 @@ pub const AUC_SAMPLES: usize = 64;
 /// The (rho, L_T) a ranking AUC was computed under, and the AUC per layer.
 type AucCache = Option<((Option<u64>, Option<usize>), Vec<Option<f64>>)>;
 
+/// The sample (its features and label), rho and L_T a trace with every modality present was
+/// computed under.
+type CompleteKey = (Vec<Vec<f32>>, usize, Option<u64>, Option<usize>);
+
 /// A loaded model, ready to run.
 pub struct Engine {
     /// The model on the CPU backend.
@@ -109,6 +113,9 @@ pub struct Engine {
     device: Device,
     /// The last ranking AUCs computed, keyed by the (rho, L_T) they were computed under.
     auc_cache: std::cell::RefCell<AucCache>,
+    /// The last trace with every modality present, so that dropping modalities of the same
+    /// sample runs the model on one sample, not two.
+    complete_cache: std::cell::RefCell<Option<(CompleteKey, SampleTrace)>>,
 }
 
 /// One inference: the trace under the chosen mask and, for comparison, with everything present.
@@ -156,6 +163,7 @@ impl Engine {
             samples,
             device,
             auc_cache: std::cell::RefCell::new(None),
+            complete_cache: std::cell::RefCell::new(None),
         })
     }
 
@@ -240,7 +248,10 @@ impl Engine {
         Some(aucs)
     }
 
-    /// Runs the model on `sample` with `available`, `rho` and `lt` refinement layers.
+    /// Runs the model on `sample` with `available`, `rho` and `lt` refinement layers, and (for
+    /// comparison) with every modality present: one sample's forward pass when nothing is
+    /// dropped or the complete trace of this sample is the one kept from the last call, two
+    /// otherwise.
     pub fn infer(
         &self,
         sample: &PageSample,
@@ -249,21 +260,41 @@ impl Engine {
         lt: Option<usize>,
     ) -> Inference {
         let model = self.adjusted(rho, lt);
+        let features = sample.features();
+        let key: CompleteKey = (features.clone(), sample.label(), rho.map(f64::to_bits), lt);
+        let everything = available.iter().all(|&a| a);
+        let kept = match everything {
+            true => None,
+            false => self
+                .complete_cache
+                .borrow()
+                .as_ref()
+                .filter(|(cached, _)| *cached == key)
+                .map(|(_, trace)| trace.clone()),
+        };
+        let mut masks = vec![available.to_vec()];
+        if !everything && kept.is_none() {
+            masks.push(vec![true; available.len()]);
+        }
         let split = DataSplit {
             name: "page".into(),
             modalities: self.meta.model.modalities.clone(),
-            features: sample.features(),
+            features,
             targets: Targets::Classes {
                 labels: vec![sample.label()],
                 n_classes: self.meta.model.n_outputs,
             },
         };
-        let all = vec![true; available.len()];
-        let batch =
-            Batch::from_features(&split, &[0, 0], vec![available.to_vec(), all], &self.device);
+        let rows = vec![0; masks.len()];
+        let batch = Batch::from_features(&split, &rows, masks, &self.device);
         let (_, mut traces) = model.trace(&batch);
-        let complete = traces.pop().expect("two traces");
-        let trace = traces.pop().expect("two traces");
+        let complete = match (everything, kept) {
+            (true, _) => traces[0].clone(),
+            (false, Some(kept)) => kept,
+            (false, None) => traces.pop().expect("two traces"),
+        };
+        let trace = traces.swap_remove(0);
+        *self.complete_cache.borrow_mut() = Some((key, complete.clone()));
         Inference { trace, complete }
     }
 }
@@ -291,6 +322,50 @@ pub(crate) mod tests {
             Some(include_bytes!("../assets/model-avmnist/samples.safetensors").to_vec()),
         )
         .expect("the shipped AV-MNIST model loads")
+    }
+
+    /// The trace with every modality present is the same whether it was computed beside the
+    /// masked one, alone, or kept from the call before; it is kept only for the same sample,
+    /// rho and L_T.
+    #[test]
+    fn the_complete_trace_is_kept_only_for_the_same_sample_rho_and_lt() {
+        let engine = shipped();
+        let sample = engine.sample(3);
+        let drop_audio = [true, false, true];
+        let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+        // Nothing kept yet: both traces in one batch of two.
+        let beside = engine.infer(&sample, &drop_audio, None, None);
+        let alone = engine.infer(&sample, &[true; 3], None, None);
+        assert_eq!(alone.trace, alone.complete);
+        assert!(close(&beside.complete.output, &alone.trace.output));
+        assert_eq!(beside.complete.predicted_class, alone.trace.predicted_class);
+        // Kept: the same trace, and the masked one as computed beside it.
+        let kept = engine.infer(&sample, &drop_audio, None, None);
+        assert_eq!(kept.complete, alone.complete);
+        assert!(close(&kept.trace.output, &beside.trace.output));
+        assert_ne!(kept.trace.output, kept.complete.output);
+        // Another sample, rho or L_T is computed afresh.
+        let other = engine.infer(&engine.sample(4), &drop_audio, None, None);
+        assert!(!close(&other.complete.output, &alone.complete.output));
+        let kept_at = |i: &Inference| {
+            i.complete.layers[0]
+                .tokens
+                .iter()
+                .filter(|t| t.kept)
+                .count()
+        };
+        let rho = engine.infer(&sample, &drop_audio, Some(0.25), None);
+        assert!(
+            kept_at(&rho) < kept_at(&alone),
+            "{} vs {}",
+            kept_at(&rho),
+            kept_at(&alone)
+        );
+        let lt = engine.infer(&sample, &drop_audio, None, Some(1));
+        assert_eq!(
+            (lt.complete.layers.len(), alone.complete.layers.len()),
+            (1, 2)
+        );
     }
 
     /// The shipped AV-MNIST model reads its digits: with both modalities most shipped samples
