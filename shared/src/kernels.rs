@@ -535,6 +535,14 @@ pub fn exp_nonpositive(x: f32) -> f32 {
 mod test_util {
     use burn::tensor::Tensor;
 
+    /// `len` numbers in [-1.3, 1.3) that repeat with period 19, a different phase per `seed`:
+    /// inputs for comparing two kernels on the same data without a random generator.
+    pub fn numbers(len: usize, seed: usize) -> Vec<f32> {
+        (0..len)
+            .map(|i| ((i * 37 + seed * 11) % 19) as f32 / 7.0 - 1.3)
+            .collect()
+    }
+
     /// A tensor's values.
     pub fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
         t.into_data().try_to_vec::<f32>().expect("f32")

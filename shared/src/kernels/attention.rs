@@ -363,20 +363,8 @@ fn scores_blocked_body(
                 *o = y_row[h * d_h + t];
             }
         }
-        let x_h = View {
-            data: &x[h * d_h..],
-            rows: n,
-            cols: d_h,
-            row_stride: d as isize,
-            col_stride: 1,
-        };
-        let y_h_t = View {
-            data: &y_t,
-            rows: d_h,
-            cols: padded,
-            row_stride: padded as isize,
-            col_stride: 1,
-        };
+        let x_h = View::row_major(&x[h * d_h..], n, d_h, d);
+        let y_h_t = View::row_major(&y_t, d_h, padded, padded);
         blocked_product(&mut scratch, padded, false, &x_h, &y_h_t);
         let out_h = &mut out[h * n * m..(h + 1) * n * m];
         for (row, scores) in out_h.chunks_exact_mut(m).zip(scratch.chunks_exact(padded)) {
@@ -397,20 +385,8 @@ fn apply_blocked_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: 
     let Dims { heads, n, m, d } = dims;
     let d_h = dims.d_h();
     for h in 0..heads {
-        let a_h = View {
-            data: &a[h * n * m..(h + 1) * n * m],
-            rows: n,
-            cols: m,
-            row_stride: m as isize,
-            col_stride: 1,
-        };
-        let v_h = View {
-            data: &v[h * d_h..],
-            rows: m,
-            cols: d_h,
-            row_stride: d as isize,
-            col_stride: 1,
-        };
+        let a_h = View::row_major(&a[h * n * m..(h + 1) * n * m], n, m, m);
+        let v_h = View::row_major(&v[h * d_h..], m, d_h, d);
         blocked_product(&mut out[h * d_h..], d, false, &a_h, &v_h);
     }
     if scale != 1.0 {
@@ -711,7 +687,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::{close, values};
+    use crate::kernels::test_util::{close, numbers, values};
     use burn::tensor::{Device, Distribution, TensorData};
 
     /// The weights, the context and the gradients of q, k, v through both (the loss reads A
@@ -798,11 +774,6 @@ mod tests {
     /// a whole number of 8-lane blocks, one key, a scale and a NaN query.
     #[test]
     fn the_browsers_blocked_scores_and_context_match_the_native_kernels() {
-        let numbers = |len: usize, seed: usize| -> Vec<f32> {
-            (0..len)
-                .map(|i| ((i * 29 + seed * 13) % 23) as f32 / 9.0 - 1.2)
-                .collect()
-        };
         for (heads, n, m, d) in [
             (4, 44, 44, 64),
             (4, 44, 45, 64),

@@ -94,6 +94,17 @@ impl<'a> View<'a> {
         })
     }
 
+    /// `rows` x `cols` numbers of `data` with adjacent columns, row i from `i * row_stride`.
+    pub(super) fn row_major(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
+        View {
+            data,
+            rows,
+            cols,
+            row_stride: row_stride as isize,
+            col_stride: 1,
+        }
+    }
+
     /// The same numbers transposed (no copy).
     fn t(self) -> Self {
         View {
@@ -436,7 +447,7 @@ impl<B: Backend + FusedLinearOps, C: CheckpointStrategy> FusedLinearOps for Auto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::{close, values};
+    use crate::kernels::test_util::{close, numbers, values};
     use burn::module::Param;
     use burn::nn::LinearConfig;
     use burn::tensor::{Device, Distribution, TensorData};
@@ -526,11 +537,6 @@ mod tests {
     /// without an addend already in `out`, and NaN and 1e30 passing through as in a product.
     #[test]
     fn the_blocked_product_is_the_matrix_product() {
-        let numbers = |len: usize, seed: usize| -> Vec<f32> {
-            (0..len)
-                .map(|i| ((i * 37 + seed * 11) % 19) as f32 / 7.0 - 1.3)
-                .collect()
-        };
         for (m, k, n) in [
             (1, 1, 1),
             (4, 3, 8),
@@ -550,20 +556,8 @@ mod tests {
                 a_data[1] = f32::NAN;
                 a_data[2] = 1e30;
             }
-            let a = View {
-                data: &a_data,
-                rows: m,
-                cols: k,
-                row_stride: a_stride as isize,
-                col_stride: 1,
-            };
-            let b = View {
-                data: &b_data,
-                rows: k,
-                cols: n,
-                row_stride: b_stride as isize,
-                col_stride: 1,
-            };
+            let a = View::row_major(&a_data, m, k, a_stride);
+            let b = View::row_major(&b_data, k, n, b_stride);
             for init in [false, true] {
                 let addend = numbers(m * n, 3);
                 let mut got = if init {
