@@ -301,6 +301,17 @@ fn reduce<'a>(mut terms: impl Iterator<Item = (f32, &'a [f32; L])>) -> [f32; L] 
     sum
 }
 
+/// Y_h^T into `y_t` (`[d_h, padded]`, one row per feature of the head): row t holds column
+/// `first + t` of y (`[M, d]`) in its first M places; the rest is left as it is (zero padding).
+#[inline(always)]
+fn head_transposed(y: &[f32], d: usize, first: usize, y_t: &mut [f32], padded: usize) {
+    for (t, y_t_row) in y_t.chunks_exact_mut(padded).enumerate() {
+        for (o, y_row) in y_t_row.iter_mut().zip(y.chunks_exact(d)) {
+            *o = y_row[first + t];
+        }
+    }
+}
+
 /// One sample: out `[H, N, M]` = scale X_h Y_h^T (x `[N, d]`, y `[M, d]`), rows softmaxed
 /// when `softmax`. Y_h is transposed (and padded to whole blocks of keys) first; each block of
 /// L scores then stays in a register while the d_h products are summed into it.
@@ -314,11 +325,7 @@ fn scores_body(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, so
     let mut y_t = vec![0.0f32; d_h * padded];
     let mut scratch = vec![0.0f32; padded];
     for h in 0..heads {
-        for (t, y_t_row) in y_t.chunks_exact_mut(padded).enumerate() {
-            for (o, y_row) in y_t_row.iter_mut().zip(y.chunks_exact(d)) {
-                *o = y_row[h * d_h + t];
-            }
-        }
+        head_transposed(y, d, h * d_h, &mut y_t, padded);
         for i in 0..n {
             let x_i = &x[i * d + h * d_h..i * d + (h + 1) * d_h];
             // Whole blocks into the padded scratch row (vector stores), then the M scores.
@@ -358,11 +365,7 @@ fn scores_blocked_body(
     let mut y_t = vec![0.0f32; d_h * padded];
     let mut scratch = vec![0.0f32; n * padded];
     for h in 0..heads {
-        for (t, y_t_row) in y_t.chunks_exact_mut(padded).enumerate() {
-            for (o, y_row) in y_t_row.iter_mut().zip(y.chunks_exact(d)) {
-                *o = y_row[h * d_h + t];
-            }
-        }
+        head_transposed(y, d, h * d_h, &mut y_t, padded);
         let x_h = View::row_major(&x[h * d_h..], n, d_h, d);
         let y_h_t = View::row_major(&y_t, d_h, padded, padded);
         blocked_product(&mut scratch, padded, false, &x_h, &y_h_t);

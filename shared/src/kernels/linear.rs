@@ -180,9 +180,9 @@ fn gemm_into(out: &mut [f32], init: bool, a: &View, b: &View) {
 const BLOCK_ROWS: usize = 4;
 
 /// `out` = `init` + a b for row-major operands (`a.col_stride` and `b.col_stride` 1, b's rows
-/// not overlapping), out's row i at `i * out_stride`, in blocks
-/// of 4 rows x 8 columns of `out` held in eight 4-lane registers over the whole inner dimension:
-/// each step loads one 8-wide piece of a row of b and four numbers of a for 32 multiply-adds.
+/// not overlapping), out's row i at `i * out_stride`, in blocks of 4 rows x 8 columns of `out`
+/// held in eight 4-lane registers over the whole inner dimension: each step loads one 8-wide
+/// piece of a row of b and four numbers of a for 32 multiply-adds.
 ///
 /// The browser's product (wasm32 SIMD128, one thread): gemm's SIMD128 kernel packs both
 /// operands on every call and ran at about 6 GFLOP/s on the page's products (rows 16-82, inner
