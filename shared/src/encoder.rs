@@ -109,7 +109,7 @@ impl Encoder {
         if !self.fused_kernels || layer.mha.quiet_softmax {
             return layer.forward(x, None, None);
         }
-        debug_assert!(layer.norm_first, "the encoder is built pre-LN");
+        assert!(layer.norm_first, "the encoder is built pre-LN");
         let attended = self_attention(&layer.mha, layer.norm_2.forward(x.clone())); // [B, N, d]
         let x = x + layer.dropout.forward(attended);
         let ff = &layer.pwff;

@@ -355,6 +355,9 @@ macro_rules! widest {
 // After `widest!`, which they use.
 mod attention;
 mod linear;
+// Native only: the browser's products are `linear::blocked_product`'s SIMD128 blocks.
+#[cfg(not(target_arch = "wasm32"))]
+mod tile;
 
 pub use attention::{FusedAttentionOps, attention_context, attention_weights};
 pub use linear::{FusedLinearOps, linear_2d};

@@ -242,7 +242,7 @@ impl Model {
             current = out.tokens.clone();
             layers.push(out);
         }
-        debug_assert_eq!(current.dims()[2], d);
+        assert_eq!(current.dims()[2], d);
         let output = self.head.forward(current); // [B, C]
         ModelOutput {
             output,

@@ -201,7 +201,7 @@ impl RefinementLayer {
             (None, _) => update,
         }; // [B, N, d]
         let kept_tokens = split.select.clone().matmul(z); // [B, K, d]
-        debug_assert_eq!(kept_tokens.dims(), [b, k, d]);
+        assert_eq!(kept_tokens.dims(), [b, k, d]);
         RefinementOutput {
             tokens: kept_tokens,
             xi_f: scores.xi_f,

@@ -25,6 +25,8 @@ use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Shape, Tensor};
 
 use super::linear::{View, blocked_product};
+#[cfg(not(target_arch = "wasm32"))]
+use super::tile::{self, Addend, tile_product};
 use super::{contiguous, on_flex, owned_f32};
 
 /// A = softmax(Q_h K_h^T / sqrt(d_h)) per head h, fused on flex when `fused`, Burn's ops
@@ -250,14 +252,63 @@ fn scores(x: FlexTensor, y: FlexTensor, heads: usize, scale: Option<f32>) -> Fle
     }
 }
 
+// Natively the products run through the AVX2 register tiles of `tile_product` where the CPU
+// has them (and, for A V and A^T X, d_h is a whole number of 8-wide pieces); the portable
+// bodies below otherwise.
 #[cfg(not(target_arch = "wasm32"))]
-widest!(fn scores_f32(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, softmax: bool) => scores_body);
+fn scores_f32(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, softmax: bool) {
+    match tile::available() {
+        true => scores_blocked_body(x, y, out, dims, scale, softmax, tiles),
+        false => scores_portable(x, y, out, dims, scale, softmax),
+    }
+}
 #[cfg(not(target_arch = "wasm32"))]
-widest!(fn apply_f32(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) => apply_body);
+fn apply_f32(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+    match tile::available() && dims.d_h().is_multiple_of(L) {
+        true => apply_blocked_body(a, v, out, dims, scale, tiles),
+        false => apply_portable(a, v, out, dims, scale),
+    }
+}
+#[cfg(not(target_arch = "wasm32"))]
+fn apply_t_f32(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+    match tile::available() && dims.d_h().is_multiple_of(L) {
+        true => apply_t_tiled_body(a, x, out, dims, scale),
+        false => apply_t_portable(a, x, out, dims, scale),
+    }
+}
+#[cfg(not(target_arch = "wasm32"))]
+widest!(fn scores_portable(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, softmax: bool) => scores_body);
+#[cfg(not(target_arch = "wasm32"))]
+widest!(fn apply_portable(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) => apply_body);
+#[cfg(not(target_arch = "wasm32"))]
+widest!(fn apply_t_portable(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) => apply_t_body);
+
+/// out = a b, out's rows at the given stride: the product the blocked bodies run.
+type Product = fn(&mut [f32], usize, &View, &View);
+
+/// The native product: [`tile_product`]'s AVX2 tiles.
+#[cfg(not(target_arch = "wasm32"))]
+fn tiles(out: &mut [f32], out_stride: usize, a: &View, b: &View) {
+    tile_product(out, out_stride, Addend::Nothing, 1.0, a, b)
+}
+
 // The browser: the products through the SIMD128 register blocks of `blocked_product`.
 #[cfg(target_arch = "wasm32")]
-use {apply_blocked_body as apply_f32, scores_blocked_body as scores_f32};
+fn scores_f32(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, softmax: bool) {
+    scores_blocked_body(x, y, out, dims, scale, softmax, blocks)
+}
+#[cfg(target_arch = "wasm32")]
+fn apply_f32(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+    apply_blocked_body(a, v, out, dims, scale, blocks)
+}
+#[cfg(target_arch = "wasm32")]
 widest!(fn apply_t_f32(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) => apply_t_body);
+
+/// The browser's product: [`blocked_product`]'s SIMD128 blocks (natively: its tests).
+#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+fn blocks(out: &mut [f32], out_stride: usize, a: &View, b: &View) {
+    blocked_product(out, out_stride, false, a, b)
+}
 
 /// Lanes of one register block (AVX2: 8 f32).
 const L: usize = super::LANES;
@@ -345,9 +396,9 @@ fn scores_body(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, so
     }
 }
 
-/// [`scores_body`] as one register-blocked product per head ([`blocked_product`], the
-/// browser's: LLVM vectorises `reduce`'s blocks for SIMD128 only in part).
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+/// [`scores_body`] as one register-blocked `product` per head: [`tile_product`]'s AVX2 tiles
+/// natively, [`blocked_product`]'s SIMD128 blocks in the browser (LLVM vectorises `reduce`'s
+/// blocks for SIMD128 only in part).
 fn scores_blocked_body(
     x: &[f32],
     y: &[f32],
@@ -355,6 +406,7 @@ fn scores_blocked_body(
     dims: Dims,
     scale: f32,
     softmax: bool,
+    product: Product,
 ) {
     let Dims { heads, n, m, d } = dims;
     if n == 0 || m == 0 {
@@ -368,32 +420,56 @@ fn scores_blocked_body(
         head_transposed(y, d, h * d_h, &mut y_t, padded);
         let x_h = View::row_major(&x[h * d_h..], n, d_h, d);
         let y_h_t = View::row_major(&y_t, d_h, padded, padded);
-        blocked_product(&mut scratch, padded, false, &x_h, &y_h_t);
+        product(&mut scratch, padded, &x_h, &y_h_t);
         let out_h = &mut out[h * n * m..(h + 1) * n * m];
         for (row, scores) in out_h.chunks_exact_mut(m).zip(scratch.chunks_exact(padded)) {
             for (o, s) in row.iter_mut().zip(scores) {
                 *o = s * scale;
             }
-            if softmax {
-                super::softmax_rows_body(row, m);
-            }
+        }
+        if softmax {
+            super::softmax_rows_f32(out_h, m);
         }
     }
 }
 
-/// [`apply_body`] as one register-blocked product per head (the browser's, as
-/// [`scores_blocked_body`]).
-#[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-fn apply_blocked_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+/// [`apply_body`] as one register-blocked `product` per head (as [`scores_blocked_body`]).
+fn apply_blocked_body(
+    a: &[f32],
+    v: &[f32],
+    out: &mut [f32],
+    dims: Dims,
+    scale: f32,
+    product: Product,
+) {
     let Dims { heads, n, m, d } = dims;
     let d_h = dims.d_h();
     for h in 0..heads {
         let a_h = View::row_major(&a[h * n * m..(h + 1) * n * m], n, m, m);
         let v_h = View::row_major(&v[h * d_h..], m, d_h, d);
-        blocked_product(&mut out[h * d_h..], d, false, &a_h, &v_h);
+        product(&mut out[h * d_h..], d, &a_h, &v_h);
     }
     if scale != 1.0 {
         out.iter_mut().for_each(|o| *o *= scale);
+    }
+}
+
+/// [`apply_t_body`] as one [`tile_product`] per head, A_h read transposed in place (native; d_h
+/// a whole number of 8-wide pieces).
+#[cfg(not(target_arch = "wasm32"))]
+fn apply_t_tiled_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+    let Dims { heads, n, m, d } = dims;
+    let d_h = dims.d_h();
+    for h in 0..heads {
+        let a_h_t = View {
+            data: &a[h * n * m..(h + 1) * n * m],
+            rows: m,
+            cols: n,
+            row_stride: 1,
+            col_stride: m as isize,
+        };
+        let x_h = View::row_major(&x[h * d_h..], n, d_h, d);
+        tile_product(&mut out[h * d_h..], d, Addend::Nothing, scale, &a_h_t, &x_h);
     }
 }
 
@@ -772,35 +848,58 @@ mod tests {
         assert!(a[12..].iter().all(|v| v.is_finite()), "{a:?}");
     }
 
-    /// The browser's register-blocked scores and A V (`*_blocked_body`) against the kernels
-    /// run natively, on one sample: the encoder's and refinement's shapes, heads that are not
-    /// a whole number of 8-lane blocks, one key, a scale and a NaN query.
+    /// The register-blocked scores, A V and A^T X (`*_blocked_body` with the browser's blocks,
+    /// and with the native AVX2 tiles where the CPU has them) against the portable kernels, on
+    /// one sample: the encoder's and refinement's shapes, heads that are not a whole number of
+    /// 8-lane blocks, one key, a scale and a NaN query.
     #[test]
-    fn the_browsers_blocked_scores_and_context_match_the_native_kernels() {
+    fn the_blocked_and_tiled_products_match_the_portable_kernels() {
+        let mut products: Vec<(&str, Product)> = vec![("blocks", blocks)];
+        if tile::available() {
+            products.push(("tiles", tiles));
+        }
         for (heads, n, m, d) in [
             (4, 44, 44, 64),
             (4, 44, 45, 64),
+            (4, 22, 23, 64),
             (3, 5, 7, 9),
             (2, 3, 1, 32),
         ] {
             let dims = Dims { heads, n, m, d };
             let (mut x, y, v) = (numbers(n * d, 1), numbers(m * d, 2), numbers(m * d, 3));
             x[0] = f32::NAN;
-            for (scale, softmax) in [(0.25, true), (0.5, false)] {
-                let mut want = vec![0.0; heads * n * m];
-                let mut got = vec![9.0; heads * n * m];
-                scores_body(&x, &y, &mut want, dims, scale, softmax);
-                scores_blocked_body(&x, &y, &mut got, dims, scale, softmax);
-                close(got, want, "scores");
+            for &(name, product) in &products {
+                for (scale, softmax) in [(0.25, true), (0.5, false)] {
+                    let mut want = vec![0.0; heads * n * m];
+                    let mut got = vec![9.0; heads * n * m];
+                    scores_body(&x, &y, &mut want, dims, scale, softmax);
+                    scores_blocked_body(&x, &y, &mut got, dims, scale, softmax, product);
+                    close(got, want, &format!("{name}: scores"));
+                }
+                if name == "tiles" && !dims.d_h().is_multiple_of(L) {
+                    continue; // apply_f32 takes the portable kernel then
+                }
+                let mut a = vec![0.0; heads * n * m];
+                scores_body(&x, &y, &mut a, dims, 0.25, true);
+                for scale in [1.0, 0.5] {
+                    let mut want = vec![0.0; n * d];
+                    let mut got = vec![9.0; n * d];
+                    apply_body(&a, &v, &mut want, dims, scale);
+                    apply_blocked_body(&a, &v, &mut got, dims, scale, product);
+                    close(got, want, &format!("{name}: A V"));
+                }
             }
-            let mut a = vec![0.0; heads * n * m];
-            scores_body(&x, &y, &mut a, dims, 0.25, true);
-            for scale in [1.0, 0.5] {
-                let mut want = vec![0.0; n * d];
-                let mut got = vec![9.0; n * d];
-                apply_body(&a, &v, &mut want, dims, scale);
-                apply_blocked_body(&a, &v, &mut got, dims, scale);
-                close(got, want, "A V");
+            if tile::available() && dims.d_h().is_multiple_of(L) {
+                let mut a = vec![0.0; heads * n * m];
+                scores_body(&x, &y, &mut a, dims, 0.25, true);
+                let x_rows = numbers(n * d, 4);
+                for scale in [1.0, 0.5] {
+                    let mut want = vec![0.0; m * d];
+                    let mut got = vec![9.0; m * d];
+                    apply_t_body(&a, &x_rows, &mut want, dims, scale);
+                    apply_t_tiled_body(&a, &x_rows, &mut got, dims, scale);
+                    close(got, want, "tiles: A^T X");
+                }
             }
         }
     }
