@@ -29,7 +29,39 @@ pub struct Batch {
     pub targets: Option<BatchTargets>,
 }
 
+/// `indices` split into `parts` contiguous runs whose sizes differ by at most one (the first
+/// ones take the remainder): the shards of a batch computed side by side (on a CPU's cores, or
+/// on several devices). Empty shards are dropped, so a batch smaller than `parts` has fewer.
+pub fn shard(indices: &[usize], parts: usize) -> Vec<&[usize]> {
+    let parts = parts.max(1);
+    let (base, extra) = (indices.len() / parts, indices.len() % parts);
+    let mut out = Vec::with_capacity(parts);
+    let mut start = 0;
+    for p in 0..parts {
+        let len = base + usize::from(p < extra);
+        if len > 0 {
+            out.push(&indices[start..start + len]);
+        }
+        start += len;
+    }
+    out
+}
+
 impl Batch {
+    /// The samples `indices` of `split` as `parts` shards ([`shard`]), each a batch of its own.
+    pub fn shards_from_split(
+        split: &DataSplit,
+        indices: &[usize],
+        mask: &AbsenceMask,
+        device: &Device,
+        parts: usize,
+    ) -> Vec<Batch> {
+        shard(indices, parts)
+            .into_iter()
+            .map(|part| Batch::from_split(split, part, mask, device))
+            .collect()
+    }
+
     /// Batch size B.
     pub fn len(&self) -> usize {
         self.available_host.len()

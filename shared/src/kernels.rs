@@ -74,7 +74,7 @@ pub fn linear_rows(linear: &burn::nn::Linear, x: Tensor<3>, fused: bool) -> Tens
 }
 
 /// Whether `device` computes on flex (directly or under autodiff).
-fn on_flex(device: &Device) -> bool {
+pub(crate) fn on_flex(device: &Device) -> bool {
     matches!(
         device.clone().inner().as_dispatch(),
         DispatchDevice::Flex(_)

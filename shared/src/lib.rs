@@ -69,4 +69,4 @@ pub use config::{
     EncoderPrompts, GateScope, Method, ModalitySpec, ModelConfig, PromptInsertion, ScoreGate, Task,
 };
 pub use error::MgrError;
-pub use model::{Model, ModelOutput, Prompts};
+pub use model::{DiversityInputs, Model, ModelOutput, Prompts};

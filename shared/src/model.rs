@@ -133,6 +133,23 @@ pub struct ModelOutput {
     pub l_orth: Tensor<1>,
     /// Each refinement layer's scores, split and redistribution weights (empty for non-MGR).
     pub layers: Vec<RefinementOutput>,
+    /// What L_div is computed from, per modality that some sample of the batch has (empty for
+    /// methods without the unimodal branch).
+    pub diversity: Vec<DiversityInputs>,
+}
+
+/// Eq. 4's inputs for one modality i: the mean-pooled unimodal features h_u^i and shared
+/// features h^i of the batch's samples that have modality i, in batch order. L_div is a
+/// statistic over these rows (a distance correlation), so it couples the samples of a batch:
+/// a batch computed in shards gets it from every shard's rows ([`Model::diversity_loss`]).
+#[derive(Clone, Debug)]
+pub struct DiversityInputs {
+    /// The modality i.
+    pub modality: usize,
+    /// Mean-pooled h_u^i. [n_i, d]
+    pub pooled_u: Tensor<2>,
+    /// Mean-pooled h^i (detached when `div_detach_shared`). [n_i, d]
+    pub pooled_h: Tensor<2>,
 }
 
 /// The parts of Eq. 13's total loss.
@@ -147,13 +164,21 @@ pub struct LossParts {
 }
 
 impl ModelOutput {
+    /// L_task: cross-entropy (classification) or L1 (regression), a mean over the samples.
+    ///
+    /// # Shapes
+    /// - output: `[1]`
+    pub fn task_loss(&self, targets: &BatchTargets) -> Tensor<1> {
+        match targets {
+            BatchTargets::Classes(t) => loss::cross_entropy(self.output.clone(), t.clone()),
+            BatchTargets::Values(v) => loss::l1(self.output.clone(), v.clone()),
+        }
+    }
+
     /// Eq. 13: L = L_task + lambda_div L_div, with cross-entropy (classification) or L1
     /// (regression) as L_task; MSPs add lambda_orth times their orthogonality loss.
     pub fn total_loss(&self, targets: &BatchTargets, config: &ModelConfig) -> LossParts {
-        let task = match targets {
-            BatchTargets::Classes(t) => loss::cross_entropy(self.output.clone(), t.clone()),
-            BatchTargets::Values(v) => loss::l1(self.output.clone(), v.clone()),
-        };
+        let task = self.task_loss(targets);
         let total = task.clone()
             + self.l_div.clone().mul_scalar(config.lambda_div_effective())
             + self.l_orth.clone().mul_scalar(config.lambda_orth);
@@ -172,6 +197,18 @@ impl Model {
     /// - batch.inputs: each `[B, N_i, D_i]`; batch.available: `[B, M]`
     /// - output: `[B, C]`; per refinement layer, scores `[B, N]` and weights `[B, N, N]`
     pub fn forward(&self, batch: &Batch) -> ModelOutput {
+        let mut out = self.forward_shard(batch);
+        out.l_div = self.diversity_loss(&out.diversity);
+        out
+    }
+
+    /// [`Model::forward`] without L_div (its `l_div` is 0, its `diversity` holds the rows L_div
+    /// needs): for one shard of a batch whose L_div is computed over every shard's rows
+    /// ([`crate::train::sharded_gradients`]). Everything else of the output is per sample.
+    ///
+    /// # Shapes
+    /// - as [`Model::forward`]
+    pub fn forward_shard(&self, batch: &Batch) -> ModelOutput {
         let cfg = &self.config;
         let device = batch.available.device();
         let [b, m] = batch.available.dims();
@@ -217,7 +254,7 @@ impl Model {
             Prompts::None => self.encoder.forward(x), // [B, N, d]  Eq. 2
         };
 
-        let mut l_div = zero();
+        let mut diversity = Vec::new();
         let mut current = match &self.unimodal {
             Some(unimodal) => {
                 let mut enhanced = Vec::with_capacity(m);
@@ -227,8 +264,12 @@ impl Model {
                     let h_i = h.clone().narrow(1, offset, n_i); // [B, N_i, d]
                     offset += n_i;
                     let h_u = unimodal.unimodal_features(i, content); // [B, N_i, d]
-                    l_div = l_div
-                        + self.diversity_term(i, h_u.clone(), h_i.clone(), &batch.available_host);
+                    diversity.extend(self.diversity_inputs(
+                        i,
+                        h_u.clone(),
+                        h_i.clone(),
+                        &batch.available_host,
+                    ));
                     enhanced.push(unimodal.enhance(h_i, h_u, availability[i].clone())); // [B, N_i, d]  Eq. 3
                 }
                 Tensor::cat(enhanced, 1) // [B, N, d]
@@ -246,26 +287,48 @@ impl Model {
         let output = self.head.forward(current); // [B, C]
         ModelOutput {
             output,
-            l_div,
+            l_div: zero(),
             l_orth,
             layers,
+            diversity,
         }
     }
 
-    /// One modality's term of Eq. 4: squared distance correlation between the mean-pooled h_u^i
-    /// and h^i over the samples of the batch that have modality i; zero (no term) when fewer
-    /// than 2 samples have it.
+    /// Eq. 4: L_div = sum over modalities i of the squared distance correlation between the
+    /// mean-pooled h_u^i and h^i over the samples that have modality i; a modality fewer than
+    /// 2 samples have adds no term.
+    ///
+    /// # Shapes
+    /// - each input: `[n_i, d]`
+    /// - output: `[1]`
+    pub fn diversity_loss(&self, inputs: &[DiversityInputs]) -> Tensor<1> {
+        let device = self.head.linear.weight.device();
+        inputs
+            .iter()
+            .filter(|pair| pair.pooled_u.dims()[0] >= 2)
+            .fold(Tensor::zeros([1], &device), |l_div, pair| {
+                l_div
+                    + loss::squared_distance_correlation_eps(
+                        pair.pooled_u.clone(),
+                        pair.pooled_h.clone(),
+                        self.config.dcor_eps,
+                    )
+            })
+    }
+
+    /// One modality's inputs of Eq. 4: the mean-pooled h_u^i and h^i of the samples of the
+    /// batch that have modality i; None when none has it.
     ///
     /// # Shapes
     /// - h_u, h: `[B, N_i, d]`
-    /// - output: `[1]`
-    fn diversity_term(
+    /// - output: each `[n_i, d]`
+    fn diversity_inputs(
         &self,
         i: usize,
         h_u: Tensor<3>,
         h: Tensor<3>,
         available: &[Vec<bool>],
-    ) -> Tensor<1> {
+    ) -> Option<DiversityInputs> {
         let device = h.device();
         let rows: Vec<i64> = available
             .iter()
@@ -273,8 +336,8 @@ impl Model {
             .filter(|(_, a)| a[i])
             .map(|(r, _)| r as i64)
             .collect();
-        if rows.len() < 2 {
-            return Tensor::zeros([1], &device);
+        if rows.is_empty() {
+            return None;
         }
         let n = rows.len();
         let d = h.dims()[2];
@@ -286,7 +349,11 @@ impl Model {
             h
         };
         let pooled_h = h.select(0, index).mean_dim(1).reshape([n, d]); // [n, d]
-        loss::squared_distance_correlation_eps(pooled_u, pooled_h, self.config.dcor_eps)
+        Some(DiversityInputs {
+            modality: i,
+            pooled_u,
+            pooled_h,
+        })
     }
 
     /// The encoder prompts this model holds, by kind ([`ModelConfig::encoder_prompts`] chose

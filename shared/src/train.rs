@@ -16,7 +16,7 @@ use crate::config::{ModelConfig, Task};
 use crate::data::{DataSplit, Targets};
 use crate::error::MgrError;
 use crate::metrics::{Metrics, argmax};
-use crate::model::Model;
+use crate::model::{DiversityInputs, Model, ModelOutput};
 
 /// Optimisation settings.
 #[derive(Config, Debug)]
@@ -50,7 +50,18 @@ pub struct TrainConfig {
     /// (a non-finite loss always stops training).
     #[config(default = 20.0)]
     pub divergence_factor: f64,
+    /// Shards each batch is split into on a CPU device, computed side by side on the cores
+    /// ([`train_step_sharded`]): Burn runs most element-wise ops on one core, two samples'
+    /// halves of a batch keep two busy. The step's gradient is the whole batch's (L_div over
+    /// every shard's rows), so this changes speed and float rounding only; a fixed number, not
+    /// the machine's core count, so a seed gives the same run everywhere. 1 turns it off; other
+    /// devices ignore it.
+    #[config(default = "CPU_SHARDS")]
+    pub cpu_shards: usize,
 }
+
+/// The default of [`TrainConfig::cpu_shards`] and the shards of evaluation on a CPU device.
+pub const CPU_SHARDS: usize = 2;
 
 /// How the learning rate moves over a run.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
@@ -70,6 +81,12 @@ impl TrainConfig {
             return Err(MgrError::InvalidConfig {
                 field: "lr".into(),
                 reason: format!("{} must be positive", self.lr),
+            });
+        }
+        if self.cpu_shards == 0 {
+            return Err(MgrError::InvalidConfig {
+                field: "cpu_shards".into(),
+                reason: "must be at least 1".into(),
             });
         }
         if self.batch_size == 0 {
@@ -222,6 +239,207 @@ pub fn train_step(
     (optimizer.step(lr, model, grads), losses)
 }
 
+/// The shards a batch is split into on `device`: [`TrainConfig::cpu_shards`] (or
+/// [`CPU_SHARDS`] for evaluation) on a CPU device, 1 on others (a GPU runs each op on all its
+/// cores already).
+pub fn shards_on(device: &Device, cpu_shards: usize) -> usize {
+    match crate::kernels::on_flex(device) {
+        true => cpu_shards.max(1),
+        false => 1,
+    }
+}
+
+/// One optimisation step on a batch given as contiguous `shards` (in batch order): the
+/// gradients of [`sharded_gradients`], then AdamW. One shard is [`train_step`].
+pub fn train_step_sharded(
+    model: Model,
+    optimizer: &mut ModuleOptimizer,
+    lr: f64,
+    shards: &[Batch],
+) -> (Model, StepLosses) {
+    let (grads, losses) = sharded_gradients(&model, shards);
+    (optimizer.step(lr, model, grads), losses)
+}
+
+/// The gradients of Eq. 13 on a batch given as contiguous `shards` (in batch order), each
+/// computed on its own copy of the parameters (its own autodiff graph) side by side on the
+/// cores, and the losses on the host.
+///
+/// - L_task is a mean over samples: each shard's is weighted by its share of them.
+/// - L_div (Eq. 4) couples the samples: it is computed once, from every shard's pooled rows
+///   (detached), and its gradient with respect to each shard's rows, G, goes back through that
+///   shard's graph as the surrogate lambda_div sum(P G), whose gradient is lambda_div G dP/dtheta.
+/// - L_orth (MSPs) depends on the parameters only: the first shard carries it.
+///
+/// The shards' gradients are summed in shard order: the whole batch's gradient up to float
+/// rounding, the same for the same shards on every run.
+pub fn sharded_gradients(model: &Model, shards: &[Batch]) -> (GradientsParams, StepLosses) {
+    assert!(!shards.is_empty(), "a step needs a batch");
+    if shards.len() == 1 {
+        return weighted_gradients(model, &shards[0], 1.0);
+    }
+    let config = &model.config;
+    let total: usize = shards.iter().map(Batch::len).sum();
+    let device = shards[0].available.device();
+    let replicas: Vec<Model> = shards.iter().map(|_| model.clone().fork(&device)).collect();
+    let outputs = map_shards(replicas.iter().zip(shards).collect(), |(replica, batch)| {
+        replica.forward_shard(batch)
+    });
+    let (l_div, row_grads) = diversity_across_shards(model, &outputs);
+    let (lambda_div, lambda_orth) = (config.lambda_div_effective(), config.lambda_orth);
+    let work: Vec<_> = replicas
+        .iter()
+        .zip(shards)
+        .zip(outputs)
+        .zip(row_grads)
+        .enumerate()
+        .collect();
+    let results = map_shards(work, |(s, (((replica, batch), output), grads))| {
+        let targets = batch
+            .targets
+            .as_ref()
+            .expect("a training batch has targets");
+        let weight = batch.len() as f64 / total as f64;
+        let task = output.task_loss(targets);
+        let task_value = task.clone().into_scalar::<f32>() as f64 * weight;
+        let mut surrogate = task.mul_scalar(weight);
+        for (inputs, (g_u, g_h)) in output.diversity.iter().zip(grads) {
+            surrogate = surrogate + (inputs.pooled_u.clone() * g_u).sum().mul_scalar(lambda_div);
+            surrogate = surrogate + (inputs.pooled_h.clone() * g_h).sum().mul_scalar(lambda_div);
+        }
+        let mut orth_value = 0.0;
+        if s == 0 {
+            orth_value = output.l_orth.clone().into_scalar::<f32>() as f64;
+            surrogate = surrogate + output.l_orth.mul_scalar(lambda_orth);
+        }
+        let grads = GradientsParams::from_grads(surrogate.backward(), replica);
+        (grads, task_value, orth_value)
+    });
+    let mut task = 0.0;
+    let mut orth = 0.0;
+    let mut per_shard = Vec::with_capacity(results.len());
+    for (grads, task_value, orth_value) in results {
+        task += task_value;
+        orth += orth_value;
+        per_shard.push(grads);
+    }
+    let mut sum = SumGradients {
+        shards: per_shard,
+        sum: GradientsParams::new(),
+    };
+    model.visit(&mut sum);
+    let losses = StepLosses {
+        total: task + lambda_div * l_div + lambda_orth * orth,
+        task,
+        div: l_div,
+    };
+    (sum.sum, losses)
+}
+
+/// L_div over every shard's rows (Eq. 4's inputs of each modality joined in shard order, which
+/// is batch order), and its gradient with respect to each shard's rows: per shard, per entry of
+/// its `diversity`, (dL_div/dP_u, dL_div/dP_h) on the shard's device (zeros where a modality
+/// has fewer than 2 rows in the whole batch and so no term).
+#[allow(clippy::type_complexity)]
+fn diversity_across_shards(
+    model: &Model,
+    outputs: &[ModelOutput],
+) -> (f64, Vec<Vec<(Tensor<2>, Tensor<2>)>>) {
+    let leaf = |t: &Tensor<2>| t.clone().detach().require_grad();
+    let leaves: Vec<Vec<DiversityInputs>> = outputs
+        .iter()
+        .map(|out| {
+            out.diversity
+                .iter()
+                .map(|inputs| DiversityInputs {
+                    modality: inputs.modality,
+                    pooled_u: leaf(&inputs.pooled_u),
+                    pooled_h: leaf(&inputs.pooled_h),
+                })
+                .collect()
+        })
+        .collect();
+    let joined: Vec<DiversityInputs> = (0..model.config.modalities.len())
+        .filter_map(|i| {
+            let parts: Vec<&DiversityInputs> = leaves
+                .iter()
+                .flatten()
+                .filter(|p| p.modality == i)
+                .collect();
+            let cat = |f: fn(&DiversityInputs) -> &Tensor<2>| {
+                Tensor::cat(parts.iter().map(|p| f(p).clone()).collect(), 0)
+            };
+            (!parts.is_empty()).then(|| DiversityInputs {
+                modality: i,
+                pooled_u: cat(|p| &p.pooled_u), // [n_i, d]
+                pooled_h: cat(|p| &p.pooled_h), // [n_i, d]
+            })
+        })
+        .collect();
+    let l_div = model.diversity_loss(&joined);
+    let value = l_div.clone().into_scalar::<f32>() as f64;
+    let has_term = joined.iter().any(|pair| pair.pooled_u.dims()[0] >= 2);
+    let grads = has_term.then(|| l_div.backward());
+    let grad_of = |t: &Tensor<2>| {
+        let device = t.device();
+        match grads.as_ref().and_then(|g| t.grad(g)) {
+            // Back on the shard's (autodiff) device, as a constant of its surrogate.
+            Some(g) => Tensor::<2>::from_data(g.into_data(), &device),
+            None => Tensor::zeros(t.dims(), &device),
+        }
+    };
+    let row_grads = leaves
+        .iter()
+        .map(|shard| {
+            shard
+                .iter()
+                .map(|p| (grad_of(&p.pooled_u), grad_of(&p.pooled_h)))
+                .collect()
+        })
+        .collect();
+    (value, row_grads)
+}
+
+/// Sums the shards' gradients of each parameter it visits, in shard order.
+struct SumGradients {
+    shards: Vec<GradientsParams>,
+    sum: GradientsParams,
+}
+
+impl ModuleVisitor for SumGradients {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let summed = self
+            .shards
+            .iter_mut()
+            .filter_map(|grads| grads.remove::<D>(param.id))
+            .reduce(|acc, g| acc + g);
+        if let Some(g) = summed {
+            self.sum.register(param.id, g);
+        }
+    }
+}
+
+/// `f` on every item, side by side on the cores natively (rayon tasks: the kernels' own
+/// parallel loops nest in the same pool), one after another in the browser.
+fn map_shards<I: Send, T: Send>(items: Vec<I>, f: impl Fn(I) -> T + Sync + Send) -> Vec<T> {
+    #[cfg(not(target_arch = "wasm32"))]
+    {
+        use rayon::prelude::*;
+        items.into_par_iter().map(f).collect()
+    }
+    #[cfg(target_arch = "wasm32")]
+    {
+        items.into_iter().map(f).collect()
+    }
+}
+
+/// The forward pass of `model` on a batch given as `shards`, side by side on the cores, in
+/// shard order. Without L_div ([`Model::forward_shard`]): everything else of the output is per
+/// sample, so the shards' outputs are the whole batch's.
+pub fn infer_outputs(model: &Model, shards: &[Batch]) -> Vec<ModelOutput> {
+    map_shards(shards.iter().collect(), |batch| model.forward_shard(batch))
+}
+
 /// Forward, Eq. 13 scaled by `weight`, backward: the gradients of `weight * L` and the losses
 /// (scaled alike) on the host. `model` and `batch` live on the same autodiff device.
 pub fn weighted_gradients(
@@ -273,21 +491,20 @@ pub fn evaluate(
     let mut outputs: Vec<f32> = Vec::with_capacity(n * c);
     let mut loss_sum = 0.0;
     let indices: Vec<usize> = (0..n).collect();
+    let shards = shards_on(device, CPU_SHARDS);
     for chunk in indices.chunks(batch_size.max(1)) {
-        let batch = Batch::from_split(split, chunk, mask, device);
-        let out = model.forward(&batch);
-        let parts = out.total_loss(
-            batch.targets.as_ref().expect("split has targets"),
-            &model.config,
-        );
-        loss_sum += parts.task.into_scalar::<f32>() as f64 * chunk.len() as f64;
-        outputs.extend(
-            out.output
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("f32 output"),
-        );
+        let batches = Batch::shards_from_split(split, chunk, mask, device, shards);
+        for (batch, out) in batches.iter().zip(infer_outputs(&model, &batches)) {
+            let task = out.task_loss(batch.targets.as_ref().expect("split has targets"));
+            loss_sum += task.into_scalar::<f32>() as f64 * batch.len() as f64;
+            outputs.extend(
+                out.output
+                    .into_data()
+                    .convert::<f32>()
+                    .try_to_vec::<f32>()
+                    .expect("f32 output"),
+            );
+        }
     }
     let groups = {
         let mut g: BTreeMap<String, Vec<usize>> = BTreeMap::new();
@@ -329,6 +546,104 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::shard;
+    use crate::config::{Method, ModalitySpec};
+    use burn::optim::SgdConfig;
+
+    /// A step on the batch in three shards (3, 2 and 2 samples) gives the same losses and the
+    /// same update as one step on the whole batch, for every kind of loss: L_div, a statistic
+    /// over the batch's rows (MGR; the last shard has a single sample with vision), L_orth, a
+    /// function of the parameters (MSPs), and the plain per-sample mean (baseline, MAPs). SGD
+    /// makes the parameter change proportional to the gradient, so equal outputs after the
+    /// step mean equal gradients.
+    #[test]
+    fn a_sharded_step_equals_the_whole_batch_step() {
+        let device = Device::flex();
+        let ad = device.clone().autodiff();
+        for method in [Method::Mgr, Method::Msps, Method::Maps, Method::Baseline] {
+            let cfg = ModelConfig::new(
+                vec![
+                    ModalitySpec::new("v".into(), 5, 3),
+                    ModalitySpec::new("a".into(), 4, 6),
+                ],
+                3,
+            )
+            .with_method(method)
+            .with_d_model(8)
+            .with_n_heads(2)
+            .with_prompt_len(2)
+            .with_lambda_div(0.5);
+            let split = DataSplit::random_normal("shards", cfg.modalities.clone(), 7, 3, 11);
+            // Vision missing from samples 0, 3 and 6, audio from 2 and 5.
+            let rows = (0..7).map(|i| vec![i % 3 != 0, i % 3 != 2]).collect();
+            let mask = AbsenceMask {
+                modalities: vec!["v".into(), "a".into()],
+                rows,
+            };
+            let all: Vec<usize> = (0..7).collect();
+            let start = init_model(&cfg, 5, &device).unwrap();
+
+            let batch = Batch::from_split(&split, &all, &mask, &ad);
+            let mut opt = SgdConfig::new().init();
+            let (whole, l_whole) = train_step(start.clone(), &mut opt, 0.5, &batch);
+            let shards = Batch::shards_from_split(&split, &all, &mask, &ad, 3);
+            let sizes: Vec<usize> = shards.iter().map(Batch::len).collect();
+            assert_eq!(sizes, vec![3, 2, 2]);
+            let mut opt = SgdConfig::new().init();
+            let (sharded, l_sharded) = train_step_sharded(start.clone(), &mut opt, 0.5, &shards);
+
+            if method == Method::Mgr {
+                assert!(l_whole.div > 1e-3, "L_div must take part ({})", l_whole.div);
+            }
+            for (what, a, b) in [
+                ("total", l_whole.total, l_sharded.total),
+                ("task", l_whole.task, l_sharded.task),
+                ("div", l_whole.div, l_sharded.div),
+            ] {
+                assert!((a - b).abs() < 1e-5, "{method:?}: {what} loss {a} vs {b}");
+            }
+            let eval = Batch::from_split(&split, &all, &mask, &device);
+            let out = |m: &Model| m.valid().forward(&eval).output;
+            let moved: f32 = (out(&whole) - out(&start)).abs().max().into_scalar();
+            let diff: f32 = (out(&whole) - out(&sharded)).abs().max().into_scalar();
+            assert!(
+                moved > 1e-3,
+                "{method:?}: the step must move the outputs ({moved})"
+            );
+            assert!(
+                diff < 1e-4 * moved.max(1.0),
+                "{method:?}: outputs differ by {diff} (the step moved them by {moved})"
+            );
+        }
+    }
+
+    /// Evaluation in shards: the outputs are per sample, so any shard count gives the same.
+    #[test]
+    fn sharded_inference_gives_the_whole_batch_outputs() {
+        let device = Device::flex();
+        let cfg = ModelConfig::new(vec![ModalitySpec::new("v".into(), 5, 3)], 3)
+            .with_d_model(8)
+            .with_n_heads(2);
+        let split = DataSplit::random_normal("infer", cfg.modalities.clone(), 9, 3, 2);
+        let mask = AbsenceMask {
+            modalities: vec!["v".into()],
+            rows: vec![vec![true]; 9],
+        };
+        let model = init_model(&cfg, 1, &device).unwrap().valid();
+        let all: Vec<usize> = (0..9).collect();
+        let whole = model.forward(&Batch::from_split(&split, &all, &mask, &device));
+        let shards = Batch::shards_from_split(&split, &all, &mask, &device, 4);
+        assert_eq!(shard(&all, 4).len(), shards.len());
+        let outputs: Vec<Tensor<2>> = infer_outputs(&model, &shards)
+            .into_iter()
+            .map(|o| o.output)
+            .collect();
+        let diff: f32 = (whole.output - Tensor::cat(outputs, 0))
+            .abs()
+            .max()
+            .into_scalar();
+        assert!(diff < 1e-5, "outputs differ by {diff}");
+    }
 
     #[test]
     fn divergence_is_a_non_finite_loss_or_one_above_the_bound() {

@@ -6,7 +6,7 @@ use burn::module::Module;
 use mgr::absence::AbsenceMask;
 use mgr::batch::Batch;
 use mgr::data::DataSplit;
-use mgr::train::{TrainConfig, init_model, train_step};
+use mgr::train::{TrainConfig, infer_outputs, init_model, shards_on, train_step_sharded};
 use mgr::{Method, ModalitySpec, ModelConfig};
 use serde_json::json;
 use std::time::Instant;
@@ -58,6 +58,10 @@ pub struct BenchArgs {
     /// Burn's own ops instead of the fused CPU kernels (`fused_kernels = false`), to compare.
     #[arg(long)]
     unfused: bool,
+    /// Shards of each batch computed side by side on a CPU's cores (`train.cpu_shards`; 1: the
+    /// whole batch at once, to compare).
+    #[arg(long, default_value_t = mgr::train::CPU_SHARDS)]
+    cpu_shards: usize,
     /// Time single ops at the model's shapes instead (flex; Burn's op beside the fused kernel;
     /// `scripts/torch_ops.py` times the same in PyTorch).
     #[arg(long)]
@@ -140,17 +144,20 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     };
     let indices: Vec<usize> = (0..b).collect();
     let train_device = device.clone().autodiff();
-    let train_batch = Batch::from_split(&split, &indices, &mask, &train_device);
-    let infer_batch = Batch::from_split(&split, &indices, &mask, &device);
+    let parts = shards_on(&device, a.cpu_shards);
+    let train_shards = Batch::shards_from_split(&split, &indices, &mask, &train_device, parts);
+    let infer_shards = Batch::shards_from_split(&split, &indices, &mask, &device, parts);
     let tc = TrainConfig::new().with_lr(1e-4);
     let mut optimizer = tc.optimizer();
     let (model, train_rates) = samples_per_second(a, b, init_model(&cfg, 0, &device)?, |m| {
-        train_step(m, &mut optimizer, tc.lr, &train_batch).0
+        train_step_sharded(m, &mut optimizer, tc.lr, &train_shards).0
     });
     let inference = model.valid();
     let ((), infer_rates) = samples_per_second(a, b, (), |()| {
-        let out = inference.forward(&infer_batch).output;
-        out.into_data(); // waits for the device
+        // into_data waits for the device.
+        for out in infer_outputs(&inference, &infer_shards) {
+            out.output.into_data();
+        }
     });
     let report = Report {
         device_name,

@@ -1,33 +1,15 @@
 //! The epoch loop and data-parallel training: one batch sharded over several devices, one
-//! thread per device. The model crate's single step ([`mgr::train::train_step`]) is the
+//! thread per device. The model crate's step ([`mgr::train::train_step_sharded`]) is the
 //! one-device case.
 
 use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::tensor::Device;
 use mgr::absence::AbsenceMask;
-use mgr::batch::Batch;
+use mgr::batch::{Batch, shard};
 use mgr::data::DataSplit;
-use mgr::train::{StepLosses, TrainConfig, train_step, weighted_gradients};
+use mgr::train::{StepLosses, TrainConfig, shards_on, train_step_sharded, weighted_gradients};
 use mgr::{MgrError, Model};
-
-/// The shards of one batch for data-parallel training: `indices` split into `parts` contiguous
-/// runs whose sizes differ by at most one (the first ones take the remainder). Empty shards
-/// are dropped, so a batch smaller than `parts` uses fewer devices.
-pub fn shard(indices: &[usize], parts: usize) -> Vec<&[usize]> {
-    let parts = parts.max(1);
-    let (base, extra) = (indices.len() / parts, indices.len() % parts);
-    let mut out = Vec::with_capacity(parts);
-    let mut start = 0;
-    for p in 0..parts {
-        let len = base + usize::from(p < extra);
-        if len > 0 {
-            out.push(&indices[start..start + len]);
-        }
-        start += len;
-    }
-    out
-}
 
 /// One data-parallel optimisation step over several devices (Burn's multi-device training:
 /// a fork of the model per device, gradients summed per parameter by `MultiGradientsParams`,
@@ -35,7 +17,7 @@ pub fn shard(indices: &[usize], parts: usize) -> Vec<&[usize]> {
 /// the returned model lives on `devices[0]`.
 ///
 /// Each shard's loss is weighted by its share of the samples, so the summed gradients are
-/// those of the whole batch's mean task loss: the step equals [`train_step`] on the
+/// those of the whole batch's mean task loss: the step equals `train_step` on the
 /// concatenated batch for every method without L_div. L_div (Eq. 4) is a statistic of the
 /// rows it sees, so with data parallelism it is estimated per shard (as PyTorch's DDP would).
 pub fn train_step_parallel(
@@ -82,7 +64,8 @@ pub fn train_step_parallel(
 /// have each modality) and reports L_div beside the task loss; and `mgr protocol` trains several
 /// runs at once in one process.
 /// With several `devices` (autodiff devices), every batch is sharded over them
-/// ([`train_step_parallel`]); with one, this is plain [`train_step`].
+/// ([`train_step_parallel`]); with one, over the cores of a CPU device
+/// ([`TrainConfig::cpu_shards`], [`train_step_sharded`]) or not at all on a GPU.
 /// `on_step` is called after every step with (steps done, steps total, losses).
 ///
 /// Every step's loss is checked ([`TrainConfig::check_divergence`]) against `reference_loss`
@@ -109,8 +92,9 @@ pub fn train_epoch(
     for (step, indices) in chunks.iter().enumerate() {
         let lr = config.lr_at(epoch, step, chunks.len());
         let (next, losses) = if devices.len() == 1 {
-            let batch = Batch::from_split(split, indices, mask, &devices[0]);
-            train_step(model, optimizer, lr, &batch)
+            let parts = shards_on(&devices[0], config.cpu_shards);
+            let shards = Batch::shards_from_split(split, indices, mask, &devices[0], parts);
+            train_step_sharded(model, optimizer, lr, &shards)
         } else {
             let parts = shard(indices, devices.len());
             let shards: Vec<Batch> = parts
@@ -143,7 +127,7 @@ pub fn train_epoch(
 mod tests {
     use super::*;
     use burn::optim::SgdConfig;
-    use mgr::train::init_model;
+    use mgr::train::{init_model, train_step};
     use mgr::{Method, ModalitySpec, ModelConfig};
 
     /// Sharding the batch over two devices and summing the weighted gradients gives the same
