@@ -140,3 +140,16 @@ impl Batch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_differ_in_size_by_at_most_one_and_drop_empty_ones() {
+        let all: Vec<usize> = (0..5).collect();
+        assert_eq!(shard(&all, 3), vec![&all[..2], &all[2..4], &all[4..]]);
+        assert_eq!(shard(&all[..2], 4), vec![&all[..1], &all[1..2]]);
+        assert_eq!(shard(&all, 0), vec![&all[..]]);
+    }
+}

@@ -262,8 +262,8 @@ pub fn train_step_sharded(
 }
 
 /// The gradients of Eq. 13 on a batch given as contiguous `shards` (in batch order), each
-/// computed on its own copy of the parameters (its own autodiff graph) side by side on the
-/// cores, and the losses on the host.
+/// computed on its own copy of the parameters (its own autodiff graph) on its batch's device,
+/// side by side (a CPU's cores, or several devices), and the losses on the host.
 ///
 /// - L_task is a mean over samples: each shard's is weighted by its share of them.
 /// - L_div (Eq. 4) couples the samples: it is computed once, from every shard's pooled rows
@@ -271,8 +271,9 @@ pub fn train_step_sharded(
 ///   shard's graph as the surrogate lambda_div sum(P G), whose gradient is lambda_div G dP/dtheta.
 /// - L_orth (MSPs) depends on the parameters only: the first shard carries it.
 ///
-/// The shards' gradients are summed in shard order: the whole batch's gradient up to float
-/// rounding, the same for the same shards on every run.
+/// The shards' gradients are summed in shard order on the first shard's device (where `model`
+/// lives): the whole batch's gradient up to float rounding, the same for the same shards on
+/// every run.
 pub fn sharded_gradients(model: &Model, shards: &[Batch]) -> (GradientsParams, StepLosses) {
     assert!(!shards.is_empty(), "a step needs a batch");
     if shards.len() == 1 {
@@ -280,8 +281,10 @@ pub fn sharded_gradients(model: &Model, shards: &[Batch]) -> (GradientsParams, S
     }
     let config = &model.config;
     let total: usize = shards.iter().map(Batch::len).sum();
-    let device = shards[0].available.device();
-    let replicas: Vec<Model> = shards.iter().map(|_| model.clone().fork(&device)).collect();
+    let replicas: Vec<Model> = shards
+        .iter()
+        .map(|batch| model.clone().fork(&batch.available.device()))
+        .collect();
     let outputs = map_shards(replicas.iter().zip(shards).collect(), |(replica, batch)| {
         replica.forward_shard(batch)
     });
@@ -337,15 +340,16 @@ pub fn sharded_gradients(model: &Model, shards: &[Batch]) -> (GradientsParams, S
 }
 
 /// L_div over every shard's rows (Eq. 4's inputs of each modality joined in shard order, which
-/// is batch order), and its gradient with respect to each shard's rows: per shard, per entry of
-/// its `diversity`, (dL_div/dP_u, dL_div/dP_h) on the shard's device (zeros where a modality
-/// has fewer than 2 rows in the whole batch and so no term).
+/// is batch order, on the first shard's device), and its gradient with respect to each shard's
+/// rows: per shard, per entry of its `diversity`, (dL_div/dP_u, dL_div/dP_h) on the shard's
+/// device (zeros where a modality has fewer than 2 rows in the whole batch and so no term).
 #[allow(clippy::type_complexity)]
 fn diversity_across_shards(
     model: &Model,
     outputs: &[ModelOutput],
 ) -> (f64, Vec<Vec<(Tensor<2>, Tensor<2>)>>) {
-    let leaf = |t: &Tensor<2>| t.clone().detach().require_grad();
+    let first = outputs[0].output.device();
+    let leaf = |t: &Tensor<2>| t.clone().detach().to_device(&first).require_grad();
     let leaves: Vec<Vec<DiversityInputs>> = outputs
         .iter()
         .map(|out| {
@@ -380,27 +384,28 @@ fn diversity_across_shards(
     let value = l_div.clone().into_scalar::<f32>() as f64;
     let has_term = joined.iter().any(|pair| pair.pooled_u.dims()[0] >= 2);
     let grads = has_term.then(|| l_div.backward());
-    let grad_of = |t: &Tensor<2>| {
-        let device = t.device();
-        match grads.as_ref().and_then(|g| t.grad(g)) {
-            // Back on the shard's (autodiff) device, as a constant of its surrogate.
-            Some(g) => Tensor::<2>::from_data(g.into_data(), &device),
-            None => Tensor::zeros(t.dims(), &device),
-        }
-    };
+    // Back on the shard's (autodiff) device, as a constant of its surrogate.
+    let grad_of =
+        |leaf: &Tensor<2>, device: &Device| match grads.as_ref().and_then(|g| leaf.grad(g)) {
+            Some(g) => Tensor::<2>::from_data(g.into_data(), device),
+            None => Tensor::zeros(leaf.dims(), device),
+        };
     let row_grads = leaves
         .iter()
-        .map(|shard| {
+        .zip(outputs)
+        .map(|(shard, out)| {
+            let device = out.output.device();
             shard
                 .iter()
-                .map(|p| (grad_of(&p.pooled_u), grad_of(&p.pooled_h)))
+                .map(|p| (grad_of(&p.pooled_u, &device), grad_of(&p.pooled_h, &device)))
                 .collect()
         })
         .collect();
     (value, row_grads)
 }
 
-/// Sums the shards' gradients of each parameter it visits, in shard order.
+/// Sums the shards' gradients of each parameter it visits, in shard order, on the device of
+/// the first shard's.
 struct SumGradients {
     shards: Vec<GradientsParams>,
     sum: GradientsParams,
@@ -412,7 +417,10 @@ impl ModuleVisitor for SumGradients {
             .shards
             .iter_mut()
             .filter_map(|grads| grads.remove::<D>(param.id))
-            .reduce(|acc, g| acc + g);
+            .reduce(|acc, g| {
+                let device = acc.device();
+                acc + g.to_device(&device)
+            });
         if let Some(g) = summed {
             self.sum.register(param.id, g);
         }
