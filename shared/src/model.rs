@@ -152,6 +152,13 @@ pub struct DiversityInputs {
     pub pooled_h: Tensor<2>,
 }
 
+impl DiversityInputs {
+    /// Whether these rows add a term to L_div: a distance correlation needs at least 2.
+    pub fn has_term(&self) -> bool {
+        self.pooled_u.dims()[0] >= 2
+    }
+}
+
 /// The parts of Eq. 13's total loss.
 #[derive(Clone, Debug)]
 pub struct LossParts {
@@ -303,17 +310,17 @@ impl Model {
     /// - output: `[1]`
     pub fn diversity_loss(&self, inputs: &[DiversityInputs]) -> Tensor<1> {
         let device = self.head.linear.weight.device();
-        inputs
-            .iter()
-            .filter(|pair| pair.pooled_u.dims()[0] >= 2)
-            .fold(Tensor::zeros([1], &device), |l_div, pair| {
+        inputs.iter().filter(|pair| pair.has_term()).fold(
+            Tensor::zeros([1], &device),
+            |l_div, pair| {
                 l_div
                     + loss::squared_distance_correlation_eps(
                         pair.pooled_u.clone(),
                         pair.pooled_h.clone(),
                         self.config.dcor_eps,
                     )
-            })
+            },
+        )
     }
 
     /// One modality's inputs of Eq. 4: the mean-pooled h_u^i and h^i of the samples of the

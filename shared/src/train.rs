@@ -227,16 +227,15 @@ impl ModuleVisitor for Materialize {
     }
 }
 
-/// One optimisation step (forward, Eq. 13, backward, AdamW). `model` and `batch` live on an
-/// autodiff device.
+/// One optimisation step (forward, Eq. 13, backward, AdamW) on the whole batch: the one-shard
+/// [`train_step_sharded`]. `model` and `batch` live on an autodiff device.
 pub fn train_step(
     model: Model,
     optimizer: &mut ModuleOptimizer,
     lr: f64,
     batch: &Batch,
 ) -> (Model, StepLosses) {
-    let (grads, losses) = weighted_gradients(&model, batch, 1.0);
-    (optimizer.step(lr, model, grads), losses)
+    train_step_sharded(model, optimizer, lr, std::slice::from_ref(batch))
 }
 
 /// The shards a batch is split into on `device`: [`TrainConfig::cpu_shards`] (or
@@ -250,7 +249,7 @@ pub fn shards_on(device: &Device, cpu_shards: usize) -> usize {
 }
 
 /// One optimisation step on a batch given as contiguous `shards` (in batch order): the
-/// gradients of [`sharded_gradients`], then AdamW. One shard is [`train_step`].
+/// gradients of [`sharded_gradients`], then AdamW.
 pub fn train_step_sharded(
     model: Model,
     optimizer: &mut ModuleOptimizer,
@@ -276,8 +275,8 @@ pub fn train_step_sharded(
 /// every run.
 pub fn sharded_gradients(model: &Model, shards: &[Batch]) -> (GradientsParams, StepLosses) {
     assert!(!shards.is_empty(), "a step needs a batch");
-    if shards.len() == 1 {
-        return weighted_gradients(model, &shards[0], 1.0);
+    if let [batch] = shards {
+        return whole_batch_gradients(model, batch);
     }
     let config = &model.config;
     let total: usize = shards.iter().map(Batch::len).sum();
@@ -382,7 +381,7 @@ fn diversity_across_shards(
         .collect();
     let l_div = model.diversity_loss(&joined);
     let value = l_div.clone().into_scalar::<f32>() as f64;
-    let has_term = joined.iter().any(|pair| pair.pooled_u.dims()[0] >= 2);
+    let has_term = joined.iter().any(DiversityInputs::has_term);
     let grads = has_term.then(|| l_div.backward());
     // Back on the shard's (autodiff) device, as a constant of its surrogate.
     let grad_of =
@@ -448,13 +447,9 @@ pub fn infer_outputs(model: &Model, shards: &[Batch]) -> Vec<ModelOutput> {
     map_shards(shards.iter().collect(), |batch| model.forward_shard(batch))
 }
 
-/// Forward, Eq. 13 scaled by `weight`, backward: the gradients of `weight * L` and the losses
-/// (scaled alike) on the host. `model` and `batch` live on the same autodiff device.
-pub fn weighted_gradients(
-    model: &Model,
-    batch: &Batch,
-    weight: f64,
-) -> (GradientsParams, StepLosses) {
+/// Forward, Eq. 13, backward on one batch: the gradients of L and the losses on the host.
+/// `model` and `batch` live on the same autodiff device.
+fn whole_batch_gradients(model: &Model, batch: &Batch) -> (GradientsParams, StepLosses) {
     let output = model.forward(batch);
     let targets = batch
         .targets
@@ -462,12 +457,14 @@ pub fn weighted_gradients(
         .expect("a training batch has targets");
     let parts = output.total_loss(targets, &model.config);
     let losses = StepLosses {
-        total: parts.total.clone().into_scalar::<f32>() as f64 * weight,
-        task: parts.task.into_scalar::<f32>() as f64 * weight,
-        div: parts.div.into_scalar::<f32>() as f64 * weight,
+        total: parts.total.clone().into_scalar::<f32>() as f64,
+        task: parts.task.into_scalar::<f32>() as f64,
+        div: parts.div.into_scalar::<f32>() as f64,
     };
-    let loss = parts.total.mul_scalar(weight);
-    (GradientsParams::from_grads(loss.backward(), model), losses)
+    (
+        GradientsParams::from_grads(parts.total.backward(), model),
+        losses,
+    )
 }
 
 /// The result of evaluating a model on a split under a mask.
