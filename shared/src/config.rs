@@ -303,8 +303,10 @@ pub struct ModelConfig {
     /// The fused CPU kernels of `kernels.rs` (GELU, softmax, linear layers, attention) on the
     /// flex backend: None (a config written
     /// before the switch existed, or not set) and true use them; false: Burn's own ops everywhere,
-    /// the reference the fused path is tested and benchmarked against (issue 12). Other backends
-    /// always use Burn's ops. An Option so that older `config.json` and `model.json` files, which
+    /// the reference the fused path is tested and benchmarked against (issue 12). On other
+    /// backends (wgpu) it switches the linear layers and layer norms to forms whose parameter
+    /// gradients are summed per sample (`kernels/per_sample.rs`) and otherwise uses Burn's ops.
+    /// An Option so that older `config.json` and `model.json` files, which
     /// lack the field, still load.
     #[config(default = "None")]
     pub fused_kernels: Option<bool>,

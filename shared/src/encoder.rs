@@ -110,11 +110,18 @@ impl Encoder {
             return layer.forward(x, None, None);
         }
         assert!(layer.norm_first, "the encoder is built pre-LN");
-        let attended = self_attention(&layer.mha, layer.norm_2.forward(x.clone())); // [B, N, d]
+        let attended = self_attention(
+            &layer.mha,
+            kernels::layer_norm(&layer.norm_2, x.clone(), true),
+        ); // [B, N, d]
         let x = x + layer.dropout.forward(attended);
         let ff = &layer.pwff;
         let hidden = kernels::gelu(
-            kernels::linear_rows(&ff.linear_inner, layer.norm_1.forward(x.clone()), true),
+            kernels::linear_rows(
+                &ff.linear_inner,
+                kernels::layer_norm(&layer.norm_1, x.clone(), true),
+                true,
+            ),
             true,
         ); // [B, N, ff d]
         let out = kernels::linear_rows(&ff.linear_outer, ff.dropout.forward(hidden), true); // [B, N, d]

@@ -13,7 +13,9 @@
 //!
 //! They reach Burn through its backend extension (`#[backend_extension(Flex, Autodiff)]`):
 //! implemented for `Flex`, and for `Autodiff<Flex>` with a hand-written backward. Other backends
-//! (wgpu) and other dtypes use Burn's own ops, as does everything when
+//! (wgpu) use Burn's own ops except for the linear layers and layer norms, which [`per_sample`]
+//! writes so that a GPU sums their parameter gradients per sample; other dtypes use Burn's own
+//! ops, as does everything when
 //! [`crate::ModelConfig::fused_kernels`] is false (the switch the tests and `mgr bench` compare
 //! the two paths with).
 //!
@@ -55,10 +57,12 @@ pub fn softmax<const D: usize>(x: Tensor<D>, fused: bool) -> Tensor<D> {
     }
 }
 
-/// A `Linear` applied to every token as one `[B N, d_in] x [d_in, d_out]` product when `fused`
-/// (flex runs Burn's 3-D form as B separate small products, each packing the weight again and
-/// none split over the cores), Burn's `Linear::forward` otherwise. The same values up to float
-/// rounding on every backend.
+/// A `Linear` applied to every token. With `fused` on: on flex, one `[B N, d_in] x [d_in,
+/// d_out]` product (flex runs Burn's 3-D form as B separate small products, each packing the
+/// weight again and none split over the cores); on other backends (wgpu), a product batched over
+/// the samples, so that dL/dW is B small products summed instead of one product over every token
+/// ([`per_sample`]). Burn's `Linear::forward` otherwise. The same values up to float rounding on
+/// every backend.
 ///
 /// # Shapes
 /// - x: `[B, N, d_in]`
@@ -67,10 +71,28 @@ pub fn linear_rows(linear: &burn::nn::Linear, x: Tensor<3>, fused: bool) -> Tens
     if !fused {
         return linear.forward(x);
     }
+    if !on_flex(&x.device()) {
+        return per_sample::linear(linear, x);
+    }
     let [b, n, d_in] = x.dims();
     let out = linear_2d(linear, x.reshape([b * n, d_in]), true); // [B N, d_out]
     let d_out = out.dims()[1];
     out.reshape([b, n, d_out]) // [B, N, d_out]
+}
+
+/// Burn's `LayerNorm` on flex and when `fused` is off; on other backends (wgpu) with `fused` on,
+/// the same normalisation with gamma's and beta's gradients summed per sample first
+/// ([`per_sample`]: on a GPU, Burn's single sum over every token of the batch runs on a few
+/// workgroups).
+///
+/// # Shapes
+/// - x, output: `[B, N, d]`
+pub fn layer_norm(norm: &burn::nn::LayerNorm, x: Tensor<3>, fused: bool) -> Tensor<3> {
+    if fused && !on_flex(&x.device()) {
+        per_sample::layer_norm(norm, x)
+    } else {
+        norm.forward(x)
+    }
 }
 
 /// Whether `device` computes on flex (directly or under autodiff).
@@ -360,6 +382,7 @@ macro_rules! widest {
 // After `widest!`, which they use.
 mod attention;
 mod linear;
+mod per_sample;
 // Native only: the browser's products are `linear::blocked_product`'s SIMD128 blocks.
 #[cfg(not(target_arch = "wasm32"))]
 mod tile;

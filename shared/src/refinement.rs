@@ -9,6 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::attention::{ContextAttention, ContextAttentionConfig};
 use crate::config::{GateScope, PromptInsertion, ScoreGate};
+use crate::kernels;
 use crate::prompt::{MixedContextPrompt, MixedContextPromptConfig};
 use crate::ranking::{Ranking, RankingConfig, top_rho_split};
 use crate::redistribution::{Redistribution, RedistributionConfig};
@@ -95,6 +96,9 @@ pub struct RefinementLayer {
     /// What the gate scales.
     #[module(skip)]
     pub gate_scope: GateScope,
+    /// The input norm through [`crate::kernels::layer_norm`]'s per-sample form on GPU backends.
+    #[module(skip)]
+    pub fused_kernels: bool,
 }
 
 impl RefinementLayerConfig {
@@ -126,6 +130,7 @@ impl RefinementLayerConfig {
             residual: self.residual,
             attention_residual: self.attention_residual,
             gate_scope: self.gate_scope,
+            fused_kernels: self.fused_kernels,
         }
     }
 }
@@ -176,7 +181,7 @@ impl RefinementLayer {
         let [b, n, d] = tokens.dims();
         let k = self.kept_tokens(n);
         let normed = match &self.norm {
-            Some(norm) => norm.forward(tokens.clone()), // [B, N, d]
+            Some(norm) => kernels::layer_norm(norm, tokens.clone(), self.fused_kernels), // [B, N, d]
             None => tokens.clone(),
         };
         let prompt = self.prompt.forward(normed.clone(), available); // [B, d]      Eq. 5
