@@ -155,7 +155,12 @@ pub struct DiversityInputs {
 impl DiversityInputs {
     /// Whether these rows add a term to L_div: a distance correlation needs at least 2.
     pub fn has_term(&self) -> bool {
-        self.pooled_u.dims()[0] >= 2
+        Self::rows_give_a_term(self.pooled_u.dims()[0])
+    }
+
+    /// Whether `rows` rows of a modality add a term to L_div (at least 2).
+    pub fn rows_give_a_term(rows: usize) -> bool {
+        rows >= 2
     }
 }
 
