@@ -51,6 +51,7 @@ pub mod kernels;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod optimizer;
 pub mod persist;
 pub mod prompt;
 pub mod ranking;

@@ -4,7 +4,7 @@
 
 use burn::config::Config;
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Tensor, TensorData};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
@@ -172,11 +172,10 @@ impl TrainConfig {
         Ok(())
     }
 
-    /// The AdamW optimiser these settings describe.
+    /// The AdamW optimiser these settings describe (Burn's AdamW, one pass per parameter on
+    /// flex: [`crate::optimizer::FusedAdamW`]).
     pub fn optimizer(&self) -> ModuleOptimizer {
-        AdamWConfig::new()
-            .with_weight_decay(self.weight_decay as f32)
-            .init()
+        crate::optimizer::FusedAdamW::module_optimizer(self.weight_decay as f32)
     }
 
     /// The sample order of `epoch`: a permutation of 0..n from (seed, epoch).
