@@ -351,33 +351,29 @@ fn diversity_across_shards(
     model: &Model,
     outputs: &[ModelOutput],
 ) -> (f64, Vec<Vec<(Tensor<2>, Tensor<2>)>>) {
-    let host = |t: &Tensor<2>| {
-        let [rows, cols] = t.dims();
-        let values = t.to_data().convert::<f32>().try_to_vec::<f32>();
-        (rows, cols, values.expect("f32 rows"))
-    };
-    // Per shard, per entry: (rows, P_u's and P_h's widths and values).
-    let rows: Vec<Vec<_>> = outputs
+    // Per shard, per entry of its `diversity`: P_u and P_h on the host.
+    let rows: Vec<Vec<[HostMatrix; 2]>> = outputs
         .iter()
         .map(|out| {
             out.diversity
                 .iter()
-                .map(|inputs| (host(&inputs.pooled_u), host(&inputs.pooled_h)))
+                .map(|inputs| [&inputs.pooled_u, &inputs.pooled_h].map(HostMatrix::of))
                 .collect()
         })
         .collect();
-    // The gradients, zero until a term gives them values.
-    let mut grads: Vec<Vec<(Vec<f32>, Vec<f32>)>> = rows
+    // dL_div/dP_u and dL_div/dP_h, in the same layout, zero until a term gives them values.
+    let mut grads: Vec<Vec<[Vec<f32>; 2]>> = rows
         .iter()
         .map(|shard| {
             shard
                 .iter()
-                .map(|(u, h)| (vec![0.0; u.2.len()], vec![0.0; h.2.len()]))
+                .map(|pair| pair.each_ref().map(|m| vec![0.0; m.values.len()]))
                 .collect()
         })
         .collect();
     let mut value = 0.0;
-    for i in 0..model.config.modalities.len() {
+    for modality in 0..model.config.modalities.len() {
+        // (shard, entry) of this modality's rows, in batch order.
         let parts: Vec<(usize, usize)> = outputs
             .iter()
             .enumerate()
@@ -385,54 +381,78 @@ fn diversity_across_shards(
                 out.diversity
                     .iter()
                     .enumerate()
-                    .filter(move |(_, inputs)| inputs.modality == i)
+                    .filter(move |(_, inputs)| inputs.modality == modality)
                     .map(move |(e, _)| (s, e))
             })
             .collect();
-        let n: usize = parts.iter().map(|&(s, e)| rows[s][e].0.0).sum();
+        let n: usize = parts.iter().map(|&(s, e)| rows[s][e][0].rows).sum();
         if !DiversityInputs::rows_give_a_term(n) {
             continue;
         }
-        let joined =
-            |pick: fn(&((usize, usize, Vec<f32>), (usize, usize, Vec<f32>))) -> &Vec<f32>| {
-                parts
-                    .iter()
-                    .flat_map(|&(s, e)| pick(&rows[s][e]).iter().copied())
-                    .collect::<Vec<f32>>()
-            };
+        let joined = |which: usize| -> Vec<f32> {
+            parts
+                .iter()
+                .flat_map(|&(s, e)| rows[s][e][which].values.iter().copied())
+                .collect()
+        };
         let (term, grad_u, grad_h) = loss::squared_distance_correlation_with_gradient(
-            &joined(|r| &r.0.2),
-            &joined(|r| &r.1.2),
+            &joined(0),
+            &joined(1),
             n,
             model.config.dcor_eps,
         );
         value += term;
-        // Each part's rows of the joined gradient, in the same order.
-        let (mut at_u, mut at_h) = (0, 0);
-        for &(s, e) in &parts {
-            let (len_u, len_h) = (rows[s][e].0.2.len(), rows[s][e].1.2.len());
-            grads[s][e].0.copy_from_slice(&grad_u[at_u..at_u + len_u]);
-            grads[s][e].1.copy_from_slice(&grad_h[at_h..at_h + len_h]);
-            (at_u, at_h) = (at_u + len_u, at_h + len_h);
+        // Each part's rows of the joined gradients, in the same order.
+        for (which, joined_grad) in [grad_u, grad_h].iter().enumerate() {
+            let mut at = 0;
+            for &(s, e) in &parts {
+                let part = &mut grads[s][e][which];
+                let len = part.len();
+                part.copy_from_slice(&joined_grad[at..at + len]);
+                at += len;
+            }
         }
     }
     let row_grads = grads
         .into_iter()
         .zip(&rows)
         .zip(outputs)
-        .map(|((shard, shard_rows), out)| {
+        .map(|((shard_grads, shard_rows), out)| {
             let device = out.output.device();
-            let tensor = |g: Vec<f32>, (r, c): (usize, usize)| {
-                Tensor::<2>::from_data(TensorData::new(g, [r, c]), &device)
-            };
-            shard
+            shard_grads
                 .into_iter()
                 .zip(shard_rows)
-                .map(|((g_u, g_h), (u, h))| (tensor(g_u, (u.0, u.1)), tensor(g_h, (h.0, h.1))))
+                .map(|([g_u, g_h], [u, h])| {
+                    (u.with_values(g_u, &device), h.with_values(g_h, &device))
+                })
                 .collect()
         })
         .collect();
     (value, row_grads)
+}
+
+/// A `[rows, cols]` f32 matrix on the host.
+struct HostMatrix {
+    rows: usize,
+    cols: usize,
+    values: Vec<f32>,
+}
+
+impl HostMatrix {
+    fn of(t: &Tensor<2>) -> Self {
+        let [rows, cols] = t.dims();
+        let values = t.to_data().convert::<f32>().try_to_vec::<f32>();
+        Self {
+            rows,
+            cols,
+            values: values.expect("converted to f32"),
+        }
+    }
+
+    /// A tensor of this shape on `device` holding `values`.
+    fn with_values(&self, values: Vec<f32>, device: &Device) -> Tensor<2> {
+        Tensor::from_data(TensorData::new(values, [self.rows, self.cols]), device)
+    }
 }
 
 /// Sums the shards' gradients of each parameter it visits, in shard order, on the device of
