@@ -303,10 +303,12 @@ mod tests {
             );
             for (what, ours, leaf) in [("dR/dx", grad_x, &x), ("dR/dy", grad_y, &y)] {
                 let theirs = host(&leaf.grad(&grads).expect("grad"));
+                // 1e-6 absolute: with n = 2, R is 1 for any rows and its gradient is zero, which
+                // Burn's f32 computes as noise of about 1e-7.
                 let largest = theirs.iter().fold(0f32, |m, g| m.max(g.abs()));
                 for (i, (p, q)) in ours.iter().zip(&theirs).enumerate() {
                     assert!(
-                        (p - q).abs() <= 1e-3 * largest + 1e-7,
+                        (p - q).abs() <= 1e-3 * largest + 1e-6,
                         "n = {n}, {what}[{i}]: {p} vs Burn's {q}"
                     );
                 }

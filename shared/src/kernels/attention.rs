@@ -766,12 +766,16 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::{close, numbers, values};
+    use crate::kernels::test_util::{close, close_within, numbers, values};
     use burn::tensor::{Device, Distribution, TensorData};
 
     /// The weights, the context and the gradients of q, k, v through both (the loss reads A
     /// directly too, as the refinement's e does) against Burn's ops.
-    fn check(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize) {
+    ///
+    /// `relative_slack`: extra tolerance, relative to each value, for inputs whose scores are so
+    /// large that the scores' own f32 rounding (about eps |q| |k|: 1e-4 for entries of size 30)
+    /// moves the softmax, and everything after it, by more than [`close`]'s 1e-4.
+    fn check(q: Tensor<3>, k: Tensor<3>, v: Tensor<3>, heads: usize, relative_slack: f32) {
         let [b, n, _] = q.dims();
         let m = k.dims()[1];
         let device = q.device();
@@ -791,11 +795,22 @@ mod tests {
             (values(a), values(c), grad(&q), grad(&k), grad(&v))
         };
         let (fused, burn) = (run(true), run(false));
-        close(fused.0, burn.0, "A");
-        close(fused.1, burn.1, "C");
-        close(fused.2, burn.2, "dq");
-        close(fused.3, burn.3, "dk");
-        close(fused.4, burn.4, "dv");
+        let what =
+            |name: &str| format!("{name} (q {:?}, k {:?}, {heads} heads)", q.dims(), k.dims());
+        let pairs = [
+            ("A", fused.0, burn.0),
+            ("C", fused.1, burn.1),
+            ("dq", fused.2, burn.2),
+            ("dk", fused.3, burn.3),
+            ("dv", fused.4, burn.4),
+        ];
+        for (name, ours, burns) in pairs {
+            let slack: Vec<f32> = burns
+                .iter()
+                .map(|b| relative_slack * (1.0 + b.abs()))
+                .collect();
+            close_within(ours, burns, &slack, &what(name));
+        }
     }
 
     fn random(dims: [usize; 3], scale: f64) -> Tensor<3> {
@@ -821,14 +836,17 @@ mod tests {
                 random([b, m, d], 1.0),
                 random([b, m, d], 1.0),
                 heads,
+                0.0,
             );
         }
-        // Large scores: the softmax saturates.
+        // Large scores: the softmax saturates (without the slack, about one run in 40 differed
+        // from Burn's by up to 4e-4 relative, in dq).
         check(
             random([2, 9, 16], 30.0),
             random([2, 9, 16], 30.0),
             random([2, 9, 16], 1.0),
             2,
+            2e-3,
         );
     }
 
@@ -836,7 +854,7 @@ mod tests {
     fn views_are_read_in_their_own_order_and_nan_propagates() {
         // A transposed view of the keys.
         let k = random([2, 8, 5], 1.0).swap_dims(1, 2);
-        check(random([2, 5, 8], 1.0), k, random([2, 5, 8], 1.0), 2);
+        check(random([2, 5, 8], 1.0), k, random([2, 5, 8], 1.0), 2, 0.0);
         let device = Device::flex();
         let mut data = vec![0.5f32; 2 * 3 * 4];
         data[0] = f32::NAN;
