@@ -203,8 +203,9 @@ pub struct StepLosses {
 ///
 /// Burn initialises parameters lazily, on first use, from the device's random stream; left
 /// lazy, a parameter's values would depend on which code touched it first (a forward pass, a
-/// fork to another device, saving). Every parameter is drawn here, in module order, so a seed
-/// always gives the same model. The device's random stream is shared by every thread (the
+/// fork to another device, saving). Every parameter is drawn here, in module order, on flex,
+/// and the model then moves to `device`, so a seed always gives the same model, on every
+/// backend. The device's random stream is shared by every thread (the
 /// protocol trains several runs at once in one process), so seeding and drawing hold one lock.
 pub fn init_model(config: &ModelConfig, seed: u64, device: &Device) -> Result<Model, MgrError> {
     static SEEDED_DRAWS: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -213,9 +214,17 @@ pub fn init_model(config: &ModelConfig, seed: u64, device: &Device) -> Result<Mo
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let device = device.clone().autodiff();
     device.seed(seed);
-    let model = config.init(&device)?;
+    // Drawn on flex whatever the device, then moved: each backend's generator draws other
+    // numbers from the same seed, and a seed should start a GPU run where it starts a CPU one.
+    let host = Device::flex().autodiff();
+    host.seed(seed);
+    let model = config.init(&host)?;
     model.visit(&mut Materialize);
-    Ok(model)
+    Ok(if crate::kernels::on_flex(&device) {
+        model
+    } else {
+        model.fork(&device)
+    })
 }
 
 /// Draws every lazily initialised parameter it visits.

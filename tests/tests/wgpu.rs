@@ -23,6 +23,7 @@ use mgr::absence::{AbsenceConfig, AbsenceMask, SplitKind};
 use mgr::batch::Batch;
 use mgr::persist::{from_burnpack, to_burnpack};
 use mgr::synthetic::SyntheticConfig;
+use mgr::train::init_model;
 use mgr::{Method, ModelConfig};
 
 fn wgpu_available() -> bool {
@@ -143,4 +144,51 @@ fn the_loss_and_every_gradient_on_wgpu_match_flex() {
             flex_grads.len()
         );
     }
+}
+
+/// Every float parameter's values, flattened, in module order.
+struct CollectValues(Vec<f32>);
+
+impl ModuleVisitor for CollectValues {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let values = param.val().into_data().try_to_vec::<f32>().expect("f32");
+        self.0.extend(values);
+    }
+}
+
+#[test]
+fn a_seed_draws_the_same_initial_weights_on_wgpu_as_on_flex() {
+    if !wgpu_available() {
+        if std::env::var("MGR_SKIP_WGPU").as_deref() == Ok("1") {
+            eprintln!("no wgpu adapter; skipped because MGR_SKIP_WGPU=1");
+            return;
+        }
+        panic!("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) or set MGR_SKIP_WGPU=1");
+    }
+    let data = SyntheticConfig::new()
+        .with_n_train(4)
+        .split(SplitKind::Train);
+    let cfg = ModelConfig::new(data.modalities.clone(), 10)
+        .with_d_model(16)
+        .with_n_heads(2);
+    let wgpu = Device::wgpu(Default::default());
+    let [on_flex, on_wgpu] = [Device::flex(), wgpu.clone()].map(|device| {
+        let model = init_model(&cfg, 7, &device).expect("model");
+        let mut values = CollectValues(Vec::new());
+        model.visit(&mut values);
+        (model, values.0)
+    });
+    assert!(!on_flex.1.is_empty());
+    assert_eq!(on_flex.1, on_wgpu.1, "the same seed, other initial weights");
+    assert_eq!(
+        on_wgpu.0.head.linear.weight.val().device(),
+        wgpu.autodiff(),
+        "the model is on the device it was asked for"
+    );
+    // Another seed, other weights: the equality above is not of two constant models.
+    let mut other = CollectValues(Vec::new());
+    init_model(&cfg, 8, &Device::flex())
+        .expect("model")
+        .visit(&mut other);
+    assert_ne!(on_flex.1, other.0);
 }
