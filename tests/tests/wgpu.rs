@@ -38,6 +38,19 @@ fn wgpu_available() -> bool {
     ok
 }
 
+/// Whether the test can run: true with a wgpu adapter; without one, false (skip) when
+/// MGR_SKIP_WGPU=1 says the machine has none on purpose, else a failure.
+fn wgpu_or_skip() -> bool {
+    if wgpu_available() {
+        return true;
+    }
+    if std::env::var("MGR_SKIP_WGPU").as_deref() == Ok("1") {
+        eprintln!("no wgpu adapter; skipped because MGR_SKIP_WGPU=1");
+        return false;
+    }
+    panic!("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) or set MGR_SKIP_WGPU=1");
+}
+
 /// Every float parameter's path and gradient, flattened, in module order (the same order on any
 /// device); a parameter the loss does not reach gets an empty vector.
 struct CollectGradients<'a> {
@@ -69,12 +82,8 @@ fn l2(values: impl Iterator<Item = f32>) -> f64 {
 
 #[test]
 fn the_loss_and_every_gradient_on_wgpu_match_flex() {
-    if !wgpu_available() {
-        if std::env::var("MGR_SKIP_WGPU").as_deref() == Ok("1") {
-            eprintln!("no wgpu adapter; skipped because MGR_SKIP_WGPU=1");
-            return;
-        }
-        panic!("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) or set MGR_SKIP_WGPU=1");
+    if !wgpu_or_skip() {
+        return;
     }
     let data = SyntheticConfig::new()
         .with_n_train(16)
@@ -158,12 +167,8 @@ impl ModuleVisitor for CollectValues {
 
 #[test]
 fn a_seed_draws_the_same_initial_weights_on_wgpu_as_on_flex() {
-    if !wgpu_available() {
-        if std::env::var("MGR_SKIP_WGPU").as_deref() == Ok("1") {
-            eprintln!("no wgpu adapter; skipped because MGR_SKIP_WGPU=1");
-            return;
-        }
-        panic!("no wgpu adapter: install mesa-vulkan-drivers (lavapipe) or set MGR_SKIP_WGPU=1");
+    if !wgpu_or_skip() {
+        return;
     }
     let data = SyntheticConfig::new()
         .with_n_train(4)
