@@ -92,8 +92,10 @@ pub fn squared_distance_correlation_with_gradient(
         x.len(),
         y.len()
     );
-    let (a, dist_x) = double_centred_distances_host(x, n); // [n, n] each
-    let (b, dist_y) = double_centred_distances_host(y, n); // [n, n] each
+    let to_f64 = |v: &[f32]| v.iter().map(|&e| e as f64).collect::<Vec<f64>>();
+    let (x, y) = (to_f64(x), to_f64(y));
+    let (a, dist_x) = double_centred_distances_host(&x, n); // [n, n] each
+    let (b, dist_y) = double_centred_distances_host(&y, n); // [n, n] each
     let mean_product =
         |p: &[f64], q: &[f64]| p.iter().zip(q).map(|(u, v)| u * v).sum::<f64>() / (n * n) as f64;
     let (v_xy, v_xx, v_yy) = (
@@ -111,8 +113,8 @@ pub fn squared_distance_correlation_with_gradient(
         .collect(); // [n, n]
     (
         v_xy / s,
-        distance_gradient(x, n, &dist_x, &grad_a),
-        distance_gradient(y, n, &dist_y, &grad_b),
+        distance_gradient(&x, n, &dist_x, &grad_a),
+        distance_gradient(&y, n, &dist_y, &grad_b),
     )
 }
 
@@ -122,9 +124,8 @@ pub fn squared_distance_correlation_with_gradient(
 /// # Shapes
 /// - x: `[n, d]`, row-major
 /// - output: (A `[n, n]`, a `[n, n]`)
-fn double_centred_distances_host(x: &[f32], n: usize) -> (Vec<f64>, Vec<f64>) {
+fn double_centred_distances_host(x: &[f64], n: usize) -> (Vec<f64>, Vec<f64>) {
     let d = x.len() / n;
-    let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let row = |k: usize| &x[k * d..(k + 1) * d];
     let mut dist = vec![0.0f64; n * n];
     for k in 0..n {
@@ -158,9 +159,8 @@ fn double_centred_distances_host(x: &[f32], n: usize) -> (Vec<f64>, Vec<f64>) {
 /// # Shapes
 /// - x: `[n, d]`; dist, grad_dist: `[n, n]`
 /// - output: `[n, d]`
-fn distance_gradient(x: &[f32], n: usize, dist: &[f64], grad_dist: &[f64]) -> Vec<f32> {
+fn distance_gradient(x: &[f64], n: usize, dist: &[f64], grad_dist: &[f64]) -> Vec<f32> {
     let d = x.len() / n;
-    let x: Vec<f64> = x.iter().map(|&v| v as f64).collect();
     let mut grad = vec![0.0f64; n * d];
     // Each pair once: x_k gets w (x_k - x_l) and x_l gets w (x_l - x_k).
     for k in 0..n {

@@ -141,7 +141,8 @@ pub struct ModelOutput {
 /// Eq. 4's inputs for one modality i: the mean-pooled unimodal features h_u^i and shared
 /// features h^i of the batch's samples that have modality i, in batch order. L_div is a
 /// statistic over these rows (a distance correlation), so it couples the samples of a batch:
-/// a batch computed in shards gets it from every shard's rows ([`Model::diversity_loss`]).
+/// [`Model::diversity_loss`] computes it from one batch's rows, and a batch computed in shards
+/// gets it from every shard's rows at once ([`crate::train::sharded_gradients`]).
 #[derive(Clone, Debug)]
 pub struct DiversityInputs {
     /// The modality i.

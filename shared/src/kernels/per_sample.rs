@@ -95,12 +95,13 @@ mod tests {
         ))
     }
 
-    /// y and the gradients of x and of every parameter under the loss sum(y * weights).
+    /// y and the gradients of x, of `matrix` (when given) and of every one of `rows` under the
+    /// loss sum(y * weights).
     fn run(
         forward: impl Fn(Tensor<3>) -> Tensor<3>,
         x: &Tensor<3>,
-        params: &[Tensor<1>],
-        matrix: Option<Tensor<2>>,
+        matrix: Option<&Tensor<2>>,
+        rows: &[Tensor<1>],
         weights: &Tensor<3>,
     ) -> Vec<Vec<f32>> {
         let x = x.clone().require_grad();
@@ -109,11 +110,32 @@ mod tests {
         let mut out = vec![values(y), values(x.grad(&grads).expect("dx"))];
         out.extend(matrix.map(|w| values(w.grad(&grads).expect("dW"))));
         out.extend(
-            params
-                .iter()
+            rows.iter()
                 .map(|p| values(p.grad(&grads).expect("row grad"))),
         );
         out
+    }
+
+    /// `ours` and `burns` (one layer written two ways) give the same [`run`] results, named by
+    /// `names` in its order. Parameter gradients sum over all B N tokens, and two orders of
+    /// summation differ by a few eps of the terms' magnitudes: 1e-6 of slack per token.
+    fn assert_same(
+        names: &[&str],
+        ours: impl Fn(Tensor<3>) -> Tensor<3>,
+        burns: impl Fn(Tensor<3>) -> Tensor<3>,
+        x: &Tensor<3>,
+        matrix: Option<&Tensor<2>>,
+        rows: &[Tensor<1>],
+    ) {
+        let [b, n, _] = x.dims();
+        let weights = random(burns(x.clone()).dims(), 1.0);
+        let ours = run(ours, x, matrix, rows, &weights);
+        let burns = run(burns, x, matrix, rows, &weights);
+        assert_eq!(ours.len(), names.len(), "one name per result");
+        for ((what, a), theirs) in names.iter().zip(ours).zip(burns) {
+            let slack = vec![1e-6 * (b * n) as f32; theirs.len()];
+            close_within(a, theirs, &slack, what);
+        }
     }
 
     #[test]
@@ -130,31 +152,15 @@ mod tests {
                 bias: Some(random_row(o)),
                 ..layer
             };
-            let x = random([b, n, i], 1.0);
-            let weights = random([b, n, o], 1.0);
-            let params = || vec![layer.bias.as_ref().expect("bias").val()];
-            let [ours, burns] = [true, false].map(|per_sample| {
-                run(
-                    |x| {
-                        if per_sample {
-                            linear(&layer, x)
-                        } else {
-                            layer.forward(x)
-                        }
-                    },
-                    &x,
-                    &params(),
-                    Some(layer.weight.val()),
-                    &weights,
-                )
-            });
-            let mut ours = ours.into_iter();
-            for (what, theirs) in ["y", "dx", "dW", "db"].into_iter().zip(burns) {
-                // dW and db sum over every token: two orders of summation differ by a few eps
-                // of the terms' magnitudes.
-                let slack = vec![1e-6 * (b * n) as f32; theirs.len()];
-                close_within(ours.next().expect(what), theirs, &slack, what);
-            }
+            let bias = layer.bias.as_ref().expect("bias").val();
+            assert_same(
+                &["y", "dx", "dW", "db"],
+                |x| linear(&layer, x),
+                |x| layer.forward(x),
+                &random([b, n, i], 1.0),
+                Some(&layer.weight.val()),
+                &[bias],
+            );
         }
     }
 
@@ -177,32 +183,15 @@ mod tests {
             let mut norm = LayerNormConfig::new(d).init(&device());
             norm.gamma = random_row(d);
             norm.beta = Some(random_row(d));
-            let x = random(shape, std);
-            let weights = random(shape, 1.0);
-            let params = || vec![norm.gamma.val(), norm.beta.as_ref().expect("beta").val()];
-            let [ours, burns] = [true, false].map(|per_sample| {
-                run(
-                    |x| {
-                        if per_sample {
-                            layer_norm(&norm, x)
-                        } else {
-                            norm.forward(x)
-                        }
-                    },
-                    &x,
-                    &params(),
-                    None,
-                    &weights,
-                )
-            });
-            for ((what, a), b) in ["y", "dx", "dgamma", "dbeta"]
-                .into_iter()
-                .zip(ours)
-                .zip(burns)
-            {
-                let slack = vec![1e-6 * (shape[0] * shape[1]) as f32; b.len()];
-                close_within(a, b, &slack, what);
-            }
+            let beta = norm.beta.as_ref().expect("beta").val();
+            assert_same(
+                &["y", "dx", "dgamma", "dbeta"],
+                |x| layer_norm(&norm, x),
+                |x| norm.forward(x),
+                &random(shape, std),
+                None,
+                &[norm.gamma.val(), beta],
+            );
         }
     }
 
