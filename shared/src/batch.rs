@@ -47,7 +47,110 @@ pub fn shard(indices: &[usize], parts: usize) -> Vec<&[usize]> {
     out
 }
 
+/// The samples of a batch that hold one modality, and where each sample's row sits in a tensor
+/// of those samples only.
+///
+/// An absent modality's content is never used: Eq. 1 replaces its tokens by `E_miss`, and Eq. 3
+/// adds `h_u` only where the modality is available (so does L_div, Eq. 4). The tokenizer's
+/// projection and the unimodal encoder therefore run on the present samples alone, `[P, ...]`
+/// instead of `[B, ...]`, and [`PresentRows::spread`] puts their rows back in batch order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresentRows {
+    /// The batch rows that hold the modality, ascending.
+    rows: Vec<usize>,
+    /// Rows of the batch, B.
+    batch: usize,
+}
+
+impl PresentRows {
+    /// The rows of `available` (one row per sample, one flag per modality) that hold
+    /// `modality`.
+    ///
+    /// # Panics
+    /// When a row has no flag for `modality`.
+    pub fn of(available: &[Vec<bool>], modality: usize) -> Self {
+        PresentRows {
+            rows: (0..available.len())
+                .filter(|&r| available[r][modality])
+                .collect(),
+            batch: available.len(),
+        }
+    }
+
+    /// The batch rows that hold the modality, ascending.
+    pub fn rows(&self) -> &[usize] {
+        &self.rows
+    }
+
+    /// P, how many samples hold the modality.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether no sample holds the modality.
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// Whether every sample holds the modality (then `take` and `spread` copy nothing).
+    pub fn is_all(&self) -> bool {
+        self.rows.len() == self.batch
+    }
+
+    /// The present samples' rows of `x`, in batch order.
+    ///
+    /// # Shapes
+    /// - x: `[B, ...]`
+    /// - output: `[P, ...]`
+    pub fn take<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        assert_eq!(x.dims()[0], self.batch, "take: x has a row per sample");
+        if self.is_all() {
+            return x;
+        }
+        let index = index_tensor(self.rows.iter().map(|&r| r as i64), &x.device());
+        x.select(0, index) // [P, ...]
+    }
+
+    /// A batch-sized tensor whose present rows are `present`'s rows (in order) and whose
+    /// absent rows are each a copy of `filler`.
+    ///
+    /// # Shapes
+    /// - present: `[P, N, d]`; filler: `[1, N, d]`
+    /// - output: `[B, N, d]`
+    pub fn spread(&self, present: Tensor<3>, filler: Tensor<3>) -> Tensor<3> {
+        let [p, n, d] = present.dims();
+        assert_eq!(p, self.rows.len(), "spread: a row per present sample");
+        assert_eq!(
+            filler.dims(),
+            [1, n, d],
+            "spread: one filler row of the same shape"
+        );
+        if self.is_all() {
+            return present;
+        }
+        // Row r of the output is row `source[r]` of [present; filler].
+        let mut source = vec![p as i64; self.batch];
+        for (k, &r) in self.rows.iter().enumerate() {
+            source[r] = k as i64;
+        }
+        let index = index_tensor(source, &present.device());
+        Tensor::cat(vec![present, filler], 0).select(0, index) // [B, N, d]
+    }
+}
+
+/// A 1-D index tensor of `values` on `device`.
+fn index_tensor(values: impl IntoIterator<Item = i64>, device: &Device) -> Tensor<1, Int> {
+    let values: Vec<i64> = values.into_iter().collect();
+    let len = values.len();
+    Tensor::from_data(TensorData::new(values, [len]), device)
+}
+
 impl Batch {
+    /// Which samples of this batch hold modality `i`.
+    pub fn present_rows(&self, i: usize) -> PresentRows {
+        PresentRows::of(&self.available_host, i)
+    }
+
     /// The samples `indices` of `split` as `parts` shards ([`shard`]), each a batch of its own.
     pub fn shards_from_split(
         split: &DataSplit,
@@ -151,5 +254,60 @@ mod tests {
         assert_eq!(shard(&all, 3), vec![&all[..2], &all[2..4], &all[4..]]);
         assert_eq!(shard(&all[..2], 4), vec![&all[..1], &all[1..2]]);
         assert_eq!(shard(&all, 0), vec![&all[..]]);
+    }
+
+    /// Sample r's rows hold r * 10 + (its token and feature index).
+    fn per_sample(b: usize, device: &Device) -> Tensor<3> {
+        let values: Vec<f32> = (0..b * 2 * 3)
+            .map(|k| ((k / 6) * 10 + k % 6) as f32)
+            .collect();
+        Tensor::from_data(TensorData::new(values, [b, 2, 3]), device)
+    }
+
+    #[test]
+    fn present_rows_take_and_spread_put_each_sample_back_in_its_place() {
+        let device = Device::flex();
+        let available = [[true, false], [false, true], [true, true], [false, false]].map(Vec::from);
+        let vision = PresentRows::of(&available, 0);
+        assert_eq!(vision.rows(), &[0, 2]);
+        assert_eq!(
+            (vision.len(), vision.is_all(), vision.is_empty()),
+            (2, false, false)
+        );
+        let x = per_sample(4, &device);
+        let taken = vision.take(x.clone());
+        let want: Vec<f32> = [0..6, 20..26]
+            .into_iter()
+            .flatten()
+            .map(|v| v as f32)
+            .collect();
+        assert_eq!(taken.to_data().try_to_vec::<f32>().unwrap(), want);
+        // Spread back with a filler of -1: samples 1 and 3 get the filler.
+        let filler = Tensor::<3>::full([1, 2, 3], -1.0, &device);
+        let spread = vision
+            .spread(taken, filler.clone())
+            .to_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let x = x.to_data().try_to_vec::<f32>().unwrap();
+        for (r, sample) in spread.chunks(6).enumerate() {
+            let want = if r % 2 == 0 {
+                &x[r * 6..][..6]
+            } else {
+                &[-1.0; 6][..]
+            };
+            assert_eq!(sample, want, "sample {r}");
+        }
+        // Audio: samples 1 and 2; none holds both modalities' absence but sample 3.
+        let audio = PresentRows::of(&available, 1);
+        assert_eq!(audio.rows(), &[1, 2]);
+        // Every sample present: nothing is copied, the same tensor comes back.
+        let all = PresentRows::of(&[vec![true], vec![true]], 0);
+        assert!(all.is_all());
+        let x2 = per_sample(2, &device);
+        let back = all.spread(all.take(x2.clone()), filler);
+        assert_eq!(back.to_data(), x2.to_data());
+        let none = PresentRows::of(&[vec![false]], 0);
+        assert!(none.is_empty() && !none.is_all());
     }
 }

@@ -9,9 +9,9 @@
 
 use burn::module::{Module, Param};
 use burn::nn::Initializer;
-use burn::tensor::{Bool, Device, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::batch::{Batch, BatchTargets};
+use crate::batch::{Batch, BatchTargets, PresentRows};
 use crate::config::{EncoderPrompts, ModelConfig, Task};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::MgrError;
@@ -227,23 +227,13 @@ impl Model {
         let [b, m] = batch.available.dims();
         let d = cfg.d_model;
         let zero = || Tensor::<1>::zeros([1], &device);
-        let availability: Vec<Tensor<1, Bool>> = (0..m)
-            .map(|i| {
-                batch
-                    .available
-                    .clone()
-                    .narrow(1, i, 1)
-                    .reshape([b])
-                    .greater_elem(0.5)
-            })
-            .collect();
-
+        let present: Vec<PresentRows> = (0..m).map(|i| batch.present_rows(i)).collect();
         let mut tokens = Vec::with_capacity(m);
         let mut contents = Vec::with_capacity(m);
         for (i, tokenizer) in self.tokenizers.iter().enumerate() {
-            let t = tokenizer.forward(batch.inputs[i].clone(), availability[i].clone()); // [B, N_i, d]  Eq. 1
+            let t = tokenizer.forward(batch.inputs[i].clone(), &present[i]); // [B, N_i, d]  Eq. 1
             tokens.push(t.tokens);
-            contents.push(t.content);
+            contents.push(t.content); // [P_i, N_i, d]
         }
         let x = Tensor::cat(tokens, 1); // [B, N, d]
 
@@ -276,14 +266,16 @@ impl Model {
                     let n_i = cfg.modalities[i].n_tokens;
                     let h_i = h.clone().narrow(1, offset, n_i); // [B, N_i, d]
                     offset += n_i;
-                    let h_u = unimodal.unimodal_features(i, content); // [B, N_i, d]
-                    diversity.extend(self.diversity_inputs(
-                        i,
-                        h_u.clone(),
-                        h_i.clone(),
-                        &batch.available_host,
-                    ));
-                    enhanced.push(unimodal.enhance(h_i, h_u, availability[i].clone())); // [B, N_i, d]  Eq. 3
+                    let h_u = content.map(|c| unimodal.unimodal_features(i, c)); // [P_i, N_i, d]
+                    if let Some(h_u) = &h_u {
+                        diversity.push(self.diversity_inputs(
+                            i,
+                            h_u.clone(),
+                            h_i.clone(),
+                            &present[i],
+                        ));
+                    }
+                    enhanced.push(unimodal.enhance(h_i, h_u, &present[i])); // [B, N_i, d]  Eq. 3
                 }
                 Tensor::cat(enhanced, 1) // [B, N, d]
             }
@@ -330,43 +322,31 @@ impl Model {
     }
 
     /// One modality's inputs of Eq. 4: the mean-pooled h_u^i and h^i of the samples of the
-    /// batch that have modality i; None when none has it.
+    /// batch that have modality i (`h_u` holds only theirs).
     ///
     /// # Shapes
-    /// - h_u, h: `[B, N_i, d]`
-    /// - output: each `[n_i, d]`
+    /// - h_u: `[P_i, N_i, d]`; h: `[B, N_i, d]`
+    /// - output: each `[P_i, d]`
     fn diversity_inputs(
         &self,
         i: usize,
         h_u: Tensor<3>,
         h: Tensor<3>,
-        available: &[Vec<bool>],
-    ) -> Option<DiversityInputs> {
-        let device = h.device();
-        let rows: Vec<i64> = available
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a[i])
-            .map(|(r, _)| r as i64)
-            .collect();
-        if rows.is_empty() {
-            return None;
-        }
-        let n = rows.len();
-        let d = h.dims()[2];
-        let index = Tensor::<1, burn::tensor::Int>::from_data(TensorData::new(rows, [n]), &device);
-        let pooled_u = h_u.select(0, index.clone()).mean_dim(1).reshape([n, d]); // [n, d]
+        present: &PresentRows,
+    ) -> DiversityInputs {
+        let [n, _, d] = h_u.dims();
+        let pooled_u = h_u.mean_dim(1).reshape([n, d]); // [P_i, d]
         let h = if self.config.div_detach_shared {
             h.detach()
         } else {
             h
         };
-        let pooled_h = h.select(0, index).mean_dim(1).reshape([n, d]); // [n, d]
-        Some(DiversityInputs {
+        let pooled_h = present.take(h).mean_dim(1).reshape([n, d]); // [P_i, d]
+        DiversityInputs {
             modality: i,
             pooled_u,
             pooled_h,
-        })
+        }
     }
 
     /// The encoder prompts this model holds, by kind ([`ModelConfig::encoder_prompts`] chose

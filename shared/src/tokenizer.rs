@@ -5,7 +5,9 @@
 use burn::config::Config;
 use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
-use burn::tensor::{Bool, Device, Tensor};
+use burn::tensor::{Device, Tensor};
+
+use crate::batch::PresentRows;
 
 use crate::kernels;
 
@@ -60,39 +62,43 @@ impl ModalityTokenizerConfig {
     }
 }
 
-/// What the tokenizer gives: the tokens x^i of Eq. 1 and the content f_theta^i(X^i) that the
-/// unimodal encoder of Eq. 3 reads.
+/// What the tokenizer gives: the tokens x^i of Eq. 1 and the content f_theta^i(X^i) of the
+/// samples that hold the modality, which the unimodal encoder of Eq. 3 reads.
 pub struct Tokens {
     /// x^i of Eq. 1: `f(X) + E_avail` where available, `E_miss` where absent. [B, N_i, d]
     pub tokens: Tensor<3>,
-    /// f_theta^i(X^i) (projection + position), zero input where absent. [B, N_i, d]
-    pub content: Tensor<3>,
+    /// f_theta^i(X^i) (projection + position) of the present samples, in batch order
+    /// ([`PresentRows`]); `None` when no sample holds the modality. [P, N_i, d]
+    pub content: Option<Tensor<3>>,
 }
 
 impl ModalityTokenizer {
     /// Eq. 1: x^i = f_theta^i(X^i) + E_avail^i if modality i is available, else E_miss^i.
     ///
-    /// The absent modality's raw values are replaced by zeros before anything reads them, so
-    /// they cannot influence the output (not even a NaN can leak through a `0 * x`).
+    /// The projection runs on the present samples only: an absent modality's raw values are
+    /// never read, so they cannot influence the output (not even a NaN), and its samples cost
+    /// no product.
     ///
     /// # Shapes
     /// - input: `[B, N_i, D_i]`
-    /// - available: `[B]`, true where modality i is present
-    /// - output: tokens and content, each `[B, N_i, d]`
-    pub fn forward(&self, input: Tensor<3>, available: Tensor<1, Bool>) -> Tokens {
-        let [b, n, raw] = input.dims();
-        let absent = available.bool_not();
-        let absent_raw: Tensor<3, Bool> = absent.clone().reshape([b, 1, 1]).expand([b, n, raw]);
-        let input = input.mask_fill(absent_raw, 0.0); // [B, N_i, D_i]
+    /// - output: tokens `[B, N_i, d]`, content `[P, N_i, d]`
+    pub fn forward(&self, input: Tensor<3>, present: &PresentRows) -> Tokens {
+        let [b, n, _] = input.dims();
+        let d = self.e_miss.val().dims()[1];
+        let missing = self.e_miss.val().unsqueeze_dim::<3>(0); // [1, N_i, d]
+        if present.is_empty() {
+            return Tokens {
+                tokens: missing.expand([b, n, d]), // [B, N_i, d]
+                content: None,
+            };
+        }
+        let input = present.take(input); // [P, N_i, D_i]
         let content = kernels::linear_rows(&self.projection, input, self.fused_kernels)
-            + self.position.val().unsqueeze_dim(0); // [B, N_i, d]
-        let d = content.dims()[2];
-        let present_tokens = content.clone() + self.e_avail.val().unsqueeze_dim(0); // [B, N_i, d]
-        let missing_tokens: Tensor<3> = self.e_miss.val().unsqueeze_dim::<3>(0).expand([b, n, d]); // [B, N_i, d]
-        let absent_tokens: Tensor<3, Bool> = absent.reshape([b, 1, 1]).expand([b, n, d]);
+            + self.position.val().unsqueeze_dim(0); // [P, N_i, d]
+        let present_tokens = content.clone() + self.e_avail.val().unsqueeze_dim(0); // [P, N_i, d]
         Tokens {
-            tokens: present_tokens.mask_where(absent_tokens, missing_tokens),
-            content,
+            tokens: present.spread(present_tokens, missing), // [B, N_i, d]
+            content: Some(content),
         }
     }
 }
@@ -102,24 +108,55 @@ mod tests {
     use super::*;
     use burn::tensor::{Distribution, TensorData};
 
+    fn row(t: &Tensor<3>, r: usize) -> TensorData {
+        let [_, n, d] = t.dims();
+        t.clone().narrow(0, r, 1).reshape([n, d]).into_data()
+    }
+
     #[test]
     fn absent_samples_get_e_miss_and_present_ones_ignore_it() {
         let device = Device::flex();
         let tok = ModalityTokenizerConfig::new(3, 5, 4).init(&device);
-        let x = Tensor::<3>::random([2, 3, 5], Distribution::Normal(0.0, 1.0), &device);
-        let available = Tensor::<1, Bool>::from_data(TensorData::from([true, false]), &device);
-        let out = tok.forward(x.clone(), available);
-        assert_eq!(out.tokens.dims(), [2, 3, 4]);
-        let absent = out.tokens.clone().narrow(0, 1, 1).reshape([3, 4]);
-        absent
-            .into_data()
+        // Samples 0 and 2 hold the modality; sample 1's raw values are NaN and must not leak.
+        let x = Tensor::<3>::random([3, 3, 5], Distribution::Normal(0.0, 1.0), &device);
+        let x = x.slice_assign(
+            [1..2, 0..3, 0..5],
+            Tensor::<3>::full([1, 3, 5], f32::NAN, &device),
+        );
+        let present = PresentRows::of(&[vec![true], vec![false], vec![true]], 0);
+        let out = tok.forward(x.clone(), &present);
+        assert_eq!(out.tokens.dims(), [3, 3, 4]);
+        row(&out.tokens, 1)
             .assert_approx_eq::<f32>(&tok.e_miss.val().into_data(), Default::default());
-        let present = out.tokens.narrow(0, 0, 1).reshape([3, 4]);
-        let expected = tok.projection.forward(x.narrow(0, 0, 1)).reshape([3, 4])
-            + tok.position.val()
-            + tok.e_avail.val();
-        present
-            .into_data()
-            .assert_approx_eq::<f32>(&expected.into_data(), Default::default());
+        let content = out.content.expect("two samples hold the modality");
+        assert_eq!(
+            content.dims(),
+            [2, 3, 4],
+            "content of the present samples only"
+        );
+        for (k, r) in [(0, 0), (1, 2)] {
+            let projected = tok
+                .projection
+                .forward(x.clone().narrow(0, r, 1))
+                .reshape([3, 4])
+                + tok.position.val();
+            row(&content, k)
+                .assert_approx_eq::<f32>(&projected.clone().into_data(), Default::default());
+            let expected = projected + tok.e_avail.val();
+            row(&out.tokens, r).assert_approx_eq::<f32>(&expected.into_data(), Default::default());
+        }
+    }
+
+    #[test]
+    fn a_batch_without_the_modality_is_all_e_miss_and_has_no_content() {
+        let device = Device::flex();
+        let tok = ModalityTokenizerConfig::new(3, 5, 4).init(&device);
+        let x = Tensor::<3>::full([2, 3, 5], f32::NAN, &device);
+        let out = tok.forward(x, &PresentRows::of(&[vec![false], vec![false]], 0));
+        assert!(out.content.is_none());
+        for r in 0..2 {
+            row(&out.tokens, r)
+                .assert_approx_eq::<f32>(&tok.e_miss.val().into_data(), Default::default());
+        }
     }
 }

@@ -4,7 +4,9 @@
 
 use burn::config::Config;
 use burn::module::Module;
-use burn::tensor::{Bool, Device, Tensor};
+use burn::tensor::{Device, Tensor};
+
+use crate::batch::PresentRows;
 
 use crate::encoder::{Encoder, EncoderConfig};
 
@@ -42,25 +44,36 @@ impl UnimodalEnhancementConfig {
 }
 
 impl UnimodalEnhancement {
-    /// h_u^i, the unimodal features of modality `i`, from its content f_theta^i(X^i).
+    /// h_u^i, the unimodal features of modality `i`, from its content f_theta^i(X^i) (of the
+    /// samples that hold it: each sample is encoded on its own, so which ones come does not
+    /// change a row).
     ///
     /// # Shapes
-    /// - content: `[B, N_i, d]`
-    /// - output: `[B, N_i, d]`
+    /// - content: `[P, N_i, d]`
+    /// - output: `[P, N_i, d]`
     pub fn unimodal_features(&self, i: usize, content: Tensor<3>) -> Tensor<3> {
         self.encoders[i].forward(content)
     }
 
-    /// Eq. 3: h_e^i = h^i + alpha_u h_u^i where modality i is available, h^i where absent
-    /// (masked per sample, not branched, so one batch mixes both cases).
+    /// Eq. 3: h_e^i = h^i + alpha_u h_u^i where modality i is available, h^i where absent.
+    /// `h_u` holds the present samples only ([`PresentRows`]; `None` when there are none), so
+    /// one batch mixes both cases and no unimodal feature of an absent modality is computed.
     ///
     /// # Shapes
-    /// - h, h_u: `[B, N_i, d]`; available: `[B]`
+    /// - h: `[B, N_i, d]`; h_u: `[P, N_i, d]`
     /// - output: `[B, N_i, d]`
-    pub fn enhance(&self, h: Tensor<3>, h_u: Tensor<3>, available: Tensor<1, Bool>) -> Tensor<3> {
-        let [b, n, d] = h.dims();
-        let absent: Tensor<3, Bool> = available.bool_not().reshape([b, 1, 1]).expand([b, n, d]);
-        h + h_u.mask_fill(absent, 0.0).mul_scalar(self.alpha_u) // [B, N_i, d]
+    pub fn enhance(
+        &self,
+        h: Tensor<3>,
+        h_u: Option<Tensor<3>>,
+        present: &PresentRows,
+    ) -> Tensor<3> {
+        let Some(h_u) = h_u else {
+            return h;
+        };
+        let [_, n, d] = h.dims();
+        let zeros = Tensor::<3>::zeros([1, n, d], &h.device());
+        h + present.spread(h_u, zeros).mul_scalar(self.alpha_u) // [B, N_i, d]
     }
 }
 
@@ -75,12 +88,24 @@ mod tests {
         let uni = UnimodalEnhancementConfig::new(1, EncoderConfig::new(4, 2, 1))
             .with_alpha_u(0.25)
             .init(&device);
-        let h = Tensor::<3>::random([2, 3, 4], Distribution::Normal(0.0, 1.0), &device);
-        let h_u = Tensor::<3>::ones([2, 3, 4], &device);
-        let available = Tensor::<1, Bool>::from_data(TensorData::from([true, false]), &device);
-        let out = uni.enhance(h.clone(), h_u, available);
-        let delta = (out - h).into_data().try_to_vec::<f32>().unwrap();
-        assert!(delta[..12].iter().all(|v| (v - 0.25).abs() < 1e-6));
-        assert!(delta[12..].iter().all(|v| v.abs() < 1e-6));
+        let h = Tensor::<3>::random([3, 3, 4], Distribution::Normal(0.0, 1.0), &device);
+        // Samples 0 and 2 hold the modality: h_u's rows are theirs, 1 and 2 apart.
+        let h_u = Tensor::<3>::from_data(
+            TensorData::new([vec![1.0f32; 12], vec![2.0; 12]].concat(), [2, 3, 4]),
+            &device,
+        );
+        let present = PresentRows::of(&[vec![true], vec![false], vec![true]], 0);
+        let out = uni.enhance(h.clone(), Some(h_u), &present);
+        let delta = (out - h.clone()).into_data().try_to_vec::<f32>().unwrap();
+        for (r, want) in [(0, 0.25), (1, 0.0), (2, 0.5)] {
+            let got = &delta[r * 12..(r + 1) * 12];
+            assert!(
+                got.iter().all(|v| (v - want).abs() < 1e-6),
+                "sample {r}: {got:?}"
+            );
+        }
+        let none = PresentRows::of(&[vec![false], vec![false], vec![false]], 0);
+        let unchanged = uni.enhance(h.clone(), None, &none);
+        unchanged.into_data().assert_eq(&h.into_data(), true);
     }
 }
