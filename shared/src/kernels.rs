@@ -80,19 +80,23 @@ pub fn linear_rows(linear: &burn::nn::Linear, x: Tensor<3>, fused: bool) -> Tens
     out.reshape([b, n, d_out]) // [B, N, d_out]
 }
 
-/// Burn's `LayerNorm` on flex and when `fused` is off; on other backends (wgpu) with `fused` on,
-/// the same normalisation with gamma's and beta's gradients summed per sample first
-/// ([`per_sample`]: on a GPU, Burn's single sum over every token of the batch runs on a few
-/// workgroups).
+/// Burn's `LayerNorm` when `fused` is off; with `fused` on, on flex the fused kernels of
+/// [`layer_norm_rows`] (one pass forward, two backward, instead of Burn's nine tracked
+/// primitives), on other backends (wgpu) the same normalisation with gamma's and beta's
+/// gradients summed per sample first ([`per_sample`]: on a GPU, Burn's single sum over every
+/// token of the batch runs on a few workgroups).
 ///
 /// # Shapes
 /// - x, output: `[B, N, d]`
 pub fn layer_norm(norm: &burn::nn::LayerNorm, x: Tensor<3>, fused: bool) -> Tensor<3> {
-    if fused && !on_flex(&x.device()) {
-        per_sample::layer_norm(norm, x)
-    } else {
-        norm.forward(x)
+    if !fused {
+        return norm.forward(x);
     }
+    if !on_flex(&x.device()) {
+        return per_sample::layer_norm(norm, x);
+    }
+    let [b, n, d] = x.dims();
+    layer_norm_rows(norm, x.reshape([b * n, d])).reshape([b, n, d]) // [B, N, d]
 }
 
 /// Whether `device` computes on flex (directly or under autodiff).
@@ -381,6 +385,7 @@ macro_rules! widest {
 
 // After `widest!`, which they use.
 mod attention;
+mod layer_norm;
 mod linear;
 mod per_sample;
 // Native only: the browser's products are `linear::blocked_product`'s SIMD128 blocks.
@@ -388,6 +393,7 @@ mod per_sample;
 mod tile;
 
 pub use attention::{FusedAttentionOps, attention_context, attention_weights};
+pub use layer_norm::{FusedLayerNormOps, layer_norm_rows};
 pub use linear::{FusedLinearOps, linear_2d};
 
 widest!(fn gelu_f32(data: &mut [f32]) => gelu_body);

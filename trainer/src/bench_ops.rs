@@ -93,7 +93,9 @@ pub fn run() {
     line(
         "layer norm [64,44,64]",
         time(|| drop(norm.forward(x3.clone()).into_data())),
-        None,
+        Some(time(|| {
+            drop(kernels::layer_norm(&norm, x3.clone(), true).into_data())
+        })),
     );
     let ad = device.autodiff();
     let hidden_ad = Tensor::<2>::random([2816, 256], normal, &ad).require_grad();
@@ -107,6 +109,22 @@ pub fn run() {
         "gelu forward + backward [2816,256]",
         gelu_both(false),
         Some(gelu_both(true)),
+    );
+    let norm_ad = LayerNormConfig::new(64).init(&ad);
+    let tokens_ad = Tensor::<3>::random([64, 44, 64], normal, &ad).require_grad();
+    let weights_ad = Tensor::<3>::random([64, 44, 64], normal, &ad);
+    let norm_both = |fused| {
+        time(|| {
+            let y = kernels::layer_norm(&norm_ad, tokens_ad.clone(), fused) * weights_ad.clone();
+            let grads = y.sum().backward();
+            drop(tokens_ad.grad(&grads).expect("grad").into_data());
+            drop(norm_ad.gamma.val().grad(&grads).expect("grad").into_data());
+        })
+    };
+    line(
+        "layer norm forward + backward [64,44,64]",
+        norm_both(false),
+        Some(norm_both(true)),
     );
     let scores_ad = Tensor::<4>::random([64, 4, 44, 45], normal, &ad).require_grad();
     let weights = Tensor::<4>::random([64, 4, 44, 45], normal, &ad);
