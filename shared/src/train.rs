@@ -289,13 +289,15 @@ pub fn sharded_gradients(model: &Model, shards: &[Batch]) -> (GradientsParams, S
     }
     let config = &model.config;
     let total: usize = shards.iter().map(Batch::len).sum();
-    let replicas: Vec<Model> = shards
-        .iter()
-        .map(|batch| model.clone().fork(&batch.available.device()))
-        .collect();
-    let outputs = map_shards(replicas.iter().zip(shards).collect(), |(replica, batch)| {
-        replica.forward_shard(batch)
-    });
+    // Each shard's copy of the parameters is made on its own core too.
+    let (replicas, outputs): (Vec<Model>, Vec<ModelOutput>) =
+        map_shards(shards.iter().collect(), |batch| {
+            let replica = model.clone().fork(&batch.available.device());
+            let output = replica.forward_shard(batch);
+            (replica, output)
+        })
+        .into_iter()
+        .unzip();
     let (l_div, row_grads) = diversity_across_shards(model, &outputs);
     let (lambda_div, lambda_orth) = (config.lambda_div_effective(), config.lambda_orth);
     let work: Vec<_> = replicas
