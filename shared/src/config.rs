@@ -300,8 +300,8 @@ pub struct ModelConfig {
     /// Standard deviation of the learnable embeddings and prompts at initialisation.
     #[config(default = 0.02)]
     pub init_std: f64,
-    /// The fused CPU kernels of `kernels.rs` (GELU, softmax, linear layers, attention) on the
-    /// flex backend: None (a config written
+    /// The fused CPU kernels of `kernels.rs` (GELU, softmax, layer norm, linear layers,
+    /// attention) on the flex backend: None (a config written
     /// before the switch existed, or not set) and true use them; false: Burn's own ops everywhere,
     /// the reference the fused path is tested and benchmarked against (issue 12). On other
     /// backends (wgpu) it switches the linear layers and layer norms to forms whose parameter
