@@ -81,8 +81,8 @@ pub fn linear_rows(linear: &burn::nn::Linear, x: Tensor<3>, fused: bool) -> Tens
 }
 
 /// Burn's `LayerNorm` when `fused` is off; with `fused` on, on flex the fused kernels of
-/// [`layer_norm_rows`] (one pass forward, two backward, instead of Burn's nine tracked
-/// primitives), on other backends (wgpu) the same normalisation with gamma's and beta's
+/// [`layer_norm_rows`] (one kernel forward, two backward and Burn's column sum for beta,
+/// instead of Burn's nine tracked primitives), on other backends (wgpu) the same normalisation with gamma's and beta's
 /// gradients summed per sample first ([`per_sample`]: on a GPU, Burn's single sum over every
 /// token of the batch runs on a few workgroups).
 ///
