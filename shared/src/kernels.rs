@@ -546,18 +546,21 @@ pub fn erf(z: f32) -> f32 {
 
 /// exp(x) for x <= 0 (Cephes' expf: x = n ln 2 + r, a degree-6 polynomial in r, times 2^n), 0
 /// below -87 where f32 has no normal result; NaN stays NaN; a positive x gives exp(0) = 1 (not
-/// in the domain). Branch-free.
+/// in the domain). Branch-free, integer steps on bits only: a loop of it vectorises natively
+/// and in the browser (wasm32 SIMD128, where a float-to-integer conversion kept it scalar).
 #[inline(always)]
 pub fn exp_nonpositive(x: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // Adding and subtracting 1.5 * 2^23 rounds to the nearest integer without a rounding
-    // instruction (SSE2 has none).
+    // Adding 1.5 * 2^23 rounds to the nearest integer without a rounding instruction (SSE2 has
+    // none), and leaves that integer in the sum's low bits: every sum below lies in
+    // [ROUND - 126, ROUND], where f32's step is 1.
     const ROUND: f32 = 12_582_912.0;
     // Into [-87, 0], NaN to -87 (a comparison with NaN is false): n is then always a small
-    // integer, as the cast below needs. Selects, not f32::max/min (see `larger`).
+    // integer. Selects, not f32::max/min (see `larger`).
     let above = if x > -87.0 { x } else { -87.0 };
     let clamped = if above < 0.0 { above } else { 0.0 };
-    let n = (clamped * LOG2E + ROUND) - ROUND;
+    let shifted = clamped * LOG2E + ROUND;
+    let n = shifted - ROUND;
     let r = clamped - n * 0.693_359_4 + n * 2.121_944_4e-4;
     let mut p = 1.987_569_1e-4_f32;
     p = p * r + 1.398_199_9e-3;
@@ -566,12 +569,11 @@ pub fn exp_nonpositive(x: f32) -> f32 {
     p = p * r + 0.166_666_65;
     p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
-    // SAFETY: n is an integer in [-126, 0] (clamped is in [-87, 0]); an unchecked cast, unlike
-    // `as`, has no NaN and overflow handling, which would keep the loop from vectorising.
-    let n = unsafe { n.to_int_unchecked::<i32>() };
-    // wrapping_add: n + 127 is in [1, 127] and cannot overflow, but the dev profile's overflow
-    // check on a plain + would be a branch that keeps the loop from vectorising.
-    let scale = f32::from_bits((n.wrapping_add(127) as u32) << 23);
+    // n as an integer in [-126, 0]: the difference of the two sums' bits (same exponent). The
+    // wrapping operations cannot wrap here, but the dev profile's overflow checks on plain
+    // ones would be branches that keep the loop from vectorising.
+    let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits());
+    let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
     // x * 0 is 0 for a finite x and NaN for a NaN x, which must come out NaN.
     if x < -87.0 { 0.0 } else { y * scale + x * 0.0 }
 }
