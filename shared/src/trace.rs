@@ -75,9 +75,11 @@ pub struct SampleTrace {
 }
 
 impl Model {
-    /// Runs the forward pass and reads the trace of every sample of `batch` off it.
+    /// Runs the forward pass and reads the trace of every sample of `batch` off it. The pass is
+    /// [`Model::forward_shard`]: everything but L_div (Eq. 4), which no trace shows (the
+    /// output's `l_div` is 0); its pairwise distances were a tenth of the page's inference.
     pub fn trace(&self, batch: &Batch) -> (ModelOutput, Vec<SampleTrace>) {
-        let output = self.forward(batch);
+        let output = self.forward_shard(batch);
         let traces = read_traces(self, batch, &output);
         (output, traces)
     }
