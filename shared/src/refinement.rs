@@ -192,7 +192,7 @@ impl RefinementLayer {
             attended.r
         };
         let scores = self.ranking.forward(r.clone(), attended.e.clone()); // [B, N]  Eq. 9
-        let split = top_rho_split(scores.xi.clone(), k); // [B, K, N] select      Eq. 10
+        let split = top_rho_split(scores.xi.clone(), k, self.fused_kernels); // [B, K, N] select  Eq. 10
         let adjacency = Redistribution::adjacency(attended.e, split.kept.clone()); // [B, N, N]  Eq. 11
         let update = self.redistribution.forward(r.clone(), adjacency.clone()); // [B, N, d]  Eq. 12
         let gate = self
