@@ -77,7 +77,7 @@ pub struct SampleTrace {
 impl Model {
     /// Runs the forward pass and reads the trace of every sample of `batch` off it. The pass is
     /// [`Model::forward_shard`]: everything but L_div (Eq. 4), which no trace shows (the
-    /// output's `l_div` is 0); its pairwise distances were a tenth of the page's inference.
+    /// output's `l_div` is 0), so the page's inference computes no pairwise distances.
     pub fn trace(&self, batch: &Batch) -> (ModelOutput, Vec<SampleTrace>) {
         let output = self.forward_shard(batch);
         let traces = read_traces(self, batch, &output);

@@ -27,10 +27,9 @@ use mgr::train::init_model;
 use mgr::{Method, ModelConfig};
 
 fn wgpu_available() -> bool {
-    // Probed once for the whole binary: the tests run on parallel threads, and two first
-    // device creations at once failed one of them now and then (about 1 run in 8 on lavapipe);
-    // two probes at once also swapped the panic hooks so that the silent one stayed installed
-    // and the failure printed nothing.
+    // Probed once for the whole binary: the tests run on parallel threads, and two probes at
+    // once swapped the process's panic hook so that the silent one could stay installed, and a
+    // later failure printed nothing.
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| {
         let hook = std::panic::take_hook();
