@@ -25,6 +25,10 @@ pub struct ModalitySpec {
 pub enum Method {
     /// ViLT-style multimodal transformer, mean pooling, head (Kim et al. 2021).
     Baseline,
+    /// The baseline with a wider head (one hidden layer, [`ModelConfig::head_hidden`]) sized
+    /// so that on a frozen backbone it trains as many parameters as MGR (within 10%): the
+    /// capacity-matched control that separates MGR's mechanism from its parameter count.
+    BaselineWide,
     /// Missing-aware prompts chosen by the absence pattern (Lee et al., CVPR 2023).
     Maps,
     /// Modality-specific prompts summed over the available modalities (Jang et al., ICASSP 2024).
@@ -41,8 +45,9 @@ pub enum Method {
 
 impl Method {
     /// Every method, in the order of the paper's tables.
-    pub const ALL: [Method; 7] = [
+    pub const ALL: [Method; 8] = [
         Method::Baseline,
+        Method::BaselineWide,
         Method::Maps,
         Method::Msps,
         Method::Mgr,
@@ -55,6 +60,7 @@ impl Method {
     pub fn name(self) -> &'static str {
         match self {
             Method::Baseline => "baseline",
+            Method::BaselineWide => "baseline-wide",
             Method::Maps => "maps",
             Method::Msps => "msps",
             Method::Mgr => "mgr",

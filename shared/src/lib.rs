@@ -45,6 +45,7 @@ pub mod config;
 pub mod data;
 pub mod encoder;
 pub mod error;
+pub mod freeze;
 pub mod fuzz;
 pub mod head;
 pub mod kernels;
@@ -70,4 +71,5 @@ pub use config::{
     EncoderPrompts, GateScope, Method, ModalitySpec, ModelConfig, PromptInsertion, ScoreGate, Task,
 };
 pub use error::MgrError;
+pub use freeze::{Freeze, ParamCounts};
 pub use model::{DiversityInputs, Model, ModelOutput, Prompts};

@@ -60,6 +60,22 @@ pub fn f1(predicted: &[usize], target: &[usize], n_classes: usize) -> f64 {
         / present.len() as f64
 }
 
+/// F1 averaged over the classes weighted by their share of the targets (scikit-learn's
+/// `average='weighted'`), over every class: the figure MAPs' and MSPs' tables report beside
+/// macro-F1.
+pub fn weighted_f1(predicted: &[usize], target: &[usize], n_classes: usize) -> f64 {
+    if target.is_empty() {
+        return 0.0;
+    }
+    (0..n_classes)
+        .map(|c| {
+            let support = target.iter().filter(|&&t| t == c).count() as f64;
+            support * f1_of_class(predicted, target, c)
+        })
+        .sum::<f64>()
+        / target.len() as f64
+}
+
 /// Mean absolute error.
 pub fn mae(predicted: &[f32], target: &[f32]) -> f64 {
     if target.is_empty() {
@@ -118,6 +134,10 @@ pub struct Metrics {
     pub f1: f64,
     /// Samples evaluated.
     pub n: usize,
+    /// F1 weighted by class support ([`weighted_f1`]; classification only; absent in results
+    /// written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weighted_f1: Option<f64>,
     /// Mean absolute error (regression only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mae: Option<f64>,
@@ -133,6 +153,7 @@ impl Metrics {
             accuracy: accuracy(predicted, target),
             f1: f1(predicted, target, n_classes),
             n: target.len(),
+            weighted_f1: Some(weighted_f1(predicted, target, n_classes)),
             mae: None,
             corr: None,
         }
@@ -146,6 +167,7 @@ impl Metrics {
             accuracy: accuracy(&p, &t),
             f1: f1(&p, &t, 2),
             n: target.len(),
+            weighted_f1: None,
             mae: Some(mae(predicted, target)),
             corr: Some(pearson(predicted, target)),
         }
@@ -163,6 +185,20 @@ mod tests {
         // classes 0,1,2: f1 = 1, 0, 2/3 -> mean 5/9
         let got = f1(&[0, 2, 2], &[0, 1, 2], 3);
         assert!((got - (1.0 + 0.0 + 2.0 / 3.0) / 3.0).abs() < 1e-12, "{got}");
+    }
+
+    #[test]
+    fn weighted_f1_by_hand() {
+        // targets 0,1,2,2: supports 1, 1, 2; per-class F1 1, 0, 1/2 (class 2: tp 1, fp 1,
+        // fn 1) -> (1 + 0 + 2 x 1/2) / 4, where macro-F1 is (1 + 0 + 1/2) / 3
+        let got = weighted_f1(&[0, 2, 2, 1], &[0, 1, 2, 2], 3);
+        assert!((got - 0.5).abs() < 1e-12, "{got}");
+        assert!((f1(&[0, 2, 2, 1], &[0, 1, 2, 2], 3) - 0.5).abs() < 1e-12);
+        let skewed = weighted_f1(&[0, 0, 0, 1], &[0, 0, 0, 2], 3);
+        assert!((skewed - 0.75).abs() < 1e-12, "{skewed}");
+        // Balanced classes: equal to macro-F1.
+        let (p, t) = ([0, 1, 1, 2, 2, 0], [0, 0, 1, 1, 2, 2]);
+        assert!((weighted_f1(&p, &t, 3) - f1(&p, &t, 3)).abs() < 1e-12);
     }
 
     #[test]

@@ -12,7 +12,7 @@ use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor, TensorData};
 
 use crate::batch::{Batch, BatchTargets, PresentRows};
-use crate::config::{EncoderPrompts, ModelConfig, Task};
+use crate::config::{EncoderPrompts, Method, ModelConfig, Task};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::MgrError;
 use crate::head::{TaskHead, TaskHeadConfig};
@@ -62,7 +62,48 @@ impl ModelConfig {
             }
             .init([self.prompt_depth, rows, self.prompt_len * d], device)
         };
-        let layer = RefinementLayerConfig::new(m, d, self.n_heads)
+        Ok(Model {
+            tokenizers: self
+                .modalities
+                .iter()
+                .map(|s| {
+                    ModalityTokenizerConfig::new(s.n_tokens, s.token_dim, d)
+                        .with_init_std(self.init_std)
+                        .with_fused_kernels(self.uses_fused_kernels())
+                        .init(device)
+                })
+                .collect(),
+            encoder: encoder.init(device),
+            unimodal: self.init_unimodal(device),
+            refinement: self.init_refinement(device),
+            pattern_prompts: (self.encoder_prompts() == EncoderPrompts::PerPattern)
+                .then(|| prompts(self.n_patterns())),
+            modality_prompts: (self.encoder_prompts() == EncoderPrompts::PerModality)
+                .then(|| prompts(m)),
+            head: TaskHeadConfig::new(d, self.n_outputs)
+                .with_hidden(self.head_hidden())
+                .init(device),
+            config: self.clone(),
+        })
+    }
+
+    /// The unimodal encoders of Eq. 3, where the method has them.
+    fn init_unimodal(&self, device: &Device) -> Option<UnimodalEnhancement> {
+        self.uses_unimodal().then(|| {
+            UnimodalEnhancementConfig::new(
+                self.modalities.len(),
+                EncoderConfig::new(self.d_model, self.n_heads, self.unimodal_layers)
+                    .with_ff_mult(self.ff_mult)
+                    .with_fused_kernels(self.uses_fused_kernels()),
+            )
+            .with_alpha_u(self.alpha_u)
+            .init(device)
+        })
+    }
+
+    /// The L_T refinement layers (Eqs. 5-12), none for the methods without them.
+    fn init_refinement(&self, device: &Device) -> Vec<RefinementLayer> {
+        let layer = RefinementLayerConfig::new(self.modalities.len(), self.d_model, self.n_heads)
             .with_rho(self.rho)
             .with_alpha_f(self.alpha_f)
             .with_mixed_context(self.mixed_context())
@@ -76,38 +117,33 @@ impl ModelConfig {
             .with_input_norm(self.refine_input_norm)
             .with_init_std(self.init_std)
             .with_fused_kernels(self.uses_fused_kernels());
-        Ok(Model {
-            tokenizers: self
-                .modalities
-                .iter()
-                .map(|s| {
-                    ModalityTokenizerConfig::new(s.n_tokens, s.token_dim, d)
-                        .with_init_std(self.init_std)
-                        .with_fused_kernels(self.uses_fused_kernels())
-                        .init(device)
-                })
-                .collect(),
-            encoder: encoder.init(device),
-            unimodal: self.uses_unimodal().then(|| {
-                UnimodalEnhancementConfig::new(
-                    m,
-                    EncoderConfig::new(d, self.n_heads, self.unimodal_layers)
-                        .with_ff_mult(self.ff_mult)
-                        .with_fused_kernels(self.uses_fused_kernels()),
-                )
-                .with_alpha_u(self.alpha_u)
-                .init(device)
-            }),
-            refinement: (0..self.refine_layers_effective())
-                .map(|_| layer.init(device))
-                .collect(),
-            pattern_prompts: (self.encoder_prompts() == EncoderPrompts::PerPattern)
-                .then(|| prompts(self.n_patterns())),
-            modality_prompts: (self.encoder_prompts() == EncoderPrompts::PerModality)
-                .then(|| prompts(m)),
-            head: TaskHeadConfig::new(d, self.n_outputs).init(device),
-            config: self.clone(),
-        })
+        (0..self.refine_layers_effective())
+            .map(|_| layer.init(device))
+            .collect()
+    }
+
+    /// Width H of the hidden layer of the task head: 0 (a linear head) for every method but
+    /// `baseline-wide`, whose H makes its head train as many parameters as MGR adds to a frozen
+    /// backbone with the same sizes: MGR's unimodal encoders U, refinement layers R and output
+    /// layer (d C + C) against the wide head's d H + H + H C + C, so
+    /// H = round((U + R + d C) / (d + 1 + C)) (both share the head's LayerNorm and Eq. 1's
+    /// embeddings). Counted from MGR's modules as [`ModelConfig::init`] builds them (lazily:
+    /// nothing is drawn or allocated).
+    pub fn head_hidden(&self) -> usize {
+        if self.method != Method::BaselineWide {
+            return 0;
+        }
+        let mgr = self.clone().with_method(Method::Mgr);
+        let device = Device::flex();
+        let unimodal = mgr.init_unimodal(&device).map_or(0, |u| u.num_params());
+        let refinement: usize = mgr
+            .init_refinement(&device)
+            .iter()
+            .map(Module::num_params)
+            .sum();
+        let (d, c) = (self.d_model, self.n_outputs);
+        let h = (unimodal + refinement + d * c) as f64 / (d + 1 + c) as f64;
+        (h.round() as usize).max(1)
     }
 }
 

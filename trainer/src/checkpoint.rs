@@ -46,6 +46,9 @@ pub struct TestMetrics {
     pub accuracy: f64,
     /// Test F1 over every test sample.
     pub f1: f64,
+    /// Test F1 weighted by class support (classification; absent in older results).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weighted_f1: Option<f64>,
     /// Test samples.
     pub n_test: usize,
     /// Test mean absolute error (regression only).
@@ -65,6 +68,7 @@ impl TestMetrics {
         Self {
             accuracy: test.overall.accuracy,
             f1: test.overall.f1,
+            weighted_f1: test.overall.weighted_f1,
             n_test: test.overall.n,
             mae,
             corr,
@@ -103,6 +107,18 @@ pub struct RunResults {
     pub device: String,
     /// Wall-clock seconds of training.
     pub train_seconds: f64,
+    /// The pretrained backbone the run started from (`--backbone` / `--init-from`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backbone: Option<String>,
+    /// What it left frozen (`--freeze`).
+    #[serde(default)]
+    pub freeze: mgr::Freeze,
+    /// Scalar parameters the optimiser trained (absent in results written before it existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trainable_params: Option<usize>,
+    /// Scalar parameters left as loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frozen_params: Option<usize>,
     /// The ranking against the ground-truth noise tokens (MGR methods on synthetic data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ranking: Option<RankingReport>,
@@ -439,6 +455,7 @@ mod tests {
             accuracy: 0.5,
             f1: 0.25,
             n: 4,
+            weighted_f1: Some(0.3),
             mae: None,
             corr: None,
         };
@@ -451,6 +468,7 @@ mod tests {
             test: TestMetrics {
                 accuracy: 0.75,
                 f1: 0.5,
+                weighted_f1: Some(0.55),
                 n_test: 8,
                 mae: None,
                 corr: None,
@@ -462,6 +480,10 @@ mod tests {
             epochs: 4,
             device: "flex".into(),
             train_seconds: 1.5,
+            backbone: Some("runs/base/best.bpk".into()),
+            freeze: mgr::Freeze::Backbone,
+            trainable_params: Some(1200),
+            frozen_params: Some(34000),
             ranking: None,
         };
         paths.write_results(&results).unwrap();

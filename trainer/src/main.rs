@@ -11,6 +11,7 @@ mod device;
 mod fsutil;
 mod kappa_sweep;
 mod plots;
+mod pretrain;
 mod progress;
 mod protocol;
 mod runconfig;
@@ -41,6 +42,9 @@ struct Cli {
 enum Command {
     /// Train one model and evaluate it on the test split.
     Train(TrainArgs),
+    /// Pretrain a backbone (tokenizers + multimodal encoder) on data the downstream splits
+    /// never see, with every modality present; `train --backbone` starts from it.
+    Pretrain(pretrain::PretrainArgs),
     /// Evaluate a trained run under another absence setting.
     Eval(EvalArgs),
     /// Print the trace of one test sample as JSON.
@@ -101,8 +105,17 @@ struct TrainArgs {
     resume: bool,
     /// Start from another run's tokenizers and encoder (a run folder of `mgr train` with the
     /// same modalities and encoder sizes), then train the whole model.
-    #[arg(long, value_name = "RUN")]
+    #[arg(long, value_name = "RUN", conflicts_with = "backbone")]
     init_from: Option<PathBuf>,
+    /// The pretrained backbone to start from (a run of `mgr pretrain`, or any finished run with
+    /// the same modalities and encoder sizes): its tokenizers and multimodal encoder are
+    /// loaded, as `--init-from` does; `--freeze` says whether they then train.
+    #[arg(long, value_name = "RUN")]
+    backbone: Option<PathBuf>,
+    /// `backbone`: the loaded backbone gets no gradient, each method trains only what it adds
+    /// (the paper's setting); `none` (default): every parameter trains.
+    #[arg(long, value_parser = runconfig::freeze_names())]
+    freeze: Option<String>,
 }
 
 #[derive(Args)]
@@ -203,6 +216,12 @@ struct PrepareArgs {
     /// Seed of the white noise mixed into the recordings.
     #[arg(long, default_value_t = 0)]
     noise_seed: u64,
+    /// Also write a pretraining pool for `mgr pretrain` into `<out>/pretrain`: the first N
+    /// training digits, spoken by the two FSDD speakers the recipe leaves unused (george,
+    /// lucas); the downstream training split is then the remaining digits. 0: no pool (the
+    /// recipe as MultiBench has it).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    pool: usize,
 }
 
 fn main() {
@@ -269,6 +288,10 @@ fn dispatch(cli: Cli) -> Result<()> {
             let rc = runconfig::resolve_train_config(&a)?;
             train_cmd::run(rc, &a.out, &a.device, a.resume, quiet)
         }
+        Command::Pretrain(a) => {
+            let rc = pretrain::resolve(&a)?;
+            train_cmd::run(rc, &a.out, &a.device, a.resume, quiet)
+        }
         Command::Eval(a) => commands::eval(&a),
         Command::Trace(a) => commands::trace(&a),
         Command::ExportWeb(a) => commands::export_web(&a),
@@ -283,11 +306,27 @@ fn dispatch(cli: Cli) -> Result<()> {
                 );
             }
             let t = std::time::Instant::now();
-            let (n_train, n_test, k) =
-                avmnist::prepare(&a.mnist_dir, &a.fsdd_dir, &a.out, a.noise_seed, quiet)?;
+            let p = avmnist::prepare(
+                &a.mnist_dir,
+                &a.fsdd_dir,
+                &a.out,
+                a.noise_seed,
+                a.pool,
+                quiet,
+            )?;
+            let pool = match p.pool {
+                Some((train, test)) => format!(
+                    "; pretraining pool {} ({train} train, {test} test)",
+                    a.out.join("pretrain").display()
+                ),
+                None => String::new(),
+            };
             eprintln!(
-                "wrote {} ({n_train} train, {n_test} test, {k} PCA components) in {:.1}s",
+                "wrote {} ({} train, {} test, {} PCA components{pool}) in {:.1}s",
                 a.out.display(),
+                p.n_train,
+                p.n_test,
+                p.pca_components,
                 t.elapsed().as_secs_f64()
             );
             Ok(())

@@ -56,6 +56,20 @@ pub struct ProtocolArgs {
     /// Any config override, as `mgr train --set`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub sets: Vec<String>,
+    /// A pretrained backbone (a run of `mgr pretrain`) every run starts from: its tokenizers
+    /// and multimodal encoder (as `mgr train --backbone`).
+    #[arg(long, value_name = "RUN")]
+    pub backbone: Option<PathBuf>,
+    /// With `--backbone`: `backbone` (frozen: each method trains only what it adds, the
+    /// paper's setting), `none` (fine-tuned) or both, comma-separated: each is its own cell.
+    #[arg(long, value_delimiter = ',', default_value = "none", value_parser = crate::runconfig::freeze_names())]
+    pub freeze: Vec<String>,
+    /// Learning rates to choose from on validation, comma-separated (e.g. `1e-4,1e-3,1e-2`):
+    /// each cell first trains its first run (absence seed 0, seed 0) once per rate, keeps the
+    /// rate of the highest best-epoch validation accuracy (`lr-selection.md`; the test split is
+    /// not looked at), then trains all its runs with it. Without it: `train.lr`.
+    #[arg(long, value_delimiter = ',', value_name = "LR,...", conflicts_with_all = ["emit_jobs", "job"])]
+    pub lrs: Vec<f64>,
     /// Sensitivity sweep (the paper's Fig. 4): one config key (any `--set` key) and its values,
     /// e.g. `rho=0.3,0.5,0.7,0.9` or `refine_layers=1,2,3`. Every cell is trained once per
     /// value; `sweep.md` / `sweep.csv` and `plots/sweep-KEY` give F1 against the value.
@@ -126,19 +140,44 @@ pub struct Cell {
     /// The swept setting, `KEY=VALUE` (empty without `--sweep`).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub setting: String,
+    /// With `--backbone`: `frozen` or `fine-tuned` (empty: from scratch).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub backbone: String,
 }
 
 impl Cell {
-    /// Method, with its insertion type when not the default and the swept setting.
+    /// Method, with its insertion type when not the default, its backbone setting and the
+    /// swept setting.
     pub fn label(&self) -> String {
         let mut name = self.method.clone();
         if self.insertion != "-" && self.insertion != "token" {
             name.push_str(&format!(" ({})", self.insertion));
         }
+        if !self.backbone.is_empty() {
+            name.push_str(&format!(" [{}]", self.backbone));
+        }
         if !self.setting.is_empty() {
             name.push_str(&format!(" {}", self.setting));
         }
         name
+    }
+
+    /// The baseline's cell of the same table line (insertion, kappa, backbone, setting): what
+    /// this cell's runs are paired with.
+    pub fn baseline(&self) -> Cell {
+        Cell {
+            method: "baseline".into(),
+            insertion: "-".into(),
+            ..self.clone()
+        }
+    }
+}
+
+/// The backbone setting's name in a cell: `frozen` or `fine-tuned`.
+fn backbone_label(freeze: mgr::Freeze) -> &'static str {
+    match freeze {
+        mgr::Freeze::Backbone => "frozen",
+        mgr::Freeze::None => "fine-tuned",
     }
 }
 
@@ -174,24 +213,53 @@ pub struct Row {
     pub f1_mean: f64,
     /// Sample standard deviation of F1.
     pub f1_std: f64,
+    /// Mean and sample standard deviation of the support-weighted F1, over the runs that
+    /// report it (None: none does, e.g. regression or results from before it existed).
+    pub weighted_f1: Option<(f64, f64)>,
+    /// Paired against the baseline's cell of the same line (same absence seed and training
+    /// seed): mean and sample standard deviation of this cell's F1 minus the baseline's, and
+    /// how many pairs (None for the baseline itself or without a baseline cell).
+    pub paired_f1: Option<(f64, f64, usize)>,
     /// Mean accuracy per absence pattern.
     pub per_pattern: BTreeMap<String, f64>,
 }
 
-/// Aggregates finished runs' results: mean and sample standard deviation per cell.
+/// Aggregates finished runs' results: mean and sample standard deviation per cell, and each
+/// cell's F1 paired against the baseline's runs with the same seeds.
 pub fn aggregate(results: &[(Cell, RunResults)]) -> Vec<Row> {
     let mut by_cell: BTreeMap<Cell, Vec<&RunResults>> = BTreeMap::new();
     for (cell, r) in results {
         by_cell.entry(cell.clone()).or_default().push(r);
     }
     by_cell
-        .into_iter()
+        .iter()
         .map(|(cell, rs)| {
+            let cell = cell.clone();
             let get = |f: fn(&RunResults) -> f64| rs.iter().map(|r| f(r)).collect::<Vec<_>>();
             let (accuracy_mean, accuracy_std) = mean_std(&get(|r| r.test.accuracy));
             let (f1_mean, f1_std) = mean_std(&get(|r| r.test.f1));
+            let weighted: Vec<f64> = rs.iter().filter_map(|r| r.test.weighted_f1).collect();
+            let weighted_f1 = (!weighted.is_empty()).then(|| mean_std(&weighted));
+            let baseline = cell.baseline();
+            let paired_f1 = match by_cell.get(&baseline) {
+                Some(base) if baseline != cell => {
+                    let diffs: Vec<f64> = rs
+                        .iter()
+                        .filter_map(|r| {
+                            base.iter()
+                                .find(|b| b.absence_seed == r.absence_seed && b.seed == r.seed)
+                                .map(|b| r.test.f1 - b.test.f1)
+                        })
+                        .collect();
+                    (!diffs.is_empty()).then(|| {
+                        let (m, s) = mean_std(&diffs);
+                        (m, s, diffs.len())
+                    })
+                }
+                _ => None,
+            };
             let mut patterns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
-            for r in &rs {
+            for r in rs.iter() {
                 for (k, m) in &r.test.per_pattern {
                     patterns.entry(k.clone()).or_default().push(m.accuracy);
                 }
@@ -207,6 +275,8 @@ pub fn aggregate(results: &[(Cell, RunResults)]) -> Vec<Row> {
                 accuracy_std,
                 f1_mean,
                 f1_std,
+                weighted_f1,
+                paired_f1,
                 per_pattern,
             }
         })
@@ -229,6 +299,14 @@ fn build_jobs(a: &ProtocolArgs) -> Result<Vec<Job>> {
 }
 
 fn build_cell_jobs(a: &ProtocolArgs, setting: Option<&(String, String)>) -> Result<Vec<Job>> {
+    let freezes: Vec<mgr::Freeze> = a
+        .freeze
+        .iter()
+        .map(|f| f.parse::<mgr::Freeze>())
+        .collect::<Result<_, _>>()?;
+    if a.backbone.is_none() && freezes.contains(&mgr::Freeze::Backbone) {
+        bail!("--freeze backbone needs --backbone RUN (a run of `mgr pretrain`)");
+    }
     let mut jobs = Vec::new();
     for method in &a.methods {
         let m: Method = method.parse()?;
@@ -241,17 +319,23 @@ fn build_cell_jobs(a: &ProtocolArgs, setting: Option<&(String, String)>) -> Resu
             if insertion != "-" {
                 insertion.parse::<PromptInsertion>()?;
             }
-            for &kappa in &a.kappa {
-                mgr::absence::AbsenceConfig::check_kappa(kappa).context("--kappa")?;
-                let cell = Cell {
-                    method: method.clone(),
-                    insertion: insertion.clone(),
-                    kappa: format!("{kappa}"),
-                    setting: setting.map(|(k, v)| format!("{k}={v}")).unwrap_or_default(),
-                };
-                for absence_seed in 0..a.absence_seeds {
-                    for seed in 0..a.seeds {
-                        jobs.push(job(a, &cell, kappa, absence_seed, seed, setting)?);
+            for &freeze in &freezes {
+                for &kappa in &a.kappa {
+                    mgr::absence::AbsenceConfig::check_kappa(kappa).context("--kappa")?;
+                    let cell = Cell {
+                        method: method.clone(),
+                        insertion: insertion.clone(),
+                        kappa: format!("{kappa}"),
+                        setting: setting.map(|(k, v)| format!("{k}={v}")).unwrap_or_default(),
+                        backbone: match a.backbone {
+                            Some(_) => backbone_label(freeze).to_string(),
+                            None => String::new(),
+                        },
+                    };
+                    for absence_seed in 0..a.absence_seeds {
+                        for seed in 0..a.seeds {
+                            jobs.push(job(a, &cell, kappa, freeze, absence_seed, seed, setting)?);
+                        }
                     }
                 }
             }
@@ -260,12 +344,13 @@ fn build_cell_jobs(a: &ProtocolArgs, setting: Option<&(String, String)>) -> Resu
     Ok(jobs)
 }
 
-/// One run of `cell`: its config (the defaults, the cell, the seeds, `--epochs`, `--set`, the
-/// swept setting) and its folder under `--out`.
+/// One run of `cell`: its config (the defaults, the cell, the seeds, `--epochs`, the backbone,
+/// `--set`, the swept setting) and its folder under `--out`.
 fn job(
     a: &ProtocolArgs,
     cell: &Cell,
     kappa: f64,
+    freeze: mgr::Freeze,
     absence_seed: u64,
     seed: u64,
     setting: Option<&(String, String)>,
@@ -274,6 +359,8 @@ fn job(
     let mut rc = RunConfig {
         dataset: a.dataset.clone(),
         data_dir: a.data_dir.clone(),
+        init_from: a.backbone.clone(),
+        freeze,
         ..RunConfig::default()
     };
     rc.model.method = method.parse()?;
@@ -300,6 +387,9 @@ fn job(
         format!("-{insertion}")
     };
     let mut dir = a.out.join("runs").join(format!("{method}{ins}"));
+    if !cell.backbone.is_empty() {
+        dir = dir.join(&cell.backbone);
+    }
     if let Some((k, value)) = setting {
         dir = dir.join(format!("{k}{value}"));
     }
@@ -315,11 +405,183 @@ fn job(
     })
 }
 
+/// One cell's learning-rate choice (`--lrs`).
+#[derive(Clone, Debug, Serialize)]
+struct LrChoice {
+    cell: Cell,
+    /// Each rate's best-epoch validation accuracy (None: its run has not finished).
+    tried: Vec<(f64, Option<f64>)>,
+    /// The chosen rate.
+    chosen: f64,
+}
+
+/// `--lrs`: each cell's first run (absence seed 0, seed 0) once per rate, in
+/// `<out>/lr-select/...` (trained unless `train` is false, as for `--collect`); the rate with
+/// the highest best-epoch validation accuracy is chosen (ties: the first listed), written to
+/// `lr-selection.md` and `.json`, and set on every run of the cell. The selection run of the
+/// chosen rate is the cell's first run: it is copied there instead of trained again.
+fn select_lrs(
+    a: &ProtocolArgs,
+    jobs: &mut [Job],
+    devices: &[Vec<DeviceChoice>],
+    train: bool,
+) -> Result<()> {
+    let runs_root = a.out.join("runs");
+    let firsts: Vec<&Job> = jobs
+        .iter()
+        .filter(|j| j.absence_seed == 0 && j.seed == 0)
+        .collect();
+    let mut trials: Vec<(Cell, f64, Job)> = Vec::new();
+    for first in &firsts {
+        let rel = first.dir.strip_prefix(&runs_root).unwrap_or(&first.dir);
+        let cell_dir = a.out.join("lr-select").join(rel.parent().unwrap_or(rel));
+        for &lr in &a.lrs {
+            if !(lr > 0.0 && lr.is_finite()) {
+                bail!("--lrs: {lr} is not a positive learning rate");
+            }
+            let mut trial = (*first).clone();
+            trial.config.train.lr = lr;
+            trial.dir = cell_dir.join(format!("lr{lr}"));
+            trials.push((first.cell.clone(), lr, trial));
+        }
+    }
+    if train {
+        let pending: Vec<&Job> = trials
+            .iter()
+            .map(|(_, _, j)| j)
+            .filter(|j| !j.results().is_file())
+            .collect();
+        eprintln!(
+            "protocol --lrs: {} selection runs, {} to do",
+            trials.len(),
+            pending.len()
+        );
+        let failures = train_jobs(pending, devices);
+        if !failures.is_empty() {
+            bail!(
+                "{} learning-rate selection run(s) failed: {}",
+                failures.len(),
+                failures.join("; ")
+            );
+        }
+    }
+    let mut choices: Vec<LrChoice> = Vec::new();
+    for first in &firsts {
+        let tried: Vec<(f64, Option<f64>, PathBuf)> = trials
+            .iter()
+            .filter(|(c, _, _)| *c == first.cell)
+            .map(|(_, lr, j)| {
+                let valid = RunPaths {
+                    root: j.dir.clone(),
+                }
+                .read_results()
+                .ok()
+                .map(|r| r.best_valid_accuracy);
+                (*lr, valid, j.dir.clone())
+            })
+            .collect();
+        let Some(best) = tried
+            .iter()
+            .filter_map(|(lr, v, dir)| v.map(|v| (*lr, v, dir)))
+            .reduce(|best, next| if next.1 > best.1 { next } else { best })
+        else {
+            bail!(
+                "--lrs: no selection run of {} has finished under {}",
+                first.cell.label(),
+                a.out.join("lr-select").display()
+            );
+        };
+        if train && !first.dir.join("config.json").exists() {
+            copy_dir(best.2, &first.dir)?;
+        }
+        choices.push(LrChoice {
+            cell: first.cell.clone(),
+            tried: tried.iter().map(|(lr, v, _)| (*lr, *v)).collect(),
+            chosen: best.0,
+        });
+    }
+    for j in jobs.iter_mut() {
+        if let Some(choice) = choices.iter().find(|c| c.cell == j.cell) {
+            j.config.train.lr = choice.chosen;
+        }
+    }
+    let mut md = String::from(
+        "# Learning rate per cell, chosen on validation
+
+Best-epoch validation accuracy of each cell's first run (absence seed 0, seed 0) per rate; the chosen rate (highest) trains every run of the cell.
+
+| cell | kappa |",
+    );
+    for lr in &a.lrs {
+        md.push_str(&format!(" lr {lr} |"));
+    }
+    md.push_str(
+        " chosen |
+|---|---|",
+    );
+    md.push_str(&"---|".repeat(a.lrs.len() + 1));
+    md.push('\n');
+    for c in &choices {
+        md.push_str(&format!("| {} | {} |", c.cell.label(), c.cell.kappa));
+        for (_, v) in &c.tried {
+            match v {
+                Some(v) => md.push_str(&format!(" {:.2} |", 100.0 * v)),
+                None => md.push_str(" - |"),
+            }
+        }
+        md.push_str(&format!(" {} |\n", c.chosen));
+    }
+    write_atomic(&a.out.join("lr-selection.md"), md.as_bytes())?;
+    write_atomic(
+        &a.out.join("lr-selection.json"),
+        serde_json::to_string_pretty(&choices)?.as_bytes(),
+    )?;
+    Ok(())
+}
+
+/// Copies the folder `from` to `to` (which must not exist) through a temp folder and a rename.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+    fn copy(from: &std::path::Path, to: &std::path::Path) -> Result<()> {
+        std::fs::create_dir_all(to)?;
+        for entry in std::fs::read_dir(from)? {
+            let entry = entry?;
+            let target = to.join(entry.file_name());
+            if entry.file_type()?.is_dir() {
+                copy(&entry.path(), &target)?;
+            } else {
+                std::fs::copy(entry.path(), &target)?;
+            }
+        }
+        Ok(())
+    }
+    let tmp = to.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    copy(from, &tmp)
+        .with_context(|| format!("cannot copy {} to {}", from.display(), tmp.display()))?;
+    std::fs::rename(&tmp, to)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), to.display()))
+}
+
 /// Runs `mgr protocol`.
 pub fn run(a: &ProtocolArgs) -> Result<()> {
-    let jobs = build_jobs(a)?;
+    let mut jobs = build_jobs(a)?;
+    if let (Some(backbone), false) = (&a.backbone, a.collect) {
+        crate::checkpoint::finished_run(backbone).context("--backbone")?;
+    }
     if let Some(format) = a.emit_jobs {
         return emit_jobs(a, format, jobs.len());
+    }
+    let devices: Vec<Vec<DeviceChoice>> = a
+        .devices
+        .iter()
+        .map(|d| device::parse_group(d).with_context(|| format!("--devices `{d}`")))
+        .collect::<Result<_>>()?;
+    if !a.lrs.is_empty() {
+        if !a.collect {
+            std::fs::create_dir_all(&a.out)
+                .with_context(|| format!("cannot create {}", a.out.display()))?;
+        }
+        select_lrs(a, &mut jobs, &devices, !a.collect)?;
     }
     if a.collect {
         return collect(a, &jobs);
@@ -334,11 +596,6 @@ pub fn run(a: &ProtocolArgs) -> Result<()> {
         })?],
         None => jobs.iter().collect(),
     };
-    let devices: Vec<Vec<DeviceChoice>> = a
-        .devices
-        .iter()
-        .map(|d| device::parse_group(d).with_context(|| format!("--devices `{d}`")))
-        .collect::<Result<_>>()?;
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     let pending: Vec<&Job> = selected
@@ -564,11 +821,13 @@ fn table_csv(rows: &[Row]) -> String {
     let mut csv =
         String::from("method,insertion,kappa,runs,accuracy_mean,accuracy_std,f1_mean,f1_std\n");
     for r in rows {
-        let method = if r.cell.setting.is_empty() {
-            r.cell.method.clone()
-        } else {
-            format!("{} {}", r.cell.method, r.cell.setting)
-        };
+        let mut method = r.cell.method.clone();
+        if !r.cell.backbone.is_empty() {
+            method.push_str(&format!(" [{}]", r.cell.backbone));
+        }
+        if !r.cell.setting.is_empty() {
+            method.push_str(&format!(" {}", r.cell.setting));
+        }
         csv.push_str(&format!(
             "{},{},{},{},{:.6},{:.6},{:.6},{:.6}\n",
             method,
@@ -584,25 +843,44 @@ fn table_csv(rows: &[Row]) -> String {
     csv
 }
 
-/// The head and table of `table.md`: one line per cell, percentages, cells with fewer
-/// finished runs than `expected_runs` marked.
+/// The head and table of `table.md`: one line per cell, percentages (weighted F1, F1 paired
+/// against the baseline's runs of the same seeds, accuracy per absence pattern), cells with
+/// fewer finished runs than `expected_runs` marked.
 fn table_md(dataset: &str, rows: &[Row], expected_runs: usize) -> String {
+    let patterns: std::collections::BTreeSet<&String> =
+        rows.iter().flat_map(|r| r.per_pattern.keys()).collect();
     let mut md = format!(
-        "# {dataset} : mean / sample std over absence seeds x training seeds\n\n| method | insertion | kappa | runs | accuracy | F1 |\n|---|---|---|---|---|---|\n",
+        "# {dataset} : mean / sample std over absence seeds x training seeds\n\n| method | insertion | kappa | runs | accuracy | F1 | weighted F1 | F1 - baseline (paired) |",
     );
+    for p in &patterns {
+        md.push_str(&format!(" {p} |"));
+    }
+    md.push_str("\n|---|---|---|---|---|---|---|---|");
+    md.push_str(&"---|".repeat(patterns.len()));
+    md.push('\n');
     for r in rows {
         let partial = if r.runs < expected_runs {
             format!(" (of {expected_runs})")
         } else {
             String::new()
         };
-        let method = if r.cell.setting.is_empty() {
-            r.cell.method.clone()
-        } else {
-            format!("{} ({})", r.cell.method, r.cell.setting)
+        let mut method = r.cell.method.clone();
+        if !r.cell.backbone.is_empty() {
+            method.push_str(&format!(" [{}]", r.cell.backbone));
+        }
+        if !r.cell.setting.is_empty() {
+            method.push_str(&format!(" ({})", r.cell.setting));
+        }
+        let weighted = match r.weighted_f1 {
+            Some((m, s)) => format!("{:.2} / {:.2}", 100.0 * m, 100.0 * s),
+            None => "-".into(),
+        };
+        let paired = match r.paired_f1 {
+            Some((m, s, n)) => format!("{:+.2} / {:.2} ({n})", 100.0 * m, 100.0 * s),
+            None => "-".into(),
         };
         md.push_str(&format!(
-            "| {} | {} | {} | {}{partial} | {:.2} / {:.2} | {:.2} / {:.2} |\n",
+            "| {} | {} | {} | {}{partial} | {:.2} / {:.2} | {:.2} / {:.2} | {weighted} | {paired} |",
             method,
             r.cell.insertion,
             r.cell.kappa,
@@ -612,7 +890,15 @@ fn table_md(dataset: &str, rows: &[Row], expected_runs: usize) -> String {
             100.0 * r.f1_mean,
             100.0 * r.f1_std
         ));
+        for p in &patterns {
+            match r.per_pattern.get(*p) {
+                Some(a) => md.push_str(&format!(" {:.2} |", 100.0 * a)),
+                None => md.push_str(" - |"),
+            }
+        }
+        md.push('\n');
     }
+    md.push_str("\n(last columns: mean test accuracy per absence pattern.)\n");
     md
 }
 
@@ -733,6 +1019,7 @@ mod tests {
             insertion: "-".into(),
             kappa: "0.7".into(),
             setting: String::new(),
+            backbone: String::new(),
         };
         let results_of = |accuracy: f64, f1: f64, vision: Option<f64>| {
             let pattern = |a: f64| mgr::metrics::Metrics {
@@ -748,6 +1035,7 @@ mod tests {
                 test: TestMetrics {
                     accuracy,
                     f1,
+                    weighted_f1: None,
                     n_test: 1,
                     mae: None,
                     corr: None,
@@ -762,6 +1050,10 @@ mod tests {
                 epochs: 1,
                 device: "flex".into(),
                 train_seconds: 0.0,
+                backbone: None,
+                freeze: mgr::Freeze::None,
+                trainable_params: None,
+                frozen_params: None,
                 ranking: None,
             }
         };
@@ -781,6 +1073,63 @@ mod tests {
         assert!((mgr.per_pattern["vision"] - 0.65).abs() < 1e-12);
         let base = rows.iter().find(|r| r.cell.method == "baseline").unwrap();
         assert_eq!((base.runs, base.accuracy_std), (1, 0.0));
+        assert_eq!(
+            base.paired_f1, None,
+            "the baseline is not paired with itself"
+        );
+        // Every MGR run has seeds (0, 0): each pairs with the one baseline run.
+        let (m, _, n) = mgr.paired_f1.unwrap();
+        assert_eq!(n, 4);
+        assert!((m - (0.325 - 0.3)).abs() < 1e-12, "{m}");
+    }
+
+    /// Pairs are matched by (absence seed, seed): a run without a baseline partner is left
+    /// out, and another backbone setting's baseline is not a partner.
+    #[test]
+    fn paired_differences_match_runs_by_their_seeds() {
+        let cell = |m: &str, backbone: &str| Cell {
+            method: m.into(),
+            insertion: "-".into(),
+            kappa: "0.7".into(),
+            setting: String::new(),
+            backbone: backbone.into(),
+        };
+        let run = |f1: f64, absence_seed: u64, seed: u64| {
+            let mut r: RunResults = serde_json::from_value(serde_json::json!({
+                "dataset": "synthetic", "method": "x", "kappa": 0.7, "absence_seed": absence_seed,
+                "seed": seed, "accuracy": f1, "f1": f1, "n_test": 1, "per_pattern": {},
+                "test_loss": 0.0, "best_epoch": 1, "best_valid_accuracy": 0.0, "epochs": 1,
+                "device": "flex", "train_seconds": 0.0
+            }))
+            .unwrap();
+            r.test.weighted_f1 = Some(f1 + 0.01);
+            r
+        };
+        let results = vec![
+            (cell("baseline", "frozen"), run(0.50, 0, 0)),
+            (cell("baseline", "frozen"), run(0.60, 0, 1)),
+            (cell("mgr", "frozen"), run(0.70, 0, 1)),
+            (cell("mgr", "frozen"), run(0.52, 0, 0)),
+            (cell("mgr", "frozen"), run(0.90, 1, 0)),
+            (cell("baseline", "fine-tuned"), run(0.10, 1, 0)),
+        ];
+        let rows = aggregate(&results);
+        let mgr = rows
+            .iter()
+            .find(|r| r.cell == cell("mgr", "frozen"))
+            .unwrap();
+        let (m, s, n) = mgr.paired_f1.unwrap();
+        // pairs (0,1): +0.10, (0,0): +0.02; (1,0) has no frozen baseline
+        assert_eq!(n, 2);
+        assert!(
+            (m - 0.06).abs() < 1e-12 && (s - 0.08 / 2f64.sqrt()).abs() < 1e-9,
+            "{m} {s}"
+        );
+        let (w, _) = mgr.weighted_f1.unwrap();
+        assert!((w - (0.70 + 0.52 + 0.90) / 3.0 - 0.01).abs() < 1e-12);
+        let md = table_md("synthetic", &rows, 2);
+        assert!(md.contains("| mgr [frozen] | - | 0.7 | 3 |"), "{md}");
+        assert!(md.contains("+6.00 / 5.66 (2)"), "{md}");
     }
 
     #[test]
@@ -800,12 +1149,15 @@ mod tests {
                 insertion: "token".into(),
                 kappa: "0.7".into(),
                 setting: setting.into(),
+                backbone: String::new(),
             },
             runs: 1,
             accuracy_mean: f1,
             accuracy_std: 0.0,
             f1_mean: f1,
             f1_std: 0.0,
+            weighted_f1: None,
+            paired_f1: None,
             per_pattern: BTreeMap::new(),
         };
         // "10" sorts before "9" as text; the sweep orders numbers as numbers
@@ -833,6 +1185,9 @@ mod tests {
             seeds: 2,
             epochs: Some(1),
             sets: vec!["lr=0.002".into()],
+            backbone: None,
+            freeze: vec!["none".into()],
+            lrs: Vec::new(),
             sweep: Some("rho=0.3,0.9".into()),
             devices: vec!["flex".into()],
             out: PathBuf::from("/tmp/p"),

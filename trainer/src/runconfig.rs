@@ -89,6 +89,12 @@ pub struct RunConfig {
     /// pretrained backbone). None: from scratch.
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// What of the model loaded from `init_from` (the backbone: tokenizers' projections and
+    /// position embeddings, the multimodal encoder) is left untrained: `backbone` is the
+    /// paper's setting (a frozen foundation model, each method training only what it adds),
+    /// `none` fine-tunes everything. `backbone` needs `init_from`.
+    #[serde(default)]
+    pub freeze: mgr::Freeze,
     /// The absence protocol.
     pub absence: AbsenceSettings,
     /// The model (modalities and outputs are filled from the dataset).
@@ -106,6 +112,7 @@ impl Default for RunConfig {
             data_dir: None,
             limit: 0,
             init_from: None,
+            freeze: mgr::Freeze::None,
             absence: AbsenceSettings {
                 kappa: 0.7,
                 seed: 0,
@@ -201,6 +208,11 @@ pub fn dataset_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(crate::dataset::names())
 }
 
+/// The `--freeze` values the command line accepts (every [`mgr::Freeze`]).
+pub fn freeze_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(mgr::Freeze::ALL.map(mgr::Freeze::name))
+}
+
 /// The `--method` values the command line accepts (every [`mgr::Method`]), listed in the help
 /// from there.
 pub fn method_names() -> clap::builder::PossibleValuesParser {
@@ -220,8 +232,11 @@ pub fn resolve_train_config(a: &crate::TrainArgs) -> Result<RunConfig> {
     if let Some(d) = &a.data_dir {
         flags.push(("data_dir", serde_json::to_string(d)?));
     }
-    if let Some(run) = &a.init_from {
+    if let Some(run) = a.backbone.as_ref().or(a.init_from.as_ref()) {
         flags.push(("init_from", serde_json::to_string(run)?));
+    }
+    if let Some(f) = &a.freeze {
+        flags.push(("freeze", serde_json::to_string(&f.parse::<mgr::Freeze>()?)?));
     }
     if let Some(m) = &a.method {
         m.parse::<mgr::Method>()?;
@@ -267,6 +282,11 @@ pub fn finish(root: Value) -> Result<RunConfig> {
         bail!("rho {} is outside (0, 1]", rc.model.rho);
     }
     rc.train.validate()?;
+    if rc.freeze == mgr::Freeze::Backbone && rc.init_from.is_none() {
+        bail!(
+            "freeze = backbone needs a pretrained backbone to freeze: add --backbone RUN (a run of `mgr pretrain` or `mgr train`)"
+        );
+    }
     Ok(rc)
 }
 

@@ -135,7 +135,7 @@ fn open(
             );
         }
         Progress {
-            model,
+            model: model.freeze(run.rc.freeze),
             optimizer,
             state,
         }
@@ -189,8 +189,22 @@ fn start_new(
         let count;
         (model, count) = source.apply(model)?;
         if !quiet {
-            eprintln!("tokenizers and encoder from {from} ({count} tensors)");
+            eprintln!(
+                "tokenizers and encoder from {from} ({count} tensors){}",
+                match rc.freeze {
+                    mgr::Freeze::Backbone => ", frozen",
+                    mgr::Freeze::None => ", fine-tuned",
+                }
+            );
         }
+    }
+    let model = model.freeze(rc.freeze);
+    if !quiet {
+        let counts = model.param_counts(rc.freeze);
+        eprintln!(
+            "{}: {} parameters trained, {} frozen",
+            rc.model.method, counts.trainable, counts.frozen
+        );
     }
     Ok(Progress {
         model,
@@ -314,7 +328,8 @@ fn finish(run: &OpenRun, state: &TrainState, seconds: f64, quiet: bool) -> Resul
         EVAL_BATCH,
         &run.device,
     );
-    let mut results = run_results(rc, &test, state, &run.device_name, seconds);
+    let counts = best.param_counts(rc.freeze);
+    let mut results = run_results(rc, &test, state, counts, &run.device_name, seconds);
     results.ranking = crate::commands::ranking_report(rc, &best, &run.splits.test, &run.device)?;
     run.paths.write_results(&results)?;
     if !quiet {
@@ -332,6 +347,7 @@ pub fn run_results(
     rc: &RunConfig,
     test: &Evaluation,
     state: &TrainState,
+    counts: mgr::ParamCounts,
     device: &str,
     seconds: f64,
 ) -> RunResults {
@@ -348,6 +364,10 @@ pub fn run_results(
         epochs: state.epochs_done,
         device: device.to_string(),
         train_seconds: seconds,
+        backbone: rc.init_from.as_ref().map(|p| p.display().to_string()),
+        freeze: rc.freeze,
+        trainable_params: Some(counts.trainable),
+        frozen_params: Some(counts.frozen),
         ranking: None,
     }
 }

@@ -831,3 +831,256 @@ fn init_from_starts_mgr_from_a_baseline_runs_encoder() {
         String::from_utf8_lossy(&missing.stderr)
     );
 }
+
+/// Every tensor of a run's best weights whose name starts with one of `prefixes`, as its raw
+/// bytes, read through `mgr export --format safetensors`.
+fn weights(run: &Path, prefixes: &[&str]) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let file = run.join("weights.safetensors");
+    ok(&[
+        "export",
+        "--run",
+        run.to_str().unwrap(),
+        "--out",
+        file.to_str().unwrap(),
+        "--samples",
+        "0",
+    ]);
+    let bytes = std::fs::read(&file).unwrap();
+    let tensors = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    tensors
+        .tensors()
+        .into_iter()
+        .filter(|(name, _)| prefixes.iter().any(|p| name.starts_with(p)))
+        .map(|(name, view)| (name, view.data().to_vec()))
+        .collect()
+}
+
+/// The paper's setting: `mgr pretrain` writes a normal run (the baseline at kappa 0 on another
+/// seed's samples); `train --backbone it --freeze backbone` leaves every backbone weight bit for
+/// bit as pretrained while the rest trains, and records what it trained: MGR more than the
+/// baseline, `baseline-wide` within 10% of MGR. `--freeze none` fine-tunes the encoder.
+#[test]
+fn a_frozen_backbone_stays_bit_for_bit_and_each_method_trains_what_it_adds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("backbone");
+    let mut args = vec![
+        "pretrain",
+        "--dataset",
+        "synthetic",
+        "--epochs",
+        "1",
+        "--device",
+        "flex",
+        "--out",
+        base.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    let out = mgr(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let base_config = json(base.join("config.json"));
+    assert_eq!(base_config["model"]["method"], "baseline");
+    assert_eq!(base_config["absence"]["kappa"], 0.0);
+    assert_eq!(base_config["synthetic"]["seed"], 1000);
+    assert!(base.join("results.json").is_file());
+    let backbone = [
+        "encoder.",
+        "tokenizers.0.projection",
+        "tokenizers.0.position",
+        "tokenizers.1.projection",
+        "tokenizers.2.position",
+    ];
+    let pretrained = weights(&base, &backbone);
+    assert!(pretrained.len() > 10, "{:?}", pretrained.keys());
+    let trained = |method: &str, freeze: &str| {
+        let dir = tmp.path().join(format!("{method}-{freeze}"));
+        let mut args = vec![
+            "train",
+            "--method",
+            method,
+            "--kappa",
+            "0.7",
+            "--epochs",
+            "2",
+            "--device",
+            "flex",
+            "--backbone",
+            base.to_str().unwrap(),
+            "--freeze",
+            freeze,
+            "--out",
+            dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(&TINY);
+        let run = mgr(&args);
+        assert!(
+            run.status.success(),
+            "{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        dir
+    };
+    let mut trainable = std::collections::BTreeMap::new();
+    for method in ["baseline", "baseline-wide", "mgr"] {
+        let dir = trained(method, "backbone");
+        assert_eq!(
+            weights(&dir, &backbone),
+            pretrained,
+            "{method}: a frozen weight moved"
+        );
+        // E_miss came with the backbone's tokenizers and trains in every method.
+        assert_ne!(
+            weights(&dir, &["tokenizers.1.e_miss"]),
+            weights(&base, &["tokenizers.1.e_miss"]),
+            "{method}: E_miss trains"
+        );
+        let results = json(dir.join("results.json"));
+        assert_eq!(results["freeze"], "backbone");
+        let (t, f) = (
+            results["trainable_params"].as_u64().unwrap(),
+            results["frozen_params"].as_u64().unwrap(),
+        );
+        assert!(t > 0 && f > 0, "{results}");
+        trainable.insert(method, (t, f));
+    }
+    let (base_t, base_f) = trainable["baseline"];
+    let (mgr_t, mgr_f) = trainable["mgr"];
+    let (wide_t, _) = trainable["baseline-wide"];
+    assert_eq!(base_f, mgr_f, "the same backbone is frozen");
+    assert!(mgr_t > base_t, "MGR trains {mgr_t}, the baseline {base_t}");
+    let ratio = wide_t as f64 / mgr_t as f64;
+    assert!(
+        (0.9..=1.1).contains(&ratio),
+        "baseline-wide {wide_t} vs MGR {mgr_t}"
+    );
+    // Fine-tuned: the encoder moves, nothing is frozen.
+    let tuned = trained("baseline", "none");
+    assert_ne!(
+        weights(&tuned, &["encoder."]),
+        weights(&base, &["encoder."])
+    );
+    assert_eq!(json(tuned.join("results.json"))["frozen_params"], 0);
+    // A freeze without a backbone is refused before a run folder exists.
+    let lonely = tmp.path().join("lonely");
+    let run = train(&lonely, &["--epochs", "1", "--freeze", "backbone"]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        !run.status.success() && stderr.contains("--backbone"),
+        "{stderr}"
+    );
+    assert!(!lonely.exists());
+}
+
+/// `mgr protocol --backbone B --freeze backbone,none --lrs ...`: each setting is its own cell;
+/// each cell's first run is trained once per rate, the rate of the best validation accuracy is
+/// kept (and its run reused as the cell's first), and the table pairs each cell with the
+/// baseline of the same setting.
+#[test]
+fn protocol_on_a_backbone_chooses_each_cells_rate_on_validation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("backbone");
+    let mut args = vec![
+        "pretrain",
+        "--epochs",
+        "1",
+        "--device",
+        "flex",
+        "--out",
+        base.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    ok(&args);
+    let out = tmp.path().join("table");
+    let mut args = vec![
+        "protocol",
+        "--methods",
+        "baseline,mgr",
+        "--kappa",
+        "0.5",
+        "--absence-seeds",
+        "1",
+        "--seeds",
+        "2",
+        "--epochs",
+        "1",
+        "--backbone",
+        base.to_str().unwrap(),
+        "--freeze",
+        "backbone,none",
+        "--lrs",
+        "1e-3,3e-2",
+        "--devices",
+        "flex,flex",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    let run = mgr(&args);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    assert!(stderr.contains("8 selection runs, 8 to do"), "{stderr}");
+    // 4 cells x 2 runs, the first of each copied from its selection run.
+    assert!(stderr.contains("8 runs, 4 finished, 4 to do"), "{stderr}");
+    let choices = json(out.join("lr-selection.json"));
+    assert_eq!(choices.as_array().unwrap().len(), 4);
+    for choice in choices.as_array().unwrap() {
+        let tried = choice["tried"].as_array().unwrap();
+        let best = tried
+            .iter()
+            .max_by(|a, b| a[1].as_f64().partial_cmp(&b[1].as_f64()).unwrap())
+            .unwrap();
+        assert_eq!(
+            choice["tried"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|t| t[1] == best[1])
+                .next()
+                .unwrap()[0],
+            choice["chosen"],
+            "{choice}"
+        );
+        let method = choice["cell"]["method"].as_str().unwrap();
+        let setting = choice["cell"]["backbone"].as_str().unwrap();
+        for seeds in ["a0-s0", "a0-s1"] {
+            let dir = out.join(format!(
+                "runs/{method}{}/{setting}/kappa0.5/{seeds}",
+                if method == "mgr" { "-token" } else { "" }
+            ));
+            let config = json(dir.join("config.json"));
+            assert_eq!(config["train"]["lr"], choice["chosen"], "{}", dir.display());
+            assert_eq!(
+                config["freeze"],
+                if setting == "frozen" {
+                    "backbone"
+                } else {
+                    "none"
+                }
+            );
+        }
+    }
+    let md = std::fs::read_to_string(out.join("table.md")).unwrap();
+    assert!(md.contains("| mgr [frozen] | token | 0.5 | 2 |"), "{md}");
+    assert!(
+        md.contains("| baseline [fine-tuned] | - | 0.5 | 2 |"),
+        "{md}"
+    );
+    assert!(md.contains("weighted F1") && md.contains("(2) |"), "{md}");
+    assert!(
+        std::fs::read_to_string(out.join("lr-selection.md"))
+            .unwrap()
+            .contains("chosen")
+    );
+    // Without --backbone, a frozen cell is refused.
+    let refused = mgr(&[
+        "protocol",
+        "--freeze",
+        "backbone",
+        "--out",
+        tmp.path().join("no").to_str().unwrap(),
+    ]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--backbone"));
+}

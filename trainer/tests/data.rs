@@ -239,6 +239,162 @@ fn avmnist_is_rebuilt_from_real_recordings_and_trains_well_above_chance() {
     assert!(!moved.exists(), "a failed export left {}", moved.display());
 }
 
+/// The labels of an npy file of integers, as text.
+fn npy_labels(path: &Path) -> Vec<String> {
+    let out = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, numpy as np; print(','.join(map(str, np.load(sys.argv[1]))))",
+            path.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .trim()
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
+
+/// `mgr prepare avmnist --pool N`: the pretraining pool is the first N training digits spoken
+/// by george and lucas, in `pretrain/` (its last tenth its test split); the downstream training
+/// split is the remaining digits in order, spoken by the recipe's speakers, and the test split
+/// is unchanged. `mgr pretrain` trains on the pool and nothing else.
+#[test]
+fn avmnist_pool_shares_no_digit_recording_or_speaker_with_the_downstream_splits() {
+    let Some(data) = shared_data() else {
+        panic!("../shared/data is missing (see its README)");
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("avmnist");
+    let run = mgr(&[
+        "prepare",
+        "avmnist",
+        "--mnist-dir",
+        data.join("mnist").to_str().unwrap(),
+        "--fsdd-dir",
+        data.join("fsdd").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--pool",
+        "1000",
+        "--quiet",
+    ]);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let pool = out.join("pretrain");
+    assert_eq!(
+        npy_shape(&out.join("image/train_data.npy")),
+        "(9000, 784) float32 True"
+    );
+    assert_eq!(
+        npy_shape(&out.join("audio/test_data.npy")),
+        "(10000, 112, 112) float32 True"
+    );
+    assert_eq!(
+        npy_shape(&pool.join("image/train_data.npy")),
+        "(900, 784) float32 True"
+    );
+    assert_eq!(
+        npy_shape(&pool.join("audio/test_data.npy")),
+        "(100, 112, 112) float32 True"
+    );
+    // The MNIST training labels in file order: the pool's first, then the downstream ones.
+    let mnist = Command::new("python3")
+        .args([
+            "-c",
+            "import gzip, sys; b = gzip.open(sys.argv[1]).read()[8:]; print(','.join(map(str, b)))",
+            data.join("mnist/train10k-labels-idx1-ubyte.gz")
+                .to_str()
+                .unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let mnist: Vec<String> = String::from_utf8(mnist.stdout)
+        .unwrap()
+        .trim()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let mut pool_labels = npy_labels(&pool.join("train_labels.npy"));
+    pool_labels.extend(npy_labels(&pool.join("test_labels.npy")));
+    assert_eq!(pool_labels, mnist[..1000]);
+    assert_eq!(npy_labels(&out.join("train_labels.npy")), mnist[1000..]);
+    let speakers_of = |file: PathBuf| -> std::collections::BTreeSet<String> {
+        std::fs::read_to_string(file)
+            .unwrap()
+            .lines()
+            .skip(1)
+            .map(|row| {
+                row.split(',')
+                    .nth(1)
+                    .unwrap()
+                    .split('_')
+                    .nth(1)
+                    .unwrap()
+                    .to_string()
+            })
+            .collect()
+    };
+    let pooled = speakers_of(pool.join("audio/train_sources.csv"));
+    assert_eq!(pooled, ["george", "lucas"].map(String::from).into());
+    assert_eq!(speakers_of(pool.join("audio/test_sources.csv")), pooled);
+    let downstream = speakers_of(out.join("audio/train_sources.csv"));
+    assert!(downstream.is_disjoint(&pooled), "{downstream:?}");
+    assert!(speakers_of(out.join("audio/test_sources.csv")).is_disjoint(&pooled));
+    // The backbone trains on the pool alone.
+    let backbone = tmp.path().join("backbone");
+    let pretrain = mgr(&[
+        "pretrain",
+        "--dataset",
+        "avmnist",
+        "--data-dir",
+        out.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--device",
+        "flex",
+        "--out",
+        backbone.to_str().unwrap(),
+        "--set",
+        "d_model=16",
+        "--set",
+        "n_heads=2",
+        "--quiet",
+    ]);
+    assert!(
+        pretrain.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pretrain.stderr)
+    );
+    let results: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(backbone.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(
+        results["n_test"], 100,
+        "tested on the pool's own test tenth"
+    );
+    assert_eq!(results["method"], "baseline");
+    // A folder without a pool is named, with the command that makes one.
+    let plain = tmp.path().join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    let refused = mgr(&[
+        "pretrain",
+        "--dataset",
+        "avmnist",
+        "--data-dir",
+        plain.to_str().unwrap(),
+        "--out",
+        tmp.path().join("none").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("--pool"), "{err}");
+}
+
 fn write_npy(path: &Path, expr: &str) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     let out = Command::new("python3")

@@ -31,6 +31,12 @@ pub const PCA_THRESHOLD: f64 = 0.25;
 pub const TRAIN_SPEAKERS: [&str; 3] = ["jackson", "nicolas", "theo"];
 /// Test speaker.
 pub const TEST_SPEAKER: &str = "yweweler";
+/// The speakers MultiBench's recipe leaves unused: they speak the pretraining pool's digits
+/// (`--pool`), so the backbone never hears a downstream recording.
+pub const POOL_SPEAKERS: [&str; 2] = ["george", "lucas"];
+/// The pool's own test split: its last tenth (its validation is, as for every folder, the
+/// last tenth of the rest).
+const POOL_TEST_SHARE: f64 = 0.1;
 
 /// Reads an idx file (MNIST's format), gzip-compressed or not: (dims, bytes).
 pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
@@ -328,17 +334,40 @@ fn audio_for(
     Ok(out)
 }
 
-/// `mgr prepare avmnist`: writes MultiBench's layout into `out`; returns (n_train, n_test, k).
+/// What `mgr prepare avmnist` wrote.
+pub struct Prepared {
+    /// Downstream training samples (validation is their last tenth when loaded).
+    pub n_train: usize,
+    /// Test samples.
+    pub n_test: usize,
+    /// PCA components kept.
+    pub pca_components: usize,
+    /// The pretraining pool's (train, test) sizes, when `pool` > 0.
+    pub pool: Option<(usize, usize)>,
+}
+
+/// `mgr prepare avmnist`: writes MultiBench's layout into `out`. With `pool` > 0, the first
+/// `pool` training digits are paired with [`POOL_SPEAKERS`]' recordings and written to
+/// `out/pretrain` (the same layout: its last tenth as its test split) for `mgr pretrain`; the
+/// downstream training split is the remaining digits, so the two share no sample, no
+/// recording and no speaker, and the downstream test split is unchanged.
 pub fn prepare(
     mnist: &Path,
     fsdd: &Path,
     out: &Path,
     noise_seed: u64,
+    pool: usize,
     quiet: bool,
-) -> Result<(usize, usize, usize)> {
-    let built = build(mnist, fsdd, noise_seed, quiet)?;
-    write_folder(&built, out)?;
-    Ok((built.n_train, built.n_test, built.pca_components))
+) -> Result<Prepared> {
+    let (built, pool_built) = build(mnist, fsdd, noise_seed, pool, quiet)?;
+    // The pool first, inside a temp copy of the downstream folder, so `out` appears whole.
+    write_folder(&built, out, pool_built.as_ref())?;
+    Ok(Prepared {
+        n_train: built.n_train,
+        n_test: built.n_test,
+        pca_components: built.pca_components,
+        pool: pool_built.map(|p| (p.n_train, p.n_test)),
+    })
 }
 
 /// AV-MNIST built in memory, as [`write_folder`] writes it.
@@ -363,8 +392,21 @@ struct Built {
 /// Reads MNIST and FSDD and builds both splits: the images through the training images' PCA,
 /// each digit paired with a recording of the same digit (training speakers for the training
 /// split, the test speaker for the test split), noise mixed in, as spectrograms.
-fn build(mnist: &Path, fsdd: &Path, noise_seed: u64, quiet: bool) -> Result<Built> {
-    let (train_px, train_labels, n_train) = read_mnist(mnist, true)?;
+fn build(
+    mnist: &Path,
+    fsdd: &Path,
+    noise_seed: u64,
+    pool: usize,
+    quiet: bool,
+) -> Result<(Built, Option<Built>)> {
+    let (all_px, all_labels, n_all) = read_mnist(mnist, true)?;
+    // At least 10 digits stay downstream and the pool holds at least 10 (a test tenth).
+    if pool > 0 && (pool < 10 || pool + 10 > n_all) {
+        bail!(
+            "--pool {pool}: between 10 and {} of the {n_all} training digits",
+            n_all.saturating_sub(10)
+        );
+    }
     let (test_px, test_labels, n_test) = read_mnist(mnist, false)?;
     let train_recs = recordings(fsdd, &TRAIN_SPEAKERS)?;
     let test_recs = recordings(fsdd, &[TEST_SPEAKER])?;
@@ -374,7 +416,13 @@ fn build(mnist: &Path, fsdd: &Path, noise_seed: u64, quiet: bool) -> Result<Buil
         }
     };
     step("fitting PCA on the training images");
-    let (mean, components) = fit_pca(&train_px, n_train, PCA_THRESHOLD);
+    // On every training image, pool included: an input transform fitted without labels and
+    // without the test split.
+    let (mean, components) = fit_pca(&all_px, n_all, PCA_THRESHOLD);
+    let (pool_px, train_px) = all_px.split_at(pool * 784);
+    let (pool_labels, train_labels) = all_labels.split_at(pool);
+    let (train_px, train_labels, n_train) =
+        (train_px.to_vec(), train_labels.to_vec(), n_all - pool);
     step(&format!(
         "keeping {} components (cumulative explained variance > {PCA_THRESHOLD})",
         components.ncols()
@@ -391,7 +439,7 @@ fn build(mnist: &Path, fsdd: &Path, noise_seed: u64, quiet: bool) -> Result<Buil
     step("test spectrograms");
     let test_audio = audio_for(&test_labels, &test_recs, &mut rng, &mut test_sources)?;
     let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let recipe = serde_json::json!({
+    let mut recipe = serde_json::json!({
         "recipe": "MultiBench AV-MNIST (MFAS generator), rebuilt by mgr prepare avmnist",
         "mnist_dir": absolute(mnist), "fsdd_dir": absolute(fsdd),
         "pca_components": components.ncols(),
@@ -402,27 +450,97 @@ fn build(mnist: &Path, fsdd: &Path, noise_seed: u64, quiet: bool) -> Result<Buil
         "n_train": n_train, "n_test": n_test,
         "fsdd_licence": "Free Spoken Digit Dataset, CC BY-SA 4.0",
     });
-    Ok(Built {
-        n_train,
-        n_test,
-        pca_components: components.ncols(),
-        train_img,
-        test_img,
-        train_audio,
-        test_audio,
-        train_labels,
-        test_labels,
-        train_sources,
-        test_sources,
-        recipe,
-    })
+    let pool_built = if pool > 0 {
+        step(&format!(
+            "pretraining pool: training digits 0..{pool} with {}",
+            POOL_SPEAKERS.join(", ")
+        ));
+        let pool_recs = recordings(fsdd, &POOL_SPEAKERS)?;
+        let mut sources = String::from("label,recording\n");
+        // The same noise stream, drawn after the downstream splits': those are the same
+        // with any pool size but for which digits they hold.
+        let audio = audio_for(pool_labels, &pool_recs, &mut rng, &mut sources)?;
+        let img = project(pool_px, pool, &mean, &components);
+        let n_test = ((pool as f64 * POOL_TEST_SHARE).round() as usize).max(1);
+        let n_train = pool - n_test;
+        let (img_train, img_test) = img.split_at(n_train * 784);
+        let (audio_train, audio_test) = audio.split_at(n_train * SPEC * SPEC);
+        let (labels_train, labels_test) = pool_labels.split_at(n_train);
+        let mut lines = sources.lines();
+        let header = lines.next().unwrap_or("label,recording").to_string();
+        let rows: Vec<&str> = lines.collect();
+        let join = |rows: &[&str]| format!("{header}\n{}\n", rows.join("\n"));
+        let pool_recipe = serde_json::json!({
+            "recipe": "AV-MNIST pretraining pool, rebuilt by mgr prepare avmnist --pool (the downstream folder is the parent)",
+            "mnist_dir": absolute(mnist), "fsdd_dir": absolute(fsdd),
+            "mnist_training_digits": [0, pool],
+            "speakers": POOL_SPEAKERS,
+            "pca": "the downstream folder's (fitted on every training image, pool included)",
+            "pca_components": components.ncols(),
+            "noise": format!("white Gaussian noise x {NOISE_GAIN}, ChaCha8 seed {noise_seed}, after the downstream splits' draws"),
+            "n_train": n_train, "n_test": n_test,
+            "fsdd_licence": "Free Spoken Digit Dataset, CC BY-SA 4.0",
+        });
+        recipe["pretraining_pool"] = serde_json::json!({
+            "folder": "pretrain", "mnist_training_digits": [0, pool], "speakers": POOL_SPEAKERS,
+            "downstream_training_digits": [pool, n_all],
+        });
+        Some(Built {
+            n_train,
+            n_test,
+            pca_components: components.ncols(),
+            train_img: img_train.to_vec(),
+            test_img: img_test.to_vec(),
+            train_audio: audio_train.to_vec(),
+            test_audio: audio_test.to_vec(),
+            train_labels: labels_train.to_vec(),
+            test_labels: labels_test.to_vec(),
+            train_sources: join(&rows[..n_train]),
+            test_sources: join(&rows[n_train..]),
+            recipe: pool_recipe,
+        })
+    } else {
+        None
+    };
+    Ok((
+        Built {
+            n_train,
+            n_test,
+            pca_components: components.ncols(),
+            train_img,
+            test_img,
+            train_audio,
+            test_audio,
+            train_labels,
+            test_labels,
+            train_sources,
+            test_sources,
+            recipe,
+        },
+        pool_built,
+    ))
 }
 
-/// Writes MultiBench's layout into a temp folder, then renames it to `out`: a half-prepared
-/// dataset never looks complete.
-fn write_folder(built: &Built, out: &Path) -> Result<()> {
+/// Writes MultiBench's layout (and the pool's, in `pretrain/`) into a temp folder, then renames
+/// it to `out`: a half-prepared dataset never looks complete.
+fn write_folder(built: &Built, out: &Path, pool: Option<&Built>) -> Result<()> {
     let tmp = out.with_extension(format!("tmp-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
+    write_layout(built, &tmp)?;
+    if let Some(pool) = pool {
+        write_layout(pool, &tmp.join("pretrain"))?;
+    }
+    if out.exists() {
+        std::fs::remove_dir_all(out)
+            .with_context(|| format!("cannot replace {}", out.display()))?;
+    }
+    std::fs::rename(&tmp, out)
+        .with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))?;
+    Ok(())
+}
+
+/// MultiBench's layout of `built` in `tmp`.
+fn write_layout(built: &Built, tmp: &Path) -> Result<()> {
     std::fs::create_dir_all(tmp.join("image"))?;
     std::fs::create_dir_all(tmp.join("audio"))?;
     let write2 = |p: PathBuf, v: &[f32], n: usize| -> Result<()> {
@@ -455,11 +573,5 @@ fn write_folder(built: &Built, out: &Path) -> Result<()> {
     // Which recording each sample got, so the pairing can be checked.
     std::fs::write(tmp.join("audio/train_sources.csv"), &built.train_sources)?;
     std::fs::write(tmp.join("audio/test_sources.csv"), &built.test_sources)?;
-    if out.exists() {
-        std::fs::remove_dir_all(out)
-            .with_context(|| format!("cannot replace {}", out.display()))?;
-    }
-    std::fs::rename(&tmp, out)
-        .with_context(|| format!("cannot move {} to {}", tmp.display(), out.display()))?;
     Ok(())
 }
