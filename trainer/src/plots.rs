@@ -271,6 +271,9 @@ pub fn protocol_plots(
         } else {
             format!("-{}", cell.insertion)
         };
+        if !cell.backbone.is_empty() {
+            ins.push_str(&format!("-{}", cell.backbone));
+        }
         if !cell.setting.is_empty() {
             ins.push_str(&format!("-{}", cell.setting.replace('=', "")));
         }

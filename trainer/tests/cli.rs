@@ -1037,8 +1037,7 @@ fn protocol_on_a_backbone_chooses_each_cells_rate_on_validation() {
                 .as_array()
                 .unwrap()
                 .iter()
-                .filter(|t| t[1] == best[1])
-                .next()
+                .find(|t| t[1] == best[1])
                 .unwrap()[0],
             choice["chosen"],
             "{choice}"
