@@ -855,14 +855,8 @@ fn weights(run: &Path, prefixes: &[&str]) -> std::collections::BTreeMap<String, 
         .collect()
 }
 
-/// The paper's setting: `mgr pretrain` writes a normal run (the baseline at kappa 0 on another
-/// seed's samples); `train --backbone it --freeze backbone` leaves every backbone weight bit for
-/// bit as pretrained while the rest trains, and records what it trained: MGR more than the
-/// baseline, `baseline-wide` within 10% of MGR. `--freeze none` fine-tunes the encoder.
-#[test]
-fn a_frozen_backbone_stays_bit_for_bit_and_each_method_trains_what_it_adds() {
-    let tmp = tempfile::tempdir().unwrap();
-    let base = tmp.path().join("backbone");
+/// `mgr pretrain` of the synthetic backbone for one epoch at the TINY sizes into `dir`.
+fn pretrain_tiny(dir: &Path) {
     let mut args = vec![
         "pretrain",
         "--dataset",
@@ -872,15 +866,21 @@ fn a_frozen_backbone_stays_bit_for_bit_and_each_method_trains_what_it_adds() {
         "--device",
         "flex",
         "--out",
-        base.to_str().unwrap(),
+        dir.to_str().unwrap(),
     ];
     args.extend_from_slice(&TINY);
-    let out = mgr(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&args);
+}
+
+/// The paper's setting: `mgr pretrain` writes a normal run (the baseline at kappa 0 on another
+/// seed's samples); `train --backbone it --freeze backbone` leaves every backbone weight bit for
+/// bit as pretrained while the rest trains, and records what it trained: MGR more than the
+/// baseline, `baseline-wide` within 10% of MGR. `--freeze none` fine-tunes the encoder.
+#[test]
+fn a_frozen_backbone_stays_bit_for_bit_and_each_method_trains_what_it_adds() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("backbone");
+    pretrain_tiny(&base);
     let base_config = json(base.join("config.json"));
     assert_eq!(base_config["model"]["method"], "baseline");
     assert_eq!(base_config["absence"]["kappa"], 0.0);
@@ -915,12 +915,7 @@ fn a_frozen_backbone_stays_bit_for_bit_and_each_method_trains_what_it_adds() {
             dir.to_str().unwrap(),
         ];
         args.extend_from_slice(&TINY);
-        let run = mgr(&args);
-        assert!(
-            run.status.success(),
-            "{}",
-            String::from_utf8_lossy(&run.stderr)
-        );
+        ok(&args);
         dir
     };
     let mut trainable = std::collections::BTreeMap::new();
@@ -982,17 +977,7 @@ fn a_frozen_backbone_stays_bit_for_bit_and_each_method_trains_what_it_adds() {
 fn protocol_on_a_backbone_chooses_each_cells_rate_on_validation() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("backbone");
-    let mut args = vec![
-        "pretrain",
-        "--epochs",
-        "1",
-        "--device",
-        "flex",
-        "--out",
-        base.to_str().unwrap(),
-    ];
-    args.extend_from_slice(&TINY);
-    ok(&args);
+    pretrain_tiny(&base);
     let out = tmp.path().join("table");
     let mut args = vec![
         "protocol",

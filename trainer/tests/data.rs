@@ -38,6 +38,29 @@ fn npy_shape(path: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
+/// `mgr prepare avmnist` from `data`'s MNIST and FSDD folders into `out`, with `extra` flags.
+fn prepare_avmnist(data: &Path, out: &Path, extra: &[&str]) {
+    let (mnist, fsdd) = (data.join("mnist"), data.join("fsdd"));
+    let mut args = vec![
+        "prepare",
+        "avmnist",
+        "--mnist-dir",
+        mnist.to_str().unwrap(),
+        "--fsdd-dir",
+        fsdd.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    let run = mgr(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 #[test]
 fn avmnist_is_rebuilt_from_real_recordings_and_trains_well_above_chance() {
     let Some(data) = shared_data() else {
@@ -47,21 +70,7 @@ fn avmnist_is_rebuilt_from_real_recordings_and_trains_well_above_chance() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("avmnist");
-    let run = mgr(&[
-        "prepare",
-        "avmnist",
-        "--mnist-dir",
-        data.join("mnist").to_str().unwrap(),
-        "--fsdd-dir",
-        data.join("fsdd").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    prepare_avmnist(&data, &out, &[]);
     assert_eq!(
         npy_shape(&out.join("image/train_data.npy")),
         "(10000, 784) float32 True"
@@ -268,24 +277,7 @@ fn avmnist_pool_shares_no_digit_recording_or_speaker_with_the_downstream_splits(
     };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("avmnist");
-    let run = mgr(&[
-        "prepare",
-        "avmnist",
-        "--mnist-dir",
-        data.join("mnist").to_str().unwrap(),
-        "--fsdd-dir",
-        data.join("fsdd").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--pool",
-        "1000",
-        "--quiet",
-    ]);
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    prepare_avmnist(&data, &out, &["--pool", "1000"]);
     let pool = out.join("pretrain");
     assert_eq!(
         npy_shape(&out.join("image/train_data.npy")),
