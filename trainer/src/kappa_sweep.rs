@@ -53,14 +53,12 @@ pub fn kappa_sweeps(results: &[(Cell, RunResults, PathBuf)]) -> Result<Vec<Sweep
     let mut sorted: Vec<&(Cell, RunResults, PathBuf)> = results.iter().collect();
     sorted.sort_by(|a, b| (&a.0, &a.2).cmp(&(&b.0, &b.2)));
     for (cell, _, run) in sorted {
-        let mut name = if cell.insertion == "-" || cell.insertion == "token" {
-            cell.method.clone()
-        } else {
-            format!("{} ({})", cell.method, cell.insertion)
-        };
-        if !cell.backbone.is_empty() {
-            name.push_str(&format!(" [{}]", cell.backbone));
+        // One line per cell but for the swept setting: its label without the setting.
+        let name = Cell {
+            setting: String::new(),
+            ..cell.clone()
         }
+        .label();
         first_run.entry(name).or_insert(run);
     }
     first_run

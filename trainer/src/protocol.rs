@@ -153,13 +153,21 @@ impl Cell {
         if self.insertion != "-" && self.insertion != "token" {
             name.push_str(&format!(" ({})", self.insertion));
         }
-        if !self.backbone.is_empty() {
-            name.push_str(&format!(" [{}]", self.backbone));
-        }
+        name.push_str(&self.backbone_suffix());
         if !self.setting.is_empty() {
             name.push_str(&format!(" {}", self.setting));
         }
         name
+    }
+
+    /// ` [frozen]` / ` [fine-tuned]` after a method's name, empty from scratch: how every table,
+    /// label and sweep line names the backbone setting.
+    pub fn backbone_suffix(&self) -> String {
+        if self.backbone.is_empty() {
+            String::new()
+        } else {
+            format!(" [{}]", self.backbone)
+        }
     }
 
     /// The baseline's cell of the same table line (insertion, kappa, backbone, setting): what
@@ -821,10 +829,7 @@ fn table_csv(rows: &[Row]) -> String {
     let mut csv =
         String::from("method,insertion,kappa,runs,accuracy_mean,accuracy_std,f1_mean,f1_std\n");
     for r in rows {
-        let mut method = r.cell.method.clone();
-        if !r.cell.backbone.is_empty() {
-            method.push_str(&format!(" [{}]", r.cell.backbone));
-        }
+        let mut method = r.cell.method.clone() + &r.cell.backbone_suffix();
         if !r.cell.setting.is_empty() {
             method.push_str(&format!(" {}", r.cell.setting));
         }
@@ -864,10 +869,7 @@ fn table_md(dataset: &str, rows: &[Row], expected_runs: usize) -> String {
         } else {
             String::new()
         };
-        let mut method = r.cell.method.clone();
-        if !r.cell.backbone.is_empty() {
-            method.push_str(&format!(" [{}]", r.cell.backbone));
-        }
+        let mut method = r.cell.method.clone() + &r.cell.backbone_suffix();
         if !r.cell.setting.is_empty() {
             method.push_str(&format!(" ({})", r.cell.setting));
         }
