@@ -7,9 +7,9 @@ cd "$(dirname "$0")/.."
 out="${CARGO_TARGET_DIR:-target}/e2e"
 mkdir -p "$out"
 
-# The dev profile (optimised, see Cargo.toml) reuses the wasm32 build of the model crate that
-# scripts/test.sh just made; a user's `trunk build --release --offline` gives the same page.
-trunk build --offline
+# The page as a user builds it for a static host: the wasm-release profile and the installed
+# wasm-opt (index.html); the test measures what its default view downloads.
+trunk build --offline --release
 sample=3
 # `cargo test --workspace` builds the examples with the workspace's features and every member's
 # dev-dependencies; `--no-run` here resolves exactly the same (a `cargo build --examples` would
@@ -21,6 +21,11 @@ expected="${CARGO_TARGET_DIR:-target}/debug/examples/expected"
 av_sample=5
 "$expected" web/assets/model-avmnist "$av_sample" > "$out/expected-av.json"
 "$expected" web/assets/model-avmnist "$av_sample" audio > "$out/expected-av-drop.json"
+# The shipped weights are half precision: the same views from their f32 originals, which the
+# page must match within half precision's tolerance (web/reference/README.md).
+"$expected" --weights web/reference/model.f32.bpk web/assets/model "$sample" > "$out/expected-full-f32.json"
+"$expected" --weights web/reference/model.f32.bpk web/assets/model "$sample" audio > "$out/expected-drop-f32.json"
+"$expected" --weights web/reference/model-avmnist.f32.bpk web/assets/model-avmnist "$av_sample" audio > "$out/expected-av-drop-f32.json"
 
 # A model folder whose weights are over the page's 64 MB limit (sparse: no disk used), to check
 # the page refuses it from its announced size.
@@ -39,4 +44,5 @@ for _ in $(seq 50); do curl -sf "http://127.0.0.1:$port/" >/dev/null && break; s
 BASE_URL="http://127.0.0.1:$port" SAMPLE=$sample SHOT_DIR="$out" \
   EXPECTED_FULL="$out/expected-full.json" EXPECTED_DROP="$out/expected-drop.json" \
   EXPECTED_AV="$out/expected-av.json" EXPECTED_AV_DROP="$out/expected-av-drop.json" \
+  EXPECTED_F32="$out/expected-full-f32.json,$out/expected-drop-f32.json,$out/expected-av-drop-f32.json" \
   node tests/e2e/e2e.mjs

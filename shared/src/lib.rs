@@ -46,6 +46,8 @@ pub mod data;
 pub mod encoder;
 pub mod error;
 pub mod freeze;
+// Test support for the readers' property tests: not in the page's module.
+#[cfg(not(target_arch = "wasm32"))]
 pub mod fuzz;
 pub mod head;
 pub mod kernels;

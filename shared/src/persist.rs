@@ -3,19 +3,77 @@
 //! for PyTorch users.
 
 use burn::module::{Module, ModuleVisitor, Param};
-use burn::store::{BurnToPyTorchAdapter, BurnpackStore, ModuleSnapshot, SafetensorsStore};
-use burn::tensor::{Bytes, Device, Tensor};
+use burn::store::{
+    BurnToPyTorchAdapter, BurnpackStore, FloatCastAdapter, ModuleSnapshot, SafetensorsStore,
+};
+use burn::tensor::{Bytes, DType, Device, Tensor};
+use serde::{Deserialize, Serialize};
 
-use crate::config::ModelConfig;
+use crate::batch::Batch;
+use crate::config::{ModelConfig, Task};
+use crate::data::DataSplit;
 use crate::error::MgrError;
+use crate::metrics::argmax;
 use crate::model::Model;
+use crate::train::EVAL_BATCH;
 
 /// The `format` of the `model.json` that `mgr export-web` writes and the page reads.
 pub const WEB_MODEL_FORMAT: &str = "mgr-web-model/1";
 
-/// The model's parameters as burnpack bytes.
+/// How a burnpack file stores the model's floats.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightPrecision {
+    /// The model's own f32 values: checkpoints, and exports that must reload bit for bit.
+    #[default]
+    F32,
+    /// IEEE half precision (10-bit mantissa, relative rounding error at most 2^-11): half the
+    /// download for the page, which converts to f32 on load ([`from_burnpack`]).
+    F16,
+}
+
+impl WeightPrecision {
+    /// The name `--precision` takes and `model.json` records.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightPrecision::F32 => "f32",
+            WeightPrecision::F16 => "f16",
+        }
+    }
+
+    fn dtype(self) -> DType {
+        match self {
+            WeightPrecision::F32 => DType::F32,
+            WeightPrecision::F16 => DType::F16,
+        }
+    }
+}
+
+/// The largest finite f16 value.
+const F16_MAX: f32 = 65_504.0;
+
+/// The model's parameters as burnpack bytes (f32).
 pub fn to_burnpack(model: &Model) -> Result<Vec<u8>, MgrError> {
-    let mut store = BurnpackStore::from_bytes(None);
+    to_burnpack_as(model, WeightPrecision::F32)
+}
+
+/// The model's parameters as burnpack bytes, every float tensor stored at `precision`. A value
+/// beyond f16's range (65 504) would become infinite and is refused.
+pub fn to_burnpack_as(model: &Model, precision: WeightPrecision) -> Result<Vec<u8>, MgrError> {
+    if precision == WeightPrecision::F16 {
+        let mut range = LargestMagnitude::default();
+        model.visit(&mut range);
+        if let Some((path, value)) = range.largest
+            && value > F16_MAX
+        {
+            return Err(MgrError::data(
+                "model weights",
+                format!("parameter `{path}` holds {value}, beyond half precision's range"),
+            ));
+        }
+    }
+    let mut store =
+        BurnpackStore::from_bytes(None).with_to_adapter(FloatCastAdapter::to(precision.dtype()));
     model
         .valid()
         .save_into(&mut store)
@@ -44,7 +102,67 @@ pub fn to_safetensors(model: &Model, metadata: &[(&str, String)]) -> Result<Vec<
     store.get_bytes().map_err(|e| fail(e.to_string()))
 }
 
-/// A model of `config` on `device` with the parameters in `bytes` (burnpack). Every parameter
+/// How far a model with rounded weights (e.g. loaded from [`WeightPrecision::F16`]) is from the
+/// model it was rounded from, over a set of samples under every non-empty absence pattern.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrecisionCheck {
+    /// (sample, absence pattern) pairs compared.
+    pub views: usize,
+    /// Of those, how many predict the same class (regression: every one).
+    pub same_prediction: usize,
+    /// The largest difference of one output (a class probability, or the regression value).
+    pub max_output_diff: f32,
+}
+
+/// Runs `model` and `rounded` (same config) on the samples `indices` of `split` under each of
+/// the 2^M - 1 non-empty absence patterns and compares their outputs.
+pub fn compare_outputs(
+    model: &Model,
+    rounded: &Model,
+    split: &DataSplit,
+    indices: &[usize],
+    device: &Device,
+) -> PrecisionCheck {
+    let (model, rounded) = (model.valid(), rounded.valid());
+    let m = split.modalities.len();
+    let c = model.config.n_outputs;
+    let mut check = PrecisionCheck {
+        views: 0,
+        same_prediction: 0,
+        max_output_diff: 0.0,
+    };
+    for bits in 1..(1usize << m) {
+        let pattern: Vec<bool> = (0..m).map(|i| bits >> i & 1 == 1).collect();
+        for chunk in indices.chunks(EVAL_BATCH) {
+            let batch =
+                Batch::from_features(split, chunk, vec![pattern.clone(); chunk.len()], device);
+            let outputs = |model: &Model| -> Vec<f32> {
+                let output = model.forward_shard(&batch).output; // [b, C]
+                model
+                    .probabilities(output)
+                    .into_data()
+                    .try_to_vec::<f32>()
+                    .expect("f32 outputs")
+            };
+            let (a, b) = (outputs(&model), outputs(&rounded));
+            for (row_a, row_b) in a.chunks(c).zip(b.chunks(c)) {
+                check.views += 1;
+                let same = match model.config.task {
+                    Task::Classification => argmax(row_a) == argmax(row_b),
+                    Task::Regression => true,
+                };
+                check.same_prediction += usize::from(same);
+                for (x, y) in row_a.iter().zip(row_b) {
+                    check.max_output_diff = check.max_output_diff.max((x - y).abs());
+                }
+            }
+        }
+    }
+    check
+}
+
+/// A model of `config` on `device` with the parameters in `bytes` (burnpack, floats in f32 or
+/// f16: converted to f32 on load). Every parameter
 /// must be present with its shape and hold only finite values (a NaN weight, from a diverged
 /// run or a damaged file, would otherwise turn every prediction into NaN silently); `what`
 /// names the source in errors.
@@ -56,18 +174,20 @@ pub fn from_burnpack(
 ) -> Result<Model, MgrError> {
     // The weights must be able to hold the model before it is allocated: a config (a damaged or
     // hostile model.json) asking for d_model = 10^6 would otherwise exhaust memory, not error.
-    let needed = weight_count_lower_bound(config).saturating_mul(4);
+    // Two bytes per weight: the smallest a float is stored in (f16).
+    let needed = weight_count_lower_bound(config).saturating_mul(2);
     if needed > bytes.len() as u128 {
         return Err(MgrError::data(
             what,
             format!(
-                "{} bytes cannot hold this config's encoder and refinement matrices alone ({needed} bytes of f32 weights)",
+                "{} bytes cannot hold this config's encoder and refinement matrices alone ({needed} bytes even in half precision)",
                 bytes.len()
             ),
         ));
     }
     let mut model = config.init(device)?;
-    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)));
+    let mut store = BurnpackStore::from_bytes(Some(Bytes::from_bytes_vec(bytes)))
+        .with_from_adapter(FloatCastAdapter::to(DType::F32));
     let result = model
         .load_from(&mut store)
         .map_err(|e| MgrError::data(what, format!("not weights of this model: {e}")))?;
@@ -133,6 +253,34 @@ fn weight_count_lower_bound(config: &ModelConfig) -> u128 {
     let encoder = (4 + 2 * config.ff_mult as u128).saturating_mul(config.n_layers as u128);
     let refinement = 6u128.saturating_mul(config.refine_layers_effective() as u128);
     encoder.saturating_add(refinement).saturating_mul(d2)
+}
+
+/// Finds the parameter holding the largest magnitude: its path and that magnitude.
+#[derive(Default)]
+struct LargestMagnitude {
+    path: Vec<String>,
+    largest: Option<(String, f32)>,
+}
+
+impl ModuleVisitor for LargestMagnitude {
+    fn enter_module(&mut self, name: &str, _container_type: &str) {
+        self.path.push(name.to_string());
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let data = param.val().into_data();
+        let Ok(values) = data.as_slice::<f32>() else {
+            return;
+        };
+        let largest = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        if self.largest.as_ref().is_none_or(|(_, l)| largest > *l) {
+            self.largest = Some((self.path.join("."), largest));
+        }
+    }
 }
 
 /// Finds the first parameter holding a non-finite value: its path and how many.
@@ -288,6 +436,68 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("base.bpk"), "{err}");
+    }
+
+    /// Half precision: every float rounded to the nearest f16 (so within 2^-11 of its value,
+    /// relatively), back as f32 on load, in about half the bytes; a weight f16 cannot hold is
+    /// refused by name.
+    #[test]
+    fn half_precision_rounds_each_weight_to_f16_and_halves_the_file() {
+        let device = Device::flex();
+        // Wide enough that the weights, not the names and each tensor's alignment, fill the file.
+        let config = cfg().with_d_model(64).with_n_heads(4);
+        let model = config.init(&device).unwrap();
+        let full = to_burnpack(&model).unwrap();
+        let half = to_burnpack_as(&model, WeightPrecision::F16).unwrap();
+        let ratio = half.len() as f64 / full.len() as f64;
+        assert!(
+            (0.45..0.55).contains(&ratio),
+            "{} bytes in f16 against {} in f32",
+            half.len(),
+            full.len()
+        );
+        let back = from_burnpack(&config, half, &device, "m.bpk").unwrap();
+        let weights = |m: &Model| -> Vec<f32> {
+            m.tokenizers[0]
+                .projection
+                .weight
+                .val()
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap()
+        };
+        let (original, loaded) = (weights(&model), weights(&back));
+        assert_eq!(original.len(), loaded.len());
+        let mut changed = 0;
+        for (&w, &h) in original.iter().zip(&loaded) {
+            // f16 has 10 mantissa bits: above its subnormal range the rounding error is at most
+            // half a unit in the last place, 2^-11 of the value.
+            assert!(
+                (w - h).abs() <= w.abs() * 2f32.powi(-11) + 2f32.powi(-25),
+                "{w} -> {h}"
+            );
+            // And h is an f16 value: 13 low mantissa bits clear (in the normal range).
+            if h.abs() >= 2f32.powi(-14) {
+                assert_eq!(h.to_bits() & 0x1fff, 0, "{h} is not an f16 value");
+            }
+            changed += usize::from(w != h);
+        }
+        assert!(
+            changed > original.len() / 2,
+            "only {changed} weights rounded"
+        );
+        // A weight of 1e5 is beyond f16 (largest 65 504): refused, named.
+        let mut big = model.clone();
+        big.head.linear.weight = big
+            .head
+            .linear
+            .weight
+            .map(|w| w.slice_assign([0..1, 0..1], Tensor::full([1, 1], 1e5, &device)));
+        let err = to_burnpack_as(&big, WeightPrecision::F16)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("head.linear.weight"), "{err}");
+        assert!(to_burnpack_as(&big, WeightPrecision::F32).is_ok());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 // and saves screenshots to SHOT_DIR.
 import { chromium } from 'playwright-core';
 import { readFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
 
 const base = process.env.BASE_URL;
 const sample = Number(process.env.SAMPLE ?? '3');
@@ -34,9 +35,33 @@ const browser = await chromium.launch({
   args: ['--headless', '--autoplay-policy=no-user-gesture-required', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
     '--disable-background-networking', '--disable-component-update', '--disable-sync'],
 });
+// What the default view downloads, gzipped as a static host serves it (-9, the bound a host's
+// gzip reaches): page, JS, wasm, the synthetic model. Measured first, in a fresh context.
+const BUDGET = 1.5e6;
+{
+  const context = await browser.newContext();
+  const fresh = await context.newPage();
+  const bodies = [];
+  fresh.on('response', r => bodies.push(r.body().then(b => [r.url(), b]).catch(() => [r.url(), Buffer.alloc(0)])));
+  await fresh.goto(`${base}/`);
+  await fresh.waitForFunction(() => document.getElementById('status')?.dataset.ready !== undefined, null, { timeout: 60000 });
+  const files = await Promise.all(bodies);
+  const sizes = files.map(([url, b]) => [url.replace(base, ''), gzipSync(b, { level: 9 }).length]);
+  const total = sizes.reduce((a, [, n]) => a + n, 0);
+  console.log(`default view: ${sizes.map(([u, n]) => `${u} ${(n / 1e3).toFixed(0)} kB`).join(', ')}; ${(total / 1e6).toFixed(2)} MB gzipped in all`);
+  if (total > BUDGET) fail(`the default view downloads ${total} bytes gzipped, over ${BUDGET}`);
+  if (sizes.some(([u]) => /model-avmnist/.test(u))) fail('the default view fetches the AV-MNIST model');
+  if (sizes.some(([u]) => /favicon/.test(u))) fail('the page requests a favicon');
+  await context.close();
+}
+
 const page = await browser.newPage({ viewport: { width: 1000, height: 1100 } });
 const errors = [];
 page.on('pageerror', e => errors.push(String(e)));
+// Console errors (a 404, an uncaught rejection) on every view but the deliberately broken model
+// URLs (?model=...), which log their failed fetch.
+const consoleErrors = [];
+page.on('console', m => { if (m.type() === 'error' && !page.url().includes('?model=')) consoleErrors.push(`${page.url()}: ${m.text()}`); });
 
 async function traceAfter(hashPart) {
   await page.waitForFunction(h => (document.getElementById('status')?.dataset.ready ?? '').includes(h), hashPart, { timeout: 60000 });
@@ -61,6 +86,18 @@ wantSwatches.forEach(([border, fill], i) => {
 const boxes = await page.$$eval('#modalities input[type=checkbox]', els => els.map(e => e.id));
 if (boxes.join() !== full.trace.modalities.map(m => `keep-${m}`).join()) fail(`modality checkboxes ${boxes} for modalities ${full.trace.modalities}`);
 
+// Half precision: the page's weights are f16, their f32 originals (web/reference/) predict the
+// same class on each view, every probability within HALF_TOLERANCE (web/src/engine.rs).
+const HALF_TOLERANCE = 2e-3;
+const [f32Full, f32Drop, f32AvDrop] = process.env.EXPECTED_F32.split(',').map(f => JSON.parse(readFileSync(f, 'utf8')));
+function compareHalf(label, got, want) {
+  if (got.predicted_class !== want.predicted_class) fail(`${label}: predicted ${got.predicted_class}, f32 weights ${want.predicted_class}`);
+  const worst = Math.max(...got.output.map((p, i) => Math.abs(p - want.output[i])));
+  if (worst > HALF_TOLERANCE) fail(`${label}: a probability ${worst} from the f32 weights'`);
+  return worst;
+}
+const halfDiffs = [compareHalf('all present, f32 weights', full.trace, f32Full.trace)];
+
 // The ranking's AUC against the ground-truth noise: shown, and equal to the native engine's.
 const aucText = await page.textContent('#ranking-auc');
 if (!/layer 0/.test(aucText)) fail(`no ranking AUC shown: "${aucText}"`);
@@ -73,6 +110,39 @@ await page.uncheck('#keep-audio');
 const dropped = await traceAfter('drop=audio');
 if (!page.url().includes('drop=audio')) fail(`the URL does not hold the state: ${page.url()}`);
 compare('audio dropped', dropped.trace, expectedDrop.trace);
+halfDiffs.push(compareHalf('audio dropped, f32 weights', dropped.trace, f32Drop.trace));
+
+// What the ranking does with the missing audio, next to the picture: per layer the placeholders'
+// share of the kept slots against their share of the tokens, and the below-chance sentence where
+// a layer's AUC is under 0.5 or the placeholders take at least their share.
+const BELOW_CHANCE = 'this layer does not tell noise from signal better than chance';
+if (JSON.stringify(dropped.honesty) !== JSON.stringify(expectedDrop.honesty)) fail(`honesty ${JSON.stringify(dropped.honesty)} vs native ${JSON.stringify(expectedDrop.honesty)}`);
+for (const [l, layer] of dropped.trace.layers.entries()) {
+  const kept = layer.tokens.filter(t => t.kept);
+  const audioKept = kept.filter(t => t.origin.modality === 1).length;
+  const text = await page.textContent(`#honesty-${l}`);
+  if (!text.includes(`audio placeholders take ${audioKept} of ${kept.length} kept slots`)) fail(`layer ${l} placeholders: "${text}"`);
+  const share = audioKept / kept.length, tokenShare = layer.tokens.filter(t => t.origin.modality === 1).length / layer.tokens.length;
+  const belowChance = full.ranking_auc[l] < 0.5 || (audioKept > 0 && share >= tokenShare);
+  if (text.includes(BELOW_CHANCE) !== belowChance) fail(`layer ${l} (AUC ${full.ranking_auc[l]}, share ${share} vs ${tokenShare}): "${text}"`);
+}
+if (!(await page.textContent('#ranking-honesty')).includes(BELOW_CHANCE)) fail('sample 3 without audio: no below-chance sentence (layer 1 AUC below 0.5)');
+
+// The token table as CSV for a worksheet: one row per token of the shown layer, by rank.
+await page.click('#tokens-box summary');
+await page.click('#copy-csv');
+const csv = (await page.inputValue('#tokens-csv')).trim().split('\n');
+if (csv[0] !== 'layer,rank,modality,position,xi_f,xi_e,xi,split,truth,placeholder') fail(`CSV header "${csv[0]}"`);
+const shownLayer = dropped.trace.layers[0];
+if (csv.length !== shownLayer.tokens.length + 1) fail(`CSV has ${csv.length - 1} rows for ${shownLayer.tokens.length} tokens`);
+const byRank = [...shownLayer.tokens].sort((a, b) => a.rank - b.rank);
+csv.slice(1).forEach((row, i) => {
+  const f = row.split(','), t = byRank[i];
+  const want = [0, t.rank, dropped.trace.modalities[t.origin.modality], t.origin.position];
+  if (f.slice(0, 4).join() !== want.join() || Math.abs(Number(f[6]) - t.xi) > 1e-6 || f[7] !== (t.kept ? 'kept' : 'biased')
+    || f[9] !== (t.origin.modality === 1 ? 'yes' : 'no') || !['signal', 'noise'].includes(f[8])) fail(`CSV row ${i}: "${row}" for ${JSON.stringify(t)}`);
+});
+if (!/CSV/.test(await page.textContent('#csv-status'))) fail('no CSV status');
 compare('comparison panel', dropped.complete, expectedFull.trace);
 if (dropped.trace.available[1] !== false) fail('the trace does not say audio is absent');
 const changed = dropped.trace.predicted_class !== full.trace.predicted_class
@@ -236,6 +306,13 @@ if (!audioText.includes(av.recording)) fail(`play status: "${audioText}"`);
 await page.uncheck('#keep-audio');
 const avDrop = await traceAfter('data=avmnist&sample=' + avSample + '&drop=audio');
 compare('AV-MNIST audio dropped', avDrop.trace, expectedAvDrop.trace);
+halfDiffs.push(compareHalf('AV-MNIST audio dropped, f32 weights', avDrop.trace, f32AvDrop.trace));
+console.log(`half-precision weights: largest probability difference from f32 ${Math.max(...halfDiffs).toExponential(1)} (tolerance ${HALF_TOLERANCE})`);
+for (const [l, layer] of avDrop.trace.layers.entries()) {
+  const kept = layer.tokens.filter(t => t.kept);
+  const audioKept = kept.filter(t => t.origin.modality === 1).length;
+  if (!(await page.textContent(`#honesty-${l}`)).includes(`audio placeholders take ${audioKept} of ${kept.length} kept slots`)) fail(`AV-MNIST layer ${l} placeholders`);
+}
 if (avDrop.trace.available[1] !== false) fail('AV-MNIST trace does not say audio is absent');
 await page.screenshot({ path: `${shots}/e2e-avmnist-drop-audio.png`, fullPage: true });
 const [avDownload] = await Promise.all([page.waitForEvent('download'), page.click('#save-png')]);
@@ -247,6 +324,11 @@ if (!/sample `999`/.test(await page.textContent('#message'))) fail('no message f
 await page.selectOption('#data', 'synthetic');
 await traceAfter('sample=0');
 if (!(await page.isVisible('#keep-text')) || (await page.isVisible('#play'))) fail('switching back to synthetic');
+// A view with nothing to warn about: AV-MNIST (no ground truth to rank against) with both
+// modalities present has no placeholder line and no below-chance sentence.
+await page.goto(`${base}/#data=avmnist&sample=${avSample}`);
+await traceAfter(`data=avmnist&sample=${avSample}`);
+if ((await page.textContent('#ranking-honesty')).trim() !== '') fail(`AV-MNIST, nothing dropped: "${await page.textContent('#ranking-honesty')}"`);
 // AV-MNIST embedded at 400 x 600: fits, credit included.
 await page.setViewportSize({ width: 400, height: 600 });
 await page.goto(`${base}/#data=avmnist&sample=${avSample}&drop=audio&embed=1`);
@@ -256,6 +338,20 @@ if (avW > 400 || avH > 600) fail(`AV-MNIST embed view is ${avW} x ${avH} px, ove
 if (!(await page.isVisible('#credit'))) fail('the embedded AV-MNIST view drops the credit');
 await page.screenshot({ path: `${shots}/e2e-avmnist-embed-400px.png`, fullPage: true });
 
+// A phone, 390 px wide: the picture in the first screen, above the controls, nothing wider than
+// the screen.
+await page.setViewportSize({ width: 390, height: 844 });
+await page.goto(`${base}/#sample=${sample}&drop=audio`);
+await traceAfter('drop=audio');
+const phone = await page.evaluate(() => ({
+  canvas: document.getElementById('view').getBoundingClientRect().top,
+  controls: document.getElementById('controls').getBoundingClientRect().top,
+  width: document.documentElement.scrollWidth,
+}));
+if (phone.canvas >= 844 * 0.5 || phone.canvas > phone.controls || phone.width > 390) fail(`390 px: canvas at ${phone.canvas} px, controls at ${phone.controls}, page ${phone.width} px wide`);
+await page.screenshot({ path: `${shots}/e2e-phone-390px.png`, fullPage: false });
+
 if (errors.length) fail(`page errors: ${errors.join('; ')}`);
+if (consoleErrors.length) fail(`console errors: ${consoleErrors.join('; ')}`);
 await browser.close();
 console.log(`e2e ok: prediction all=${full.trace.predicted_class} drop-audio=${dropped.trace.predicted_class}; ${timing}`);

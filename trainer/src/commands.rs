@@ -269,7 +269,7 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
     let (rc, paths) = finished_run(&a.run)?;
     let page = dataset::find(&rc.dataset)?.page;
     // Everything is computed before anything is written: a failure leaves no half export.
-    let (samples_file, samples, n) = match page {
+    let (samples_file, samples, n, test) = match page {
         PageSamples::NotShown => bail!(
             "export-web: the page draws synthetic or AV-MNIST samples; {} was trained on {}",
             a.run.display(),
@@ -284,29 +284,42 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
                 crate::avmnist::source_dirs(data, a.mnist_dir.as_deref(), a.fsdd_dir.as_deref())?;
             let test = dataset::load(&rc)?.test;
             let n = a.samples.min(test.len());
-            (
-                "samples.safetensors",
-                crate::avmnist::page_samples(data, &mnist, &fsdd, &test, n)?,
-                n,
-            )
+            let samples = crate::avmnist::page_samples(data, &mnist, &fsdd, &test, n)?;
+            ("samples.safetensors", samples, n, test)
         }
         PageSamples::Generated => {
             let n = a.samples.min(rc.synthetic.n_test);
             let samples: Vec<_> = (0..n)
                 .map(|i| rc.synthetic.sample(SplitKind::Test, i))
                 .collect();
-            ("samples.json", serde_json::to_vec(&samples)?, n)
+            let test = dataset::load(&rc)?.test;
+            ("samples.json", serde_json::to_vec(&samples)?, n, test)
         }
     };
     let device = Device::flex();
     let model = load_model(&rc.model, &paths.best(), &device)?;
-    let bytes = mgr::persist::to_burnpack(&model)?;
+    let precision = mgr::persist::WeightPrecision::from(a.precision);
+    let bytes = mgr::persist::to_burnpack_as(&model, precision)?;
+    // What the page will compute from these bytes, against the model itself, on the exported
+    // samples under every absence pattern: a rounding that changes a prediction is refused.
+    let rounded = mgr::persist::from_burnpack(&rc.model, bytes.clone(), &device, "model.bpk")?;
+    let indices: Vec<usize> = (0..n).collect();
+    let check = mgr::persist::compare_outputs(&model, &rounded, &test, &indices, &device);
+    if check.same_prediction != check.views {
+        bail!(
+            "export-web: with {} weights {} of {} (sample, absence pattern) views of the exported samples change their prediction; export with --precision f32",
+            precision.name(),
+            check.views - check.same_prediction,
+            check.views
+        );
+    }
     let results = paths.read_results().ok();
     let mut meta = json!({
         "format": mgr::persist::WEB_MODEL_FORMAT,
         "dataset": rc.dataset,
         "model": rc.model,
         "kappa": rc.absence.kappa,
+        "weights": {"precision": precision.name(), "check": check},
         "results": results,
     });
     if page == PageSamples::Recordings {
@@ -324,11 +337,14 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
         serde_json::to_string_pretty(&meta)?.as_bytes(),
     )?;
     eprintln!(
-        "wrote {} ({} bytes of weights, {} samples, {} bytes of samples)",
+        "wrote {} ({} bytes of {} weights, {} samples, {} bytes of samples; outputs within {:.1e} of the f32 model's on {} views, every prediction the same)",
         a.out.display(),
         bytes.len(),
+        precision.name(),
         n,
-        samples.len()
+        samples.len(),
+        check.max_output_diff,
+        check.views
     );
     Ok(())
 }

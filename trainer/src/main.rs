@@ -178,6 +178,24 @@ struct ExportFileArgs {
     samples: usize,
 }
 
+/// `--precision` of `mgr export-web`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Precision {
+    /// IEEE half precision.
+    F16,
+    /// The model's own f32 values, bit for bit.
+    F32,
+}
+
+impl From<Precision> for mgr::persist::WeightPrecision {
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::F16 => mgr::persist::WeightPrecision::F16,
+            Precision::F32 => mgr::persist::WeightPrecision::F32,
+        }
+    }
+}
+
 #[derive(Args)]
 struct ExportArgs {
     /// A run folder written by `mgr train`.
@@ -190,6 +208,10 @@ struct ExportArgs {
     /// Test samples to include.
     #[arg(long, default_value_t = 32)]
     samples: usize,
+    /// How model.bpk stores the weights: f16 (half the download; the page converts to f32 on
+    /// load, and the predictions are checked against f32 before anything is written) or f32.
+    #[arg(long, value_enum, default_value = "f16")]
+    precision: Precision,
     /// export-web of an AV-MNIST run: the MNIST folder (default: the one its data was prepared
     /// from, as its recipe.json says), for the original digits the page shows.
     #[arg(long)]

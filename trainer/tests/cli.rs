@@ -219,6 +219,34 @@ fn train_writes_a_complete_run_deterministically_and_resumes() {
     ]);
     assert!(web.join("model.bpk").is_file() && web.join("model.json").is_file());
     assert_eq!(json(web.join("samples.json")).as_array().unwrap().len(), 4);
+    // f16 by default, checked against the f32 model on the 4 samples under the 7 patterns of
+    // three modalities; --precision f32 writes the model's own values, in more bytes (this tiny
+    // model's file is mostly names and alignment; the shipped ones halve).
+    let meta = json(web.join("model.json"));
+    assert_eq!(meta["weights"]["precision"], "f16");
+    let check = &meta["weights"]["check"];
+    assert_eq!(check["views"], 4 * 7);
+    assert_eq!(check["same_prediction"], check["views"]);
+    let diff = check["max_output_diff"].as_f64().unwrap();
+    assert!(diff > 0.0 && diff < 1e-2, "{check}");
+    let full = tmp.path().join("web-f32");
+    ok(&[
+        "export-web",
+        "--run",
+        a.to_str().unwrap(),
+        "--out",
+        full.to_str().unwrap(),
+        "--samples",
+        "4",
+        "--precision",
+        "f32",
+    ]);
+    let meta = json(full.join("model.json"));
+    assert_eq!(meta["weights"]["precision"], "f32");
+    assert_eq!(meta["weights"]["check"]["max_output_diff"], 0.0);
+    let size = |d: &std::path::Path| std::fs::metadata(d.join("model.bpk")).unwrap().len();
+    let (half, whole) = (size(&web), size(&full));
+    assert!(half < whole, "f16 {half} bytes, f32 {whole}");
 }
 
 #[test]

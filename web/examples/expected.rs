@@ -1,21 +1,32 @@
 //! Prints what the page must show, computed natively with the same engine: for one sample of
 //! an exported model, the trace with every modality present and with `drop` removed, and the
 //! ranking's AUC per layer against the ground-truth noise tokens (null for AV-MNIST, which has
-//! none); for AV-MNIST also the sample's label and recording.
+//! none), and what the page says of it per layer ([`mgr_web::honesty`]); for AV-MNIST also the
+//! sample's label and recording.
 //!
-//! usage: cargo run -p mgr-web --example expected -- MODEL_DIR SAMPLE [DROP,...]
+//! `--weights FILE` runs other weights of the same model instead of MODEL_DIR/model.bpk (the
+//! f32 reference of a half-precision export, web/reference/).
+//!
+//! usage: cargo run -p mgr-web --example expected -- [--weights FILE] MODEL_DIR SAMPLE [DROP,...]
 
 use mgr_web::engine::Engine;
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
+    let mut args: Vec<String> = std::env::args().collect();
+    let weights_file = args.iter().position(|a| a == "--weights").map(|i| {
+        let file = args.get(i + 1).cloned().unwrap_or_default();
+        args.drain(i..(i + 2).min(args.len()));
+        file
+    });
     if args.len() < 3 {
-        eprintln!("usage: expected MODEL_DIR SAMPLE [DROP,...]");
+        eprintln!("usage: expected [--weights FILE] MODEL_DIR SAMPLE [DROP,...]");
         std::process::exit(2);
     }
     let dir = std::path::Path::new(&args[1]);
     let meta = std::fs::read_to_string(dir.join("model.json")).expect("model.json");
-    let weights = std::fs::read(dir.join("model.bpk")).expect("model.bpk");
+    let weights_path = weights_file.map_or_else(|| dir.join("model.bpk"), Into::into);
+    let weights =
+        std::fs::read(&weights_path).unwrap_or_else(|e| panic!("{}: {e}", weights_path.display()));
     let samples = mgr_web::engine::WebMeta::parse(&meta)
         .unwrap_or_else(|e| panic!("{e}"))
         .samples_file
@@ -39,6 +50,9 @@ fn main() {
         mgr_web::sample::PageSample::Avmnist(s) => Some(s.recording.clone()),
         mgr_web::sample::PageSample::Synthetic(_) => None,
     };
-    let out = serde_json::json!({"sample": index, "drop": drop, "label": sample.label(), "recording": recording, "trace": result.trace, "complete": result.complete, "ranking_auc": ranking_auc});
+    let test_ranking = engine.meta.test_ranking();
+    let honesty =
+        mgr_web::honesty::read_layers(&result.trace, ranking_auc.as_deref(), test_ranking.as_ref());
+    let out = serde_json::json!({"sample": index, "drop": drop, "label": sample.label(), "recording": recording, "trace": result.trace, "complete": result.complete, "ranking_auc": ranking_auc, "honesty": honesty});
     println!("{out}");
 }

@@ -15,6 +15,7 @@ use web_sys::{
 
 use crate::edges::edges_to_draw;
 use crate::engine::{Engine, Inference, WebMeta};
+use crate::honesty;
 use crate::render;
 use crate::sample::PageSample;
 use crate::state::{
@@ -39,6 +40,8 @@ thread_local! {
     static PENDING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     /// Where each dataset's model in use came from, for the page's "Model:" line.
     static SOURCES: RefCell<[String; 2]> = const { RefCell::new([String::new(), String::new()]) };
+    /// The shown layer's token table as CSV, for "copy as CSV".
+    static TOKENS_CSV: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
 fn set_source(data: Data, source: String) {
@@ -393,8 +396,20 @@ fn copy_embed_code() {
         area.set_hidden(false);
         area.select();
     }
+    set_text(
+        "share-status",
+        if copy_to_clipboard(&snippet) {
+            "embed code copied"
+        } else {
+            "embed code selected: copy it with Ctrl+C"
+        },
+    );
+}
+
+/// Puts `text` on the clipboard where the browser allows it (a secure page); false where not.
+fn copy_to_clipboard(text: &str) -> bool {
     // navigator.clipboard is an unstable web-sys API: reached through JS reflection.
-    let copied = js_sys::Reflect::get(&window(), &"navigator".into())
+    js_sys::Reflect::get(&window(), &"navigator".into())
         .and_then(|navigator| js_sys::Reflect::get(&navigator, &"clipboard".into()))
         .ok()
         .filter(|c| !c.is_undefined())
@@ -403,14 +418,35 @@ fn copy_embed_code() {
                 .ok()?
                 .dyn_into()
                 .ok()?;
-            write.call1(&clipboard, &snippet.as_str().into()).ok()
-        });
+            let promise: js_sys::Promise = write
+                .call1(&clipboard, &text.into())
+                .ok()?
+                .dyn_into()
+                .ok()?;
+            // A refused write (no permission) rejects later: caught, so it is not an uncaught
+            // error in the console; the text stays selected in its box for Ctrl+C.
+            let ignore = Closure::<dyn FnMut(JsValue)>::new(|_: JsValue| {});
+            let _ = promise.catch(&ignore);
+            ignore.forget();
+            Some(())
+        })
+        .is_some()
+}
+
+/// Shows the shown layer's token table as CSV (for a worksheet), selected, and copies it.
+fn copy_tokens_csv() {
+    let csv = TOKENS_CSV.with(|c| c.borrow().clone());
+    if let Some(area) = el::<HtmlTextAreaElement>("tokens-csv") {
+        area.set_value(&csv);
+        area.set_hidden(false);
+        area.select();
+    }
     set_text(
-        "share-status",
-        if copied.is_some() {
-            "embed code copied"
+        "csv-status",
+        if copy_to_clipboard(&csv) {
+            "table copied as CSV"
         } else {
-            "embed code selected: copy it with Ctrl+C"
+            "table selected as CSV: copy it with Ctrl+C"
         },
     );
 }
@@ -479,6 +515,7 @@ fn bind_controls() {
         navigate(&state);
     });
     on("copy-embed", "click", copy_embed_code);
+    on("copy-csv", "click", copy_tokens_csv);
     on("save-png", "click", save_png);
     on("model-file", "change", || spawn_local(load_picked_files()));
     on("reset-model", "click", reset_model);
@@ -795,6 +832,16 @@ fn render_view(engine: &Engine, state: &ViewState, started: f64) -> String {
         "ranking-auc",
         &view::ranking_auc_html(aucs.as_deref(), state.layer, layer, noise),
     );
+    // The test-set figures were measured at the model's own rho and every layer.
+    let test_ranking = engine
+        .meta
+        .test_ranking()
+        .filter(|_| state.rho.is_none() && state.lt.is_none());
+    let honesty = honesty::read_layers(&trace, aucs.as_deref(), test_ranking.as_ref());
+    set_html(
+        "ranking-honesty",
+        &honesty::honesty_html(&honesty, state.layer),
+    );
     show_credit(engine.meta.credit.as_deref());
     set_text("timing", &format!("inference {elapsed:.1} ms"));
     let drawn_edges = layer
@@ -807,11 +854,14 @@ fn render_view(engine: &Engine, state: &ViewState, started: f64) -> String {
     );
     let table = layer.map(|layer| view::token_table_html(&trace.modalities, layer, noise));
     set_html("tokens", &table.unwrap_or_default());
+    let csv =
+        layer.map(|layer| view::token_table_csv(&trace.modalities, &trace.available, layer, noise));
+    TOKENS_CSV.with(|c| *c.borrow_mut() = csv.unwrap_or_default());
     let recording = match &sample {
         PageSample::Avmnist(s) => Some(s.recording.clone()),
         PageSample::Synthetic(_) => None,
     };
-    serde_json::json!({ "state": state.to_hash(), "data": state.data.name(), "sample": state.sample, "label": sample.label(), "recording": recording, "trace": trace, "complete": complete, "ms": elapsed, "ranking_auc": aucs, "drawn_edges": drawn_edges.len() }).to_string()
+    serde_json::json!({ "state": state.to_hash(), "data": state.data.name(), "sample": state.sample, "label": sample.label(), "recording": recording, "trace": trace, "complete": complete, "ms": elapsed, "ranking_auc": aucs, "honesty": honesty, "drawn_edges": drawn_edges.len() }).to_string()
 }
 
 /// The data's credit line (AV-MNIST), hidden where there is none.

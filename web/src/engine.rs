@@ -37,6 +37,9 @@ pub struct WebMeta {
     /// Credit line for the data the page shows (AV-MNIST: MNIST and FSDD, CC BY-SA 4.0).
     #[serde(default)]
     pub credit: Option<String>,
+    /// The run's `results.json` (read for its test-set ranking report only).
+    #[serde(default)]
+    pub results: Option<serde_json::Value>,
 }
 
 impl WebMeta {
@@ -77,6 +80,13 @@ impl WebMeta {
             return Err("model.json: an AV-MNIST model needs its `samples_file`".into());
         }
         Ok(meta)
+    }
+
+    /// The test-set ranking report `mgr train` measured (`results.ranking`), where the export
+    /// has a readable one.
+    pub fn test_ranking(&self) -> Option<mgr::ranking_quality::RankingReport> {
+        let ranking = self.results.as_ref()?.get("ranking")?;
+        serde_json::from_value(ranking.clone()).ok()
     }
 
     /// Which of the page's datasets the model draws.
@@ -192,6 +202,29 @@ impl Engine {
             (Some(av), _) => PageSample::Avmnist(av.samples[index % av.samples.len()].clone()),
             (None, Some(config)) => PageSample::Synthetic(config.sample(SplitKind::Test, index)),
             (None, None) => unreachable!("WebMeta::parse demands one of the two"),
+        }
+    }
+
+    /// Test samples `indices` ([`Engine::sample`]) as one split, for batch runs of the model.
+    pub fn sample_split(&self, indices: &[usize]) -> DataSplit {
+        let samples: Vec<PageSample> = indices.iter().map(|&i| self.sample(i)).collect();
+        let modalities = self.meta.model.modalities.clone();
+        let features = (0..modalities.len())
+            .map(|m| {
+                samples
+                    .iter()
+                    .flat_map(|s| s.features().swap_remove(m))
+                    .collect()
+            })
+            .collect();
+        DataSplit {
+            name: "page".into(),
+            modalities,
+            features,
+            targets: Targets::Classes {
+                labels: samples.iter().map(PageSample::label).collect(),
+                n_classes: self.meta.model.n_outputs,
+            },
         }
     }
 
@@ -322,6 +355,67 @@ pub(crate) mod tests {
             Some(include_bytes!("../assets/model-avmnist/samples.safetensors").to_vec()),
         )
         .expect("the shipped AV-MNIST model loads")
+    }
+
+    /// The largest difference of a class probability between the page's half-precision models
+    /// and their f32 weights (web/reference/), over the page's samples and every absence
+    /// pattern: f16 rounds each weight by at most 2^-11 of it, and through the layers this
+    /// measured 7.6e-4 (synthetic) and 5.2e-4 (AV-MNIST); `model.json`'s `weights.check` holds
+    /// the figure.
+    pub(crate) const HALF_PRECISION_TOLERANCE: f32 = 2e-3;
+
+    /// The shipped models hold exactly their f32 reference's weights rounded to f16, and on
+    /// every sample the page shows (synthetic 0-63, every AV-MNIST one) under every absence
+    /// pattern they predict what the f32 weights predict, each probability within
+    /// [`HALF_PRECISION_TOLERANCE`].
+    #[test]
+    fn the_half_precision_models_predict_what_their_f32_weights_predict() {
+        let reference = [
+            (
+                shipped(),
+                include_bytes!("../reference/model.f32.bpk").as_slice(),
+            ),
+            (
+                shipped_avmnist(),
+                include_bytes!("../reference/model-avmnist.f32.bpk").as_slice(),
+            ),
+        ];
+        let device = Device::flex();
+        for (engine, f32_weights) in reference {
+            let what = engine.data.name();
+            let full = mgr::persist::from_burnpack(
+                &engine.meta.model,
+                f32_weights.to_vec(),
+                &device,
+                "model.f32.bpk",
+            )
+            .unwrap();
+            let shown = engine
+                .samples
+                .as_ref()
+                .map_or(AUC_SAMPLES, |s| s.samples.len());
+            let indices: Vec<usize> = (0..shown).collect();
+            let split = engine.sample_split(&indices);
+            let rounded =
+                mgr::persist::to_burnpack_as(&full, mgr::persist::WeightPrecision::F16).unwrap();
+            let rounded =
+                mgr::persist::from_burnpack(&engine.meta.model, rounded, &device, "f16").unwrap();
+            let same =
+                mgr::persist::compare_outputs(&rounded, &engine.model, &split, &indices, &device);
+            assert_eq!(
+                same.max_output_diff, 0.0,
+                "{what}: not the reference rounded"
+            );
+            let check =
+                mgr::persist::compare_outputs(&full, &engine.model, &split, &indices, &device);
+            let patterns = (1 << engine.meta.model.modalities.len()) - 1;
+            assert_eq!(check.views, shown * patterns, "{what}");
+            assert_eq!(check.same_prediction, check.views, "{what}: {check:?}");
+            assert!(
+                check.max_output_diff > 0.0 && check.max_output_diff <= HALF_PRECISION_TOLERANCE,
+                "{what}: {check:?}"
+            );
+        }
     }
 
     /// The trace with every modality present is the same whether it was computed beside the

@@ -5,11 +5,13 @@
 //! The page only draws a typed trace ([`mgr::trace::SampleTrace`]); every piece of view state
 //! lives in the URL hash ([`state::ViewState`]), so a link or an `<iframe>` opens one exact view.
 //! [`engine`], [`state`], [`edges`], [`summary`], [`layout`] (where each token is drawn),
-//! [`palette`] (the colours of canvas and legend) and [`view`] (the page's HTML) are plain Rust
+//! [`palette`] (the colours of canvas and legend), [`honesty`] (what the ranking does with
+//! missing data, in numbers) and [`view`] (the page's HTML) are plain Rust
 //! (tested natively); `app` is the DOM layer and `render` the canvas calls.
 
 pub mod edges;
 pub mod engine;
+pub mod honesty;
 pub mod layout;
 pub mod palette;
 pub mod sample;

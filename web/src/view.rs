@@ -114,6 +114,50 @@ pub fn token_table_html(
     )
 }
 
+/// The token table as CSV for a worksheet, one row per token in rank order: rank, modality,
+/// position, the three scores (Eq. 9), the split (Eq. 10), the ground truth (`signal`, `noise`,
+/// or `n/a` for real data) and whether the token is a missing modality's placeholder.
+pub fn token_table_csv(
+    modalities: &[String],
+    available: &[bool],
+    layer: &LayerTrace,
+    noise: Option<&[Vec<bool>]>,
+) -> String {
+    let mut tokens: Vec<_> = layer.tokens.iter().collect();
+    tokens.sort_by_key(|t| t.rank);
+    let mut csv =
+        String::from("layer,rank,modality,position,xi_f,xi_e,xi,split,truth,placeholder\n");
+    for t in tokens {
+        let (m, p) = (t.origin.modality, t.origin.position);
+        let truth = match noise {
+            Some(n) if n[m][p] => "noise",
+            Some(_) => "signal",
+            None => "n/a",
+        };
+        csv.push_str(&format!(
+            "{},{},{},{p},{},{},{},{},{truth},{}\n",
+            layer.layer,
+            t.rank,
+            csv_field(&modalities[m]),
+            t.xi_f,
+            t.xi_e,
+            t.xi,
+            if t.kept { "kept" } else { "biased" },
+            if available[m] { "no" } else { "yes" }
+        ));
+    }
+    csv
+}
+
+/// One CSV field: quoted (inner quotes doubled) when it holds a comma, quote or line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
 /// One bar per class: its name, a bar as wide as its probability, the probability.
 fn probability_rows(engine: &Engine, trace: &SampleTrace) -> String {
     let pred = trace.predicted_class.unwrap_or(0);
@@ -250,6 +294,30 @@ mod tests {
         assert!(html.contains("<tr class=\"biased\"><td>2</td>"), "{html}");
         let no_truth = token_table_html(&modalities, &layer(), None);
         assert_eq!(no_truth.matches("<td>n/a</td>").count(), 3);
+    }
+
+    #[test]
+    fn the_csv_has_a_row_per_token_by_rank_with_scores_split_and_truth() {
+        let modalities = vec!["vision".to_string(), "a,\"b\"".to_string()];
+        let noise = vec![vec![false], vec![false, true]];
+        let csv = token_table_csv(&modalities, &[true, false], &layer(), Some(&noise));
+        let lines: Vec<&str> = csv.lines().collect();
+        assert_eq!(
+            lines[0],
+            "layer,rank,modality,position,xi_f,xi_e,xi,split,truth,placeholder"
+        );
+        assert_eq!(lines.len(), 4, "{csv}");
+        assert_eq!(lines[1], "0,0,vision,0,0.9,0,0.9,kept,signal,no");
+        assert_eq!(lines[2], "0,1,\"a,\"\"b\"\"\",1,0.1,0,0.1,kept,noise,yes");
+        assert_eq!(
+            lines[3],
+            "0,2,\"a,\"\"b\"\"\",0,-0.5,0,-0.5,biased,signal,yes"
+        );
+        let real = token_table_csv(&modalities, &[true, true], &layer(), None);
+        assert!(
+            real.lines().skip(1).all(|l| l.ends_with(",n/a,no")),
+            "{real}"
+        );
     }
 
     #[test]
