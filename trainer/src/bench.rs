@@ -8,7 +8,10 @@ use mgr::batch::Batch;
 use mgr::data::DataSplit;
 use mgr::train::{TrainConfig, infer_outputs, init_model, shards_on, train_step_sharded};
 use mgr::{Method, ModalitySpec, ModelConfig};
+use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use crate::device::{self, DeviceChoice};
@@ -66,6 +69,28 @@ pub struct BenchArgs {
     /// `scripts/torch_ops.py` times the same in PyTorch).
     #[arg(long)]
     ops: bool,
+    /// Only count kernel launches per training step and per inference batch (GPU backends;
+    /// any wgpu device, lavapipe included): one warm-up step, two counted, no timing.
+    #[arg(long)]
+    launches: bool,
+}
+
+/// Counts every kernel launch CubeCL issues (wgpu, CUDA), on any thread, while installed: a
+/// step's launch count is what bounds it by the host where kernels are small (about 37 us
+/// each on the H200 through wgpu).
+#[derive(Default)]
+struct LaunchCounter(AtomicUsize);
+
+impl LaunchObserver for LaunchCounter {
+    fn launched(&self, _kernel: &'static str) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl LaunchCounter {
+    fn take(&self) -> usize {
+        self.0.swap(0, Ordering::Relaxed)
+    }
 }
 
 /// AV-MNIST's token grids: 16 image patches of 7x7, 28 spectrogram frames of 4x112.
@@ -149,17 +174,30 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let infer_shards = Batch::shards_from_split(&split, &indices, &mask, &device, parts);
     let tc = TrainConfig::new().with_lr(1e-4);
     let mut optimizer = tc.optimizer();
-    let (model, train_rates) = samples_per_second(a, b, init_model(&cfg, 0, &device)?, |m| {
-        train_step_sharded(m, &mut optimizer, tc.lr, &train_shards).0
-    });
+    let counter = Arc::new(LaunchCounter::default());
+    let _observing = LaunchObservation::new(counter.clone());
+    let timing = Timing::of(a);
+    let (model, train_rates, train_launches) = samples_per_second(
+        &timing,
+        b,
+        init_model(&cfg, 0, &device)?,
+        &counter,
+        |m| {
+            // The step's losses come back to the host: it waits for the device.
+            train_step_sharded(m, &mut optimizer, tc.lr, &train_shards).0
+        },
+    );
     let inference = model.valid();
-    let ((), infer_rates) = samples_per_second(a, b, (), |()| {
+    let ((), infer_rates, infer_launches) = samples_per_second(&timing, b, (), &counter, |()| {
         // into_data waits for the device.
         for out in infer_outputs(&inference, &infer_shards) {
             out.output.into_data();
         }
     });
     let report = Report {
+        launches: a.launches,
+        train_launches,
+        infer_launches,
         device_name,
         method: cfg.method,
         batch: b,
@@ -172,31 +210,65 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// `a.warmup` untimed calls of `step`, then `a.repeats` timings of `a.steps` calls each, as
-/// samples (`batch` per call) per second; each call takes the state the previous one returned
-/// (the model being trained), and the last state comes back.
+/// How many calls `mgr bench` makes: `--launches` counts over two calls after one warm-up.
+struct Timing {
+    warmup: usize,
+    steps: usize,
+    repeats: usize,
+}
+
+impl Timing {
+    fn of(a: &BenchArgs) -> Timing {
+        match a.launches {
+            true => Timing {
+                warmup: 1,
+                steps: 2,
+                repeats: 1,
+            },
+            false => Timing {
+                warmup: a.warmup,
+                steps: a.steps.max(1),
+                repeats: a.repeats.max(1),
+            },
+        }
+    }
+}
+
+/// `warmup` untimed calls of `step`, then `repeats` timings of `steps` calls each, as samples
+/// (`batch` per call) per second, and the kernel launches per timed call (`counter`); each call
+/// takes the state the previous one returned (the model being trained), and the last state
+/// comes back.
 fn samples_per_second<S>(
-    a: &BenchArgs,
+    timing: &Timing,
     batch: usize,
     mut state: S,
+    counter: &LaunchCounter,
     mut step: impl FnMut(S) -> S,
-) -> (S, Vec<f64>) {
-    for _ in 0..a.warmup {
+) -> (S, Vec<f64>, f64) {
+    for _ in 0..timing.warmup {
         state = step(state);
     }
-    let mut rates = Vec::with_capacity(a.repeats.max(1));
-    for _ in 0..a.repeats.max(1) {
+    counter.take();
+    let mut rates = Vec::with_capacity(timing.repeats);
+    for _ in 0..timing.repeats {
         let t = Instant::now();
-        for _ in 0..a.steps {
+        for _ in 0..timing.steps {
             state = step(state);
         }
-        rates.push((a.steps * batch) as f64 / t.elapsed().as_secs_f64());
+        rates.push((timing.steps * batch) as f64 / t.elapsed().as_secs_f64());
     }
-    (state, rates)
+    let launches = counter.take() as f64 / (timing.steps * timing.repeats) as f64;
+    (state, rates, launches)
 }
 
 /// What `mgr bench` measured.
 struct Report {
+    /// Print only the launch counts.
+    launches: bool,
+    /// Kernel launches per training step (0 on flex, which launches none).
+    train_launches: f64,
+    /// Kernel launches per inference batch.
+    infer_launches: f64,
     device_name: String,
     method: Method,
     batch: usize,
@@ -213,6 +285,9 @@ impl Report {
     /// One JSON line (`--json`) or a few lines for a reader.
     fn print(&self, a: &BenchArgs) {
         let Report {
+            launches,
+            train_launches,
+            infer_launches,
             device_name,
             method,
             batch,
@@ -221,8 +296,27 @@ impl Report {
             train: (train_med, train_min, train_max),
             infer: (infer_med, infer_min, infer_max),
         } = self;
+        if *launches {
+            if a.json {
+                let out = json!({
+                    "impl": "mgr-rust",
+                    "device": device_name,
+                    "method": method.name(),
+                    "batch": batch,
+                    "train_launches_per_step": train_launches,
+                    "infer_launches_per_batch": infer_launches,
+                });
+                println!("{out}");
+            } else {
+                println!("device {device_name}, method {method}, batch {batch}");
+                println!("kernel launches: {train_launches:.0} per training step, {infer_launches:.0} per inference batch");
+            }
+            return;
+        }
         if a.json {
             let out = json!({
+                "train_launches_per_step": train_launches,
+                "infer_launches_per_batch": infer_launches,
                 "impl": "mgr-rust",
                 "device": device_name,
                 "fused_kernels": !a.unfused,
@@ -264,5 +358,10 @@ impl Report {
             "infer: {infer_med:>9.1} samples/s (min {infer_min:.1}, max {infer_max:.1}) = {:.2} GFLOP/s",
             infer_med * flops / 1e9
         );
+        if *train_launches > 0.0 {
+            println!(
+                "kernel launches: {train_launches:.0} per training step, {infer_launches:.0} per inference batch"
+            );
+        }
     }
 }
