@@ -2,13 +2,13 @@
 //! and shapes as `../shared/bench/torch_mgr.py bench`, so the two can be compared side by side.
 
 use anyhow::Result;
+use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 use burn::module::Module;
 use mgr::absence::AbsenceMask;
 use mgr::batch::Batch;
 use mgr::data::DataSplit;
 use mgr::train::{TrainConfig, infer_outputs, init_model, shards_on, train_step_sharded};
 use mgr::{Method, ModalitySpec, ModelConfig};
-use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -31,7 +31,7 @@ pub struct BenchArgs {
     /// Timed repeats (median and spread are over these).
     #[arg(long, default_value_t = 3)]
     repeats: usize,
-    /// auto | flex | wgpu | wgpu:N.
+    /// auto | flex | wgpu | wgpu:N | vulkan | cuda | cuda:N.
     #[arg(long, default_value = "flex")]
     device: DeviceChoice,
     /// Print one JSON object instead of a table.
@@ -177,16 +177,11 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let counter = Arc::new(LaunchCounter::default());
     let _observing = LaunchObservation::new(counter.clone());
     let timing = Timing::of(a);
-    let (model, train_rates, train_launches) = samples_per_second(
-        &timing,
-        b,
-        init_model(&cfg, 0, &device)?,
-        &counter,
-        |m| {
+    let (model, train_rates, train_launches) =
+        samples_per_second(&timing, b, init_model(&cfg, 0, &device)?, &counter, |m| {
             // The step's losses come back to the host: it waits for the device.
             train_step_sharded(m, &mut optimizer, tc.lr, &train_shards).0
-        },
-    );
+        });
     let inference = model.valid();
     let ((), infer_rates, infer_launches) = samples_per_second(&timing, b, (), &counter, |()| {
         // into_data waits for the device.
@@ -309,7 +304,9 @@ impl Report {
                 println!("{out}");
             } else {
                 println!("device {device_name}, method {method}, batch {batch}");
-                println!("kernel launches: {train_launches:.0} per training step, {infer_launches:.0} per inference batch");
+                println!(
+                    "kernel launches: {train_launches:.0} per training step, {infer_launches:.0} per inference batch"
+                );
             }
             return;
         }

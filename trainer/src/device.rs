@@ -1,5 +1,6 @@
-//! Device selection: a wgpu GPU adapter when there is one, else Burn's pure-Rust `flex` CPU
-//! backend; several devices for data-parallel training.
+//! Device selection: Burn's CUDA backend where the build has it and an NVIDIA driver answers,
+//! else a wgpu GPU adapter when there is one, else Burn's pure-Rust `flex` CPU backend; several
+//! devices for data-parallel training.
 
 use anyhow::{Result, bail};
 use burn::tensor::{Device, DeviceKind, Tensor};
@@ -20,7 +21,18 @@ pub enum DeviceChoice {
     Wgpu,
     /// `wgpu:N`: the N-th discrete GPU wgpu finds (0-based), for machines with several cards.
     WgpuDiscrete(usize),
+    /// `vulkan`: wgpu's default adapter pinned to Vulkan, kernels compiled to SPIR-V by CubeCL
+    /// (cargo feature `vulkan`).
+    Vulkan,
+    /// `cuda` / `cuda:N`: Burn's CUDA backend on the N-th NVIDIA GPU (cargo feature `cuda`).
+    Cuda(usize),
 }
+
+/// Why `--device cuda` cannot run in a build without the `cuda` feature.
+const NO_CUDA_BUILD: &str = "this mgr was built without Burn's CUDA backend: build it with `cargo build --release -p mgr-trainer --features cuda` (CubeCL's CUDA compiler links LLVM, which its build script downloads, so that build needs internet access; at run time it loads the NVIDIA driver's libcuda and NVRTC)";
+
+/// Why `--device vulkan` cannot run in a build without the `vulkan` feature.
+const NO_VULKAN_BUILD: &str = "this mgr was built without CubeCL's SPIR-V compiler: build it with `cargo build --release -p mgr-trainer --features vulkan`";
 
 impl FromStr for DeviceChoice {
     type Err = String;
@@ -31,14 +43,19 @@ impl FromStr for DeviceChoice {
             "auto" => Ok(DeviceChoice::Auto),
             "flex" | "cpu" => Ok(DeviceChoice::Flex),
             "wgpu" | "gpu" => Ok(DeviceChoice::Wgpu),
+            "vulkan" => Ok(DeviceChoice::Vulkan),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
             _ => match s.split_once(':') {
                 Some(("wgpu" | "gpu", index)) => {
                     index.parse().map(DeviceChoice::WgpuDiscrete).map_err(|_| {
                         format!("`{s}`: the GPU index must be a number (wgpu:0, wgpu:1, ...)")
                     })
                 }
+                Some(("cuda", index)) => index.parse().map(DeviceChoice::Cuda).map_err(|_| {
+                    format!("`{s}`: the GPU index must be a number (cuda:0, cuda:1, ...)")
+                }),
                 _ => Err(format!(
-                    "unknown device `{s}` (auto, flex, cpu, wgpu, wgpu:N for the N-th GPU)"
+                    "unknown device `{s}` (auto, flex, cpu, wgpu, wgpu:N for the N-th GPU, vulkan, cuda, cuda:N)"
                 )),
             },
         }
@@ -52,6 +69,9 @@ impl fmt::Display for DeviceChoice {
             DeviceChoice::Flex => write!(f, "flex"),
             DeviceChoice::Wgpu => write!(f, "wgpu"),
             DeviceChoice::WgpuDiscrete(i) => write!(f, "wgpu:{i}"),
+            DeviceChoice::Vulkan => write!(f, "vulkan"),
+            DeviceChoice::Cuda(0) => write!(f, "cuda"),
+            DeviceChoice::Cuda(i) => write!(f, "cuda:{i}"),
         }
     }
 }
@@ -102,7 +122,12 @@ fn install_quiet_probe_hook() {
 /// Returns the adapter of a wgpu device kind, or None when wgpu has no such adapter; probed on
 /// the first call for the kind, answered from the cache after.
 fn probe_wgpu(kind: DeviceKind) -> Option<Adapter> {
-    let key = format!("{kind:?}");
+    probe(format!("{kind:?}"), move || Device::wgpu(kind))
+}
+
+/// Returns the adapter `make` gives (a device of some GPU backend), or None when it has none;
+/// probed on the first call for `key`, answered from the cache after.
+fn probe(key: String, make: impl FnOnce() -> Device + std::panic::UnwindSafe) -> Option<Adapter> {
     // Held while probing: a second caller for the same kind waits for the first's answer.
     let mut probes = PROBES
         .lock()
@@ -110,19 +135,33 @@ fn probe_wgpu(kind: DeviceKind) -> Option<Adapter> {
     if let Some((_, answer)) = probes.iter().find(|(k, _)| *k == key) {
         return answer.clone();
     }
-    let answer = run_wgpu_probe(kind);
+    let answer = run_probe(make);
     probes.push((key, answer.clone()));
     answer
 }
 
-/// Runs one tiny op on a wgpu device (Burn panics when there is no such adapter, so the probe
-/// runs under `catch_unwind`, its panic message silenced).
-fn run_wgpu_probe(kind: DeviceKind) -> Option<Adapter> {
+/// The CUDA device `index`, probed as wgpu's are; None where the build has no CUDA backend or no
+/// NVIDIA driver answers.
+fn probe_cuda(index: usize) -> Option<Adapter> {
+    #[cfg(feature = "cuda")]
+    {
+        probe(format!("cuda:{index}"), move || Device::cuda(index))
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = index;
+        None
+    }
+}
+
+/// Runs one tiny op on the device `make` gives (Burn panics when there is no such adapter or
+/// driver, so the probe runs under `catch_unwind`, its panic message silenced).
+fn run_probe(make: impl FnOnce() -> Device + std::panic::UnwindSafe) -> Option<Adapter> {
     PROBES_RUN.fetch_add(1, Ordering::SeqCst);
     install_quiet_probe_hook();
     PROBING.with(|p| p.set(true));
     let result = std::panic::catch_unwind(|| {
-        let device = Device::wgpu(kind);
+        let device = make();
         let sum: f32 = Tensor::<1>::ones([4], &device).sum().into_scalar();
         let identity = device.identity();
         (sum == 4.0).then(|| Adapter {
@@ -191,25 +230,89 @@ pub fn select(choice: DeviceChoice, quiet: bool) -> Result<(Device, String)> {
                 ),
             }
         }
-        DeviceChoice::Auto => match probe_wgpu(DeviceKind::DefaultDevice) {
-            Some(a) if a.hardware => (
-                Device::wgpu(DeviceKind::DefaultDevice),
-                format!("wgpu ({})", a.name),
-            ),
-            Some(a) => (
-                Device::flex(),
-                format!(
-                    "flex (CPU; wgpu only offers the software adapter {})",
-                    a.name
+        DeviceChoice::Vulkan => vulkan_device()?,
+        DeviceChoice::Cuda(index) => {
+            if !cfg!(feature = "cuda") {
+                bail!("--device {choice}: {NO_CUDA_BUILD}");
+            }
+            match probe_cuda(index) {
+                Some(a) => (cuda_device(index), format!("{choice} ({})", a.name)),
+                None => bail!(
+                    "--device {choice}: no CUDA device {index} (no NVIDIA driver, or fewer than {} NVIDIA GPUs; CubeCL loads libcuda and NVRTC at run time)",
+                    index + 1
                 ),
-            ),
-            None => (Device::flex(), "flex (CPU; no wgpu adapter)".to_string()),
+            }
+        }
+        // CUDA first where the build has it (CubeCL's CUDA runtime is the fastest path to an
+        // NVIDIA GPU), then a wgpu GPU, then the CPU.
+        DeviceChoice::Auto => match probe_cuda(0) {
+            Some(a) => (cuda_device(0), format!("cuda ({})", a.name)),
+            None => match probe_wgpu(DeviceKind::DefaultDevice) {
+                Some(a) if a.hardware => (
+                    Device::wgpu(DeviceKind::DefaultDevice),
+                    format!("wgpu ({}{})", a.name, no_cuda_reason()),
+                ),
+                Some(a) => (
+                    Device::flex(),
+                    format!(
+                        "flex (CPU; wgpu only offers the software adapter {})",
+                        a.name
+                    ),
+                ),
+                None => (Device::flex(), "flex (CPU; no wgpu adapter)".to_string()),
+            },
         },
     };
     if !quiet {
         eprintln!("device: {name}");
     }
     Ok((device, name))
+}
+
+/// Why `auto` did not take CUDA, for its line on a GPU machine.
+fn no_cuda_reason() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "; CUDA: no NVIDIA driver answered"
+    } else {
+        "; this build has no CUDA backend (cargo feature `cuda`)"
+    }
+}
+
+/// The CUDA device `index` (only called once a probe found it).
+fn cuda_device(index: usize) -> Device {
+    #[cfg(feature = "cuda")]
+    {
+        Device::cuda(index)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        unreachable!("no CUDA device {index} is probed in a build without the CUDA backend")
+    }
+}
+
+/// wgpu's default adapter pinned to Vulkan (SPIR-V kernels), or why not.
+fn vulkan_device() -> Result<(Device, String)> {
+    #[cfg(feature = "vulkan")]
+    {
+        let kind = DeviceKind::DefaultDevice;
+        match probe("vulkan".into(), move || Device::vulkan(kind)) {
+            Some(a) => Ok((
+                Device::vulkan(DeviceKind::DefaultDevice),
+                format!(
+                    "vulkan ({}{}, SPIR-V)",
+                    a.name,
+                    if a.hardware { "" } else { ", software" }
+                ),
+            )),
+            None => bail!(
+                "--device vulkan: no Vulkan adapter (no GPU driver, and no CPU Vulkan device such as mesa-vulkan-drivers' lavapipe)"
+            ),
+        }
+    }
+    #[cfg(not(feature = "vulkan"))]
+    {
+        bail!("--device vulkan: {NO_VULKAN_BUILD}")
+    }
 }
 
 /// Picks every device of a data-parallel group (one device: plain training). The name lists
@@ -246,9 +349,18 @@ mod tests {
 
     #[test]
     fn device_names_parse_and_print_back() {
-        for s in ["auto", "flex", "wgpu", "wgpu:0", "wgpu:3"] {
+        for s in [
+            "auto", "flex", "wgpu", "wgpu:0", "wgpu:3", "vulkan", "cuda", "cuda:1",
+        ] {
             assert_eq!(s.parse::<DeviceChoice>().unwrap().to_string(), s);
         }
+        assert_eq!("cuda:0".parse::<DeviceChoice>(), Ok(DeviceChoice::Cuda(0)));
+        assert!(
+            "cuda:one"
+                .parse::<DeviceChoice>()
+                .unwrap_err()
+                .contains("cuda:0")
+        );
         assert_eq!("cpu".parse::<DeviceChoice>(), Ok(DeviceChoice::Flex));
         assert_eq!(
             "gpu:1".parse::<DeviceChoice>(),
@@ -271,6 +383,33 @@ mod tests {
             vec![DeviceChoice::WgpuDiscrete(0), DeviceChoice::WgpuDiscrete(1)]
         );
         assert!(parse_group("flex+").is_err());
+    }
+
+    /// Without the `cuda` feature (the test build) `--device cuda` says how to get it, `auto`
+    /// never picks it; with it and no NVIDIA driver (this machine) it says there is none.
+    #[test]
+    fn cuda_is_refused_with_the_reason_and_auto_says_what_it_took() {
+        let err = select(DeviceChoice::Cuda(1), true).unwrap_err().to_string();
+        if cfg!(feature = "cuda") {
+            assert!(
+                err.contains("--device cuda:1") && err.contains("NVIDIA driver"),
+                "{err}"
+            );
+        } else {
+            assert!(
+                err.contains("--device cuda:1") && err.contains("--features cuda"),
+                "{err}"
+            );
+        }
+        let (_, name) = select(DeviceChoice::Auto, true).unwrap();
+        assert!(
+            name.starts_with("flex") || name.starts_with("wgpu") || name.starts_with("cuda"),
+            "{name}"
+        );
+        if !cfg!(feature = "vulkan") {
+            let err = select(DeviceChoice::Vulkan, true).unwrap_err().to_string();
+            assert!(err.contains("--features vulkan"), "{err}");
+        }
     }
 
     #[test]

@@ -86,7 +86,7 @@ struct TrainArgs {
     /// Training epochs.
     #[arg(long)]
     epochs: Option<usize>,
-    /// auto | flex | wgpu | wgpu:N (the N-th GPU). Several, comma-separated
+    /// auto | flex | wgpu | wgpu:N (the N-th GPU) | vulkan | cuda | cuda:N. Several, comma-separated
     /// (`wgpu:0,wgpu:1`), train data-parallel: each batch is split over them (Burn's
     /// multi-device step), the model and the reports stay on the first.
     #[arg(long, value_delimiter = ',', default_value = "auto")]
@@ -135,7 +135,7 @@ struct EvalArgs {
     /// At most this many missing at once.
     #[arg(long)]
     max_missing: Option<usize>,
-    /// auto | flex | wgpu | wgpu:N.
+    /// auto | flex | wgpu | wgpu:N | vulkan | cuda | cuda:N.
     #[arg(long, default_value = "flex")]
     device: DeviceChoice,
 }

@@ -44,7 +44,7 @@ pub struct PretrainArgs {
     /// synthetic: seed of the pool's samples.
     #[arg(long, default_value_t = SYNTHETIC_POOL_SEED)]
     pub pool_seed: u64,
-    /// auto | flex | wgpu | wgpu:N, as `mgr train`.
+    /// auto | flex | wgpu | wgpu:N | vulkan | cuda | cuda:N, as `mgr train`.
     #[arg(long, value_delimiter = ',', default_value = "auto")]
     pub device: Vec<DeviceChoice>,
     /// Override any field, as `mgr train --set` (e.g. `--set d_model=32`: the downstream runs
