@@ -1,15 +1,73 @@
 #!/usr/bin/env bash
-# The GPU comparison of issue 7, as one prepared run for a machine with an NVIDIA GPU: this
-# project on wgpu against the PyTorch peer on CUDA, same shapes, batch 64 and 256, alternating.
-# Needs a built `mgr` (MGR_BIN, default: the dev build) and python3 with torch.
-# usage: scripts/gpu-bench.sh [PATH/TO/torch_mgr.py]  (prints one JSON object per line)
+# The GPU comparison of issue 30, as one prepared run for a machine with an NVIDIA GPU: this
+# project's GPU builds against the PyTorch peer on CUDA (same model and shapes), at batch 64 and
+# 512, training and inference, each build and the peer alternated twice; then the launch counts,
+# and a table of samples/s with the ratio to PyTorch (markdown, on stderr's last lines and in
+# $OUT_DIR/gpu-bench.md).
+#
+# Builds (fusion is compile-time, so each variant is its own binary; unset ones are skipped):
+#   MGR_BIN           the default build: wgpu with Burn's fusion and autotune
+#                     (cargo build --release -p mgr-trainer)
+#   MGR_BIN_NOFUSION  wgpu without them (... --no-default-features)
+#   MGR_BIN_VULKAN    wgpu pinned to Vulkan with SPIR-V kernels (... --features vulkan)
+#   MGR_BIN_CUDA      Burn's CUDA backend (... --features cuda; its build downloads LLVM, so
+#                     build it where there is internet and copy the binary)
+# Needs python3 with torch (CUDA) for the peer.
+# usage: scripts/gpu-bench.sh [PATH/TO/torch_mgr.py]   (one JSON object per measurement)
 set -uo pipefail
 cd "$(dirname "$0")/.."
-MGR_BIN="${MGR_BIN:-${CARGO_TARGET_DIR:-target}/debug/mgr}"
 PEER="${1:-../shared/bench/torch_mgr.py}"
-for batch in 64 256; do
+OUT_DIR="${OUT_DIR:-${CARGO_TARGET_DIR:-target}/gpu-bench}"
+mkdir -p "$OUT_DIR"
+results="$OUT_DIR/gpu-bench.jsonl"
+: > "$results"
+default_bin="${CARGO_TARGET_DIR:-target}/release/mgr"
+variants=()
+[ -x "${MGR_BIN:-$default_bin}" ] && variants+=("wgpu+fusion|${MGR_BIN:-$default_bin}|wgpu")
+[ -n "${MGR_BIN_NOFUSION:-}" ] && variants+=("wgpu|$MGR_BIN_NOFUSION|wgpu")
+[ -n "${MGR_BIN_VULKAN:-}" ] && variants+=("vulkan+fusion|$MGR_BIN_VULKAN|vulkan")
+[ -n "${MGR_BIN_CUDA:-}" ] && variants+=("cuda+fusion|$MGR_BIN_CUDA|cuda")
+[ ${#variants[@]} -gt 0 ] || { echo "gpu-bench: no mgr build found (MGR_BIN, $default_bin)" >&2; exit 2; }
+
+record() { # variant json-line
+  python3 -c 'import json,sys; d=json.loads(sys.argv[2]); d["variant"]=sys.argv[1]; print(json.dumps(d))' "$1" "$2" \
+    | tee -a "$results"
+}
+
+for batch in 64 512; do
   for round in 1 2; do
-    "$MGR_BIN" bench --device wgpu --batch "$batch" --steps 20 --json
-    python3 scripts/torch_peer_cuda.py "$PEER" --batch "$batch" --steps 20
+    for v in "${variants[@]}"; do
+      IFS='|' read -r name bin device <<<"$v"
+      line=$("$bin" --quiet bench --device "$device" --batch "$batch" --steps 20 --json 2>/dev/null | tail -1)
+      [ -n "$line" ] && record "$name" "$line"
+    done
+    line=$(python3 scripts/torch_peer_cuda.py "$PEER" --batch "$batch" --steps 20 2>/dev/null | tail -1)
+    [ -n "$line" ] && record "pytorch-cuda" "$line"
+  done
+  for v in "${variants[@]}"; do
+    IFS='|' read -r name bin device <<<"$v"
+    line=$("$bin" --quiet bench --device "$device" --batch "$batch" --launches --json 2>/dev/null | tail -1)
+    [ -n "$line" ] && record "$name launches" "$line"
   done
 done
+
+python3 - "$results" <<'EOF' | tee "$OUT_DIR/gpu-bench.md" >&2
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+def med(variant, batch, key):
+    v = [r[key] for r in rows if r.get("variant") == variant and r.get("batch") == batch and key in r]
+    return statistics.median(v) if v else None
+variants = sorted({r["variant"] for r in rows if not r["variant"].endswith("launches")})
+print("| build | batch | train samples/s | x PyTorch | infer samples/s | x PyTorch | launches/step (train, infer) |")
+print("|---|---|---|---|---|---|---|")
+for batch in (64, 512):
+    base_t, base_i = med("pytorch-cuda", batch, "train_samples_per_s"), med("pytorch-cuda", batch, "infer_samples_per_s")
+    for v in variants:
+        t, i = med(v, batch, "train_samples_per_s"), med(v, batch, "infer_samples_per_s")
+        if t is None:
+            continue
+        ratio = lambda x, b: f"{x / b:.2f}" if b else "-"
+        lt, li = med(v + " launches", batch, "train_launches_per_step"), med(v + " launches", batch, "infer_launches_per_batch")
+        launches = f"{lt:.0f}, {li:.0f}" if lt is not None else "-"
+        print(f"| {v} | {batch} | {t:.0f} | {ratio(t, base_t)} | {i:.0f} | {ratio(i, base_i)} | {launches} |")
+EOF
