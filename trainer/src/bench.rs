@@ -10,8 +10,9 @@ use mgr::data::DataSplit;
 use mgr::train::{TrainConfig, infer_outputs, init_model, shards_on, train_step_sharded};
 use mgr::{Method, ModalitySpec, ModelConfig};
 use serde_json::json;
-use std::sync::Arc;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use crate::device::{self, DeviceChoice};
@@ -77,20 +78,68 @@ pub struct BenchArgs {
 
 /// Counts every kernel launch CubeCL issues (wgpu, CUDA), on any thread, while installed: a
 /// step's launch count is what bounds it by the host where kernels are small (about 37 us
-/// each on the H200 through wgpu).
-#[derive(Default)]
-struct LaunchCounter(AtomicUsize);
+/// each on the H200 through wgpu). With `by_kernel` it also counts per kernel name
+/// (`--launches`: where the launches go).
+struct LaunchCounter {
+    total: AtomicUsize,
+    by_kernel: Option<Mutex<HashMap<&'static str, usize>>>,
+}
 
 impl LaunchObserver for LaunchCounter {
-    fn launched(&self, _kernel: &'static str) {
-        self.0.fetch_add(1, Ordering::Relaxed);
+    fn launched(&self, kernel: &'static str) {
+        self.total.fetch_add(1, Ordering::Relaxed);
+        if let Some(counts) = &self.by_kernel {
+            let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+            *counts.entry(kernel).or_default() += 1;
+        }
     }
 }
 
 impl LaunchCounter {
-    fn take(&self) -> usize {
-        self.0.swap(0, Ordering::Relaxed)
+    /// The launches since the last take, per call of `calls`, and the `top` kernels launched
+    /// most; both counts start again.
+    fn take(&self, calls: usize, top: usize) -> Launches {
+        let calls = calls.max(1);
+        let mut kernels: Vec<(String, f64)> = Vec::new();
+        if let Some(counts) = &self.by_kernel {
+            let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
+            let mut all: Vec<(&str, usize)> = counts.iter().map(|(k, c)| (*k, *c)).collect();
+            all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            kernels = all
+                .into_iter()
+                .take(top)
+                .map(|(k, c)| (short_kernel_name(k), c as f64 / calls as f64))
+                .collect();
+            counts.clear();
+        }
+        Launches {
+            per_call: self.total.swap(0, Ordering::Relaxed) as f64 / calls as f64,
+            top: kernels,
+        }
     }
+}
+
+/// Kernel launches per call, and the kernels launched most (with `--launches`).
+struct Launches {
+    per_call: f64,
+    top: Vec<(String, f64)>,
+}
+
+/// A kernel's type name without its module paths (`burn_cubecl::kernel::X<f32>` -> `X<f32>`).
+fn short_kernel_name(name: &str) -> String {
+    let mut out = String::new();
+    let mut segment = String::new();
+    for c in name.chars() {
+        if c.is_alphanumeric() || c == '_' || c == ':' {
+            segment.push(c);
+        } else {
+            out.push_str(segment.rsplit("::").next().unwrap_or(""));
+            segment.clear();
+            out.push(c);
+        }
+    }
+    out.push_str(segment.rsplit("::").next().unwrap_or(""));
+    out
 }
 
 /// AV-MNIST's token grids: 16 image patches of 7x7, 28 spectrogram frames of 4x112.
@@ -174,7 +223,10 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let infer_shards = Batch::shards_from_split(&split, &indices, &mask, &device, parts);
     let tc = TrainConfig::new().with_lr(1e-4);
     let mut optimizer = tc.optimizer();
-    let counter = Arc::new(LaunchCounter::default());
+    let counter = Arc::new(LaunchCounter {
+        total: AtomicUsize::new(0),
+        by_kernel: a.launches.then(|| Mutex::new(HashMap::new())),
+    });
     let _observing = LaunchObservation::new(counter.clone());
     let timing = Timing::of(a);
     let (model, train_rates, train_launches) =
@@ -239,11 +291,11 @@ fn samples_per_second<S>(
     mut state: S,
     counter: &LaunchCounter,
     mut step: impl FnMut(S) -> S,
-) -> (S, Vec<f64>, f64) {
+) -> (S, Vec<f64>, Launches) {
     for _ in 0..timing.warmup {
         state = step(state);
     }
-    counter.take();
+    counter.take(1, 0);
     let mut rates = Vec::with_capacity(timing.repeats);
     for _ in 0..timing.repeats {
         let t = Instant::now();
@@ -252,7 +304,7 @@ fn samples_per_second<S>(
         }
         rates.push((timing.steps * batch) as f64 / t.elapsed().as_secs_f64());
     }
-    let launches = counter.take() as f64 / (timing.steps * timing.repeats) as f64;
+    let launches = counter.take(timing.steps * timing.repeats, 8);
     (state, rates, launches)
 }
 
@@ -261,9 +313,9 @@ struct Report {
     /// Print only the launch counts.
     launches: bool,
     /// Kernel launches per training step (0 on flex, which launches none).
-    train_launches: f64,
+    train_launches: Launches,
     /// Kernel launches per inference batch.
-    infer_launches: f64,
+    infer_launches: Launches,
     device_name: String,
     method: Method,
     batch: usize,
@@ -298,22 +350,34 @@ impl Report {
                     "device": device_name,
                     "method": method.name(),
                     "batch": batch,
-                    "train_launches_per_step": train_launches,
-                    "infer_launches_per_batch": infer_launches,
+                    "train_launches_per_step": train_launches.per_call,
+                    "infer_launches_per_batch": infer_launches.per_call,
+                    "train_top_kernels": train_launches.top,
+                    "infer_top_kernels": infer_launches.top,
                 });
                 println!("{out}");
             } else {
                 println!("device {device_name}, method {method}, batch {batch}");
                 println!(
-                    "kernel launches: {train_launches:.0} per training step, {infer_launches:.0} per inference batch"
+                    "kernel launches: {:.0} per training step, {:.0} per inference batch",
+                    train_launches.per_call, infer_launches.per_call
                 );
+                for (what, l) in [
+                    ("training step", train_launches),
+                    ("inference batch", infer_launches),
+                ] {
+                    println!("most launched per {what}:");
+                    for (kernel, n) in &l.top {
+                        println!("  {n:>6.0}  {kernel}");
+                    }
+                }
             }
             return;
         }
         if a.json {
             let out = json!({
-                "train_launches_per_step": train_launches,
-                "infer_launches_per_batch": infer_launches,
+                "train_launches_per_step": train_launches.per_call,
+                "infer_launches_per_batch": infer_launches.per_call,
                 "impl": "mgr-rust",
                 "device": device_name,
                 "fused_kernels": !a.unfused,
@@ -355,10 +419,42 @@ impl Report {
             "infer: {infer_med:>9.1} samples/s (min {infer_min:.1}, max {infer_max:.1}) = {:.2} GFLOP/s",
             infer_med * flops / 1e9
         );
-        if *train_launches > 0.0 {
+        if train_launches.per_call > 0.0 {
             println!(
-                "kernel launches: {train_launches:.0} per training step, {infer_launches:.0} per inference batch"
+                "kernel launches: {:.0} per training step, {:.0} per inference batch",
+                train_launches.per_call, infer_launches.per_call
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kernel_names_lose_their_module_paths_only() {
+        assert_eq!(
+            short_kernel_name("burn_cubecl::kernel::unary::Kernel<cubecl_core::F32, 2>"),
+            "Kernel<F32, 2>"
+        );
+        assert_eq!(short_kernel_name("plain"), "plain");
+    }
+
+    /// The counter counts every launch and, with `by_kernel`, each kernel, per call; a take
+    /// starts both again.
+    #[test]
+    fn launches_are_counted_per_call_and_per_kernel() {
+        let counter = LaunchCounter {
+            total: AtomicUsize::new(0),
+            by_kernel: Some(Mutex::new(HashMap::new())),
+        };
+        for kernel in ["a::x", "b::y", "a::x", "a::x"] {
+            counter.launched(kernel);
+        }
+        let l = counter.take(2, 1);
+        assert_eq!(l.per_call, 2.0);
+        assert_eq!(l.top, vec![("x".to_string(), 1.5)]);
+        assert_eq!(counter.take(1, 5).per_call, 0.0);
     }
 }
