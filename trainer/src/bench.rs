@@ -368,7 +368,15 @@ impl Report {
                 ] {
                     println!("most launched per {what}:");
                     for (kernel, n) in &l.top {
-                        println!("  {n:>6.0}  {kernel}");
+                        // Matmul kernels name their whole tiling in their type: the family is
+                        // enough to read the list.
+                        let shown: String = kernel.chars().take(90).collect();
+                        let more = if shown.len() < kernel.len() {
+                            "..."
+                        } else {
+                            ""
+                        };
+                        println!("  {n:>6.0}  {shown}{more}");
                     }
                 }
             }
