@@ -166,6 +166,9 @@ await frame.waitForFunction(() => (document.getElementById('status')?.dataset.re
 const embedded = JSON.parse(await frame.textContent('#mgr-trace'));
 compare('embed snippet', embedded.trace, expectedDrop.trace);
 if (await frame.isVisible('#controls')) fail('the embedded view shows the controls');
+// The embedded view keeps the below-chance line (layer 1's AUC is under 0.5), not the full reading.
+if (!(await frame.isVisible('#ranking-honesty .compact')) || !(await frame.textContent('#ranking-honesty .compact')).includes(BELOW_CHANCE)) fail('the embedded view drops the below-chance line');
+if (await frame.isVisible('#ranking-honesty .full')) fail('the embedded view shows the full ranking reading');
 await host.close();
 
 // "Save image": a PNG of the canvas, named after the view.
@@ -336,6 +339,7 @@ await traceAfter('embed=1');
 const [avW, avH] = await page.evaluate(() => [document.documentElement.scrollWidth, document.documentElement.scrollHeight]);
 if (avW > 400 || avH > 600) fail(`AV-MNIST embed view is ${avW} x ${avH} px, over 400 x 600`);
 if (!(await page.isVisible('#credit'))) fail('the embedded AV-MNIST view drops the credit');
+if (!(await page.isVisible('#ranking-honesty .compact'))) fail('the embedded AV-MNIST view (placeholders take 77% of layer 0) drops the below-chance line');
 await page.screenshot({ path: `${shots}/e2e-avmnist-embed-400px.png`, fullPage: true });
 
 // A phone, 390 px wide: the picture in the first screen, above the controls, nothing wider than

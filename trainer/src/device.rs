@@ -32,6 +32,7 @@ pub enum DeviceChoice {
 const NO_CUDA_BUILD: &str = "this mgr was built without Burn's CUDA backend: build it with `cargo build --release -p mgr-trainer --features cuda` (CubeCL's CUDA compiler links LLVM, which its build script downloads, so that build needs internet access; at run time it loads the NVIDIA driver's libcuda and NVRTC)";
 
 /// Why `--device vulkan` cannot run in a build without the `vulkan` feature.
+#[cfg(not(feature = "vulkan"))]
 const NO_VULKAN_BUILD: &str = "this mgr was built without CubeCL's SPIR-V compiler: build it with `cargo build --release -p mgr-trainer --features vulkan`";
 
 impl FromStr for DeviceChoice {

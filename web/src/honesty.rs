@@ -175,8 +175,24 @@ pub fn honesty_html(layers: &[LayerHonesty], shown: usize) -> String {
     if lines.is_empty() {
         return String::new();
     }
+    // The embedded view (a 400 x 600 frame) shows only this: one short line per layer that
+    // ranks no better than chance.
+    let compact: Vec<String> = layers
+        .iter()
+        .filter(|r| r.below_chance)
+        .enumerate()
+        .map(|(i, r)| format!("{} {}", if i == 0 { "Layer" } else { "layer" }, r.layer))
+        .collect();
+    let compact = if compact.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "<p class=\"compact\">{}: {BELOW_CHANCE}.</p>",
+            compact.join(" and ")
+        )
+    };
     format!(
-        "<p>What the ranking does here (a ranking blind to missing data keeps placeholders at their share of the tokens):</p><ul>{}</ul>",
+        "<div class=\"full\"><p>What the ranking does here (a ranking blind to missing data keeps placeholders at their share of the tokens):</p><ul>{}</ul></div>{compact}",
         lines.join("")
     )
 }
@@ -254,7 +270,14 @@ mod tests {
         );
         assert!(html.contains("2 of 3 kept slots (67%)"), "{html}");
         assert!(html.contains("test set with b dropped, 25%"), "{html}");
-        assert_eq!(html.matches(BELOW_CHANCE).count(), 1, "{html}");
+        // Once in the full reading, once in the embedded view's line.
+        assert_eq!(html.matches(BELOW_CHANCE).count(), 2, "{html}");
+        assert!(
+            html.contains(&format!(
+                "<p class=\"compact\">Layer 1: {BELOW_CHANCE}.</p>"
+            )),
+            "{html}"
+        );
         assert!(html.contains("id=\"honesty-1\" class=\"shown\" data-below-chance=\"true\""));
         // An AUC below 0.5 alone is enough, with every modality present too.
         let mut complete = trace(&[[true, true, false, true, false]]);
@@ -263,6 +286,10 @@ mod tests {
         assert!(layers[0].placeholders.is_empty() && layers[0].below_chance);
         let html = honesty_html(&layers, 0);
         assert!(html.contains("AUC is 0.44, below 0.5") && html.contains(BELOW_CHANCE));
+        assert!(
+            !honesty_html(&read_layers(&t, Some(&[Some(0.7), Some(0.6)]), None), 0)
+                .contains("class=\"compact\">Layer 0")
+        );
         // At 0.5 and above, nothing missing: nothing to say.
         let layers = read_layers(&complete, Some(&[Some(0.5)]), None);
         assert!(!layers[0].below_chance);
