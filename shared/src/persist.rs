@@ -61,9 +61,15 @@ pub fn to_burnpack(model: &Model) -> Result<Vec<u8>, MgrError> {
 /// beyond f16's range (65 504) would become infinite and is refused.
 pub fn to_burnpack_as(model: &Model, precision: WeightPrecision) -> Result<Vec<u8>, MgrError> {
     if precision == WeightPrecision::F16 {
-        let mut range = LargestMagnitude::default();
-        model.visit(&mut range);
-        if let Some((path, value)) = range.largest
+        let mut largest: Option<(String, f32)> = None;
+        for_each_float_param(model, |path, values| {
+            let magnitude = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+            if largest.as_ref().is_none_or(|(_, l)| magnitude > *l) {
+                largest = Some((path.to_string(), magnitude));
+            }
+            true
+        });
+        if let Some((path, value)) = largest
             && value > F16_MAX
         {
             return Err(MgrError::data(
@@ -197,9 +203,15 @@ pub fn from_burnpack(
             format!("weights of another model: {result}"),
         ));
     }
-    let mut check = NonFiniteParams::default();
-    model.visit(&mut check);
-    if let Some((path, count)) = check.first {
+    let mut first_non_finite: Option<(String, usize)> = None;
+    for_each_float_param(&model, |path, values| {
+        let count = values.iter().filter(|v| !v.is_finite()).count();
+        if count > 0 {
+            first_non_finite = Some((path.to_string(), count));
+        }
+        count == 0
+    });
+    if let Some((path, count)) = first_non_finite {
         return Err(MgrError::data(
             what,
             format!("parameter `{path}` holds {count} NaN or infinite values"),
@@ -255,14 +267,25 @@ fn weight_count_lower_bound(config: &ModelConfig) -> u128 {
     encoder.saturating_add(refinement).saturating_mul(d2)
 }
 
-/// Finds the parameter holding the largest magnitude: its path and that magnitude.
-#[derive(Default)]
-struct LargestMagnitude {
-    path: Vec<String>,
-    largest: Option<(String, f32)>,
+/// Calls `each` with every float parameter's path (`head.linear.weight`) and values, in the
+/// module's order, until it returns false.
+fn for_each_float_param(model: &Model, each: impl FnMut(&str, &[f32]) -> bool) {
+    let mut visitor = FloatParams {
+        path: Vec::new(),
+        each,
+        done: false,
+    };
+    model.visit(&mut visitor);
 }
 
-impl ModuleVisitor for LargestMagnitude {
+/// The visitor behind [`for_each_float_param`].
+struct FloatParams<F> {
+    path: Vec<String>,
+    each: F,
+    done: bool,
+}
+
+impl<F: FnMut(&str, &[f32]) -> bool> ModuleVisitor for FloatParams<F> {
     fn enter_module(&mut self, name: &str, _container_type: &str) {
         self.path.push(name.to_string());
     }
@@ -272,45 +295,14 @@ impl ModuleVisitor for LargestMagnitude {
     }
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let data = param.val().into_data();
-        let Ok(values) = data.as_slice::<f32>() else {
-            return;
-        };
-        let largest = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        if self.largest.as_ref().is_none_or(|(_, l)| largest > *l) {
-            self.largest = Some((self.path.join("."), largest));
-        }
-    }
-}
-
-/// Finds the first parameter holding a non-finite value: its path and how many.
-#[derive(Default)]
-struct NonFiniteParams {
-    path: Vec<String>,
-    first: Option<(String, usize)>,
-}
-
-impl ModuleVisitor for NonFiniteParams {
-    fn enter_module(&mut self, name: &str, _container_type: &str) {
-        self.path.push(name.to_string());
-    }
-
-    fn exit_module(&mut self, _name: &str, _container_type: &str) {
-        self.path.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        if self.first.is_some() {
+        if self.done {
             return;
         }
         let data = param.val().into_data();
         let Ok(values) = data.as_slice::<f32>() else {
             return;
         };
-        let count = values.iter().filter(|v| !v.is_finite()).count();
-        if count > 0 {
-            self.first = Some((self.path.join("."), count));
-        }
+        self.done = !(self.each)(&self.path.join("."), values);
     }
 }
 

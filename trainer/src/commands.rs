@@ -292,7 +292,7 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
             let samples: Vec<_> = (0..n)
                 .map(|i| rc.synthetic.sample(SplitKind::Test, i))
                 .collect();
-            let test = dataset::load(&rc)?.test;
+            let test = rc.synthetic.first(SplitKind::Test, n);
             ("samples.json", serde_json::to_vec(&samples)?, n, test)
         }
     };

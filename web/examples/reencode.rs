@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
-use mgr::persist::{WeightPrecision, compare_outputs, from_burnpack, to_burnpack_as};
-use mgr_web::engine::{AUC_SAMPLES, Engine, WebMeta};
+use mgr::persist::{WeightPrecision, from_burnpack, to_burnpack_as};
+use mgr_web::engine::{Engine, WebMeta};
 
 fn main() {
     if let Err(e) = run() {
@@ -44,13 +44,7 @@ fn run() -> Result<(), String> {
     let device = burn::tensor::Device::flex();
     let rounded = from_burnpack(&engine.meta.model, bytes.clone(), &device, "model.bpk")
         .map_err(|e| e.to_string())?;
-    let shown = engine
-        .samples
-        .as_ref()
-        .map_or(AUC_SAMPLES, |s| s.samples.len());
-    let indices: Vec<usize> = (0..shown).collect();
-    let split = engine.sample_split(&indices);
-    let check = compare_outputs(&engine.model, &rounded, &split, &indices, &device);
+    let check = engine.compare_models(&engine.model, &rounded);
     if check.same_prediction != check.views {
         return Err(format!(
             "{} of {} views change their prediction in {}; nothing written",

@@ -228,6 +228,23 @@ impl Engine {
         }
     }
 
+    /// How many of the test samples the page's checks run on: every shipped one (AV-MNIST), or
+    /// the ones its ranking AUC is measured on (synthetic, `0..AUC_SAMPLES`).
+    pub fn checked_samples(&self) -> usize {
+        self.samples
+            .as_ref()
+            .map_or(AUC_SAMPLES, |s| s.samples.len())
+    }
+
+    /// [`mgr::persist::compare_outputs`] of two versions of this model (e.g. f32 weights and
+    /// their half-precision rounding) on the [`Engine::checked_samples`] under every absence
+    /// pattern.
+    pub fn compare_models(&self, model: &Model, other: &Model) -> mgr::persist::PrecisionCheck {
+        let indices: Vec<usize> = (0..self.checked_samples()).collect();
+        let split = self.sample_split(&indices);
+        mgr::persist::compare_outputs(model, other, &split, &indices, &self.device)
+    }
+
     /// The name of class `c` (a synthetic class word, or the digit).
     pub fn class_name(&self, c: usize) -> String {
         match self.data {
@@ -390,24 +407,21 @@ pub(crate) mod tests {
                 "model.f32.bpk",
             )
             .unwrap();
-            let shown = engine
-                .samples
-                .as_ref()
-                .map_or(AUC_SAMPLES, |s| s.samples.len());
-            let indices: Vec<usize> = (0..shown).collect();
-            let split = engine.sample_split(&indices);
             let rounded =
                 mgr::persist::to_burnpack_as(&full, mgr::persist::WeightPrecision::F16).unwrap();
             let rounded =
                 mgr::persist::from_burnpack(&engine.meta.model, rounded, &device, "f16").unwrap();
-            let same =
-                mgr::persist::compare_outputs(&rounded, &engine.model, &split, &indices, &device);
+            let same = engine.compare_models(&rounded, &engine.model);
             assert_eq!(
                 same.max_output_diff, 0.0,
                 "{what}: not the reference rounded"
             );
-            let check =
-                mgr::persist::compare_outputs(&full, &engine.model, &split, &indices, &device);
+            let check = engine.compare_models(&full, &engine.model);
+            let shown = if engine.data == Data::Synthetic {
+                AUC_SAMPLES
+            } else {
+                32
+            };
             let patterns = (1 << engine.meta.model.modalities.len()) - 1;
             assert_eq!(check.views, shown * patterns, "{what}");
             assert_eq!(check.same_prediction, check.views, "{what}: {check:?}");

@@ -2,7 +2,7 @@
 //! the prediction, the token table, the controls that depend on the model (one checkbox per
 //! modality, the layer choices). Plain Rust, tested natively; `app` only puts them in place.
 
-use mgr::trace::{LayerTrace, SampleTrace};
+use mgr::trace::{LayerTrace, SampleTrace, TokenTrace};
 
 use crate::engine::{AUC_SAMPLES, Engine};
 use crate::sample::PageSample;
@@ -85,14 +85,12 @@ pub fn token_table_html(
     layer: &LayerTrace,
     noise: Option<&[Vec<bool>]>,
 ) -> String {
-    let mut tokens: Vec<_> = layer.tokens.iter().collect();
-    tokens.sort_by_key(|t| t.rank);
-    let rows: String = tokens
-        .iter()
+    let rows: String = by_rank(layer)
+        .into_iter()
         .map(|t| {
-            let truth = match noise {
-                Some(n) if n[t.origin.modality][t.origin.position] => "noise",
-                Some(_) => "",
+            let truth = match is_noise(noise, t) {
+                Some(true) => "noise",
+                Some(false) => "",
                 None => "n/a",
             };
             format!(
@@ -123,15 +121,13 @@ pub fn token_table_csv(
     layer: &LayerTrace,
     noise: Option<&[Vec<bool>]>,
 ) -> String {
-    let mut tokens: Vec<_> = layer.tokens.iter().collect();
-    tokens.sort_by_key(|t| t.rank);
     let mut csv =
         String::from("layer,rank,modality,position,xi_f,xi_e,xi,split,truth,placeholder\n");
-    for t in tokens {
+    for t in by_rank(layer) {
         let (m, p) = (t.origin.modality, t.origin.position);
-        let truth = match noise {
-            Some(n) if n[m][p] => "noise",
-            Some(_) => "signal",
+        let truth = match is_noise(noise, t) {
+            Some(true) => "noise",
+            Some(false) => "signal",
             None => "n/a",
         };
         csv.push_str(&format!(
@@ -147,6 +143,18 @@ pub fn token_table_csv(
         ));
     }
     csv
+}
+
+/// The layer's tokens in rank order (Eq. 10's ranking, 0 first).
+fn by_rank(layer: &LayerTrace) -> Vec<&TokenTrace> {
+    let mut tokens: Vec<_> = layer.tokens.iter().collect();
+    tokens.sort_by_key(|t| t.rank);
+    tokens
+}
+
+/// Whether the token is ground-truth noise; None for data without that truth.
+fn is_noise(noise: Option<&[Vec<bool>]>, t: &TokenTrace) -> Option<bool> {
+    noise.map(|n| n[t.origin.modality][t.origin.position])
 }
 
 /// One CSV field: quoted (inner quotes doubled) when it holds a comma, quote or line break.
@@ -227,7 +235,7 @@ pub fn shown_layer_options_html(lt: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mgr::trace::{TokenOrigin, TokenTrace};
+    use mgr::trace::TokenOrigin;
 
     fn token(modality: usize, position: usize, xi: f32, rank: usize, kept: bool) -> TokenTrace {
         TokenTrace {
