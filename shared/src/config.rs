@@ -7,6 +7,7 @@ use std::fmt;
 use std::str::FromStr;
 
 use crate::error::MgrError;
+pub use crate::readings::{Gate, GateScope, PromptInsertion, RefinementReadings, ScoreGate};
 
 /// One input modality: its name and its token grid.
 #[derive(Config, Debug, PartialEq)]
@@ -111,93 +112,6 @@ pub enum EncoderPrompts {
     PerModality,
 }
 
-/// How the mixed-context prompt P enters the refinement attention (Eq. 6 and Tables 5-6).
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[serde(rename_all = "kebab-case")]
-pub enum PromptInsertion {
-    /// Eq. 6: P appended as one extra key/value token, h_p = [h_e; P] (the paper's default).
-    Token,
-    /// P added to every token before the attention, h_p = h_e + P.
-    Summation,
-    /// MAPs input-level prompts: P expanded to `maps_prompt_len` tokens appended to the input,
-    /// projected by the same W_K, W_V as the tokens.
-    MapsInput,
-    /// MAPs attention-level prompts: P mapped to one key and one value that bypass W_K, W_V and
-    /// are prepended to the keys and values directly.
-    MapsAttention,
-}
-
-impl PromptInsertion {
-    /// Every insertion type.
-    pub const ALL: [PromptInsertion; 4] = [
-        PromptInsertion::Token,
-        PromptInsertion::Summation,
-        PromptInsertion::MapsInput,
-        PromptInsertion::MapsAttention,
-    ];
-
-    /// The name used on the command line and in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            PromptInsertion::Token => "token",
-            PromptInsertion::Summation => "summation",
-            PromptInsertion::MapsInput => "maps-input",
-            PromptInsertion::MapsAttention => "maps-attention",
-        }
-    }
-}
-
-impl FromStr for PromptInsertion {
-    type Err = MgrError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        PromptInsertion::ALL
-            .into_iter()
-            .find(|m| m.name() == s)
-            .ok_or_else(|| MgrError::UnknownName {
-                kind: "prompt insertion".into(),
-                name: s.into(),
-                expected: PromptInsertion::ALL.map(PromptInsertion::name).join(", "),
-            })
-    }
-}
-
-/// The value of the score gate g(xi) that scales a kept token's refinement (Eq. 12's output),
-/// the path by which the ranking (Eq. 9) learns: the top-k split has no gradient.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum ScoreGate {
-    /// g = xi in (-1, 1), as TopK pooling (Gao & Ji 2019); a negative score flips the token.
-    Signed,
-    /// g = (1 + xi) / 2 in (0, 1): the same order as xi, never flips a token's sign.
-    #[default]
-    Unit,
-}
-
-impl ScoreGate {
-    /// g(xi), element-wise.
-    ///
-    /// # Shapes
-    /// - xi: `[B, N]`; output `[B, N]`
-    pub fn apply(self, xi: burn::tensor::Tensor<2>) -> burn::tensor::Tensor<2> {
-        match self {
-            ScoreGate::Signed => xi,
-            ScoreGate::Unit => xi.add_scalar(1.0).mul_scalar(0.5),
-        }
-    }
-}
-
-/// What the score gate of a refinement layer scales.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-#[serde(rename_all = "kebab-case")]
-pub enum GateScope {
-    /// The whole kept token, z = g (r + u): TopK pooling's gate; the ranking learns which
-    /// tokens' content helps the prediction.
-    #[default]
-    Token,
-    /// Only Eq. 12's update, z = r + g u: the ranking learns where redistribution helps.
-    Update,
-}
-
 /// The downstream task: what f_task predicts and which loss L_task is (Eq. 13).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[serde(rename_all = "kebab-case")]
@@ -209,102 +123,59 @@ pub enum Task {
 }
 
 /// The whole model: modalities, sizes, method and every hyperparameter of Eqs. 1-13.
-#[derive(Config, Debug)]
+///
+/// Serde-derived rather than Burn's `#[derive(Config)]`, whose generated serde cannot flatten:
+/// the readings of the refinement ([`RefinementReadings`]) are one value here and flat keys in
+/// `config.json` and `model.json`. [`ModelConfig::new`] holds the defaults of the other fields.
+#[derive(Serialize, Deserialize, Clone, Debug)]
 pub struct ModelConfig {
     /// The input modalities, in the order of the token sequence (Eq. 2's concatenation).
     pub modalities: Vec<ModalitySpec>,
     /// Classes for classification, 1 for regression.
     pub n_outputs: usize,
-    /// Classification (cross-entropy) or regression (L1).
-    #[config(default = "Task::Classification")]
+    /// Classification (cross-entropy) or regression (L1). Default classification.
     pub task: Task,
-    /// Which method this model is.
-    #[config(default = "Method::Mgr")]
+    /// Which method this model is. Default MGR.
     pub method: Method,
-    /// Hidden size d (the PyTorch peer and AV-MNIST runs use 64).
-    #[config(default = 64)]
+    /// Hidden size d. Default 64, as the PyTorch peer and the AV-MNIST runs.
     pub d_model: usize,
-    /// Attention heads n_h; must divide d.
-    #[config(default = 4)]
+    /// Attention heads n_h; must divide d. Default 4.
     pub n_heads: usize,
-    /// Layers of the multimodal transformer (Eq. 2).
-    #[config(default = 2)]
+    /// Layers of the multimodal transformer (Eq. 2). Default 2.
     pub n_layers: usize,
-    /// Feed-forward width as a multiple of d (ViLT uses 4).
-    #[config(default = 4)]
+    /// Feed-forward width as a multiple of d. Default 4, as ViLT.
     pub ff_mult: usize,
-    /// Layers of each unimodal transformer (Eq. 3); the paper says they "share a similar
-    /// architecture", one layer keeps them cheap.
-    #[config(default = 1)]
+    /// Layers of each unimodal transformer (Eq. 3). Default 1: the paper says they "share a
+    /// similar architecture", one layer keeps them cheap.
     pub unimodal_layers: usize,
-    /// Refinement layers L_T (Eqs. 5-12 repeated).
-    #[config(default = 2)]
+    /// Refinement layers L_T (Eqs. 5-12 repeated). Default 2.
     pub refine_layers: usize,
-    /// Kept fraction rho per refinement layer (Eq. 10); K = ceil(rho * N), at least 1.
-    #[config(default = 0.5)]
-    pub rho: f64,
-    /// alpha_u, weight of the unimodal features (Eq. 3).
-    #[config(default = 0.5)]
+    /// The readings of Eqs. 5-12 (rho, alpha_f, the prompt insertion, the gate, the residuals,
+    /// the input norm): one value, flat keys in the files.
+    #[serde(flatten)]
+    pub refinement: RefinementReadings,
+    /// alpha_u, weight of the unimodal features (Eq. 3). Default 0.5.
     pub alpha_u: f64,
-    /// alpha_f, weight of the feature-level ranking against the correlation-level one (Eq. 9).
-    /// The paper does not give it. 1: measured here, the attention a token receives (xi_e)
-    /// ranks the synthetic data's noise tokens *above* its signal tokens (AUC 0.25-0.39 in
-    /// layer 0 over four trained models), and alpha_f = 0.5 pulled xi below chance; xi_e is
-    /// still computed and traced.
-    #[config(default = 1.0)]
-    pub alpha_f: f64,
-    /// lambda_div, weight of the diversity loss (Eq. 13).
-    #[config(default = 0.1)]
+    /// lambda_div, weight of the diversity loss (Eq. 13). Default 0.1.
     pub lambda_div: f64,
     /// Eq. 4's gradient reaches only h_u (h detached): L_div then shapes the unimodal
     /// branch and cannot pull the shared encoder away from the class information both carry
-    /// (issue 11's lead 4). Training only: the forward pass is the same either way.
-    #[config(default = false)]
+    /// (issue 11's lead 4). Training only: the forward pass is the same either way. Default
+    /// false (no effect beyond seed noise, docs/RESULTS.md).
     pub div_detach_shared: bool,
     /// epsilon inside the square root of Eq. 4, so a constant batch does not divide by zero.
-    #[config(default = 1e-9)]
+    /// Default 1e-9.
     pub dcor_eps: f64,
-    /// How P enters the refinement attention (Eq. 6, Tables 5-6).
-    #[config(default = "PromptInsertion::Token")]
-    pub prompt_insertion: PromptInsertion,
     /// Prompt tokens of the MAPs-input insertion type and of the MAPs / MSPs baselines.
-    #[config(default = 4)]
+    /// Default 4.
     pub prompt_len: usize,
-    /// Encoder layers that receive MAPs / MSPs prompts at their input (MAPs uses the first few).
-    #[config(default = 2)]
+    /// Encoder layers that receive MAPs / MSPs prompts at their input. Default 2: MAPs uses the
+    /// first few.
     pub prompt_depth: usize,
-    /// Weight of the MSPs orthogonality loss between modality prompts.
-    #[config(default = 0.1)]
+    /// Weight of the MSPs orthogonality loss between modality prompts. Default 0.1.
     pub lambda_orth: f64,
-    /// Multiply each kept token by its score xi, as TopK/SAG graph pooling does: top-k has no
-    /// gradient, so without this the ranking projector f_Psi never learns (DESIGN.md).
-    #[config(default = true)]
-    pub score_gating: bool,
-    /// The gate's range: `unit` (1 + xi) / 2 never flips a token, `signed` xi is TopK
-    /// pooling's (the paper does not say).
-    #[config(default = "ScoreGate::Unit")]
-    pub score_gate: ScoreGate,
-    /// z = x + g(xi) * Eq. 12 instead of z = g(xi) * Eq. 12: the encoder's tokens flow on while
-    /// the ranking is still poor, and the gate scales only the update, so the next layer's
-    /// LayerNorm cannot cancel it (the paper calls r an enhancement of h_e; it does not say).
-    #[config(default = true)]
-    pub refine_residual: bool,
-    /// r = h + Eq. 7 (the attention as a residual sub-layer, as the encoder's) instead of
-    /// r = Eq. 7: the paper calls r the "enhanced" h_e, and only with the token's own content
-    /// in r can f_Psi (Eq. 9) rank a token by what it is rather than by what it attends to.
-    #[config(default = true)]
-    pub attention_residual: bool,
-    /// What the score gate scales: `token` (z = g (r + u), TopK pooling) or `update`
-    /// (z = r + g u).
-    #[config(default = "GateScope::Token")]
-    pub gate_scope: GateScope,
-    /// LayerNorm on the tokens entering each refinement layer (pre-LN; the paper is silent, and
-    /// without it training is unstable: the encoder output is not normalised and the previous
-    /// layer's tokens are scaled by their scores).
-    #[config(default = true)]
-    pub refine_input_norm: bool,
-    /// Standard deviation of the learnable embeddings and prompts at initialisation.
-    #[config(default = 0.02)]
+    /// Standard deviation of the learnable embeddings and prompts at initialisation. Default
+    /// 0.02.
     pub init_std: f64,
     /// The fused CPU kernels of `kernels.rs` (GELU, softmax, layer norm, linear layers,
     /// attention) on the flex backend: None (a config written
@@ -314,8 +185,52 @@ pub struct ModelConfig {
     /// gradients are summed per sample (`kernels/per_sample.rs`) and otherwise uses Burn's ops.
     /// An Option so that older `config.json` and `model.json` files, which
     /// lack the field, still load.
-    #[config(default = "None")]
+    #[serde(default)]
     pub fused_kernels: Option<bool>,
+}
+
+impl Config for ModelConfig {}
+
+impl fmt::Display for ModelConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&burn::config::config_to_json(self))
+    }
+}
+
+/// `with_FIELD(value)` builders, one per field that has a default.
+macro_rules! builders {
+    ($($with:ident => $field:ident: $ty:ty),* $(,)?) => {
+        impl ModelConfig {
+            $(
+                #[doc = concat!("This config with `", stringify!($field), "`.")]
+                pub fn $with(mut self, $field: $ty) -> Self {
+                    self.$field = $field;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+builders! {
+    with_task => task: Task,
+    with_method => method: Method,
+    with_d_model => d_model: usize,
+    with_n_heads => n_heads: usize,
+    with_n_layers => n_layers: usize,
+    with_ff_mult => ff_mult: usize,
+    with_unimodal_layers => unimodal_layers: usize,
+    with_refine_layers => refine_layers: usize,
+    with_refinement => refinement: RefinementReadings,
+    with_alpha_u => alpha_u: f64,
+    with_lambda_div => lambda_div: f64,
+    with_div_detach_shared => div_detach_shared: bool,
+    with_dcor_eps => dcor_eps: f64,
+    with_prompt_len => prompt_len: usize,
+    with_prompt_depth => prompt_depth: usize,
+    with_lambda_orth => lambda_orth: f64,
+    with_init_std => init_std: f64,
+    with_fused_kernels => fused_kernels: Option<bool>,
 }
 
 /// Eq. 10's |idx_u| = K = ceil(rho * n), at least 1 and at most n; computed in f64 with a small
@@ -325,10 +240,43 @@ pub fn kept_count(rho: f64, n: usize) -> usize {
 }
 
 impl ModelConfig {
+    /// A config for `modalities` and `n_outputs` with every other field at its default (the
+    /// field docs say which and why).
+    pub fn new(modalities: Vec<ModalitySpec>, n_outputs: usize) -> Self {
+        Self {
+            modalities,
+            n_outputs,
+            task: Task::Classification,
+            method: Method::Mgr,
+            d_model: 64,
+            n_heads: 4,
+            n_layers: 2,
+            ff_mult: 4,
+            unimodal_layers: 1,
+            refine_layers: 2,
+            refinement: RefinementReadings::default(),
+            alpha_u: 0.5,
+            lambda_div: 0.1,
+            div_detach_shared: false,
+            dcor_eps: 1e-9,
+            prompt_len: 4,
+            prompt_depth: 2,
+            lambda_orth: 0.1,
+            init_std: 0.02,
+            fused_kernels: None,
+        }
+    }
+
+    /// This config with rho (Eq. 10) set, the other readings kept.
+    pub fn with_rho(self, rho: f64) -> Self {
+        let refinement = self.refinement.with_rho(rho);
+        self.with_refinement(refinement)
+    }
+
     /// rho, the share of tokens a refinement layer keeps, lies in (0, 1]; every reader of a rho
     /// (config, `--set`, the page's URL and slider) checks it here.
     pub fn rho_is_valid(rho: f64) -> bool {
-        rho > 0.0 && rho <= 1.0
+        RefinementReadings::rho_is_valid(rho)
     }
 
     /// Total tokens N = sum N_i before refinement.
@@ -340,7 +288,7 @@ impl ModelConfig {
     ///
     /// Computed in f64 with a small tolerance so that e.g. rho = 0.3, n = 10 gives 3, not 4.
     pub fn kept_tokens(&self, n: usize) -> usize {
-        kept_count(self.rho, n)
+        kept_count(self.refinement.rho, n)
     }
 
     /// Token counts entering each refinement layer, then the count leaving the last.
@@ -447,19 +395,12 @@ impl ModelConfig {
         if self.ff_mult == 0 {
             return Err(MgrError::config("ff_mult", "must be at least 1"));
         }
-        if !Self::rho_is_valid(self.rho) {
+        self.refinement.validate()?;
+        if !(0.0..=1.0).contains(&self.alpha_u) {
             return Err(MgrError::config(
-                "rho",
-                format!("{} is outside (0, 1]", self.rho),
+                "alpha_u",
+                format!("{} is outside [0, 1]", self.alpha_u),
             ));
-        }
-        for (field, value) in [("alpha_u", self.alpha_u), ("alpha_f", self.alpha_f)] {
-            if !(0.0..=1.0).contains(&value) {
-                return Err(MgrError::config(
-                    field,
-                    format!("{value} is outside [0, 1]"),
-                ));
-            }
         }
         for (field, value) in [
             ("lambda_div", self.lambda_div),
@@ -526,6 +467,25 @@ mod tests {
     }
 
     #[test]
+    fn the_readings_are_flat_keys_of_the_model_config_and_round_trip() {
+        let c = cfg(0.3).with_refinement(
+            RefinementReadings::default()
+                .with_rho(0.3)
+                .with_gate(None)
+                .with_refine_residual(false),
+        );
+        let json = serde_json::to_value(&c).unwrap();
+        assert!(json.get("refinement").is_none(), "{json}");
+        assert_eq!(json["rho"], 0.3);
+        assert_eq!(json["score_gating"], false);
+        assert_eq!(json["refine_residual"], false);
+        assert_eq!(json["d_model"], 64);
+        let back: ModelConfig = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back.refinement, c.refinement);
+        assert_eq!(serde_json::to_value(&back).unwrap(), json);
+    }
+
+    #[test]
     fn only_maps_and_msps_prompt_the_encoder_and_only_with_prompted_layers() {
         for method in Method::ALL {
             let expected = match method {
@@ -569,7 +529,9 @@ mod tests {
         assert!(cfg(1.5).validate().is_err());
         assert!(cfg(0.5).validate().is_ok());
         assert!(cfg(0.5).with_n_heads(5).validate().is_err());
-        assert!(cfg(0.5).with_alpha_f(1.2).validate().is_err());
+        let alpha_f = RefinementReadings::default().with_alpha_f(1.2);
+        assert!(cfg(0.5).with_refinement(alpha_f).validate().is_err());
+        assert!(cfg(0.5).with_alpha_u(-0.1).validate().is_err());
         assert!(
             cfg(0.5).with_prompt_depth(9).validate().is_ok(),
             "MGR has no encoder prompts"

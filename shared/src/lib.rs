@@ -59,6 +59,7 @@ pub mod persist;
 pub mod prompt;
 pub mod ranking;
 pub mod ranking_quality;
+pub mod readings;
 pub mod redistribution;
 pub mod refinement;
 pub mod seeds;
@@ -69,9 +70,8 @@ pub mod train;
 pub mod unimodal;
 
 pub use batch::Batch;
-pub use config::{
-    EncoderPrompts, GateScope, Method, ModalitySpec, ModelConfig, PromptInsertion, ScoreGate, Task,
-};
+pub use config::{EncoderPrompts, Method, ModalitySpec, ModelConfig, Task};
 pub use error::MgrError;
 pub use freeze::{Freeze, ParamCounts};
 pub use model::{DiversityInputs, Model, ModelOutput, Prompts};
+pub use readings::{Gate, GateScope, PromptInsertion, RefinementReadings, ScoreGate};

@@ -104,17 +104,9 @@ impl ModelConfig {
     /// The L_T refinement layers (Eqs. 5-12), none for the methods without them.
     fn init_refinement(&self, device: &Device) -> Vec<RefinementLayer> {
         let layer = RefinementLayerConfig::new(self.modalities.len(), self.d_model, self.n_heads)
-            .with_rho(self.rho)
-            .with_alpha_f(self.alpha_f)
+            .with_readings(self.refinement)
             .with_mixed_context(self.mixed_context())
-            .with_insertion(self.prompt_insertion)
             .with_prompt_len(self.prompt_len)
-            .with_score_gating(self.score_gating)
-            .with_gate(self.score_gate)
-            .with_residual(self.refine_residual)
-            .with_attention_residual(self.attention_residual)
-            .with_gate_scope(self.gate_scope)
-            .with_input_norm(self.refine_input_norm)
             .with_init_std(self.init_std)
             .with_fused_kernels(self.uses_fused_kernels());
         (0..self.refine_layers_effective())
@@ -240,6 +232,26 @@ impl ModelOutput {
 }
 
 impl Model {
+    /// Runs the refinement layers with `rho` (Eq. 10) from now on, and says so in
+    /// [`Model::config`]: what the page's rho slider changes.
+    pub fn set_rho(&mut self, rho: f64) {
+        self.config.refinement.rho = rho;
+        self.refinement
+            .iter_mut()
+            .for_each(|layer| layer.readings.rho = rho);
+    }
+
+    /// Keeps the first `layers` refinement layers (at most L_T; at least one where the method
+    /// refines), in the modules and in [`Model::config`]: the page's L_T control.
+    pub fn keep_refinement_layers(&mut self, layers: usize) {
+        if self.refinement.is_empty() {
+            return;
+        }
+        let kept = layers.clamp(1, self.refinement.len());
+        self.refinement.truncate(kept);
+        self.config.refine_layers = kept;
+    }
+
     /// The forward pass of the configured method.
     ///
     /// # Shapes

@@ -14,8 +14,8 @@ use crate::kernels;
 pub struct RankingConfig {
     /// Hidden size d.
     pub d_model: usize,
-    /// alpha_f: weight of the feature-level ranking xi_f against xi_e (Eq. 9).
-    #[config(default = 0.5)]
+    /// alpha_f: weight of the feature-level ranking xi_f against xi_e (Eq. 9); no default here,
+    /// the one default is [`crate::RefinementReadings`]'.
     pub alpha_f: f64,
     /// f_Psi as one product over all tokens on flex ([`crate::kernels::linear_rows`]).
     #[config(default = true)]
@@ -207,7 +207,7 @@ mod tests {
     #[test]
     fn ranking_combines_feature_and_correlation_scores() {
         let device = Device::flex();
-        let ranking = RankingConfig::new(2).with_alpha_f(0.25).init(&device);
+        let ranking = RankingConfig::new(2, 0.25).init(&device);
         let r = Tensor::<3>::ones([1, 2, 2], &device);
         let e = Tensor::<3>::from_data(
             TensorData::new(vec![0.1f32, 0.7, 0.3, 0.4], [1, 2, 2]),

@@ -8,10 +8,10 @@ use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::{ContextAttention, ContextAttentionConfig};
-use crate::config::{GateScope, PromptInsertion, ScoreGate};
 use crate::kernels;
 use crate::prompt::{MixedContextPrompt, MixedContextPromptConfig};
 use crate::ranking::{Ranking, RankingConfig, top_rho_split};
+use crate::readings::{GateScope, RefinementReadings};
 use crate::redistribution::{Redistribution, RedistributionConfig};
 
 /// Configuration of one refinement layer.
@@ -23,38 +23,16 @@ pub struct RefinementLayerConfig {
     pub d_model: usize,
     /// Heads of the refinement attention.
     pub n_heads: usize,
-    /// Kept fraction rho (Eq. 10).
-    #[config(default = 0.5)]
-    pub rho: f64,
-    /// alpha_f of Eq. 9.
-    #[config(default = 0.5)]
-    pub alpha_f: f64,
+    /// The readings of Eqs. 5-12 (rho, alpha_f, prompt insertion, gate, residuals, input norm),
+    /// the trained defaults unless set.
+    #[config(default = "RefinementReadings::default()")]
+    pub readings: RefinementReadings,
     /// Mix the pooled context into P (false: `mgr-no-mixed`).
     #[config(default = true)]
     pub mixed_context: bool,
-    /// Prompt insertion type (Eq. 6).
-    #[config(default = "PromptInsertion::Token")]
-    pub insertion: PromptInsertion,
-    /// Prompt tokens of the MAPs-input insertion.
+    /// Prompt tokens of the MAPs-input insertion (the model config's `prompt_len`).
     #[config(default = 4)]
     pub prompt_len: usize,
-    /// Multiply kept tokens by their score (TopK pooling's gate, so f_Psi gets a gradient).
-    #[config(default = true)]
-    pub score_gating: bool,
-    /// The gate's value as a function of xi (see [`ScoreGate`]).
-    #[config(default = "ScoreGate::Unit")]
-    pub gate: ScoreGate,
-    /// z = x + gate * Eq. 12 (true) or z = gate * Eq. 12 (false); see
-    /// [`crate::ModelConfig::refine_residual`].
-    #[config(default = true)]
-    pub residual: bool,
-    /// r = x + Eq. 7 (true) or r = Eq. 7 (false); see
-    /// [`crate::ModelConfig::attention_residual`].
-    #[config(default = true)]
-    pub attention_residual: bool,
-    /// What the gate scales: Eq. 12's update or the whole token (see [`GateScope`]).
-    #[config(default = "GateScope::Token")]
-    pub gate_scope: GateScope,
     /// Standard deviation of the modality prompts at initialisation.
     #[config(default = 0.02)]
     pub init_std: f64,
@@ -62,17 +40,12 @@ pub struct RefinementLayerConfig {
     /// kernels on flex ([`crate::kernels`]).
     #[config(default = true)]
     pub fused_kernels: bool,
-    /// LayerNorm on the tokens entering the layer (pre-LN, as the encoder's blocks). The paper
-    /// does not say; without it the un-normalised encoder output and the score-gated tokens of
-    /// the previous layer give sharp attention and unstable training.
-    #[config(default = true)]
-    pub input_norm: bool,
 }
 
 /// Eqs. 5-12 as one module.
 #[derive(Module, Debug)]
 pub struct RefinementLayer {
-    /// Pre-LN on the incoming tokens (see [`RefinementLayerConfig::input_norm`]).
+    /// Pre-LN on the incoming tokens (`refine_input_norm`).
     pub norm: Option<LayerNorm>,
     /// Eq. 5.
     pub prompt: MixedContextPrompt,
@@ -82,20 +55,10 @@ pub struct RefinementLayer {
     pub ranking: Ranking,
     /// Eqs. 11-12.
     pub redistribution: Redistribution,
-    /// rho of Eq. 10.
-    pub rho: f64,
-    /// Whether kept tokens are gated by their score.
-    pub score_gating: bool,
-    /// The gate's value as a function of xi.
+    /// The readings this layer runs with: rho of Eq. 10, the gate and the residuals (the
+    /// insertion, alpha_f and the input norm are built into the modules above).
     #[module(skip)]
-    pub gate: ScoreGate,
-    /// Whether Eq. 12's output is added to the incoming tokens (residual) or replaces them.
-    pub residual: bool,
-    /// Whether r carries the incoming tokens (r = x + Eq. 7).
-    pub attention_residual: bool,
-    /// What the gate scales.
-    #[module(skip)]
-    pub gate_scope: GateScope,
+    pub readings: RefinementReadings,
     /// The input norm through [`crate::kernels::layer_norm`]'s per-sample form on GPU backends.
     #[module(skip)]
     pub fused_kernels: bool,
@@ -104,32 +67,27 @@ pub struct RefinementLayer {
 impl RefinementLayerConfig {
     /// Builds the layer on `device`.
     pub fn init(&self, device: &Device) -> RefinementLayer {
+        let readings = self.readings;
         RefinementLayer {
-            norm: self
-                .input_norm
+            norm: readings
+                .refine_input_norm
                 .then(|| LayerNormConfig::new(self.d_model).init(device)),
             prompt: MixedContextPromptConfig::new(self.n_modalities, self.d_model)
                 .with_mixed_context(self.mixed_context)
                 .with_init_std(self.init_std)
                 .init(device),
             attention: ContextAttentionConfig::new(self.d_model, self.n_heads)
-                .with_insertion(self.insertion)
+                .with_insertion(readings.prompt_insertion)
                 .with_prompt_len(self.prompt_len)
                 .with_fused_kernels(self.fused_kernels)
                 .init(device),
-            ranking: RankingConfig::new(self.d_model)
-                .with_alpha_f(self.alpha_f)
+            ranking: RankingConfig::new(self.d_model, readings.alpha_f)
                 .with_fused_kernels(self.fused_kernels)
                 .init(device),
             redistribution: RedistributionConfig::new(self.d_model)
                 .with_fused_kernels(self.fused_kernels)
                 .init(device),
-            rho: self.rho,
-            score_gating: self.score_gating,
-            gate: self.gate,
-            residual: self.residual,
-            attention_residual: self.attention_residual,
-            gate_scope: self.gate_scope,
+            readings,
             fused_kernels: self.fused_kernels,
         }
     }
@@ -157,7 +115,7 @@ pub struct RefinementOutput {
 impl RefinementLayer {
     /// K = ceil(rho N), at least 1 (Eq. 10: |idx_u| = rho |xi|).
     pub fn kept_tokens(&self, n: usize) -> usize {
-        crate::config::kept_count(self.rho, n)
+        crate::config::kept_count(self.readings.rho, n)
     }
 
     /// Eqs. 5-12 on the current tokens (h_e for the first layer, the previous z after).
@@ -166,9 +124,10 @@ impl RefinementLayer {
     /// attention (Eqs. 6-8) reads LN(x) when `norm` is set, and
     /// - r = x + Eq. 7 (`attention_residual`; else r = Eq. 7), so the ranking xi_f = f_Psi(r)
     ///   sees each token's own content and not only what it attends to;
-    /// - u = Eq. 12 on r; z = r + u (`residual`; else z = u);
-    /// - the gate g(xi) scales the whole token, z = g (r + u) (`GateScope::Token`, TopK
-    ///   pooling's gate), or only the update, z = r + g u (`GateScope::Update`).
+    /// - u = Eq. 12 on r; z = r + u (`refine_residual`; else z = u);
+    /// - the gate g(xi), where there is one, scales the whole token, z = g (r + u)
+    ///   (`GateScope::Token`, TopK pooling's gate), or only the update, z = r + g u
+    ///   (`GateScope::Update`); without the residual both are z = g u.
     ///
     /// The gate is the only path by which f_Psi and xi_e learn (the split is detached). A
     /// LayerNorm is invariant to a per-token scale, so the gate of a layer must reach the head
@@ -186,7 +145,7 @@ impl RefinementLayer {
         };
         let prompt = self.prompt.forward(normed.clone(), available); // [B, d]      Eq. 5
         let attended = self.attention.forward(normed, prompt); // r [B, N, d], e [B, N, N]  Eqs. 6-8
-        let r = if self.attention_residual {
+        let r = if self.readings.attention_residual {
             tokens + attended.r // [B, N, d]
         } else {
             attended.r
@@ -195,15 +154,17 @@ impl RefinementLayer {
         let split = top_rho_split(scores.xi.clone(), k, self.fused_kernels); // [B, K, N] select  Eq. 10
         let adjacency = Redistribution::adjacency(attended.e, split.kept.clone()); // [B, N, N]  Eq. 11
         let update = self.redistribution.forward(r.clone(), adjacency.clone()); // [B, N, d]  Eq. 12
-        let gate = self
-            .score_gating
-            .then(|| self.gate.apply(scores.xi.clone()).reshape([b, n, 1])); // [B, N, 1]
-        let z = match (gate, self.gate_scope) {
-            (Some(g), GateScope::Update) if self.residual => r + update * g,
-            (Some(g), GateScope::Token) if self.residual => (r + update) * g,
-            (Some(g), _) => update * g,
-            (None, _) if self.residual => r + update,
-            (None, _) => update,
+        let gate = self.readings.gate.map(|gate| {
+            let g = gate.value.apply(scores.xi.clone()).reshape([b, n, 1]); // [B, N, 1]
+            (g, gate.scope)
+        });
+        let residual = self.readings.refine_residual;
+        let z = match gate {
+            Some((g, GateScope::Update)) if residual => r + update * g,
+            Some((g, GateScope::Token)) if residual => (r + update) * g,
+            Some((g, _)) => update * g,
+            None if residual => r + update,
+            None => update,
         }; // [B, N, d]
         let kept_tokens = split.select.clone().matmul(z); // [B, K, d]
         assert_eq!(kept_tokens.dims(), [b, k, d]);
@@ -229,7 +190,7 @@ mod tests {
         let device = Device::flex();
         for (n, rho, k) in [(7, 0.5, 4), (5, 0.01, 1), (3, 1.0, 3)] {
             let layer = RefinementLayerConfig::new(2, 8, 2)
-                .with_rho(rho)
+                .with_readings(RefinementReadings::default().with_rho(rho))
                 .init(&device);
             let x = Tensor::<3>::random([3, n, 8], Distribution::Normal(0.0, 1.0), &device);
             let available = Tensor::<2>::ones([3, 2], &device);

@@ -5,7 +5,7 @@ use burn::module::Param;
 use burn::tensor::{Device, Tensor, TensorData};
 use mgr::absence::{AbsenceConfig, AbsenceMask, SplitKind};
 use mgr::batch::{Batch, BatchTargets};
-use mgr::config::{Method, ModalitySpec, ModelConfig, PromptInsertion};
+use mgr::config::{Method, ModalitySpec, ModelConfig, PromptInsertion, RefinementReadings};
 use mgr::data::DataSplit;
 use mgr::synthetic::SyntheticConfig;
 use mgr::train::{TrainConfig, init_model, train_step};
@@ -59,9 +59,10 @@ fn every_method_and_insertion_has_the_right_shapes_on_odd_sizes() {
     let device = Device::flex();
     for method in Method::ALL {
         for insertion in PromptInsertion::ALL {
-            let cfg = odd_config(method)
+            let readings = RefinementReadings::default()
                 .with_prompt_insertion(insertion)
                 .with_rho(0.3);
+            let cfg = odd_config(method).with_refinement(readings);
             let model = cfg.init(&device).unwrap();
             let batch = random_batch(&cfg, mixed_availability(5, 2), &device);
             let out = model.forward(&batch);
@@ -474,9 +475,10 @@ fn every_refinement_layer_ranking_gets_a_real_gradient() {
 #[test]
 fn gating_the_whole_token_before_a_layer_norm_starves_the_ranking() {
     let _serial = one_at_a_time();
-    let cfg = synthetic_mgr()
+    let readings = RefinementReadings::default()
         .with_refine_residual(false)
         .with_attention_residual(false);
+    let cfg = synthetic_mgr().with_refinement(readings);
     let ratios = ranking_gradient_ratios(&cfg, 0);
     assert!(ratios[0] < 0.01, "{ratios:?}");
     let today = ranking_gradient_ratios(&synthetic_mgr(), 0);

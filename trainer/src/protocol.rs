@@ -373,7 +373,7 @@ fn job(
     };
     rc.model.method = method.parse()?;
     if insertion != "-" {
-        rc.model.prompt_insertion = insertion.parse()?;
+        rc.model.refinement.prompt_insertion = insertion.parse()?;
     }
     rc.absence.kappa = kappa;
     rc.absence.seed = absence_seed;
@@ -1199,7 +1199,7 @@ mod tests {
         };
         let jobs = build_jobs(&a).unwrap();
         assert_eq!(jobs.len(), 4);
-        let rhos: Vec<f64> = jobs.iter().map(|j| j.config.model.rho).collect();
+        let rhos: Vec<f64> = jobs.iter().map(|j| j.config.model.refinement.rho).collect();
         assert_eq!(rhos, vec![0.3, 0.3, 0.9, 0.9]);
         assert!(jobs.iter().all(|j| j.config.train.lr == 0.002));
         assert!(

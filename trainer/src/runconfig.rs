@@ -278,8 +278,8 @@ pub fn finish(root: Value) -> Result<RunConfig> {
     let rc: RunConfig = serde_json::from_value(root).map_err(|e| anyhow!("invalid config: {e}"))?;
     crate::dataset::find(&rc.dataset)?;
     mgr::absence::AbsenceConfig::check_kappa(rc.absence.kappa)?;
-    if !mgr::ModelConfig::rho_is_valid(rc.model.rho) {
-        bail!("rho {} is outside (0, 1]", rc.model.rho);
+    if !mgr::ModelConfig::rho_is_valid(rc.model.refinement.rho) {
+        bail!("rho {} is outside (0, 1]", rc.model.refinement.rho);
     }
     rc.train.validate()?;
     if rc.freeze == mgr::Freeze::Backbone && rc.init_from.is_none() {
@@ -374,7 +374,7 @@ mod tests {
         set_key(&mut v, "train.epochs", "3").unwrap();
         set_key(&mut v, "method", "msps").unwrap();
         let rc = finish(v.clone()).unwrap();
-        assert_eq!(rc.model.rho, 0.25);
+        assert_eq!(rc.model.refinement.rho, 0.25);
         assert_eq!(rc.train.epochs, 3);
         assert_eq!(rc.model.method, mgr::Method::Msps);
         let err = set_key(&mut v, "rhoo", "1").unwrap_err().to_string();
@@ -393,7 +393,7 @@ mod tests {
         std::fs::write(&good, "[model]\nrho = 0.3\n[train]\nepochs = 2\n").unwrap();
         let mut v = serde_json::to_value(RunConfig::default()).unwrap();
         merge_toml(&mut v, &good).unwrap();
-        assert_eq!(finish(v.clone()).unwrap().model.rho, 0.3);
+        assert_eq!(finish(v.clone()).unwrap().model.refinement.rho, 0.3);
         let bad = dir.path().join("bad.toml");
         std::fs::write(&bad, "[model]\nrhoo = 0.3\n").unwrap();
         let err = merge_toml(&mut v, &bad).unwrap_err().to_string();

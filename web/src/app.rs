@@ -825,7 +825,7 @@ fn render_view(engine: &Engine, state: &ViewState, started: f64) -> String {
     let Inference { trace, complete } = engine.infer(&sample, &available, state.rho, state.lt);
     let elapsed = window().performance().map(|p| p.now()).unwrap_or(0.0) - started;
     let aucs = engine.ranking_auc(state.rho, state.lt);
-    sync_controls(state, &limits, engine.meta.model.rho);
+    sync_controls(state, &limits, engine.meta.model.refinement.rho);
     let noise = sample.noise_tokens();
     let layer = trace.layers.get(state.layer);
     set_html(

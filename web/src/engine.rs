@@ -259,10 +259,10 @@ impl Engine {
     fn adjusted(&self, rho: Option<f64>, lt: Option<usize>) -> Model {
         let mut model = self.model.clone();
         if let Some(rho) = rho {
-            model.refinement.iter_mut().for_each(|l| l.rho = rho);
+            model.set_rho(rho);
         }
         if let Some(lt) = lt {
-            model.refinement.truncate(lt.max(1));
+            model.keep_refinement_layers(lt);
         }
         model
     }
