@@ -8,7 +8,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::PromptInsertion;
-use crate::kernels;
+use crate::kernels::{self, Execution};
 
 /// Configuration of the refinement attention.
 #[derive(Config, Debug)]
@@ -23,10 +23,6 @@ pub struct ContextAttentionConfig {
     /// Prompt tokens of the MAPs-input insertion (P is expanded to this many).
     #[config(default = 4)]
     pub prompt_len: usize,
-    /// The projections and the attention through the fused kernels on flex
-    /// ([`crate::kernels::linear_rows`], [`crate::kernels::attention_weights`]).
-    #[config(default = true)]
-    pub fused_kernels: bool,
 }
 
 /// W^Q, W^K, W^V, W^O of Eq. 7, plus the prompt maps of the MAPs insertion types.
@@ -50,9 +46,9 @@ pub struct ContextAttention {
     /// The insertion type (stored by name so the module stays a plain record).
     #[module(skip)]
     pub insertion: PromptInsertion,
-    /// The projections and the attention through the fused kernels on flex.
+    /// How the operations run (set by [`crate::Model::set_execution`]; not configuration).
     #[module(skip)]
-    pub fused_kernels: bool,
+    pub execution: Execution,
 }
 
 impl ContextAttentionConfig {
@@ -76,7 +72,7 @@ impl ContextAttentionConfig {
             n_heads: self.n_heads,
             prompt_len: self.prompt_len,
             insertion: self.insertion,
-            fused_kernels: self.fused_kernels,
+            execution: Execution::default(),
         }
     }
 }
@@ -111,16 +107,16 @@ impl ContextAttention {
                 let h_p = Tensor::cat(vec![tokens.clone(), prompt_row], 1); // [B, N+1, d]
                 (
                     tokens,
-                    kernels::linear_rows(&self.key, h_p.clone(), self.fused_kernels),
-                    kernels::linear_rows(&self.value, h_p, self.fused_kernels),
+                    kernels::linear_rows(&self.key, h_p.clone(), self.execution),
+                    kernels::linear_rows(&self.value, h_p, self.execution),
                 )
             }
             PromptInsertion::Summation => {
                 let h_p = tokens + prompt_row; // [B, N, d]
                 (
                     h_p.clone(),
-                    kernels::linear_rows(&self.key, h_p.clone(), self.fused_kernels),
-                    kernels::linear_rows(&self.value, h_p, self.fused_kernels),
+                    kernels::linear_rows(&self.key, h_p.clone(), self.execution),
+                    kernels::linear_rows(&self.value, h_p, self.execution),
                 )
             }
             PromptInsertion::MapsInput => {
@@ -132,8 +128,8 @@ impl ContextAttention {
                 let h_p = Tensor::cat(vec![tokens.clone(), prompts], 1); // [B, N+L, d]
                 (
                     tokens,
-                    kernels::linear_rows(&self.key, h_p.clone(), self.fused_kernels),
-                    kernels::linear_rows(&self.value, h_p, self.fused_kernels),
+                    kernels::linear_rows(&self.key, h_p.clone(), self.execution),
+                    kernels::linear_rows(&self.value, h_p, self.execution),
                 )
             }
             PromptInsertion::MapsAttention => {
@@ -146,14 +142,14 @@ impl ContextAttention {
                 let value_prompt = kv.narrow(1, d, d).reshape([b, 1, d]); // [B, 1, d]
                 let keys = Tensor::cat(
                     vec![
-                        kernels::linear_rows(&self.key, tokens.clone(), self.fused_kernels),
+                        kernels::linear_rows(&self.key, tokens.clone(), self.execution),
                         key_prompt,
                     ],
                     1,
                 ); // [B, N+1, d]
                 let values = Tensor::cat(
                     vec![
-                        kernels::linear_rows(&self.value, tokens.clone(), self.fused_kernels),
+                        kernels::linear_rows(&self.value, tokens.clone(), self.execution),
                         value_prompt,
                     ],
                     1,
@@ -161,11 +157,11 @@ impl ContextAttention {
                 (tokens, keys, values)
             }
         };
-        let q = kernels::linear_rows(&self.query, queries_from, self.fused_kernels); // [B, N, d]
+        let q = kernels::linear_rows(&self.query, queries_from, self.execution); // [B, N, d]
         // Heads side by side in the feature axis; rows of a are over the keys.
-        let a = kernels::attention_weights(q, keys, self.n_heads, self.fused_kernels); // [B, H, N, N']
-        let context = kernels::attention_context(a.clone(), values, self.fused_kernels); // [B, N, d]
-        let r = kernels::linear_rows(&self.output, context, self.fused_kernels); // [B, N, d]
+        let a = kernels::attention_weights(q, keys, self.n_heads, self.execution); // [B, H, N, N']
+        let context = kernels::attention_context(a.clone(), values, self.execution); // [B, N, d]
+        let r = kernels::linear_rows(&self.output, context, self.execution); // [B, N, d]
         let e = a.narrow(3, 0, n).mean_dim(1).reshape([b, n, n]); // [B, N, N]
         AttentionOutput { r, e }
     }

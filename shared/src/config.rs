@@ -177,16 +177,6 @@ pub struct ModelConfig {
     /// Standard deviation of the learnable embeddings and prompts at initialisation. Default
     /// 0.02.
     pub init_std: f64,
-    /// The fused CPU kernels of `kernels.rs` (GELU, softmax, layer norm, linear layers,
-    /// attention) on the flex backend: None (a config written
-    /// before the switch existed, or not set) and true use them; false: Burn's own ops everywhere,
-    /// the reference the fused path is tested and benchmarked against (issue 12). On other
-    /// backends (wgpu) it switches the linear layers and layer norms to forms whose parameter
-    /// gradients are summed per sample (`kernels/per_sample.rs`) and otherwise uses Burn's ops.
-    /// An Option so that older `config.json` and `model.json` files, which
-    /// lack the field, still load.
-    #[serde(default)]
-    pub fused_kernels: Option<bool>,
 }
 
 impl Config for ModelConfig {}
@@ -230,7 +220,6 @@ builders! {
     with_prompt_depth => prompt_depth: usize,
     with_lambda_orth => lambda_orth: f64,
     with_init_std => init_std: f64,
-    with_fused_kernels => fused_kernels: Option<bool>,
 }
 
 /// Eq. 10's |idx_u| = K = ceil(rho * n), at least 1 and at most n; computed in f64 with a small
@@ -263,7 +252,6 @@ impl ModelConfig {
             prompt_depth: 2,
             lambda_orth: 0.1,
             init_std: 0.02,
-            fused_kernels: None,
         }
     }
 
@@ -327,11 +315,6 @@ impl ModelConfig {
     /// Whether the prompt mixes in the pooled context (false for `mgr-no-mixed`).
     pub fn mixed_context(&self) -> bool {
         self.method != Method::MgrNoMixed
-    }
-
-    /// Whether the fused CPU kernels are on (see [`ModelConfig::fused_kernels`]).
-    pub fn uses_fused_kernels(&self) -> bool {
-        self.fused_kernels.unwrap_or(true)
     }
 
     /// The prompts this method's encoder takes (none where `prompt_depth` is 0).
@@ -453,16 +436,19 @@ mod tests {
     }
 
     #[test]
-    fn a_config_written_before_the_kernel_switch_loads_with_the_kernels_on() {
+    fn a_config_that_still_names_the_kernels_loads_without_them() {
+        // Until the execution policy moved to the training config, `fused_kernels` was a field
+        // of the model config: files written then carry it (null, true or false).
         let mut json = serde_json::to_value(cfg(0.5)).unwrap();
-        json.as_object_mut().unwrap().remove("fused_kernels");
+        assert!(json.get("fused_kernels").is_none());
+        json["fused_kernels"] = false.into();
         let old: ModelConfig = serde_json::from_value(json).expect("an older config loads");
-        assert_eq!(old.fused_kernels, None);
-        assert!(old.uses_fused_kernels());
+        assert_eq!(old.refinement, cfg(0.5).refinement);
         assert!(
-            !cfg(0.5)
-                .with_fused_kernels(Some(false))
-                .uses_fused_kernels()
+            serde_json::to_value(&old)
+                .unwrap()
+                .get("fused_kernels")
+                .is_none()
         );
     }
 

@@ -10,7 +10,7 @@ use burn::nn::attention::MultiHeadAttention;
 use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderLayer};
 use burn::tensor::{Device, Tensor};
 
-use crate::kernels;
+use crate::kernels::{self, Execution};
 
 /// Configuration of a transformer encoder stack.
 #[derive(Config, Debug)]
@@ -24,10 +24,6 @@ pub struct EncoderConfig {
     /// Feed-forward width as a multiple of d (ViLT: 4).
     #[config(default = 4)]
     pub ff_mult: usize,
-    /// The layers' projections, attention and GELU through the fused kernels on flex
-    /// ([`crate::kernels`]).
-    #[config(default = true)]
-    pub fused_kernels: bool,
 }
 
 /// A stack of pre-LN transformer layers (GELU, no dropout), as ViLT and the PyTorch peer.
@@ -35,9 +31,9 @@ pub struct EncoderConfig {
 pub struct Encoder {
     /// The layers, applied in order.
     pub layers: Vec<TransformerEncoderLayer>,
-    /// Projections, attention and GELU through the fused kernels on flex.
+    /// How the operations run (set by [`crate::Model::set_execution`]; not configuration).
     #[module(skip)]
-    pub fused_kernels: bool,
+    pub execution: Execution,
 }
 
 impl EncoderConfig {
@@ -56,7 +52,7 @@ impl EncoderConfig {
             layers: (0..self.n_layers)
                 .map(|_| TransformerEncoderLayer::new(&layer, device))
                 .collect(),
-            fused_kernels: self.fused_kernels,
+            execution: Execution::default(),
         }
     }
 }
@@ -99,32 +95,36 @@ impl Encoder {
 
 impl Encoder {
     /// One pre-LN layer: x + MHA(LN_2(x)), then + FFN(LN_1(.)), the attention's softmax and the
-    /// FFN's GELU through [`kernels`]; with the fused kernels off, Burn's
+    /// FFN's GELU through [`kernels`]; under [`Execution::BurnOps`], Burn's
     /// `TransformerEncoderLayer::forward` itself (the same sub-layers in the same order; no
     /// masks, dropout 0).
     ///
     /// # Shapes
     /// - x, output: `[B, N, d]`
     fn layer_forward(&self, layer: &TransformerEncoderLayer, x: Tensor<3>) -> Tensor<3> {
-        if !self.fused_kernels || layer.mha.quiet_softmax {
+        if !self.execution.kernels() || layer.mha.quiet_softmax {
             return layer.forward(x, None, None);
         }
         assert!(layer.norm_first, "the encoder is built pre-LN");
         let attended = self_attention(
             &layer.mha,
-            kernels::layer_norm(&layer.norm_2, x.clone(), true),
+            kernels::layer_norm(&layer.norm_2, x.clone(), Execution::Kernels),
         ); // [B, N, d]
         let x = x + layer.dropout.forward(attended);
         let ff = &layer.pwff;
         let hidden = kernels::gelu(
             kernels::linear_rows(
                 &ff.linear_inner,
-                kernels::layer_norm(&layer.norm_1, x.clone(), true),
-                true,
+                kernels::layer_norm(&layer.norm_1, x.clone(), Execution::Kernels),
+                Execution::Kernels,
             ),
-            true,
+            Execution::Kernels,
         ); // [B, N, ff d]
-        let out = kernels::linear_rows(&ff.linear_outer, ff.dropout.forward(hidden), true); // [B, N, d]
+        let out = kernels::linear_rows(
+            &ff.linear_outer,
+            ff.dropout.forward(hidden),
+            Execution::Kernels,
+        ); // [B, N, d]
         x + layer.dropout.forward(out)
     }
 }
@@ -135,12 +135,12 @@ impl Encoder {
 /// # Shapes
 /// - x, output: `[B, N, d]`
 fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
-    let q = kernels::linear_rows(&mha.query, x.clone(), true); // [B, N, d]
-    let k = kernels::linear_rows(&mha.key, x.clone(), true); // [B, N, d]
-    let v = kernels::linear_rows(&mha.value, x, true); // [B, N, d]
-    let weights = kernels::attention_weights(q, k, mha.n_heads, true); // [B, H, N, N]
-    let context = kernels::attention_context(mha.dropout.forward(weights), v, true); // [B, N, d]
-    kernels::linear_rows(&mha.output, context, true) // [B, N, d]
+    let q = kernels::linear_rows(&mha.query, x.clone(), Execution::Kernels); // [B, N, d]
+    let k = kernels::linear_rows(&mha.key, x.clone(), Execution::Kernels); // [B, N, d]
+    let v = kernels::linear_rows(&mha.value, x, Execution::Kernels); // [B, N, d]
+    let weights = kernels::attention_weights(q, k, mha.n_heads, Execution::Kernels); // [B, H, N, N]
+    let context = kernels::attention_context(mha.dropout.forward(weights), v, Execution::Kernels); // [B, N, d]
+    kernels::linear_rows(&mha.output, context, Execution::Kernels) // [B, N, d]
 }
 
 #[cfg(test)]

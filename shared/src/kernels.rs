@@ -15,9 +15,8 @@
 //! implemented for `Flex`, and for `Autodiff<Flex>` with a hand-written backward. Other backends
 //! (wgpu) use Burn's own ops except for the linear layers and layer norms, which [`per_sample`]
 //! writes so that a GPU sums their parameter gradients per sample; other dtypes use Burn's own
-//! ops, as does everything when
-//! [`crate::ModelConfig::fused_kernels`] is false (the switch the tests and `mgr bench` compare
-//! the two paths with).
+//! ops, as does everything under [`Execution::BurnOps`] (the reference the tests and `mgr bench`
+//! compare the kernels with).
 //!
 //! Dimension key: none (element-wise; any shape).
 
@@ -33,12 +32,38 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
 use burn::tensor::{Bytes, DType, Device, Tensor};
 
+/// How the model's operations run: a choice of speed, never of result (the two agree to float
+/// rounding, tested per kernel and for a whole training run). One value held by the model
+/// ([`crate::Model::set_execution`]), set from the training config (`train.execution`) or by the
+/// page; not part of what a saved model is.
+#[derive(
+    serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Execution {
+    /// The project's kernels: on flex the fused CPU kernels of this module (GELU, softmax, layer
+    /// norm, linear layers, attention, the top-rho split on the host); on GPU backends the linear
+    /// layers and layer norms with their parameter gradients summed per sample ([`per_sample`]),
+    /// Burn's ops otherwise.
+    #[default]
+    Kernels,
+    /// Burn's own ops everywhere: the reference the kernels are tested and benchmarked against.
+    BurnOps,
+}
+
+impl Execution {
+    /// Whether the project's kernels run (else Burn's own ops).
+    pub fn kernels(self) -> bool {
+        self == Execution::Kernels
+    }
+}
+
 /// GELU (erf form), fused where it applies (see the module doc), Burn's otherwise.
 ///
 /// # Shapes
 /// - x, output: any, the same
-pub fn gelu<const D: usize>(x: Tensor<D>, fused: bool) -> Tensor<D> {
-    if fused && on_flex(&x.device()) {
+pub fn gelu<const D: usize>(x: Tensor<D>, exec: Execution) -> Tensor<D> {
+    if exec.kernels() && on_flex(&x.device()) {
         Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu(x.into_dispatch()))
     } else {
         burn::tensor::activation::gelu(x)
@@ -49,15 +74,15 @@ pub fn gelu<const D: usize>(x: Tensor<D>, fused: bool) -> Tensor<D> {
 ///
 /// # Shapes
 /// - x, output: any, the same; each row of the last axis sums to 1
-pub fn softmax<const D: usize>(x: Tensor<D>, fused: bool) -> Tensor<D> {
-    if fused && on_flex(&x.device()) {
+pub fn softmax<const D: usize>(x: Tensor<D>, exec: Execution) -> Tensor<D> {
+    if exec.kernels() && on_flex(&x.device()) {
         Tensor::from_dispatch(<Dispatch as FusedOps>::fused_softmax(x.into_dispatch()))
     } else {
         burn::tensor::activation::softmax(x, D - 1)
     }
 }
 
-/// A `Linear` applied to every token. With `fused` on: on flex, one `[B N, d_in] x [d_in,
+/// A `Linear` applied to every token. Under [`Execution::Kernels`]: on flex, one `[B N, d_in] x [d_in,
 /// d_out]` product (flex runs Burn's 3-D form as B separate small products, each packing the
 /// weight again and none split over the cores); on other backends (wgpu), a product batched over
 /// the samples, so that dL/dW is B small products summed instead of one product over every token
@@ -67,20 +92,20 @@ pub fn softmax<const D: usize>(x: Tensor<D>, fused: bool) -> Tensor<D> {
 /// # Shapes
 /// - x: `[B, N, d_in]`
 /// - output: `[B, N, d_out]`
-pub fn linear_rows(linear: &burn::nn::Linear, x: Tensor<3>, fused: bool) -> Tensor<3> {
-    if !fused {
+pub fn linear_rows(linear: &burn::nn::Linear, x: Tensor<3>, exec: Execution) -> Tensor<3> {
+    if !exec.kernels() {
         return linear.forward(x);
     }
     if !on_flex(&x.device()) {
         return per_sample::linear(linear, x);
     }
     let [b, n, d_in] = x.dims();
-    let out = linear_2d(linear, x.reshape([b * n, d_in]), true); // [B N, d_out]
+    let out = linear_2d(linear, x.reshape([b * n, d_in]), exec); // [B N, d_out]
     let d_out = out.dims()[1];
     out.reshape([b, n, d_out]) // [B, N, d_out]
 }
 
-/// Burn's `LayerNorm` when `fused` is off; with `fused` on, on flex the fused kernels of
+/// Burn's `LayerNorm` under [`Execution::BurnOps`]; under [`Execution::Kernels`], on flex the fused kernels of
 /// [`layer_norm_rows`] (one kernel forward, two backward and Burn's column sum for beta,
 /// instead of Burn's nine tracked primitives), on other backends (wgpu) the same normalisation with gamma's and beta's
 /// gradients summed per sample first ([`per_sample`]: on a GPU, Burn's single sum over every
@@ -88,8 +113,8 @@ pub fn linear_rows(linear: &burn::nn::Linear, x: Tensor<3>, fused: bool) -> Tens
 ///
 /// # Shapes
 /// - x, output: `[B, N, d]`
-pub fn layer_norm(norm: &burn::nn::LayerNorm, x: Tensor<3>, fused: bool) -> Tensor<3> {
-    if !fused {
+pub fn layer_norm(norm: &burn::nn::LayerNorm, x: Tensor<3>, exec: Execution) -> Tensor<3> {
+    if !exec.kernels() {
         return norm.forward(x);
     }
     if !on_flex(&x.device()) {
@@ -659,8 +684,8 @@ mod tests {
                 .require_grad()
         };
         let (x_fused, x_burn) = (input(), input());
-        let y_fused = gelu(x_fused.clone(), true);
-        let y_burn = gelu(x_burn.clone(), false);
+        let y_fused = gelu(x_fused.clone(), Execution::Kernels);
+        let y_burn = gelu(x_burn.clone(), Execution::BurnOps);
         let weights = Tensor::<2>::random([300, 257], Distribution::Normal(0.0, 1.0), &device);
         let g_fused = (y_fused.clone() * weights.clone()).sum().backward();
         let g_burn = (y_burn.clone() * weights).sum().backward();
@@ -691,13 +716,16 @@ mod tests {
             TensorData::new(vec![f32::NAN, 1.0, -2.0, 0.5], [2, 2]),
             &device,
         );
-        let y = values(gelu(x.clone(), true));
+        let y = values(gelu(x.clone(), Execution::Kernels));
         assert!(y[0].is_nan());
         // A transposed view is not contiguous: Burn's GELU, same values.
         let t = x.clone().slice([0..2, 1..2]);
-        assert_eq!(values(gelu(t.clone(), true)), values(gelu(t, false)));
+        assert_eq!(
+            values(gelu(t.clone(), Execution::Kernels)),
+            values(gelu(t, Execution::BurnOps))
+        );
         let empty = Tensor::<2>::zeros([0, 3], &device);
-        assert_eq!(gelu(empty, true).dims(), [0, 3]);
+        assert_eq!(gelu(empty, Execution::Kernels).dims(), [0, 3]);
     }
 
     /// Fused softmax and its gradient against Burn's, for a `[rows, row]` input.
@@ -709,8 +737,8 @@ mod tests {
         };
         let (x_fused, x_burn) = (input(), input());
         let (y_fused, y_burn) = (
-            softmax(x_fused.clone(), true),
-            softmax(x_burn.clone(), false),
+            softmax(x_fused.clone(), Execution::Kernels),
+            softmax(x_burn.clone(), Execution::BurnOps),
         );
         let weights = Tensor::<2>::random([rows, row], Distribution::Normal(0.0, 1.0), &device);
         let g_fused = (y_fused.clone() * weights.clone()).sum().backward();
@@ -774,16 +802,23 @@ mod tests {
     fn softmax_rows_sum_to_one_and_a_view_is_read_in_its_own_order() {
         let device = Device::flex();
         let x = Tensor::<2>::random([6, 45], Distribution::Normal(0.0, 4.0), &device);
-        let sums = values(softmax(x.clone(), true).sum_dim(1));
+        let sums = values(softmax(x.clone(), Execution::Kernels).sum_dim(1));
         assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{sums:?}");
         // A transposed view (not contiguous) is copied first, not read in storage order.
         let t = x.transpose();
         assert_eq!(t.dims(), [45, 6]);
-        let (fused, burn) = (values(softmax(t.clone(), true)), values(softmax(t, false)));
+        let (fused, burn) = (
+            values(softmax(t.clone(), Execution::Kernels)),
+            values(softmax(t, Execution::BurnOps)),
+        );
         assert!(fused.iter().zip(&burn).all(|(a, b)| (a - b).abs() < 1e-6));
         let nan =
             Tensor::<2>::from_data(TensorData::new(vec![f32::NAN, 1.0, 2.0], [1, 3]), &device);
-        assert!(values(softmax(nan, true)).iter().all(|v| v.is_nan()));
+        assert!(
+            values(softmax(nan, Execution::Kernels))
+                .iter()
+                .all(|v| v.is_nan())
+        );
     }
 
     #[test]
@@ -800,7 +835,7 @@ mod tests {
             &device,
         );
         let before = values(x.clone());
-        let _ = gelu(x.clone(), true);
+        let _ = gelu(x.clone(), Execution::Kernels);
         assert_eq!(values(x), before);
     }
 }

@@ -16,6 +16,7 @@ use crate::config::{EncoderPrompts, Method, ModelConfig, Task};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::MgrError;
 use crate::head::{TaskHead, TaskHeadConfig};
+use crate::kernels::Execution;
 use crate::loss;
 use crate::refinement::{RefinementLayer, RefinementLayerConfig, RefinementOutput};
 use crate::tokenizer::{ModalityTokenizer, ModalityTokenizerConfig};
@@ -44,6 +45,9 @@ pub struct Model {
     /// The configuration this model was built from.
     #[module(skip)]
     pub config: ModelConfig,
+    /// How its operations run ([`Model::set_execution`]): the project's kernels unless set.
+    #[module(skip)]
+    pub execution: Execution,
 }
 
 impl ModelConfig {
@@ -52,9 +56,7 @@ impl ModelConfig {
         self.validate()?;
         let d = self.d_model;
         let m = self.modalities.len();
-        let encoder = EncoderConfig::new(d, self.n_heads, self.n_layers)
-            .with_ff_mult(self.ff_mult)
-            .with_fused_kernels(self.uses_fused_kernels());
+        let encoder = EncoderConfig::new(d, self.n_heads, self.n_layers).with_ff_mult(self.ff_mult);
         let prompts = |rows: usize| {
             Initializer::Normal {
                 mean: 0.0,
@@ -69,7 +71,6 @@ impl ModelConfig {
                 .map(|s| {
                     ModalityTokenizerConfig::new(s.n_tokens, s.token_dim, d)
                         .with_init_std(self.init_std)
-                        .with_fused_kernels(self.uses_fused_kernels())
                         .init(device)
                 })
                 .collect(),
@@ -84,6 +85,7 @@ impl ModelConfig {
                 .with_hidden(self.head_hidden())
                 .init(device),
             config: self.clone(),
+            execution: Execution::default(),
         })
     }
 
@@ -93,8 +95,7 @@ impl ModelConfig {
             UnimodalEnhancementConfig::new(
                 self.modalities.len(),
                 EncoderConfig::new(self.d_model, self.n_heads, self.unimodal_layers)
-                    .with_ff_mult(self.ff_mult)
-                    .with_fused_kernels(self.uses_fused_kernels()),
+                    .with_ff_mult(self.ff_mult),
             )
             .with_alpha_u(self.alpha_u)
             .init(device)
@@ -107,8 +108,7 @@ impl ModelConfig {
             .with_readings(self.refinement)
             .with_mixed_context(self.mixed_context())
             .with_prompt_len(self.prompt_len)
-            .with_init_std(self.init_std)
-            .with_fused_kernels(self.uses_fused_kernels());
+            .with_init_std(self.init_std);
         (0..self.refine_layers_effective())
             .map(|_| layer.init(device))
             .collect()
@@ -232,6 +232,34 @@ impl ModelOutput {
 }
 
 impl Model {
+    /// Runs every operation as `execution` says from now on: the project's kernels or Burn's
+    /// own ops (the same values to float rounding). The one place the choice is made; each
+    /// component keeps a copy, so its forward needs no extra argument.
+    pub fn set_execution(&mut self, execution: Execution) {
+        self.execution = execution;
+        self.encoder.execution = execution;
+        for tokenizer in &mut self.tokenizers {
+            tokenizer.execution = execution;
+        }
+        if let Some(unimodal) = &mut self.unimodal {
+            for encoder in &mut unimodal.encoders {
+                encoder.execution = execution;
+            }
+        }
+        for layer in &mut self.refinement {
+            layer.execution = execution;
+            layer.attention.execution = execution;
+            layer.ranking.execution = execution;
+            layer.redistribution.execution = execution;
+        }
+    }
+
+    /// This model with `execution` ([`Model::set_execution`]).
+    pub fn with_execution(mut self, execution: Execution) -> Self {
+        self.set_execution(execution);
+        self
+    }
+
     /// Runs the refinement layers with `rho` (Eq. 10) from now on, and says so in
     /// [`Model::config`]: what the page's rho slider changes.
     pub fn set_rho(&mut self, rho: f64) {

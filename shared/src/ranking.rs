@@ -7,7 +7,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::kernels;
+use crate::kernels::{self, Execution};
 
 /// Configuration of the ranking.
 #[derive(Config, Debug)]
@@ -17,9 +17,6 @@ pub struct RankingConfig {
     /// alpha_f: weight of the feature-level ranking xi_f against xi_e (Eq. 9); no default here,
     /// the one default is [`crate::RefinementReadings`]'.
     pub alpha_f: f64,
-    /// f_Psi as one product over all tokens on flex ([`crate::kernels::linear_rows`]).
-    #[config(default = true)]
-    pub fused_kernels: bool,
 }
 
 /// f_Psi and alpha_f of Eq. 9.
@@ -29,9 +26,9 @@ pub struct Ranking {
     pub projector: Linear,
     /// alpha_f of Eq. 9.
     pub alpha_f: f64,
-    /// f_Psi as one product over all tokens on flex.
+    /// How the operations run (set by [`crate::Model::set_execution`]; not configuration).
     #[module(skip)]
-    pub fused_kernels: bool,
+    pub execution: Execution,
 }
 
 impl RankingConfig {
@@ -40,7 +37,7 @@ impl RankingConfig {
         Ranking {
             projector: LinearConfig::new(self.d_model, 1).init(device),
             alpha_f: self.alpha_f,
-            fused_kernels: self.fused_kernels,
+            execution: Execution::default(),
         }
     }
 }
@@ -64,7 +61,7 @@ impl Ranking {
     /// - output: xi_f, xi_e, xi, each `[B, N]`
     pub fn forward(&self, r: Tensor<3>, e: Tensor<3>) -> Scores {
         let [b, n, _] = r.dims();
-        let xi_f = kernels::linear_rows(&self.projector, r, self.fused_kernels)
+        let xi_f = kernels::linear_rows(&self.projector, r, self.execution)
             .reshape([b, n])
             .tanh(); // [B, N]
         let xi_e = e.sum_dim(1).reshape([b, n]).tanh(); // [B, N]
@@ -92,7 +89,7 @@ pub struct Split {
 /// computed by comparisons (no reliance on a backend's top-k tie order). The scores are
 /// detached: the split itself has no gradient.
 ///
-/// With `fused` on flex the comparisons run on the host ([`split_on_host`]): flex's memory is
+/// Under [`Execution::Kernels`] on flex the comparisons run on the host ([`split_on_host`]): flex's memory is
 /// the host's, so reading xi costs a copy, and three tensors replace about fifteen `[B, N, N]`
 /// operations (in the browser a tenth of a refinement layer). Elsewhere (wgpu) they stay on
 /// the device: no round trip.
@@ -100,9 +97,9 @@ pub struct Split {
 /// # Shapes
 /// - xi: `[B, N]`
 /// - output: rank, kept `[B, N]`; select `[B, K, N]`
-pub fn top_rho_split(xi: Tensor<2>, k: usize, fused: bool) -> Split {
+pub fn top_rho_split(xi: Tensor<2>, k: usize, exec: Execution) -> Split {
     let xi = xi.detach();
-    if fused && kernels::on_flex(&xi.device()) {
+    if exec.kernels() && kernels::on_flex(&xi.device()) {
         return split_on_host(xi, k);
     }
     let [b, n] = xi.dims();
@@ -177,7 +174,7 @@ mod tests {
         let device = Device::flex();
         let n = xi.len();
         let t = Tensor::<2>::from_data(TensorData::new(xi.to_vec(), [1, n]), &device);
-        let s = top_rho_split(t, k, false);
+        let s = top_rho_split(t, k, Execution::BurnOps);
         (
             s.rank.into_data().try_to_vec::<f32>().unwrap(),
             s.kept.into_data().try_to_vec::<f32>().unwrap(),
@@ -251,8 +248,8 @@ mod tests {
                 .collect();
             let k = ((k_frac * n as f64).ceil() as usize).clamp(1, n);
             let t = Tensor::<2>::from_data(TensorData::new(xi, [rows, n]), &Device::flex());
-            let host = top_rho_split(t.clone(), k, true);
-            let device = top_rho_split(t, k, false);
+            let host = top_rho_split(t.clone(), k, Execution::Kernels);
+            let device = top_rho_split(t, k, Execution::BurnOps);
             prop_assert_eq!(host.select.dims(), [rows, k, n]);
             for (a, b) in [(host.rank, device.rank), (host.kept, device.kept)] {
                 prop_assert_eq!(a.into_data().try_to_vec::<f32>().unwrap(), b.into_data().try_to_vec::<f32>().unwrap());

@@ -7,17 +7,13 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
-use crate::kernels;
+use crate::kernels::{self, Execution};
 
 /// Configuration of the redistribution.
 #[derive(Config, Debug)]
 pub struct RedistributionConfig {
     /// Hidden size d.
     pub d_model: usize,
-    /// W_c1, W_c2 and GELU through the fused kernels on flex ([`crate::kernels::linear_rows`],
-    /// [`crate::kernels::gelu`]).
-    #[config(default = true)]
-    pub fused_kernels: bool,
 }
 
 /// W_c1 and W_c2 of Eq. 12 (a GraphConv layer, Morris et al. 2019).
@@ -27,9 +23,9 @@ pub struct Redistribution {
     pub root: Linear,
     /// W_c2: the transform of the messages from biased neighbours (no bias).
     pub neighbour: Linear,
-    /// W_c1, W_c2 and GELU through the fused kernels on flex.
+    /// How the operations run (set by [`crate::Model::set_execution`]; not configuration).
     #[module(skip)]
-    pub fused_kernels: bool,
+    pub execution: Execution,
 }
 
 impl RedistributionConfig {
@@ -40,7 +36,7 @@ impl RedistributionConfig {
             neighbour: LinearConfig::new(self.d_model, self.d_model)
                 .with_bias(false)
                 .init(device),
-            fused_kernels: self.fused_kernels,
+            execution: Execution::default(),
         }
     }
 }
@@ -70,13 +66,13 @@ impl Redistribution {
     /// - r: `[B, N, d]`; adjacency: `[B, N, N]` from [`Redistribution::adjacency`]
     /// - output: `[B, N, d]`
     pub fn forward(&self, r: Tensor<3>, adjacency: Tensor<3>) -> Tensor<3> {
-        let messages = kernels::linear_rows(&self.neighbour, r.clone(), self.fused_kernels) // [B, N, d]
+        let messages = kernels::linear_rows(&self.neighbour, r.clone(), self.execution) // [B, N, d]
             .swap_dims(1, 2) // [B, d, N]
             .matmul(adjacency) // [B, d, N]
             .swap_dims(1, 2); // [B, N, d]
         kernels::gelu(
-            kernels::linear_rows(&self.root, r, self.fused_kernels) + messages,
-            self.fused_kernels,
+            kernels::linear_rows(&self.root, r, self.execution) + messages,
+            self.execution,
         ) // [B, N, d]
     }
 }

@@ -8,7 +8,7 @@ use burn::nn::{LayerNorm, LayerNormConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::attention::{ContextAttention, ContextAttentionConfig};
-use crate::kernels;
+use crate::kernels::{self, Execution};
 use crate::prompt::{MixedContextPrompt, MixedContextPromptConfig};
 use crate::ranking::{Ranking, RankingConfig, top_rho_split};
 use crate::readings::{GateScope, RefinementReadings};
@@ -36,10 +36,6 @@ pub struct RefinementLayerConfig {
     /// Standard deviation of the modality prompts at initialisation.
     #[config(default = 0.02)]
     pub init_std: f64,
-    /// The layer's linear maps, attention (Eqs. 6-8) and Eq. 12's GELU through the fused
-    /// kernels on flex ([`crate::kernels`]).
-    #[config(default = true)]
-    pub fused_kernels: bool,
 }
 
 /// Eqs. 5-12 as one module.
@@ -59,9 +55,9 @@ pub struct RefinementLayer {
     /// insertion, alpha_f and the input norm are built into the modules above).
     #[module(skip)]
     pub readings: RefinementReadings,
-    /// The input norm through [`crate::kernels::layer_norm`]'s per-sample form on GPU backends.
+    /// How the operations run (set by [`crate::Model::set_execution`]; not configuration).
     #[module(skip)]
-    pub fused_kernels: bool,
+    pub execution: Execution,
 }
 
 impl RefinementLayerConfig {
@@ -79,16 +75,11 @@ impl RefinementLayerConfig {
             attention: ContextAttentionConfig::new(self.d_model, self.n_heads)
                 .with_insertion(readings.prompt_insertion)
                 .with_prompt_len(self.prompt_len)
-                .with_fused_kernels(self.fused_kernels)
                 .init(device),
-            ranking: RankingConfig::new(self.d_model, readings.alpha_f)
-                .with_fused_kernels(self.fused_kernels)
-                .init(device),
-            redistribution: RedistributionConfig::new(self.d_model)
-                .with_fused_kernels(self.fused_kernels)
-                .init(device),
+            ranking: RankingConfig::new(self.d_model, readings.alpha_f).init(device),
+            redistribution: RedistributionConfig::new(self.d_model).init(device),
             readings,
-            fused_kernels: self.fused_kernels,
+            execution: Execution::default(),
         }
     }
 }
@@ -140,7 +131,7 @@ impl RefinementLayer {
         let [b, n, d] = tokens.dims();
         let k = self.kept_tokens(n);
         let normed = match &self.norm {
-            Some(norm) => kernels::layer_norm(norm, tokens.clone(), self.fused_kernels), // [B, N, d]
+            Some(norm) => kernels::layer_norm(norm, tokens.clone(), self.execution), // [B, N, d]
             None => tokens.clone(),
         };
         let prompt = self.prompt.forward(normed.clone(), available); // [B, d]      Eq. 5
@@ -151,7 +142,7 @@ impl RefinementLayer {
             attended.r
         };
         let scores = self.ranking.forward(r.clone(), attended.e.clone()); // [B, N]  Eq. 9
-        let split = top_rho_split(scores.xi.clone(), k, self.fused_kernels); // [B, K, N] select  Eq. 10
+        let split = top_rho_split(scores.xi.clone(), k, self.execution); // [B, K, N] select  Eq. 10
         let adjacency = Redistribution::adjacency(attended.e, split.kept.clone()); // [B, N, N]  Eq. 11
         let update = self.redistribution.forward(r.clone(), adjacency.clone()); // [B, N, d]  Eq. 12
         let gate = self.readings.gate.map(|gate| {

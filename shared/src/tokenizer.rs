@@ -9,7 +9,7 @@ use burn::tensor::{Device, Tensor};
 
 use crate::batch::PresentRows;
 
-use crate::kernels;
+use crate::kernels::{self, Execution};
 
 /// Configuration of one modality's tokenizer.
 #[derive(Config, Debug)]
@@ -23,9 +23,6 @@ pub struct ModalityTokenizerConfig {
     /// Standard deviation of the learnable embeddings at initialisation (ViLT's 0.02).
     #[config(default = 0.02)]
     pub init_std: f64,
-    /// The projection as one product over all tokens on flex ([`crate::kernels::linear_rows`]).
-    #[config(default = true)]
-    pub fused_kernels: bool,
 }
 
 /// f_theta^i with its learnable `E_avail^i` and `E_miss^i` (Eq. 1).
@@ -39,9 +36,9 @@ pub struct ModalityTokenizer {
     pub e_avail: Param<Tensor<2>>,
     /// E_miss^i: replaces every token of an absent modality, [N_i, d].
     pub e_miss: Param<Tensor<2>>,
-    /// The projection as one product over all tokens on flex.
+    /// How the operations run (set by [`crate::Model::set_execution`]; not configuration).
     #[module(skip)]
-    pub fused_kernels: bool,
+    pub execution: Execution,
 }
 
 impl ModalityTokenizerConfig {
@@ -57,7 +54,7 @@ impl ModalityTokenizerConfig {
             position: normal.init(shape, device),
             e_avail: normal.init(shape, device),
             e_miss: normal.init(shape, device),
-            fused_kernels: self.fused_kernels,
+            execution: Execution::default(),
         }
     }
 }
@@ -93,7 +90,7 @@ impl ModalityTokenizer {
             };
         }
         let input = present.take(input); // [P, N_i, D_i]
-        let content = kernels::linear_rows(&self.projection, input, self.fused_kernels)
+        let content = kernels::linear_rows(&self.projection, input, self.execution)
             + self.position.val().unsqueeze_dim(0); // [P, N_i, d]
         let present_tokens = content.clone() + self.e_avail.val().unsqueeze_dim(0); // [P, N_i, d]
         Tokens {

@@ -15,6 +15,7 @@ use crate::batch::Batch;
 use crate::config::{ModelConfig, Task};
 use crate::data::{DataSplit, Targets};
 use crate::error::MgrError;
+use crate::kernels::Execution;
 use crate::loss;
 use crate::metrics::{Metrics, argmax};
 use crate::model::{DiversityInputs, Model, ModelOutput};
@@ -59,6 +60,18 @@ pub struct TrainConfig {
     /// devices ignore it.
     #[config(default = "CPU_SHARDS")]
     pub cpu_shards: usize,
+    /// How the model's operations run: `kernels` (the project's; None, as in a config written
+    /// before this field, means the same) or `burn-ops` (Burn's own, the reference the kernels
+    /// are tested against). Speed and float rounding only; not saved with the model.
+    #[config(default = "None")]
+    pub execution: Option<Execution>,
+}
+
+impl TrainConfig {
+    /// The execution policy this config asks for ([`TrainConfig::execution`]).
+    pub fn execution_policy(&self) -> Execution {
+        self.execution.unwrap_or_default()
+    }
 }
 
 /// The default of [`TrainConfig::cpu_shards`] and the shards of evaluation on a CPU device.

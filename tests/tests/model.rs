@@ -7,6 +7,7 @@ use mgr::absence::{AbsenceConfig, AbsenceMask, SplitKind};
 use mgr::batch::{Batch, BatchTargets};
 use mgr::config::{Method, ModalitySpec, ModelConfig, PromptInsertion, RefinementReadings};
 use mgr::data::DataSplit;
+use mgr::kernels::Execution;
 use mgr::synthetic::SyntheticConfig;
 use mgr::train::{TrainConfig, init_model, train_step};
 
@@ -526,16 +527,17 @@ fn detaching_the_shared_features_keeps_l_div_out_of_the_shared_encoder() {
 /// Issue 12: the fused CPU kernels (GELU, softmax) and Burn's own ops give the same model, up to
 /// float rounding: outputs of every method, and the model after three training steps.
 #[test]
-fn fused_kernels_and_burns_ops_train_the_same_model() {
+fn the_kernels_and_burns_ops_train_the_same_model() {
     use burn::module::Module;
     let _serial = one_at_a_time();
     let device = Device::flex();
     for method in Method::ALL {
         let cfg = odd_config(method).with_d_model(16);
-        let models: Vec<mgr::Model> = [true, false]
-            .map(|fused| {
-                let cfg = cfg.clone().with_fused_kernels(Some(fused));
-                let mut model = init_model(&cfg, 3, &device).unwrap();
+        let models: Vec<mgr::Model> = [Execution::Kernels, Execution::BurnOps]
+            .map(|execution| {
+                let mut model = init_model(&cfg, 3, &device)
+                    .unwrap()
+                    .with_execution(execution);
                 let ad = device.clone().autodiff();
                 let batch = random_batch(&cfg, mixed_availability(12, 2), &ad);
                 let train = TrainConfig::new().with_lr(1e-2);
@@ -567,6 +569,10 @@ fn fused_kernels_and_burns_ops_train_the_same_model() {
             worst < 1e-4,
             "{method}: fused and Burn's ops differ by {worst}"
         );
-        assert!(models[0].config.uses_fused_kernels() && !models[1].config.uses_fused_kernels());
+        // Training steps keep each model's execution (a component that lost it would silently
+        // run the other path).
+        assert_eq!(models[0].execution, Execution::Kernels);
+        assert_eq!(models[1].execution, Execution::BurnOps);
+        assert_eq!(models[1].encoder.execution, Execution::BurnOps);
     }
 }

@@ -7,6 +7,7 @@ use burn::module::Module;
 use mgr::absence::AbsenceMask;
 use mgr::batch::Batch;
 use mgr::data::DataSplit;
+use mgr::kernels::Execution;
 use mgr::train::{TrainConfig, infer_outputs, init_model, shards_on, train_step_sharded};
 use mgr::{Method, ModalitySpec, ModelConfig};
 use serde_json::json;
@@ -59,7 +60,7 @@ pub struct BenchArgs {
     /// Method to time.
     #[arg(long, default_value = "mgr", value_parser = crate::runconfig::method_names())]
     method: String,
-    /// Burn's own ops instead of the fused CPU kernels (`fused_kernels = false`), to compare.
+    /// Burn's own ops instead of the fused CPU kernels (`train.execution = burn-ops`), to compare.
     #[arg(long)]
     unfused: bool,
     /// Shards of each batch computed side by side on a CPU's cores (`train.cpu_shards`; 1: the
@@ -157,8 +158,16 @@ fn config(a: &BenchArgs) -> Result<ModelConfig> {
     .with_n_layers(a.layers)
     .with_unimodal_layers(a.uni_layers)
     .with_refine_layers(a.lt)
-    .with_rho(a.rho)
-    .with_fused_kernels(Some(!a.unfused)))
+    .with_rho(a.rho))
+}
+
+/// The execution policy `--unfused` asks for.
+fn execution(a: &BenchArgs) -> Execution {
+    if a.unfused {
+        Execution::BurnOps
+    } else {
+        Execution::Kernels
+    }
 }
 
 /// Forward multiply-add FLOPs per sample (2 per multiply-add), matmuls only.
@@ -229,11 +238,16 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     });
     let _observing = LaunchObservation::new(counter.clone());
     let timing = Timing::of(a);
-    let (model, train_rates, train_launches) =
-        samples_per_second(&timing, b, init_model(&cfg, 0, &device)?, &counter, |m| {
+    let (model, train_rates, train_launches) = samples_per_second(
+        &timing,
+        b,
+        init_model(&cfg, 0, &device)?.with_execution(execution(a)),
+        &counter,
+        |m| {
             // The step's losses come back to the host: it waits for the device.
             train_step_sharded(m, &mut optimizer, tc.lr, &train_shards).0
-        });
+        },
+    );
     let inference = model.valid();
     let ((), infer_rates, infer_launches) = samples_per_second(&timing, b, (), &counter, |()| {
         // into_data waits for the device.

@@ -5,8 +5,12 @@
 
 use burn::nn::{LayerNormConfig, LinearConfig};
 use burn::tensor::{Device, Distribution, Tensor};
-use mgr::kernels;
+use mgr::kernels::{self, Execution};
 use std::time::Instant;
+
+/// Burn's own op, and the project's kernel.
+const BURN: Execution = Execution::BurnOps;
+const FUSED: Execution = Execution::Kernels;
 
 /// Median of 7 rounds of `reps` calls, in microseconds per call.
 fn time(mut f: impl FnMut()) -> f64 {
@@ -52,13 +56,13 @@ pub fn run() {
     };
     line(
         "linear [2816,64] x [64,64]",
-        linear(&w_qkv, false),
-        Some(linear(&w_qkv, true)),
+        linear(&w_qkv, BURN),
+        Some(linear(&w_qkv, FUSED)),
     );
     line(
         "linear [2816,64] x [64,256]",
-        linear(&w_ff, false),
-        Some(linear(&w_ff, true)),
+        linear(&w_ff, BURN),
+        Some(linear(&w_ff, FUSED)),
     );
     let q = Tensor::<3>::random([256, 44, 16], normal, &device); // [B H, N, d_h]
     let k = Tensor::<3>::random([256, 16, 44], normal, &device); // [B H, d_h, N]
@@ -76,25 +80,25 @@ pub fn run() {
     };
     line(
         "attention [64,44,64], 4 heads (A, then A V)",
-        attention(false),
-        Some(attention(true)),
+        attention(BURN),
+        Some(attention(FUSED)),
     );
     let scores = Tensor::<4>::random([64, 4, 44, 45], normal, &device); // [B, H, N, N + 1]
     let softmax = |fused| time(|| drop(kernels::softmax(scores.clone(), fused).into_data()));
     line(
         "softmax [64,4,44,45] over the last dim",
-        softmax(false),
-        Some(softmax(true)),
+        softmax(BURN),
+        Some(softmax(FUSED)),
     );
     let gelu = |fused| time(|| drop(kernels::gelu(hidden.clone(), fused).into_data()));
-    line("gelu (erf) [2816,256]", gelu(false), Some(gelu(true)));
+    line("gelu (erf) [2816,256]", gelu(BURN), Some(gelu(FUSED)));
     let norm = LayerNormConfig::new(64).init(&device);
     let x3 = tokens.reshape([64, 44, 64]); // [B, N, d]
     line(
         "layer norm [64,44,64]",
         time(|| drop(norm.forward(x3.clone()).into_data())),
         Some(time(|| {
-            drop(kernels::layer_norm(&norm, x3.clone(), true).into_data())
+            drop(kernels::layer_norm(&norm, x3.clone(), FUSED).into_data())
         })),
     );
     let ad = device.autodiff();
@@ -107,8 +111,8 @@ pub fn run() {
     };
     line(
         "gelu forward + backward [2816,256]",
-        gelu_both(false),
-        Some(gelu_both(true)),
+        gelu_both(BURN),
+        Some(gelu_both(FUSED)),
     );
     let norm_ad = LayerNormConfig::new(64).init(&ad);
     let tokens_ad = Tensor::<3>::random([64, 44, 64], normal, &ad).require_grad();
@@ -123,8 +127,8 @@ pub fn run() {
     };
     line(
         "layer norm forward + backward [64,44,64]",
-        norm_both(false),
-        Some(norm_both(true)),
+        norm_both(BURN),
+        Some(norm_both(FUSED)),
     );
     let scores_ad = Tensor::<4>::random([64, 4, 44, 45], normal, &ad).require_grad();
     let weights = Tensor::<4>::random([64, 4, 44, 45], normal, &ad);
@@ -137,8 +141,8 @@ pub fn run() {
     };
     line(
         "softmax forward + backward [64,4,44,45]",
-        softmax_both(false),
-        Some(softmax_both(true)),
+        softmax_both(BURN),
+        Some(softmax_both(FUSED)),
     );
     run_backward();
 }
@@ -160,8 +164,8 @@ pub fn run_backward() {
     };
     line(
         "linear forward + backward [2816,64] x [64,256]",
-        linear_both(false),
-        Some(linear_both(true)),
+        linear_both(BURN),
+        Some(linear_both(FUSED)),
     );
     let qkv = Tensor::<3>::random([64, 44, 64], normal, &ad).require_grad(); // [B, N, d]
     let attention_both = |fused| {
@@ -175,7 +179,7 @@ pub fn run_backward() {
     };
     line(
         "attention forward + backward [64,44,64]",
-        attention_both(false),
-        Some(attention_both(true)),
+        attention_both(BURN),
+        Some(attention_both(FUSED)),
     );
 }

@@ -183,7 +183,8 @@ fn start_new(
     ] {
         write_atomic(&paths.mask(name), mask.to_csv().as_bytes())?;
     }
-    let mut model = init_model(&rc.model, rc.train.seed, &run.device)?;
+    let mut model = init_model(&rc.model, rc.train.seed, &run.device)?
+        .with_execution(rc.train.execution_policy());
     if let Some(source) = init_source {
         let from = source.path.clone();
         let count;

@@ -27,16 +27,16 @@ use burn::tensor::{DType, Shape, Tensor};
 use super::linear::{View, blocked_product};
 #[cfg(not(target_arch = "wasm32"))]
 use super::tile::{self, Addend, tile_product};
-use super::{contiguous, on_flex, owned_f32};
+use super::{Execution, contiguous, on_flex, owned_f32};
 
-/// A = softmax(Q_h K_h^T / sqrt(d_h)) per head h, fused on flex when `fused`, Burn's ops
+/// A = softmax(Q_h K_h^T / sqrt(d_h)) per head h, fused on flex under [`Execution::Kernels`], Burn's ops
 /// otherwise.
 ///
 /// # Shapes
 /// - q: `[B, N, d]`; k: `[B, M, d]`; d divisible by `heads`
 /// - output: `[B, H, N, M]`, each row summing to 1
-pub fn attention_weights(q: Tensor<3>, k: Tensor<3>, heads: usize, fused: bool) -> Tensor<4> {
-    if fused && on_flex(&q.device()) {
+pub fn attention_weights(q: Tensor<3>, k: Tensor<3>, heads: usize, exec: Execution) -> Tensor<4> {
+    if exec.kernels() && on_flex(&q.device()) {
         return Tensor::from_dispatch(<Dispatch as FusedAttentionOps>::fused_attention_weights(
             q.into_dispatch(),
             k.into_dispatch(),
@@ -48,14 +48,14 @@ pub fn attention_weights(q: Tensor<3>, k: Tensor<3>, heads: usize, fused: bool) 
     burn::tensor::activation::softmax(scores.div_scalar((d_h as f64).sqrt()), 3)
 }
 
-/// C_h = A_h V_h per head h, heads side by side, fused on flex when `fused`, Burn's ops
+/// C_h = A_h V_h per head h, heads side by side, fused on flex under [`Execution::Kernels`], Burn's ops
 /// otherwise.
 ///
 /// # Shapes
 /// - a: `[B, H, N, M]`; v: `[B, M, d]`
 /// - output: `[B, N, d]`
-pub fn attention_context(a: Tensor<4>, v: Tensor<3>, fused: bool) -> Tensor<3> {
-    if fused && on_flex(&a.device()) {
+pub fn attention_context(a: Tensor<4>, v: Tensor<3>, exec: Execution) -> Tensor<3> {
+    if exec.kernels() && on_flex(&a.device()) {
         return Tensor::from_dispatch(<Dispatch as FusedAttentionOps>::fused_attention_context(
             a.into_dispatch(),
             v.into_dispatch(),
@@ -781,20 +781,20 @@ mod tests {
         let device = q.device();
         let w_a = Tensor::<4>::random([b, heads, n, m], Distribution::Normal(0.0, 1.0), &device);
         let w_c = Tensor::<3>::random(q.dims(), Distribution::Normal(0.0, 1.0), &device);
-        let run = |fused: bool| {
+        let run = |exec: Execution| {
             let (q, k, v) = (
                 q.clone().require_grad(),
                 k.clone().require_grad(),
                 v.clone().require_grad(),
             );
-            let a = attention_weights(q.clone(), k.clone(), heads, fused);
-            let c = attention_context(a.clone(), v.clone(), fused);
+            let a = attention_weights(q.clone(), k.clone(), heads, exec);
+            let c = attention_context(a.clone(), v.clone(), exec);
             let loss = (a.clone() * w_a.clone()).sum() + (c.clone() * w_c.clone()).sum();
             let grads = loss.backward();
             let grad = |t: &Tensor<3>| values(t.grad(&grads).expect("gradient"));
             (values(a), values(c), grad(&q), grad(&k), grad(&v))
         };
-        let (fused, burn) = (run(true), run(false));
+        let (fused, burn) = (run(Execution::Kernels), run(Execution::BurnOps));
         let what =
             |name: &str| format!("{name} (q {:?}, k {:?}, {heads} heads)", q.dims(), k.dims());
         let pairs = [
@@ -859,7 +859,7 @@ mod tests {
         let mut data = vec![0.5f32; 2 * 3 * 4];
         data[0] = f32::NAN;
         let q = Tensor::<3>::from_data(TensorData::new(data, [2, 3, 4]), &device);
-        let a = values(attention_weights(q.clone(), q, 2, true));
+        let a = values(attention_weights(q.clone(), q, 2, Execution::Kernels));
         // Sample 0, head 0: query 0 is NaN, so its row, and every row that reads key 0, is NaN.
         assert!(a[..3].iter().all(|v| v.is_nan()), "{a:?}");
         // Sample 1 has no NaN.

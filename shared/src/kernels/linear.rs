@@ -22,17 +22,17 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Shape, Tensor};
 
-use super::{on_flex, owned_f32};
+use super::{Execution, on_flex, owned_f32};
 
-/// `linear` on `[R, I]` rows: the fused product on flex when `fused` and the layer has a bias,
+/// `linear` on `[R, I]` rows: the fused product on flex under [`Execution::Kernels`] when the layer has a bias,
 /// Burn's `Linear::forward` otherwise.
 ///
 /// # Shapes
 /// - x: `[R, I]`
 /// - output: `[R, O]`
-pub fn linear_2d(linear: &burn::nn::Linear, x: Tensor<2>, fused: bool) -> Tensor<2> {
+pub fn linear_2d(linear: &burn::nn::Linear, x: Tensor<2>, exec: Execution) -> Tensor<2> {
     match &linear.bias {
-        Some(bias) if fused && on_flex(&x.device()) => {
+        Some(bias) if exec.kernels() && on_flex(&x.device()) => {
             Tensor::from_dispatch(<Dispatch as FusedLinearOps>::fused_linear(
                 x.into_dispatch(),
                 linear.weight.val().into_dispatch(),
@@ -608,9 +608,9 @@ mod tests {
             ..layer
         };
         let weights = Tensor::<2>::random([rows, outputs], Distribution::Normal(0.0, 1.0), &device);
-        let run = |fused: bool| {
+        let run = |exec: Execution| {
             let x = x.clone().require_grad();
-            let y = linear_2d(&layer, x.clone(), fused);
+            let y = linear_2d(&layer, x.clone(), exec);
             let grads = (y.clone() * weights.clone()).sum().backward();
             let bias = layer.bias.as_ref().expect("bias").val();
             (
@@ -620,7 +620,7 @@ mod tests {
                 values(bias.grad(&grads).expect("bias grad")),
             )
         };
-        let (fused, burn) = (run(true), run(false));
+        let (fused, burn) = (run(Execution::Kernels), run(Execution::BurnOps));
         close(fused.0, burn.0, "y");
         close(fused.1, burn.1, "dx");
         // dW sums over every row (2816 here): two orders of summation then differ by up to a
@@ -670,7 +670,7 @@ mod tests {
         let layer = LinearConfig::new(5, 3).init(&device);
         let x = Tensor::<2>::random([4, 5], Distribution::Normal(0.0, 1.0), &device);
         close(
-            values(linear_2d(&layer, x.clone(), true)),
+            values(linear_2d(&layer, x.clone(), Execution::Kernels)),
             values(layer.forward(x)),
             "y",
         );
