@@ -50,11 +50,12 @@ pub mod freeze;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod fuzz;
 pub mod head;
-pub mod kernels;
+/// How the operations run fast: the `mgr-kernels` crate, the facade the model calls.
+pub use mgr_kernels as kernels;
+pub use mgr_kernels::optimizer;
 pub mod loss;
 pub mod metrics;
 pub mod model;
-pub mod optimizer;
 pub mod persist;
 pub mod prompt;
 pub mod ranking;

@@ -766,7 +766,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::{close, close_within, numbers, values};
+    use crate::test_util::{close, close_within, numbers, values};
     use burn::tensor::{Device, Distribution, TensorData};
 
     /// The weights, the context and the gradients of q, k, v through both (the loss reads A

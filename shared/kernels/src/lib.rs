@@ -1,3 +1,12 @@
+//! # mgr-kernels: how the MGR model's operations run fast
+//!
+//! The model crate (`mgr`) writes each equation of the paper once, with Burn's ops; this crate
+//! holds the faster forms it calls through a small facade, chosen by one [`Execution`] policy:
+//! [`linear_rows`] (every linear layer), [`layer_norm`], [`gelu`], [`softmax`],
+//! [`attention_weights`] / [`attention_context`], and [`optimizer::FusedAdamW`]. Each gives
+//! Burn's result to float rounding (the tests beside each kernel compare the two), and under
+//! [`Execution::BurnOps`] each is Burn's own op. It imports nothing from the model crate.
+//!
 //! Fused CPU kernels for Burn's flex backend (issue 12).
 //!
 //! Flex computes GELU one element at a time through scalar `libm::erff`, on one thread (34x
@@ -13,7 +22,7 @@
 //!
 //! They reach Burn through its backend extension (`#[backend_extension(Flex, Autodiff)]`):
 //! implemented for `Flex`, and for `Autodiff<Flex>` with a hand-written backward. Other backends
-//! (wgpu) use Burn's own ops except for the linear layers and layer norms, which [`per_sample`]
+//! (wgpu) use Burn's own ops except for the linear layers and layer norms, which `per_sample`
 //! writes so that a GPU sums their parameter gradients per sample; other dtypes use Burn's own
 //! ops, as does everything under [`Execution::BurnOps`] (the reference the tests and `mgr bench`
 //! compare the kernels with).
@@ -34,7 +43,7 @@ use burn::tensor::{Bytes, DType, Device, Tensor};
 
 /// How the model's operations run: a choice of speed, never of result (the two agree to float
 /// rounding, tested per kernel and for a whole training run). One value held by the model
-/// ([`crate::Model::set_execution`]), set from the training config (`train.execution`) or by the
+/// (`mgr::Model::set_execution`), set from the training config (`train.execution`) or by the
 /// page; not part of what a saved model is.
 #[derive(
     serde::Serialize, serde::Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default,
@@ -125,7 +134,7 @@ pub fn layer_norm(norm: &burn::nn::LayerNorm, x: Tensor<3>, exec: Execution) -> 
 }
 
 /// Whether `device` computes on flex (directly or under autodiff).
-pub(crate) fn on_flex(device: &Device) -> bool {
+pub fn on_flex(device: &Device) -> bool {
     matches!(
         device.clone().inner().as_dispatch(),
         DispatchDevice::Flex(_)
@@ -398,7 +407,7 @@ macro_rules! widest {
                 fn wide($($arg: $ty),*) {
                     $body($($arg),*)
                 }
-                if $crate::kernels::avx2_fma() {
+                if $crate::avx2_fma() {
                     // SAFETY: the CPU has AVX2 and FMA (checked just above).
                     return unsafe { wide($($arg),*) };
                 }
@@ -412,6 +421,7 @@ macro_rules! widest {
 mod attention;
 mod layer_norm;
 mod linear;
+pub mod optimizer;
 mod per_sample;
 // Native only: the browser's products are `linear::blocked_product`'s SIMD128 blocks.
 #[cfg(not(target_arch = "wasm32"))]

@@ -73,7 +73,7 @@ fn per_sample_row(row: Tensor<1>, samples: usize) -> Tensor<3> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::{close, close_within, values};
+    use crate::test_util::{close, close_within, values};
     use burn::module::Param;
     use burn::nn::transformer::TransformerEncoderConfig;
     use burn::nn::{LayerNormConfig, LinearConfig};

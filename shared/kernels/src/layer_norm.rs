@@ -389,7 +389,7 @@ impl<B: Backend + FusedLayerNormOps, C: CheckpointStrategy> FusedLayerNormOps fo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::{close, close_within, values};
+    use crate::test_util::{close, close_within, values};
     use burn::module::Param;
     use burn::nn::LayerNormConfig;
     use burn::tensor::{Device, Distribution, TensorData};

@@ -16,11 +16,11 @@ use burn::optim::{
 };
 use burn::tensor::{DType, Device, Tensor, TensorData};
 
-use crate::kernels::on_flex;
+use crate::on_flex;
 
 /// AdamW with Burn's defaults for everything but the weight decay (beta_1 0.9, beta_2 0.999,
 /// epsilon 1e-5, no AMSGrad, no cautious decay, no clipping): the optimiser of
-/// [`crate::train::TrainConfig::optimizer`].
+/// `mgr::train::TrainConfig::optimizer`.
 #[derive(Clone)]
 pub struct FusedAdamW {
     /// Burn's AdamW with the same settings: the step on other backends and dtypes.

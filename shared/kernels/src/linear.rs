@@ -586,7 +586,7 @@ impl<B: Backend + FusedLinearOps, C: CheckpointStrategy> FusedLinearOps for Auto
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kernels::test_util::{close, close_within, numbers, values};
+    use crate::test_util::{close, close_within, numbers, values};
     use burn::module::Param;
     use burn::nn::LinearConfig;
     use burn::tensor::{Device, Distribution, TensorData};
