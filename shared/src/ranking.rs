@@ -89,7 +89,7 @@ pub struct Split {
 /// computed by comparisons (no reliance on a backend's top-k tie order). The scores are
 /// detached: the split itself has no gradient.
 ///
-/// Under [`Execution::Kernels`] on flex the comparisons run on the host ([`split_on_host`]): flex's memory is
+/// Under [`Execution::Kernels`] on flex the comparisons run on the host ([`kernels::split::top_k_on_host`]): flex's memory is
 /// the host's, so reading xi costs a copy, and three tensors replace about fifteen `[B, N, N]`
 /// operations (in the browser a tenth of a refinement layer). Elsewhere (wgpu) they stay on
 /// the device: no round trip.
@@ -100,7 +100,8 @@ pub struct Split {
 pub fn top_rho_split(xi: Tensor<2>, k: usize, exec: Execution) -> Split {
     let xi = xi.detach();
     if exec.kernels() && kernels::on_flex(&xi.device()) {
-        return split_on_host(xi, k);
+        let (rank, kept, select) = kernels::split::top_k_on_host(xi, k);
+        return Split { rank, kept, select };
     }
     let [b, n] = xi.dims();
     let device = xi.device();
@@ -127,42 +128,6 @@ pub fn top_rho_split(xi: Tensor<2>, k: usize, exec: Execution) -> Split {
         .equal(slots)
         .float(); // [B, K, N]
     Split { rank, kept, select }
-}
-
-/// [`top_rho_split`]'s ranks, kept flags and selection matrix computed on the host by the same
-/// comparisons (`>` and `==`, false for NaN), so the same numbers.
-///
-/// # Shapes
-/// - xi: `[B, N]`
-/// - output: rank, kept `[B, N]`; select `[B, K, N]`
-fn split_on_host(xi: Tensor<2>, k: usize) -> Split {
-    let [b, n] = xi.dims();
-    let device = xi.device();
-    let xi: Vec<f32> = xi
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .expect("f32 after convert");
-    let mut rank = vec![0.0f32; b * n];
-    let mut kept = vec![0.0f32; b * n];
-    let mut select = vec![0.0f32; b * k * n];
-    for (s, row) in xi.chunks_exact(n.max(1)).enumerate() {
-        for (i, &own) in row.iter().enumerate() {
-            let higher = row.iter().filter(|&&other| other > own).count();
-            let tied_before = row[..i].iter().filter(|&&other| other == own).count();
-            let r = higher + tied_before;
-            rank[s * n + i] = r as f32;
-            if r < k {
-                kept[s * n + i] = 1.0;
-                select[(s * k + r) * n + i] = 1.0;
-            }
-        }
-    }
-    Split {
-        rank: Tensor::from_data(TensorData::new(rank, [b, n]), &device),
-        kept: Tensor::from_data(TensorData::new(kept, [b, n]), &device),
-        select: Tensor::from_data(TensorData::new(select, [b, k, n]), &device),
-    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,6 @@ use crate::config::{ModelConfig, Task};
 use crate::data::{DataSplit, Targets};
 use crate::error::MgrError;
 use crate::kernels::Execution;
-use crate::loss;
 use crate::metrics::{Metrics, argmax};
 use crate::model::{DiversityInputs, Model, ModelOutput};
 
@@ -368,7 +367,7 @@ pub fn sharded_gradients(model: &Model, shards: &[Batch]) -> (GradientsParams, S
 /// fewer than 2 rows in the whole batch and so no term).
 ///
 /// Computed on the host with the closed-form gradient
-/// ([`loss::squared_distance_correlation_with_gradient`]): the rows are few (at most the batch,
+/// ([`crate::kernels::dcor::squared_distance_correlation_with_gradient`]): the rows are few (at most the batch,
 /// d wide), and Burn's ops with autodiff spent about 5 ms of a 70 ms step on them, serially.
 #[allow(clippy::type_complexity)]
 fn diversity_across_shards(
@@ -419,12 +418,13 @@ fn diversity_across_shards(
                 .flat_map(|&(s, e)| rows[s][e][which].values.iter().copied())
                 .collect()
         };
-        let (term, grad_u, grad_h) = loss::squared_distance_correlation_with_gradient(
-            &joined(0),
-            &joined(1),
-            n,
-            model.config.dcor_eps,
-        );
+        let (term, grad_u, grad_h) =
+            crate::kernels::dcor::squared_distance_correlation_with_gradient(
+                &joined(0),
+                &joined(1),
+                n,
+                model.config.dcor_eps,
+            );
         value += term;
         // Each part's rows of the joined gradients, in the same order.
         for (which, joined_grad) in [grad_u, grad_h].iter().enumerate() {

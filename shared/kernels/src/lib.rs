@@ -419,10 +419,12 @@ macro_rules! widest {
 
 // After `widest!`, which they use.
 mod attention;
+pub mod dcor;
 mod layer_norm;
 mod linear;
 pub mod optimizer;
 mod per_sample;
+pub mod split;
 // Native only: the browser's products are `linear::blocked_product`'s SIMD128 blocks.
 #[cfg(not(target_arch = "wasm32"))]
 mod tile;
