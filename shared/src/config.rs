@@ -334,6 +334,15 @@ impl ModelConfig {
 
     /// Checks every field; `ModelConfig::init` calls it.
     pub fn validate(&self) -> Result<(), MgrError> {
+        self.validate_inputs()?;
+        self.validate_sizes()?;
+        self.refinement.validate()?;
+        self.validate_weights()?;
+        self.validate_method()
+    }
+
+    /// The modalities and the outputs.
+    fn validate_inputs(&self) -> Result<(), MgrError> {
         if self.modalities.is_empty() {
             return Err(MgrError::config(
                 "modalities",
@@ -366,6 +375,11 @@ impl ModelConfig {
                 "regression predicts exactly 1 value",
             ));
         }
+        Ok(())
+    }
+
+    /// The transformer's sizes.
+    fn validate_sizes(&self) -> Result<(), MgrError> {
         if self.d_model == 0 || self.n_heads == 0 || !self.d_model.is_multiple_of(self.n_heads) {
             return Err(MgrError::config(
                 "n_heads",
@@ -378,7 +392,11 @@ impl ModelConfig {
         if self.ff_mult == 0 {
             return Err(MgrError::config("ff_mult", "must be at least 1"));
         }
-        self.refinement.validate()?;
+        Ok(())
+    }
+
+    /// The weights and scales of Eqs. 3, 4 and 13 and of the initialisation.
+    fn validate_weights(&self) -> Result<(), MgrError> {
         if !(0.0..=1.0).contains(&self.alpha_u) {
             return Err(MgrError::config(
                 "alpha_u",
@@ -398,6 +416,11 @@ impl ModelConfig {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// What the method needs: refinement layers for MGR, prompted layers for MAPs and MSPs.
+    fn validate_method(&self) -> Result<(), MgrError> {
         if self.method.is_mgr() && self.refine_layers == 0 {
             return Err(MgrError::config(
                 "refine_layers",

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::batch::Batch;
 use crate::config::Task;
 use crate::model::{Model, ModelOutput};
+use crate::refinement::RefinementOutput;
 
 /// Where a token came from: the modality and its position among that modality's tokens.
 /// A kept token keeps its origin through the layers (it absorbs the biased tokens' messages).
@@ -98,67 +99,25 @@ pub fn read_traces(model: &Model, batch: &Batch, output: &ModelOutput) -> Vec<Sa
     let b = batch.len();
     let c = cfg.n_outputs;
     let out = host(model.probabilities(output.output.clone()));
-    let mut origins: Vec<Vec<TokenOrigin>> = vec![
-        cfg.modalities
-            .iter()
-            .enumerate()
-            .flat_map(|(m, s)| (0..s.n_tokens).map(move |p| TokenOrigin {
+    let first: Vec<TokenOrigin> = cfg
+        .modalities
+        .iter()
+        .enumerate()
+        .flat_map(|(m, s)| {
+            (0..s.n_tokens).map(move |p| TokenOrigin {
                 modality: m,
-                position: p
-            }))
-            .collect();
-        b
-    ];
+                position: p,
+            })
+        })
+        .collect();
+    let mut origins: Vec<Vec<TokenOrigin>> = vec![first; b];
     let mut layers: Vec<Vec<LayerTrace>> = vec![Vec::new(); b];
     for (l, layer) in output.layers.iter().enumerate() {
-        let n = layer.xi.dims()[1];
-        let (xi_f, xi_e, xi, rank, kept) = (
-            host(layer.xi_f.clone()),
-            host(layer.xi_e.clone()),
-            host(layer.xi.clone()),
-            host(layer.rank.clone()),
-            host(layer.kept.clone()),
-        );
-        let adjacency: Vec<f32> = layer
-            .adjacency
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_to_vec::<f32>()
-            .expect("f32 data");
+        let scores = LayerScores::of(layer);
         for s in 0..b {
-            let at = |j: usize| s * n + j;
-            let tokens: Vec<TokenTrace> = (0..n)
-                .map(|j| TokenTrace {
-                    origin: origins[s][j],
-                    xi_f: xi_f[at(j)],
-                    xi_e: xi_e[at(j)],
-                    xi: xi[at(j)],
-                    rank: rank[at(j)] as usize,
-                    kept: kept[at(j)] > 0.5,
-                })
-                .collect();
-            let mut edges = Vec::new();
-            for from in (0..n).filter(|&j| !tokens[j].kept) {
-                for to in (0..n).filter(|&i| tokens[i].kept) {
-                    let weight = adjacency[s * n * n + from * n + to];
-                    if weight > 0.0 {
-                        edges.push(Edge { from, to, weight });
-                    }
-                }
-            }
-            let mut next: Vec<(usize, TokenOrigin)> = tokens
-                .iter()
-                .filter(|t| t.kept)
-                .map(|t| (t.rank, t.origin))
-                .collect();
-            next.sort_by_key(|(r, _)| *r);
-            origins[s] = next.into_iter().map(|(_, o)| o).collect();
-            layers[s].push(LayerTrace {
-                layer: l,
-                tokens,
-                edges,
-            });
+            let trace = scores.sample(l, s, &origins[s]);
+            origins[s] = kept_in_rank_order(&trace.tokens);
+            layers[s].push(trace);
         }
     }
     layers
@@ -177,4 +136,79 @@ pub fn read_traces(model: &Model, batch: &Batch, output: &ModelOutput) -> Vec<Sa
             }
         })
         .collect()
+}
+
+/// One refinement layer's scores, split and weights for the whole batch, on the host.
+struct LayerScores {
+    /// Tokens entering the layer, N.
+    n: usize,
+    xi_f: Vec<f32>,
+    xi_e: Vec<f32>,
+    xi: Vec<f32>,
+    rank: Vec<f32>,
+    kept: Vec<f32>,
+    /// Eq. 11's A, `[B, N, N]` row-major.
+    adjacency: Vec<f32>,
+}
+
+impl LayerScores {
+    fn of(layer: &RefinementOutput) -> Self {
+        Self {
+            n: layer.xi.dims()[1],
+            xi_f: host(layer.xi_f.clone()),
+            xi_e: host(layer.xi_e.clone()),
+            xi: host(layer.xi.clone()),
+            rank: host(layer.rank.clone()),
+            kept: host(layer.kept.clone()),
+            adjacency: layer
+                .adjacency
+                .clone()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .expect("f32 data"),
+        }
+    }
+
+    /// Sample `s`'s trace of layer `l`, whose tokens came from `origins` (in sequence order):
+    /// its tokens and the redistribution edges from each biased token to each kept one.
+    fn sample(&self, l: usize, s: usize, origins: &[TokenOrigin]) -> LayerTrace {
+        let n = self.n;
+        let at = |j: usize| s * n + j;
+        let tokens: Vec<TokenTrace> = (0..n)
+            .map(|j| TokenTrace {
+                origin: origins[j],
+                xi_f: self.xi_f[at(j)],
+                xi_e: self.xi_e[at(j)],
+                xi: self.xi[at(j)],
+                rank: self.rank[at(j)] as usize,
+                kept: self.kept[at(j)] > 0.5,
+            })
+            .collect();
+        let mut edges = Vec::new();
+        for from in (0..n).filter(|&j| !tokens[j].kept) {
+            for to in (0..n).filter(|&i| tokens[i].kept) {
+                let weight = self.adjacency[s * n * n + from * n + to];
+                if weight > 0.0 {
+                    edges.push(Edge { from, to, weight });
+                }
+            }
+        }
+        LayerTrace {
+            layer: l,
+            tokens,
+            edges,
+        }
+    }
+}
+
+/// The origins of the tokens a layer keeps, in rank order: the sequence the next layer sees.
+fn kept_in_rank_order(tokens: &[TokenTrace]) -> Vec<TokenOrigin> {
+    let mut next: Vec<(usize, TokenOrigin)> = tokens
+        .iter()
+        .filter(|t| t.kept)
+        .map(|t| (t.rank, t.origin))
+        .collect();
+    next.sort_by_key(|(r, _)| *r);
+    next.into_iter().map(|(_, o)| o).collect()
 }

@@ -384,6 +384,33 @@ fn diversity_across_shards(
                 .collect()
         })
         .collect();
+    let (value, grads) = diversity_on_host(model, outputs, &rows);
+    let row_grads = grads
+        .into_iter()
+        .zip(&rows)
+        .zip(outputs)
+        .map(|((shard_grads, shard_rows), out)| {
+            let device = out.output.device();
+            shard_grads
+                .into_iter()
+                .zip(shard_rows)
+                .map(|([g_u, g_h], [u, h])| {
+                    (u.with_values(g_u, &device), h.with_values(g_h, &device))
+                })
+                .collect()
+        })
+        .collect();
+    (value, row_grads)
+}
+
+/// L_div over the joined rows of every modality, and its gradient in `rows`' layout (per
+/// shard, per entry: dL_div/dP_u, dL_div/dP_h), zero where a modality has no term.
+#[allow(clippy::type_complexity)]
+fn diversity_on_host(
+    model: &Model,
+    outputs: &[ModelOutput],
+    rows: &[Vec<[HostMatrix; 2]>],
+) -> (f64, Vec<Vec<[Vec<f32>; 2]>>) {
     // dL_div/dP_u and dL_div/dP_h, in the same layout, zero until a term gives them values.
     let mut grads: Vec<Vec<[Vec<f32>; 2]>> = rows
         .iter()
@@ -437,22 +464,7 @@ fn diversity_across_shards(
             }
         }
     }
-    let row_grads = grads
-        .into_iter()
-        .zip(&rows)
-        .zip(outputs)
-        .map(|((shard_grads, shard_rows), out)| {
-            let device = out.output.device();
-            shard_grads
-                .into_iter()
-                .zip(shard_rows)
-                .map(|([g_u, g_h], [u, h])| {
-                    (u.with_values(g_u, &device), h.with_values(g_h, &device))
-                })
-                .collect()
-        })
-        .collect();
-    (value, row_grads)
+    (value, grads)
 }
 
 /// A `[rows, cols]` f32 matrix on the host.

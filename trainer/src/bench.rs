@@ -345,10 +345,95 @@ struct Report {
 impl Report {
     /// One JSON line (`--json`) or a few lines for a reader.
     fn print(&self, a: &BenchArgs) {
+        match (self.launches, a.json) {
+            (true, true) => self.print_launches_json(),
+            (true, false) => self.print_launches(),
+            (false, true) => self.print_speed_json(a),
+            (false, false) => self.print_speed(a),
+        }
+    }
+
+    /// `--launches --json`: the counts and the kernels launched most, one JSON line.
+    fn print_launches_json(&self) {
+        let out = json!({
+            "impl": "mgr-rust",
+            "device": self.device_name,
+            "method": self.method.name(),
+            "batch": self.batch,
+            "train_launches_per_step": self.train_launches.per_call,
+            "infer_launches_per_batch": self.infer_launches.per_call,
+            "train_top_kernels": self.train_launches.top,
+            "infer_top_kernels": self.infer_launches.top,
+        });
+        println!("{out}");
+    }
+
+    /// `--launches`: the counts and the kernels launched most, for a reader.
+    fn print_launches(&self) {
         let Report {
-            launches,
+            device_name,
+            method,
+            batch,
             train_launches,
             infer_launches,
+            ..
+        } = self;
+        println!("device {device_name}, method {method}, batch {batch}");
+        println!(
+            "kernel launches: {:.0} per training step, {:.0} per inference batch",
+            train_launches.per_call, infer_launches.per_call
+        );
+        for (what, l) in [
+            ("training step", train_launches),
+            ("inference batch", infer_launches),
+        ] {
+            println!("most launched per {what}:");
+            for (kernel, n) in &l.top {
+                // Matmul kernels name their whole tiling in their type: the family is enough to
+                // read the list.
+                let shown: String = kernel.chars().take(90).collect();
+                let more = if shown.len() < kernel.len() {
+                    "..."
+                } else {
+                    ""
+                };
+                println!("  {n:>6.0}  {shown}{more}");
+            }
+        }
+    }
+
+    /// `--json`: samples/s, FLOPs and launches, one JSON line.
+    fn print_speed_json(&self, a: &BenchArgs) {
+        let (train_med, train_min, train_max) = self.train;
+        let (infer_med, infer_min, infer_max) = self.infer;
+        let flops = self.flops;
+        let out = json!({
+            "train_launches_per_step": self.train_launches.per_call,
+            "infer_launches_per_batch": self.infer_launches.per_call,
+            "impl": "mgr-rust",
+            "device": self.device_name,
+            "fused_kernels": !a.unfused,
+            "method": self.method.name(),
+            "batch": self.batch,
+            "steps": a.steps,
+            "repeats": a.repeats,
+            "train_samples_per_s": train_med,
+            "train_samples_per_s_min": train_min,
+            "train_samples_per_s_max": train_max,
+            "infer_samples_per_s": infer_med,
+            "infer_samples_per_s_min": infer_min,
+            "infer_samples_per_s_max": infer_max,
+            "forward_flops_per_sample": flops,
+            "train_gflops_per_s": train_med * 3.0 * flops / 1e9,
+            "infer_gflops_per_s": infer_med * flops / 1e9,
+            "params": self.params,
+        });
+        println!("{out}");
+    }
+
+    /// Samples/s and FLOPs for a reader.
+    fn print_speed(&self, a: &BenchArgs) {
+        let Report {
             device_name,
             method,
             batch,
@@ -356,71 +441,10 @@ impl Report {
             flops,
             train: (train_med, train_min, train_max),
             infer: (infer_med, infer_min, infer_max),
+            train_launches,
+            infer_launches,
+            ..
         } = self;
-        if *launches {
-            if a.json {
-                let out = json!({
-                    "impl": "mgr-rust",
-                    "device": device_name,
-                    "method": method.name(),
-                    "batch": batch,
-                    "train_launches_per_step": train_launches.per_call,
-                    "infer_launches_per_batch": infer_launches.per_call,
-                    "train_top_kernels": train_launches.top,
-                    "infer_top_kernels": infer_launches.top,
-                });
-                println!("{out}");
-            } else {
-                println!("device {device_name}, method {method}, batch {batch}");
-                println!(
-                    "kernel launches: {:.0} per training step, {:.0} per inference batch",
-                    train_launches.per_call, infer_launches.per_call
-                );
-                for (what, l) in [
-                    ("training step", train_launches),
-                    ("inference batch", infer_launches),
-                ] {
-                    println!("most launched per {what}:");
-                    for (kernel, n) in &l.top {
-                        // Matmul kernels name their whole tiling in their type: the family is
-                        // enough to read the list.
-                        let shown: String = kernel.chars().take(90).collect();
-                        let more = if shown.len() < kernel.len() {
-                            "..."
-                        } else {
-                            ""
-                        };
-                        println!("  {n:>6.0}  {shown}{more}");
-                    }
-                }
-            }
-            return;
-        }
-        if a.json {
-            let out = json!({
-                "train_launches_per_step": train_launches.per_call,
-                "infer_launches_per_batch": infer_launches.per_call,
-                "impl": "mgr-rust",
-                "device": device_name,
-                "fused_kernels": !a.unfused,
-                "method": method.name(),
-                "batch": batch,
-                "steps": a.steps,
-                "repeats": a.repeats,
-                "train_samples_per_s": train_med,
-                "train_samples_per_s_min": train_min,
-                "train_samples_per_s_max": train_max,
-                "infer_samples_per_s": infer_med,
-                "infer_samples_per_s_min": infer_min,
-                "infer_samples_per_s_max": infer_max,
-                "forward_flops_per_sample": flops,
-                "train_gflops_per_s": train_med * 3.0 * flops / 1e9,
-                "infer_gflops_per_s": infer_med * flops / 1e9,
-                "params": params,
-            });
-            println!("{out}");
-            return;
-        }
         let kernels = if a.unfused {
             "Burn's ops"
         } else {

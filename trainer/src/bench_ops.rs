@@ -101,7 +101,14 @@ pub fn run() {
             drop(kernels::layer_norm(&norm, x3.clone(), FUSED).into_data())
         })),
     );
-    let ad = device.autodiff();
+    run_element_wise_backward(&device);
+    run_backward();
+}
+
+/// Forward and backward of GELU, layer norm and softmax at the model's shapes.
+fn run_element_wise_backward(device: &Device) {
+    let normal = Distribution::Normal(0.0, 1.0);
+    let ad = device.clone().autodiff();
     let hidden_ad = Tensor::<2>::random([2816, 256], normal, &ad).require_grad();
     let gelu_both = |fused| {
         time(|| {
@@ -144,7 +151,6 @@ pub fn run() {
         softmax_both(BURN),
         Some(softmax_both(FUSED)),
     );
-    run_backward();
 }
 
 /// Forward and backward of one linear layer and of attention, at the model's shapes (the

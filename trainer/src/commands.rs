@@ -4,7 +4,7 @@ use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::Device;
 use mgr::absence::{AbsenceConfig, AbsenceMask, SplitKind};
 use mgr::batch::Batch;
-use mgr::data::Targets;
+use mgr::data::{DataSplit, Targets};
 use mgr::ranking_quality::RankingReport;
 use mgr::train::{EVAL_BATCH, evaluate};
 use serde::Serialize;
@@ -269,50 +269,11 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
     let (rc, paths) = finished_run(&a.run)?;
     let page = dataset::find(&rc.dataset)?.page;
     // Everything is computed before anything is written: a failure leaves no half export.
-    let (samples_file, samples, n, test) = match page {
-        PageSamples::NotShown => bail!(
-            "export-web: the page draws synthetic or AV-MNIST samples; {} was trained on {}",
-            a.run.display(),
-            rc.dataset
-        ),
-        PageSamples::Recordings => {
-            let data = rc
-                .data_dir
-                .as_deref()
-                .ok_or_else(|| anyhow!("{}: run config has no data_dir", a.run.display()))?;
-            let (mnist, fsdd) =
-                crate::avmnist::source_dirs(data, a.mnist_dir.as_deref(), a.fsdd_dir.as_deref())?;
-            let test = dataset::load(&rc)?.test;
-            let n = a.samples.min(test.len());
-            let samples = crate::avmnist::page_samples(data, &mnist, &fsdd, &test, n)?;
-            ("samples.safetensors", samples, n, test)
-        }
-        PageSamples::Generated => {
-            let n = a.samples.min(rc.synthetic.n_test);
-            let samples: Vec<_> = (0..n)
-                .map(|i| rc.synthetic.sample(SplitKind::Test, i))
-                .collect();
-            let test = rc.synthetic.first(SplitKind::Test, n);
-            ("samples.json", serde_json::to_vec(&samples)?, n, test)
-        }
-    };
+    let (samples_file, samples, n, test) = exported_samples(a, &rc, page)?;
     let device = Device::flex();
     let model = load_model(&rc.model, &paths.best(), &device)?;
     let precision = mgr::persist::WeightPrecision::from(a.precision);
-    let bytes = mgr::persist::to_burnpack_as(&model, precision)?;
-    // What the page will compute from these bytes, against the model itself, on the exported
-    // samples under every absence pattern: a rounding that changes a prediction is refused.
-    let rounded = mgr::persist::from_burnpack(&rc.model, bytes.clone(), &device, "model.bpk")?;
-    let indices: Vec<usize> = (0..n).collect();
-    let check = mgr::persist::compare_outputs(&model, &rounded, &test, &indices, &device);
-    if check.same_prediction != check.views {
-        bail!(
-            "export-web: with {} weights {} of {} (sample, absence pattern) views of the exported samples change their prediction; export with --precision f32",
-            precision.name(),
-            check.views - check.same_prediction,
-            check.views
-        );
-    }
+    let (bytes, check) = checked_weights(&rc, &model, precision, &test, n)?;
     let results = paths.read_results().ok();
     let mut meta = json!({
         "format": mgr::persist::WEB_MODEL_FORMAT,
@@ -347,4 +308,66 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
         check.views
     );
     Ok(())
+}
+
+/// The samples `export-web` ships: (file name, its bytes, how many, the test split they come
+/// from, whose first n they are).
+fn exported_samples(
+    a: &ExportArgs,
+    rc: &RunConfig,
+    page: PageSamples,
+) -> Result<(&'static str, Vec<u8>, usize, DataSplit)> {
+    Ok(match page {
+        PageSamples::NotShown => bail!(
+            "export-web: the page draws synthetic or AV-MNIST samples; {} was trained on {}",
+            a.run.display(),
+            rc.dataset
+        ),
+        PageSamples::Recordings => {
+            let data = rc
+                .data_dir
+                .as_deref()
+                .ok_or_else(|| anyhow!("{}: run config has no data_dir", a.run.display()))?;
+            let (mnist, fsdd) =
+                crate::avmnist::source_dirs(data, a.mnist_dir.as_deref(), a.fsdd_dir.as_deref())?;
+            let test = dataset::load(rc)?.test;
+            let n = a.samples.min(test.len());
+            let samples = crate::avmnist::page_samples(data, &mnist, &fsdd, &test, n)?;
+            ("samples.safetensors", samples, n, test)
+        }
+        PageSamples::Generated => {
+            let n = a.samples.min(rc.synthetic.n_test);
+            let samples: Vec<_> = (0..n)
+                .map(|i| rc.synthetic.sample(SplitKind::Test, i))
+                .collect();
+            let test = rc.synthetic.first(SplitKind::Test, n);
+            ("samples.json", serde_json::to_vec(&samples)?, n, test)
+        }
+    })
+}
+
+/// The model's weights at `precision`, and what the page will compute from them against the
+/// model itself on the first `n` test samples under every absence pattern: a rounding that
+/// changes a prediction is refused.
+fn checked_weights(
+    rc: &RunConfig,
+    model: &mgr::Model,
+    precision: mgr::persist::WeightPrecision,
+    test: &DataSplit,
+    n: usize,
+) -> Result<(Vec<u8>, mgr::persist::PrecisionCheck)> {
+    let device = Device::flex();
+    let bytes = mgr::persist::to_burnpack_as(model, precision)?;
+    let rounded = mgr::persist::from_burnpack(&rc.model, bytes.clone(), &device, "model.bpk")?;
+    let indices: Vec<usize> = (0..n).collect();
+    let check = mgr::persist::compare_outputs(model, &rounded, test, &indices, &device);
+    if check.same_prediction != check.views {
+        bail!(
+            "export-web: with {} weights {} of {} (sample, absence pattern) views of the exported samples change their prediction; export with --precision f32",
+            precision.name(),
+            check.views - check.same_prediction,
+            check.views
+        );
+    }
+    Ok((bytes, check))
 }

@@ -12,7 +12,7 @@ use mgr::metrics::mean_std;
 use mgr::{Method, PromptInsertion};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use crate::checkpoint::{RunPaths, RunResults};
@@ -434,25 +434,11 @@ fn select_lrs(
     devices: &[Vec<DeviceChoice>],
     train: bool,
 ) -> Result<()> {
-    let runs_root = a.out.join("runs");
     let firsts: Vec<&Job> = jobs
         .iter()
         .filter(|j| j.absence_seed == 0 && j.seed == 0)
         .collect();
-    let mut trials: Vec<(Cell, f64, Job)> = Vec::new();
-    for first in &firsts {
-        let rel = first.dir.strip_prefix(&runs_root).unwrap_or(&first.dir);
-        let cell_dir = a.out.join("lr-select").join(rel.parent().unwrap_or(rel));
-        for &lr in &a.lrs {
-            if !(lr > 0.0 && lr.is_finite()) {
-                bail!("--lrs: {lr} is not a positive learning rate");
-            }
-            let mut trial = (*first).clone();
-            trial.config.train.lr = lr;
-            trial.dir = cell_dir.join(format!("lr{lr}"));
-            trials.push((first.cell.clone(), lr, trial));
-        }
-    }
+    let trials = lr_trials(a, &firsts)?;
     if train {
         let pending: Vec<&Job> = trials
             .iter()
@@ -513,6 +499,12 @@ fn select_lrs(
             j.config.train.lr = choice.chosen;
         }
     }
+    write_lr_selection(&a.out, &a.lrs, &choices)
+}
+
+/// `lr-selection.md` (a table: each cell's best-epoch validation accuracy per rate, and the
+/// rate chosen) and `lr-selection.json` in `out`.
+fn write_lr_selection(out: &Path, lrs: &[f64], choices: &[LrChoice]) -> Result<()> {
     let mut md = String::from(
         "# Learning rate per cell, chosen on validation
 
@@ -520,16 +512,16 @@ Best-epoch validation accuracy of each cell's first run (absence seed 0, seed 0)
 
 | cell | kappa |",
     );
-    for lr in &a.lrs {
+    for lr in lrs {
         md.push_str(&format!(" lr {lr} |"));
     }
     md.push_str(
         " chosen |
 |---|---|",
     );
-    md.push_str(&"---|".repeat(a.lrs.len() + 1));
+    md.push_str(&"---|".repeat(lrs.len() + 1));
     md.push('\n');
-    for c in &choices {
+    for c in choices {
         md.push_str(&format!("| {} | {} |", c.cell.label(), c.cell.kappa));
         for (_, v) in &c.tried {
             match v {
@@ -539,12 +531,33 @@ Best-epoch validation accuracy of each cell's first run (absence seed 0, seed 0)
         }
         md.push_str(&format!(" {} |\n", c.chosen));
     }
-    write_atomic(&a.out.join("lr-selection.md"), md.as_bytes())?;
+    write_atomic(&out.join("lr-selection.md"), md.as_bytes())?;
     write_atomic(
-        &a.out.join("lr-selection.json"),
-        serde_json::to_string_pretty(&choices)?.as_bytes(),
+        &out.join("lr-selection.json"),
+        serde_json::to_string_pretty(choices)?.as_bytes(),
     )?;
     Ok(())
+}
+
+/// One selection run per cell and rate: the cell's first run with that rate, in
+/// `<out>/lr-select/<cell>/lr<rate>`, as (cell, rate, job).
+fn lr_trials(a: &ProtocolArgs, firsts: &[&Job]) -> Result<Vec<(Cell, f64, Job)>> {
+    let runs_root = a.out.join("runs");
+    let mut trials: Vec<(Cell, f64, Job)> = Vec::new();
+    for first in firsts {
+        let rel = first.dir.strip_prefix(&runs_root).unwrap_or(&first.dir);
+        let cell_dir = a.out.join("lr-select").join(rel.parent().unwrap_or(rel));
+        for &lr in &a.lrs {
+            if !(lr > 0.0 && lr.is_finite()) {
+                bail!("--lrs: {lr} is not a positive learning rate");
+            }
+            let mut trial = (*first).clone();
+            trial.config.train.lr = lr;
+            trial.dir = cell_dir.join(format!("lr{lr}"));
+            trials.push((first.cell.clone(), lr, trial));
+        }
+    }
+    Ok(trials)
 }
 
 /// Copies the folder `from` to `to` (which must not exist) through a temp folder and a rename.

@@ -359,7 +359,12 @@ pub fn prepare(
     pool: usize,
     quiet: bool,
 ) -> Result<Prepared> {
-    let (built, pool_built) = build(mnist, fsdd, noise_seed, pool, quiet)?;
+    let sources = Sources {
+        mnist,
+        fsdd,
+        noise_seed,
+    };
+    let (built, pool_built) = build(&sources, pool, quiet)?;
     // The pool first, inside a temp copy of the downstream folder, so `out` appears whole.
     write_folder(&built, out, pool_built.as_ref())?;
     Ok(Prepared {
@@ -392,13 +397,8 @@ struct Built {
 /// Reads MNIST and FSDD and builds both splits: the images through the training images' PCA,
 /// each digit paired with a recording of the same digit (training speakers for the training
 /// split, the test speaker for the test split), noise mixed in, as spectrograms.
-fn build(
-    mnist: &Path,
-    fsdd: &Path,
-    noise_seed: u64,
-    pool: usize,
-    quiet: bool,
-) -> Result<(Built, Option<Built>)> {
+fn build(sources: &Sources, pool: usize, quiet: bool) -> Result<(Built, Option<Built>)> {
+    let Sources { mnist, fsdd, .. } = *sources;
     let (all_px, all_labels, n_all) = read_mnist(mnist, true)?;
     // At least 10 digits stay downstream and the pool holds at least 10 (a test tenth).
     if pool > 0 && (pool < 10 || pool + 10 > n_all) {
@@ -429,7 +429,7 @@ fn build(
     ));
     let train_img = project(&train_px, n_train, &mean, &components);
     let test_img = project(&test_px, n_test, &mean, &components);
-    let mut rng = ChaCha8Rng::seed_from_u64(noise_seed);
+    let mut rng = ChaCha8Rng::seed_from_u64(sources.noise_seed);
     step("training spectrograms");
     let (mut train_sources, mut test_sources) = (
         String::from("label,recording\n"),
@@ -438,67 +438,23 @@ fn build(
     let train_audio = audio_for(&train_labels, &train_recs, &mut rng, &mut train_sources)?;
     step("test spectrograms");
     let test_audio = audio_for(&test_labels, &test_recs, &mut rng, &mut test_sources)?;
-    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    let mut recipe = serde_json::json!({
-        "recipe": "MultiBench AV-MNIST (MFAS generator), rebuilt by mgr prepare avmnist",
-        "mnist_dir": absolute(mnist), "fsdd_dir": absolute(fsdd),
-        "pca_components": components.ncols(),
-        "pca_threshold": PCA_THRESHOLD,
-        "train_speakers": TRAIN_SPEAKERS, "test_speaker": TEST_SPEAKER,
-        "noise": format!("white Gaussian noise x {NOISE_GAIN} (ESC-50 not available), ChaCha8 seed {noise_seed}"),
-        "spectrogram": {"nperseg": NFFT, "nfft": NFFT, "noverlap": NFFT - HOP, "window": "boxcar", "wave_len": WAVE_LEN, "fs": RATE},
-        "n_train": n_train, "n_test": n_test,
-        "fsdd_licence": "Free Spoken Digit Dataset, CC BY-SA 4.0",
-    });
+    let mut recipe = downstream_recipe(sources, components.ncols(), n_train, n_test);
     let pool_built = if pool > 0 {
         step(&format!(
             "pretraining pool: training digits 0..{pool} with {}",
             POOL_SPEAKERS.join(", ")
         ));
-        let pool_recs = recordings(fsdd, &POOL_SPEAKERS)?;
-        let mut sources = String::from("label,recording\n");
-        // The same noise stream, drawn after the downstream splits': those are the same
-        // with any pool size but for which digits they hold.
-        let audio = audio_for(pool_labels, &pool_recs, &mut rng, &mut sources)?;
-        let img = project(pool_px, pool, &mean, &components);
-        let n_test = ((pool as f64 * POOL_TEST_SHARE).round() as usize).max(1);
-        let n_train = pool - n_test;
-        let (img_train, img_test) = img.split_at(n_train * 784);
-        let (audio_train, audio_test) = audio.split_at(n_train * SPEC * SPEC);
-        let (labels_train, labels_test) = pool_labels.split_at(n_train);
-        let mut lines = sources.lines();
-        let header = lines.next().unwrap_or("label,recording").to_string();
-        let rows: Vec<&str> = lines.collect();
-        let join = |rows: &[&str]| format!("{header}\n{}\n", rows.join("\n"));
-        let pool_recipe = serde_json::json!({
-            "recipe": "AV-MNIST pretraining pool, rebuilt by mgr prepare avmnist --pool (the downstream folder is the parent)",
-            "mnist_dir": absolute(mnist), "fsdd_dir": absolute(fsdd),
-            "mnist_training_digits": [0, pool],
-            "speakers": POOL_SPEAKERS,
-            "pca": "the downstream folder's (fitted on every training image, pool included)",
-            "pca_components": components.ncols(),
-            "noise": format!("white Gaussian noise x {NOISE_GAIN}, ChaCha8 seed {noise_seed}, after the downstream splits' draws"),
-            "n_train": n_train, "n_test": n_test,
-            "fsdd_licence": "Free Spoken Digit Dataset, CC BY-SA 4.0",
-        });
         recipe["pretraining_pool"] = serde_json::json!({
             "folder": "pretrain", "mnist_training_digits": [0, pool], "speakers": POOL_SPEAKERS,
             "downstream_training_digits": [pool, n_all],
         });
-        Some(Built {
-            n_train,
-            n_test,
-            pca_components: components.ncols(),
-            train_img: img_train.to_vec(),
-            test_img: img_test.to_vec(),
-            train_audio: audio_train.to_vec(),
-            test_audio: audio_test.to_vec(),
-            train_labels: labels_train.to_vec(),
-            test_labels: labels_test.to_vec(),
-            train_sources: join(&rows[..n_train]),
-            test_sources: join(&rows[n_train..]),
-            recipe: pool_recipe,
-        })
+        Some(build_pool(
+            pool_px,
+            pool_labels,
+            sources,
+            (&mean, &components),
+            &mut rng,
+        )?)
     } else {
         None
     };
@@ -519,6 +475,97 @@ fn build(
         },
         pool_built,
     ))
+}
+
+/// `recipe.json` of the downstream folder: how it was made, from what.
+fn downstream_recipe(
+    sources: &Sources,
+    pca_components: usize,
+    n_train: usize,
+    n_test: usize,
+) -> serde_json::Value {
+    let Sources {
+        mnist,
+        fsdd,
+        noise_seed,
+    } = *sources;
+    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    serde_json::json!({
+        "recipe": "MultiBench AV-MNIST (MFAS generator), rebuilt by mgr prepare avmnist",
+        "mnist_dir": absolute(mnist), "fsdd_dir": absolute(fsdd),
+        "pca_components": pca_components,
+        "pca_threshold": PCA_THRESHOLD,
+        "train_speakers": TRAIN_SPEAKERS, "test_speaker": TEST_SPEAKER,
+        "noise": format!("white Gaussian noise x {NOISE_GAIN} (ESC-50 not available), ChaCha8 seed {noise_seed}"),
+        "spectrogram": {"nperseg": NFFT, "nfft": NFFT, "noverlap": NFFT - HOP, "window": "boxcar", "wave_len": WAVE_LEN, "fs": RATE},
+        "n_train": n_train, "n_test": n_test,
+        "fsdd_licence": "Free Spoken Digit Dataset, CC BY-SA 4.0",
+    })
+}
+
+/// Where `prepare` read its inputs, for the recipes it writes.
+struct Sources<'a> {
+    mnist: &'a Path,
+    fsdd: &'a Path,
+    noise_seed: u64,
+}
+
+/// The pretraining pool (`--pool`): the first training digits (`pool_px`, `pool_labels`), each
+/// with a recording of the same digit by a pool speaker, through the downstream PCA; its last
+/// `POOL_TEST_SHARE` its test split. Its noise is drawn from `rng` after the downstream
+/// splits': those are the same with any pool size but for which digits they hold.
+fn build_pool(
+    pool_px: &[u8],
+    pool_labels: &[u8],
+    sources: &Sources,
+    (mean, components): (&[f64], &DMatrix<f64>),
+    rng: &mut ChaCha8Rng,
+) -> Result<Built> {
+    let Sources {
+        mnist,
+        fsdd,
+        noise_seed,
+    } = *sources;
+    let pool = pool_labels.len();
+    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let pool_recs = recordings(fsdd, &POOL_SPEAKERS)?;
+    let mut sources = String::from("label,recording\n");
+    let audio = audio_for(pool_labels, &pool_recs, rng, &mut sources)?;
+    let img = project(pool_px, pool, mean, components);
+    let n_test = ((pool as f64 * POOL_TEST_SHARE).round() as usize).max(1);
+    let n_train = pool - n_test;
+    let (img_train, img_test) = img.split_at(n_train * 784);
+    let (audio_train, audio_test) = audio.split_at(n_train * SPEC * SPEC);
+    let (labels_train, labels_test) = pool_labels.split_at(n_train);
+    let mut lines = sources.lines();
+    let header = lines.next().unwrap_or("label,recording").to_string();
+    let rows: Vec<&str> = lines.collect();
+    let join = |rows: &[&str]| format!("{header}\n{}\n", rows.join("\n"));
+    let pool_recipe = serde_json::json!({
+        "recipe": "AV-MNIST pretraining pool, rebuilt by mgr prepare avmnist --pool (the downstream folder is the parent)",
+        "mnist_dir": absolute(mnist), "fsdd_dir": absolute(fsdd),
+        "mnist_training_digits": [0, pool],
+        "speakers": POOL_SPEAKERS,
+        "pca": "the downstream folder's (fitted on every training image, pool included)",
+        "pca_components": components.ncols(),
+        "noise": format!("white Gaussian noise x {NOISE_GAIN}, ChaCha8 seed {noise_seed}, after the downstream splits' draws"),
+        "n_train": n_train, "n_test": n_test,
+        "fsdd_licence": "Free Spoken Digit Dataset, CC BY-SA 4.0",
+    });
+    Ok(Built {
+        n_train,
+        n_test,
+        pca_components: components.ncols(),
+        train_img: img_train.to_vec(),
+        test_img: img_test.to_vec(),
+        train_audio: audio_train.to_vec(),
+        test_audio: audio_test.to_vec(),
+        train_labels: labels_train.to_vec(),
+        test_labels: labels_test.to_vec(),
+        train_sources: join(&rows[..n_train]),
+        test_sources: join(&rows[n_train..]),
+        recipe: pool_recipe,
+    })
 }
 
 /// Writes MultiBench's layout (and the pool's, in `pretrain/`) into a temp folder, then renames
