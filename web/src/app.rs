@@ -13,6 +13,7 @@ use web_sys::{
     Response,
 };
 
+use crate::actions::{self, Action};
 use crate::edges::edges_to_draw;
 use crate::engine::{Engine, Inference, WebMeta};
 use crate::honesty;
@@ -333,17 +334,6 @@ fn go_to_hash(hash: &str) {
     }
 }
 
-/// Goes to tour step `step` (keeping embed mode).
-fn go_to_tour_step(step: usize) {
-    let (state, _) = current_state();
-    let target = ViewState {
-        tour: Some(step.min(TOUR.len() - 1)),
-        embed: state.embed,
-        ..ViewState::default()
-    };
-    go_to_hash(&target.to_hash());
-}
-
 /// Shows the tour box for `state`'s step, or hides it.
 fn show_tour(state: &ViewState) {
     let Some(section) = el::<HtmlElement>("tour") else {
@@ -491,28 +481,22 @@ fn bind_controls() {
         let data = el::<HtmlSelectElement>("data")
             .and_then(|e| Data::from_name(&e.value()))
             .unwrap_or_default();
-        let (state, _) = current_state();
-        navigate(&ViewState {
-            data,
-            embed: state.embed,
-            ..ViewState::default()
-        });
+        act(Action::Data(data));
     });
     on("play", "click", play_recording);
     bind_sample_controls();
     bind_view_controls();
-    on("tour-start", "click", || go_to_tour_step(0));
+    on("tour-start", "click", || {
+        act(Action::TourStart);
+    });
     on("tour-back", "click", || {
-        let (state, _) = current_state();
-        go_to_tour_step(state.tour.unwrap_or(1).saturating_sub(1));
+        act(Action::TourBack);
     });
     on("tour-next", "click", || {
-        let (state, _) = current_state();
-        go_to_tour_step(state.tour.map_or(0, |s| s + 1));
+        act(Action::TourNext);
     });
     on("tour-exit", "click", || {
-        let (state, _) = current_state();
-        navigate(&state);
+        act(Action::TourExit);
     });
     on("copy-embed", "click", copy_embed_code);
     on("copy-csv", "click", copy_tokens_csv);
@@ -540,64 +524,38 @@ fn reset_model() {
 /// The sample controls: a number, previous, next, a random one.
 fn bind_sample_controls() {
     on("sample", "change", || {
-        let (mut s, _) = current_state();
         let value = el::<HtmlInputElement>("sample")
             .map(|i| i.value())
             .unwrap_or_default();
-        let count = limits().map_or(1, |l| l.samples);
-        match value.trim().parse::<usize>() {
-            Ok(v) if v < count => {
-                s.sample = v;
-                navigate(&s);
-            }
-            _ => show_messages(&[format!(
-                "sample `{value}` is not an index from 0 to {}",
-                count.saturating_sub(1)
-            )]),
-        }
+        act(Action::Sample(value));
     });
     on("prev", "click", || {
-        let (mut s, _) = current_state();
-        s.sample = s.sample.saturating_sub(1);
-        navigate(&s);
+        act(Action::PreviousSample);
     });
     on("next", "click", || {
-        let (mut s, _) = current_state();
-        let last = limits().map_or(0, |l| l.samples.saturating_sub(1));
-        s.sample = (s.sample + 1).min(last);
-        navigate(&s);
+        act(Action::NextSample);
     });
     on("new-sample", "click", || {
-        let (mut s, _) = current_state();
-        let count = limits().map_or(1, |l| l.samples);
-        s.sample = (js_sys::Math::random() * count as f64) as usize % count.max(1);
-        navigate(&s);
+        let draw = js_sys::Math::random();
+        act(Action::RandomSample { draw });
     });
 }
 
 /// The view controls: layer, L_T, rho, which edges.
 fn bind_view_controls() {
     on("layer", "change", || {
-        let (mut s, _) = current_state();
-        s.layer = el::<HtmlSelectElement>("layer")
-            .and_then(|e| e.value().parse().ok())
-            .unwrap_or(0);
-        navigate(&s);
+        let layer = el::<HtmlSelectElement>("layer").and_then(|e| e.value().parse().ok());
+        act(Action::Layer(layer));
     });
     on("lt", "change", || {
-        let (mut s, _) = current_state();
-        s.lt = el::<HtmlSelectElement>("lt").and_then(|e| e.value().parse().ok());
-        if let Some(lt) = s.lt {
-            s.layer = s.layer.min(lt.saturating_sub(1));
-        }
-        navigate(&s);
+        let lt = el::<HtmlSelectElement>("lt").and_then(|e| e.value().parse().ok());
+        act(Action::RefineLayers(lt));
     });
     on("rho", "change", || {
-        let (mut s, _) = current_state();
-        s.rho = el::<HtmlInputElement>("rho")
-            .and_then(|e| e.value().parse().ok())
-            .filter(|r: &f64| mgr::ModelConfig::rho_is_valid(*r));
-        navigate(&s);
+        let value = el::<HtmlInputElement>("rho")
+            .map(|e| e.value())
+            .unwrap_or_default();
+        act(Action::Rho(value));
     });
     on("rho", "input", || {
         let value = el::<HtmlInputElement>("rho")
@@ -606,12 +564,30 @@ fn bind_view_controls() {
         set_text("rho-value", &value);
     });
     on("edges", "change", || {
-        let (mut s, _) = current_state();
-        s.edges = el::<HtmlSelectElement>("edges")
-            .and_then(|e| EdgeView::from_name(&e.value()))
-            .unwrap_or_default();
-        navigate(&s);
+        let edges = el::<HtmlSelectElement>("edges").and_then(|e| EdgeView::from_name(&e.value()));
+        act(Action::Edges(edges));
     });
+}
+
+/// Applies a control's action to the view on screen ([`actions::apply`], which holds the
+/// page's rules): goes to the new view's URL, or shows why the view stays. Whether it moved.
+fn act(action: Action) -> bool {
+    let (state, _) = current_state();
+    let limits = limits().unwrap_or(Limits {
+        modalities: Vec::new(),
+        refine_layers: 0,
+        samples: 1,
+    });
+    match actions::apply(&state, action, &limits) {
+        Ok(next) => {
+            go_to_hash(&next.to_hash());
+            true
+        }
+        Err(message) => {
+            show_messages(&[message]);
+            false
+        }
+    }
 }
 
 async fn load_picked_files() {
@@ -680,29 +656,15 @@ fn modality_checkboxes(shown: &Limits) {
         let id = format!("keep-{name}");
         let input_id = id.clone();
         on(&id, "change", move || {
-            let (mut s, _) = current_state();
             let keep = el::<HtmlInputElement>(&input_id)
                 .map(|i| i.checked())
                 .unwrap_or(true);
-            s.drop.retain(|d| *d != name);
-            if !keep {
-                s.drop.push(name.clone());
-                let Some(lim) = limits() else { return };
-                s.drop = lim
-                    .modalities
-                    .iter()
-                    .filter(|m| s.drop.contains(m))
-                    .cloned()
-                    .collect();
-                if s.drop.len() == lim.modalities.len() {
-                    show_messages(&["at least one modality must stay".to_string()]);
-                    if let Some(i) = el::<HtmlInputElement>(&input_id) {
-                        i.set_checked(true);
-                    }
-                    return;
-                }
+            let modality = name.clone();
+            if !act(Action::Keep { modality, keep })
+                && let Some(i) = el::<HtmlInputElement>(&input_id)
+            {
+                i.set_checked(true);
             }
-            navigate(&s);
         });
     }
 }

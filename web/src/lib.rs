@@ -4,11 +4,13 @@
 //!
 //! The page only draws a typed trace ([`mgr::trace::SampleTrace`]); every piece of view state
 //! lives in the URL hash ([`state::ViewState`]), so a link or an `<iframe>` opens one exact view.
-//! [`engine`], [`state`], [`edges`], [`summary`], [`layout`] (where each token is drawn),
+//! [`actions`] (what each control does: the page's rules, in one pure function), [`engine`],
+//! [`state`], [`edges`], [`summary`], [`layout`] (where each token is drawn),
 //! [`palette`] (the colours of canvas and legend), [`honesty`] (what the ranking does with
 //! missing data, in numbers) and [`view`] (the page's HTML) are plain Rust
 //! (tested natively); `app` is the DOM layer and `render` the canvas calls.
 
+pub mod actions;
 pub mod edges;
 pub mod engine;
 pub mod honesty;
