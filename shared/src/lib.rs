@@ -37,38 +37,63 @@
 //! - `L`: prompt length (MAPs / MSPs prompts, MAPs-input insertion)
 //! - `C`: outputs of the task head (classes, or 1 for regression)
 
-pub mod absence;
-pub mod attention;
-pub mod avmnist;
-pub mod batch;
-pub mod config;
-pub mod data;
-pub mod encoder;
 pub mod error;
-pub mod freeze;
-// Test support for the readers' property tests: not in the page's module.
-#[cfg(not(target_arch = "wasm32"))]
-pub mod fuzz;
-pub mod head;
+
+/// The paper: every equation of its Methodology (Eqs. 1-13), one component per file, the
+/// readings of what it leaves open, and the methods it is compared with.
+pub mod paper {
+    pub mod attention;
+    pub mod config;
+    pub mod encoder;
+    pub mod head;
+    pub mod loss;
+    pub mod model;
+    pub mod prompt;
+    pub mod ranking;
+    pub mod readings;
+    pub mod redistribution;
+    pub mod refinement;
+    pub mod tokenizer;
+    pub mod unimodal;
+}
+
+/// What runs the model: the training step and evaluation, data and batches, absence masks, the
+/// synthetic data, AV-MNIST's token layout, freezing a backbone, metrics, the ranking's quality
+/// against ground truth, persistence, seeds and the trace the page draws.
+pub mod harness {
+    pub mod absence;
+    pub mod avmnist_tokens;
+    pub mod batch;
+    pub mod data;
+    pub mod freeze;
+    // Test support for the readers' property tests: not in the page's module.
+    #[cfg(not(target_arch = "wasm32"))]
+    pub mod fuzz;
+    pub mod metrics;
+    pub mod persist;
+    pub mod ranking_quality;
+    pub mod seeds;
+    pub mod synthetic;
+    pub mod trace;
+    pub mod train;
+}
+
 /// How the operations run fast: the `mgr-kernels` crate, the facade the model calls.
 pub use mgr_kernels as kernels;
 pub use mgr_kernels::optimizer;
-pub mod loss;
-pub mod metrics;
-pub mod model;
-pub mod persist;
-pub mod prompt;
-pub mod ranking;
-pub mod ranking_quality;
-pub mod readings;
-pub mod redistribution;
-pub mod refinement;
-pub mod seeds;
-pub mod synthetic;
-pub mod tokenizer;
-pub mod trace;
-pub mod train;
-pub mod unimodal;
+
+// Each module also at the crate root (`mgr::ranking`, `mgr::train`): the tree above says what
+// layer a file is, the paths stay short.
+#[cfg(not(target_arch = "wasm32"))]
+pub use harness::fuzz;
+pub use harness::{
+    absence, avmnist_tokens, batch, data, freeze, metrics, persist, ranking_quality, seeds,
+    synthetic, trace, train,
+};
+pub use paper::{
+    attention, config, encoder, head, loss, model, prompt, ranking, readings, redistribution,
+    refinement, tokenizer, unimodal,
+};
 
 pub use batch::Batch;
 pub use config::{EncoderPrompts, Method, ModalitySpec, ModelConfig, Task};

@@ -8,6 +8,7 @@ mod checkpoint;
 mod commands;
 mod dataset;
 mod device;
+mod epochs;
 mod fsutil;
 mod kappa_sweep;
 mod plots;
@@ -15,8 +16,8 @@ mod pretrain;
 mod progress;
 mod protocol;
 mod runconfig;
-mod train_cmd;
-mod training;
+
+mod run;
 
 use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
@@ -308,11 +309,11 @@ fn dispatch(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(a) => {
             let rc = runconfig::resolve_train_config(&a)?;
-            train_cmd::run(rc, &a.out, &a.device, a.resume, quiet)
+            run::train(rc, &a.out, &a.device, a.resume, quiet)
         }
         Command::Pretrain(a) => {
             let rc = pretrain::resolve(&a)?;
-            train_cmd::run(rc, &a.out, &a.device, a.resume, quiet)
+            run::train(rc, &a.out, &a.device, a.resume, quiet)
         }
         Command::Eval(a) => commands::eval(&a),
         Command::Trace(a) => commands::trace(&a),

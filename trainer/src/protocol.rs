@@ -19,7 +19,7 @@ use crate::checkpoint::{RunPaths, RunResults};
 use crate::device::{self, DeviceChoice};
 use crate::fsutil::write_atomic;
 use crate::runconfig::{RunConfig, set_key};
-use crate::{plots, train_cmd};
+use crate::{plots, run};
 
 /// Flags of `mgr protocol`.
 #[derive(clap::Args)]
@@ -675,7 +675,7 @@ fn train_jobs(pending: Vec<&Job>, devices: &[Vec<DeviceChoice>]) -> Vec<String> 
                     };
                     let resume = job.dir.join("config.json").is_file();
                     let t = std::time::Instant::now();
-                    let result = train_cmd::run(job.config.clone(), &job.dir, device, resume, true);
+                    let result = run::train(job.config.clone(), &job.dir, device, resume, true);
                     let mut n = done.lock().expect("count");
                     *n += 1;
                     match result {

@@ -58,7 +58,7 @@ impl WebMeta {
         let data = meta.data()?;
         let expected = match data {
             Data::Synthetic => mgr::synthetic::modalities(),
-            Data::Avmnist => mgr::avmnist::modalities(),
+            Data::Avmnist => mgr::avmnist_tokens::modalities(),
         };
         if meta.model.modalities != expected {
             let names = |m: &[mgr::ModalitySpec]| -> Vec<String> {

@@ -70,11 +70,11 @@ fn metadata(bytes: &[u8], file: &str) -> Result<(Vec<String>, u32), String> {
     let (_, header) = SafeTensors::read_metadata(bytes)
         .map_err(|e| format!("{file}: not a safetensors file: {e}"))?;
     let meta = header.metadata().clone().unwrap_or_default();
-    if meta.get("format").map(String::as_str) != Some(mgr::avmnist::WEB_SAMPLES_FORMAT) {
+    if meta.get("format").map(String::as_str) != Some(mgr::avmnist_tokens::WEB_SAMPLES_FORMAT) {
         return Err(format!(
             "{file}: format {:?}, expected {}",
             meta.get("format"),
-            mgr::avmnist::WEB_SAMPLES_FORMAT
+            mgr::avmnist_tokens::WEB_SAMPLES_FORMAT
         ));
     }
     let recordings: Vec<String> = meta
@@ -257,11 +257,13 @@ impl PageSample {
                 original: None,
             },
             PageSample::Avmnist(s) => Picture {
-                image: min_max(&mgr::avmnist::image_from_tokens(&s.features[0])),
-                image_side: mgr::avmnist::IMAGE_SIDE,
-                spectrogram: min_max(&mgr::avmnist::spectrogram_from_tokens(&s.features[1])),
-                frames: mgr::avmnist::FRAMES,
-                bins: mgr::avmnist::BINS,
+                image: min_max(&mgr::avmnist_tokens::image_from_tokens(&s.features[0])),
+                image_side: mgr::avmnist_tokens::IMAGE_SIDE,
+                spectrogram: min_max(&mgr::avmnist_tokens::spectrogram_from_tokens(
+                    &s.features[1],
+                )),
+                frames: mgr::avmnist_tokens::FRAMES,
+                bins: mgr::avmnist_tokens::BINS,
                 words: Vec::new(),
                 original: Some(s.pixels.iter().map(|&p| f32::from(p) / 255.0).collect()),
             },
@@ -276,7 +278,7 @@ pub(crate) mod tests {
 
     /// A samples file of `n` samples as `mgr export-web` writes it (tiny waves).
     pub(crate) fn samples_file(n: usize, metadata_format: &str) -> Vec<u8> {
-        let mods = mgr::avmnist::modalities();
+        let mods = mgr::avmnist_tokens::modalities();
         let f16 = |v: f32| half::f16::from_f32(v).to_le_bytes();
         let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = mods
             .iter()
@@ -336,7 +338,7 @@ pub(crate) mod tests {
 
     #[test]
     fn exported_samples_read_back_per_sample() {
-        let mods = mgr::avmnist::modalities();
+        let mods = mgr::avmnist_tokens::modalities();
         let samples = AvSamples::parse(&samples_file(3, "mgr-web-samples/1"), &mods, "s").unwrap();
         assert_eq!(samples.samples.len(), 3);
         assert_eq!(samples.sample_rate, 8000);
@@ -358,7 +360,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_bad_samples_file_is_an_error_that_names_it() {
-        let mods = mgr::avmnist::modalities();
+        let mods = mgr::avmnist_tokens::modalities();
         let wrong = AvSamples::parse(&samples_file(2, "other/1"), &mods, "s.st").unwrap_err();
         assert!(
             wrong.contains("s.st") && wrong.contains("format"),
@@ -390,7 +392,7 @@ pub(crate) mod tests {
                 (proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>(), 0u8..3), 1..6),
         ) {
             let bytes = mgr::fuzz::mutate_bytes(samples_file(2, "mgr-web-samples/1"), &edits);
-            let _ = AvSamples::parse(&bytes, &mgr::avmnist::modalities(), "s");
+            let _ = AvSamples::parse(&bytes, &mgr::avmnist_tokens::modalities(), "s");
         }
     }
 }

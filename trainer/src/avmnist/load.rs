@@ -63,9 +63,9 @@ fn read_any_image(path: &Path) -> Result<Array2<f32>> {
 }
 
 /// The token grids of AV-MNIST.
-/// The two modalities (the layout is [`mgr::avmnist`]'s, which the page draws back).
+/// The two modalities (the layout is [`mgr::avmnist_tokens`]'s, which the page draws back).
 pub fn modalities() -> Vec<ModalitySpec> {
-    mgr::avmnist::modalities()
+    mgr::avmnist_tokens::modalities()
 }
 
 struct Raw {
@@ -127,10 +127,12 @@ fn read_split(dir: &Path, split: &str) -> Result<Raw> {
 }
 
 /// Tokens of one sample: 16 patches of 7 x 7, and 28 tokens of 4 frames x 112 frequencies
-/// ([`mgr::avmnist`]'s layout).
+/// ([`mgr::avmnist_tokens`]'s layout).
 fn tokens(raw: &Raw, i: usize, image_out: &mut Vec<f32>, audio_out: &mut Vec<f32>) {
-    image_out.extend(mgr::avmnist::image_tokens(|p| raw.image[[i, p]]));
-    audio_out.extend(mgr::avmnist::audio_tokens(|f, t| raw.audio[[i, f, t]]));
+    image_out.extend(mgr::avmnist_tokens::image_tokens(|p| raw.image[[i, p]]));
+    audio_out.extend(mgr::avmnist_tokens::audio_tokens(|f, t| {
+        raw.audio[[i, f, t]]
+    }));
 }
 
 fn standardise(values: &mut [f32], mean: f64, std: f64) {

@@ -172,7 +172,7 @@ fn samples_file(tensors: &[NamedTensor], recordings: &[String]) -> Result<Vec<u8
     let metadata = std::collections::HashMap::from([
         (
             "format".to_string(),
-            mgr::avmnist::WEB_SAMPLES_FORMAT.to_string(),
+            mgr::avmnist_tokens::WEB_SAMPLES_FORMAT.to_string(),
         ),
         ("recordings".to_string(), serde_json::to_string(recordings)?),
         ("sample_rate".to_string(), RATE.to_string()),

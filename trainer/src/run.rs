@@ -12,10 +12,10 @@ use std::time::Instant;
 use crate::checkpoint::{self, EpochRow, RunPaths, RunResults, TestMetrics, TrainState};
 use crate::dataset::{self, Splits};
 use crate::device::{self, DeviceChoice};
+use crate::epochs::train_epoch;
 use crate::fsutil::write_atomic;
 use crate::progress;
 use crate::runconfig::RunConfig;
-use crate::training::train_epoch;
 
 /// Resolves the dataset-dependent fields and draws the three masks; fails before anything is
 /// written.
@@ -61,7 +61,7 @@ struct Progress {
 
 /// Runs `mgr train`.
 /// (The epoch loop, and why it is written out: [`train_epoch`].)
-pub fn run(
+pub fn train(
     rc: RunConfig,
     out: &Path,
     device_choices: &[DeviceChoice],
