@@ -274,21 +274,25 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
     let model = load_model(&rc.model, &paths.best(), &device)?;
     let precision = mgr::persist::WeightPrecision::from(a.precision);
     let (bytes, check) = checked_weights(&rc, &model, precision, &test, n)?;
-    let results = paths.read_results().ok();
-    let mut meta = json!({
-        "format": mgr::persist::WEB_MODEL_FORMAT,
-        "dataset": rc.dataset,
-        "model": rc.model,
-        "kappa": rc.absence.kappa,
-        "weights": {"precision": precision.name(), "check": check},
-        "results": results,
-    });
-    if page == PageSamples::Recordings {
-        meta["samples_file"] = json!(samples_file);
-        meta["credit"] = json!(crate::avmnist::PAGE_CREDIT);
-    } else {
-        meta["synthetic"] = json!(rc.synthetic);
-    }
+    let results = match paths.read_results() {
+        Ok(results) => Some(serde_json::to_value(results)?),
+        Err(_) => None,
+    };
+    let recordings = page == PageSamples::Recordings;
+    let meta = mgr::persist::WebModelFile {
+        format: mgr::persist::WEB_MODEL_FORMAT.into(),
+        dataset: rc.dataset.clone(),
+        model: rc.model.clone(),
+        kappa: Some(rc.absence.kappa),
+        weights: Some(mgr::persist::WebWeights {
+            precision: precision.name().into(),
+            check: check.clone(),
+        }),
+        results,
+        synthetic: (!recordings).then(|| rc.synthetic.clone()),
+        samples_file: recordings.then(|| samples_file.to_string()),
+        credit: recordings.then(|| crate::avmnist::PAGE_CREDIT.to_string()),
+    };
     std::fs::create_dir_all(&a.out)
         .with_context(|| format!("cannot create {}", a.out.display()))?;
     write_atomic(&a.out.join("model.bpk"), &bytes)?;

@@ -9,7 +9,7 @@
 //!
 //! usage: cargo run -p mgr-web --example expected -- [--weights FILE] MODEL_DIR SAMPLE [DROP,...]
 
-use mgr_web::engine::Engine;
+use mgr_web::engine::{Engine, PageMeta};
 
 fn main() {
     let mut args: Vec<String> = std::env::args().collect();

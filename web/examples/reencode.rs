@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use mgr::persist::{WeightPrecision, from_burnpack, to_burnpack_as};
-use mgr_web::engine::{Engine, WebMeta};
+use mgr_web::engine::{Engine, PageMeta, WebMeta};
 
 fn main() {
     if let Err(e) = run() {

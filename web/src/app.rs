@@ -9,58 +9,64 @@ use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{
     CanvasRenderingContext2d, Document, HtmlAnchorElement, HtmlCanvasElement, HtmlElement,
-    HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement, ReadableStreamDefaultReader,
-    Response,
+    HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement,
 };
 
 use crate::actions::{self, Action};
-use crate::edges::edges_to_draw;
-use crate::engine::{Engine, Inference, WebMeta};
-use crate::honesty;
+use crate::engine::Engine;
+use crate::fetch::{ModelFiles, absolute, fetch_model};
 use crate::render;
 use crate::sample::PageSample;
-use crate::state::{
-    Data, EdgeView, Limits, MAX_MODEL_BYTES, ViewState, check_model_size, embed_snippet,
-    model_json_url,
-};
+use crate::state::{Data, EdgeView, Limits, ViewState, embed_snippet, model_json_url};
 use crate::summary::canvas_summary;
 use crate::tour::TOUR;
-use crate::view;
+use crate::view::{self, PageView};
 
-/// The files of one exported model: `model.json`, `model.bpk` and (AV-MNIST) the samples.
-type ModelFiles = (String, Vec<u8>, Option<Vec<u8>>);
+/// Everything the page holds for one of its datasets.
+#[derive(Default)]
+struct DataSlot {
+    /// The model in use, loaded when the data is first shown.
+    engine: Option<Engine>,
+    /// The shipped model's files, for "shipped model" after another was loaded.
+    shipped: Option<ModelFiles>,
+    /// Whether the shipped model is being fetched.
+    loading: bool,
+    /// Where the model in use came from, for the page's "Model:" line.
+    source: String,
+}
 
 thread_local! {
-    /// The model in use for each dataset ([`Data::ALL`] order), loaded when first shown.
-    static ENGINES: RefCell<[Option<Engine>; 2]> = const { RefCell::new([None, None]) };
-    /// The shipped models' files, for "shipped model" after another was loaded.
-    static SHIPPED: RefCell<[Option<ModelFiles>; 2]> = const { RefCell::new([None, None]) };
-    /// Datasets whose shipped model is being fetched.
-    static LOADING: RefCell<[bool; 2]> = const { RefCell::new([false, false]) };
+    /// One slot per dataset, in [`Data::ALL`] order.
+    static SLOTS: RefCell<[DataSlot; 2]> = RefCell::new(Default::default());
     /// Messages waiting for the view's model to load, shown with its first picture.
     static PENDING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-    /// Where each dataset's model in use came from, for the page's "Model:" line.
-    static SOURCES: RefCell<[String; 2]> = const { RefCell::new([String::new(), String::new()]) };
     /// The shown layer's token table as CSV, for "copy as CSV".
     static TOKENS_CSV: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-fn set_source(data: Data, source: String) {
-    SOURCES.with(|s| s.borrow_mut()[slot(data)] = source);
-}
-
-fn slot(data: Data) -> usize {
+fn slot_index(data: Data) -> usize {
     Data::ALL.iter().position(|&d| d == data).unwrap_or(0)
 }
 
-/// Runs `f` on the engine of `data`, if it is loaded.
-fn with_engine<R>(data: Data, f: impl FnOnce(&Engine) -> R) -> Option<R> {
-    ENGINES.with(|e| e.borrow()[slot(data)].as_ref().map(f))
+/// Changes the slot of `data` (briefly: `f` must not reach the slots again).
+fn with_slot<R>(data: Data, f: impl FnOnce(&mut DataSlot) -> R) -> R {
+    SLOTS.with(|slots| f(&mut slots.borrow_mut()[slot_index(data)]))
 }
 
-fn set_engine(engine: Engine) {
-    let at = slot(engine.data);
-    ENGINES.with(|e| e.borrow_mut()[at] = Some(engine));
+/// Runs `f` on the engine of `data`, if it is loaded (read only: `f` may read the slots).
+fn with_engine<R>(data: Data, f: impl FnOnce(&Engine) -> R) -> Option<R> {
+    SLOTS.with(|slots| slots.borrow()[slot_index(data)].engine.as_ref().map(f))
+}
+
+/// Puts `engine` in use for its dataset, saying where it came from: the one way a model is
+/// installed (shipped, `?model=`, a picked file, back to the shipped one). Returns its data.
+fn install(engine: Engine, source: String) -> Data {
+    let data = engine.data;
+    with_slot(data, |slot| {
+        slot.engine = Some(engine);
+        slot.source = source;
+    });
+    data
 }
 
 fn window() -> web_sys::Window {
@@ -97,115 +103,30 @@ fn show_messages(messages: &[String]) {
     }
 }
 
-/// Downloads `url` whole, refusing it before the body is read when its announced size is over
-/// [`MAX_MODEL_BYTES`], and stopping the download when the body grows past it (a server may
-/// announce no size, or a compressed one).
-async fn fetch_bytes(url: &str) -> Result<Vec<u8>, String> {
-    let resp = JsFuture::from(window().fetch_with_str(url))
-        .await
-        .map_err(|e| format!("cannot fetch {url}: {e:?}"))?;
-    let resp: Response = resp
-        .dyn_into()
-        .map_err(|_| format!("{url}: not a response"))?;
-    if !resp.ok() {
-        return Err(format!("cannot fetch {url}: HTTP {}", resp.status()));
-    }
-    if let Ok(Some(length)) = resp.headers().get("content-length")
-        && let Ok(length) = length.trim().parse::<u64>()
-    {
-        check_model_size(url, length)?;
-    }
-    let Some(body) = resp.body() else {
-        return Ok(Vec::new());
-    };
-    let reader: ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-    let mut bytes = Vec::new();
-    loop {
-        let chunk = JsFuture::from(reader.read())
-            .await
-            .map_err(|e| format!("{url}: download failed: {e:?}"))?;
-        let done = js_sys::Reflect::get(&chunk, &"done".into())
-            .ok()
-            .and_then(|d| d.as_bool())
-            .unwrap_or(true);
-        if done {
-            return Ok(bytes);
-        }
-        let value = js_sys::Reflect::get(&chunk, &"value".into())
-            .map_err(|e| format!("{url}: download failed: {e:?}"))?;
-        let part = js_sys::Uint8Array::new(&value);
-        let total = bytes.len() as u64 + u64::from(part.length());
-        if total > MAX_MODEL_BYTES {
-            let _ = reader.cancel();
-            return Err(format!(
-                "{url} is over the page's limit of {} MB; download stopped",
-                MAX_MODEL_BYTES / (1024 * 1024)
-            ));
-        }
-        bytes.extend(part.to_vec());
-    }
-}
-
-/// `url` made absolute against the page, so the page can say exactly where a model came from.
-fn absolute(url: &str) -> String {
-    web_sys::Url::new_with_base(url, &window().location().href().unwrap_or_default())
-        .map(|u| u.href())
-        .unwrap_or_else(|_| url.to_string())
-}
-
-/// `name` resolved against the folder of `meta_url` (itself resolved against the page).
-fn beside(meta_url: &str, name: &str) -> Result<String, String> {
-    let base =
-        web_sys::Url::new_with_base(meta_url, &window().location().href().unwrap_or_default())
-            .map_err(|_| format!("bad URL {meta_url}"))?
-            .href();
-    web_sys::Url::new_with_base(name, &base)
-        .map(|u| u.href())
-        .map_err(|_| format!("bad URL {name} beside {meta_url}"))
-}
-
-/// Downloads an export: `model.json`, the `model.bpk` beside it, and the samples file it names.
-async fn fetch_model(meta_url: &str) -> Result<ModelFiles, String> {
-    let meta = fetch_bytes(meta_url).await?;
-    let meta = String::from_utf8(meta).map_err(|_| format!("{meta_url} is not text"))?;
-    let parsed = WebMeta::parse(&meta).map_err(|e| format!("{meta_url}: {e}"))?;
-    let weights = fetch_bytes(&beside(meta_url, "model.bpk")?).await?;
-    let samples = match &parsed.samples_file {
-        Some(file) => {
-            // Only a plain file name beside model.json: the export writes no other.
-            if file.contains(['/', '\\', ':', '?', '#']) {
-                return Err(format!(
-                    "{meta_url}: samples_file `{file}` is not a file name"
-                ));
-            }
-            Some(fetch_bytes(&beside(meta_url, file)?).await?)
-        }
-        None => None,
-    };
-    Ok((meta, weights, samples))
-}
-
 /// Fetches and loads the shipped model of `data` unless it is loaded or on its way, then
 /// renders the current view.
 fn ensure_engine(data: Data) {
-    if with_engine(data, |_| ()).is_some() || LOADING.with(|l| l.borrow()[slot(data)]) {
+    let start = with_slot(data, |slot| {
+        let start = slot.engine.is_none() && !slot.loading;
+        slot.loading |= start;
+        start
+    });
+    if !start {
         return;
     }
-    LOADING.with(|l| l.borrow_mut()[slot(data)] = true);
     set_text("status", &format!("loading the {} model...", data.name()));
     spawn_local(async move {
         let url = data.shipped_model();
         let result = fetch_model(url).await.and_then(|files| {
             let engine = Engine::load(&files.0, files.1.clone(), files.2.clone())
                 .map_err(|e| format!("shipped {} model: {e}", data.name()))?;
-            SHIPPED.with(|s| s.borrow_mut()[slot(data)] = Some(files));
-            set_source(data, format!("shipped with the page ({})", absolute(url)));
+            with_slot(data, |slot| slot.shipped = Some(files));
             Ok(engine)
         });
-        LOADING.with(|l| l.borrow_mut()[slot(data)] = false);
+        with_slot(data, |slot| slot.loading = false);
         match result {
             Ok(engine) => {
-                set_engine(engine);
+                install(engine, format!("shipped with the page ({})", absolute(url)));
                 render_from_hash(Vec::new());
             }
             Err(e) if data != Data::default() => {
@@ -254,9 +175,7 @@ async fn boot() -> Result<(), String> {
         };
         match loaded {
             Ok((engine, from)) => {
-                let data = engine.data;
-                set_engine(engine);
-                set_source(data, format!("{from} (from the link's ?model=)"));
+                let data = install(engine, format!("{from} (from the link's ?model=)"));
                 let hash = window().location().hash().unwrap_or_default();
                 if data != Data::of_hash(&hash) && !hash.contains("data=") {
                     // A link to an AV-MNIST model opens its data.
@@ -508,13 +427,12 @@ fn bind_controls() {
 /// Back to the model shipped with the page for the current data.
 fn reset_model() {
     let data = current_data();
-    let shipped = SHIPPED.with(|s| s.borrow()[slot(data)].clone());
+    let shipped = SLOTS.with(|slots| slots.borrow()[slot_index(data)].shipped.clone());
     if let Some((meta, weights, samples)) = shipped
         && let Ok(engine) = Engine::load(&meta, weights, samples)
     {
-        set_engine(engine);
-        set_source(
-            data,
+        install(
+            engine,
             format!("shipped with the page ({})", absolute(data.shipped_model())),
         );
         render_from_hash(vec!["back to the shipped model".into()]);
@@ -619,9 +537,7 @@ async fn load_picked_files() {
     };
     match result {
         Ok(engine) => {
-            let data = engine.data;
-            set_engine(engine);
-            set_source(data, "picked from this computer".into());
+            let data = install(engine, "picked from this computer".into());
             let (state, _) = current_state();
             if state.data == data {
                 render_from_hash(vec!["loaded the picked model".into()]);
@@ -768,7 +684,7 @@ fn render_from_hash(mut problems: Vec<String>) {
     };
     set_text(
         "model-source",
-        &SOURCES.with(|s| s.borrow()[slot(data)].clone()),
+        &SLOTS.with(|slots| slots.borrow()[slot_index(data)].source.clone()),
     );
     show_tour(&state);
     set_text("mgr-trace", &view);
@@ -784,46 +700,24 @@ fn render_view(engine: &Engine, state: &ViewState, started: f64) -> String {
     let limits = engine.limits();
     let sample = engine.sample(state.sample);
     let available = state.available(&limits);
-    let Inference { trace, complete } = engine.infer(&sample, &available, state.rho, state.lt);
+    let inference = engine.infer(&sample, &available, state.rho, state.lt);
     let elapsed = window().performance().map(|p| p.now()).unwrap_or(0.0) - started;
-    let aucs = engine.ranking_auc(state.rho, state.lt);
     sync_controls(state, &limits, engine.meta.model.refinement.rho);
-    let noise = sample.noise_tokens();
-    let layer = trace.layers.get(state.layer);
-    set_html(
-        "ranking-auc",
-        &view::ranking_auc_html(aucs.as_deref(), state.layer, layer, noise),
-    );
-    // The test-set figures were measured at the model's own rho and every layer.
-    let test_ranking = engine
-        .meta
-        .test_ranking()
-        .filter(|_| state.rho.is_none() && state.lt.is_none());
-    let honesty = honesty::read_layers(&trace, aucs.as_deref(), test_ranking.as_ref());
-    set_html(
-        "ranking-honesty",
-        &honesty::honesty_html(&honesty, state.layer),
-    );
-    show_credit(engine.meta.credit.as_deref());
-    set_text("timing", &format!("inference {elapsed:.1} ms"));
-    let drawn_edges = layer
-        .map(|l| edges_to_draw(&l.edges, state.edges))
-        .unwrap_or_default();
-    draw_canvas(engine, state, &sample, &trace, &drawn_edges);
-    set_html(
-        "prediction",
-        &view::prediction_html(engine, &sample, state.sample, &trace, &complete),
-    );
-    let table = layer.map(|layer| view::token_table_html(&trace.modalities, layer, noise));
-    set_html("tokens", &table.unwrap_or_default());
-    let csv =
-        layer.map(|layer| view::token_table_csv(&trace.modalities, &trace.available, layer, noise));
-    TOKENS_CSV.with(|c| *c.borrow_mut() = csv.unwrap_or_default());
-    let recording = match &sample {
-        PageSample::Avmnist(s) => Some(s.recording.clone()),
-        PageSample::Synthetic(_) => None,
-    };
-    serde_json::json!({ "state": state.to_hash(), "data": state.data.name(), "sample": state.sample, "label": sample.label(), "recording": recording, "trace": trace, "complete": complete, "ms": elapsed, "ranking_auc": aucs, "honesty": honesty, "drawn_edges": drawn_edges.len() }).to_string()
+    let page = PageView::of(engine, state, &sample, inference);
+    paint(engine, state, &sample, &page, elapsed);
+    page.test_json(state, elapsed)
+}
+
+/// Puts a view's parts in place: the HTML, the credit line, the timing and the canvas.
+fn paint(engine: &Engine, state: &ViewState, sample: &PageSample, page: &PageView, ms: f64) {
+    set_html("ranking-auc", &page.ranking_auc_html);
+    set_html("ranking-honesty", &page.honesty_html);
+    show_credit(page.credit.as_deref());
+    set_text("timing", &format!("inference {ms:.1} ms"));
+    draw_canvas(engine, state, sample, &page.trace, &page.drawn_edges);
+    set_html("prediction", &page.prediction_html);
+    set_html("tokens", &page.tokens_html);
+    TOKENS_CSV.with(|c| *c.borrow_mut() = page.tokens_csv.clone());
 }
 
 /// The data's credit line (AV-MNIST), hidden where there is none.

@@ -2,50 +2,29 @@
 //! L_T in; the trace out. Plain Rust, so the native tests compute exactly what the page shows.
 
 use burn::tensor::Device;
+use mgr::Model;
 use mgr::absence::SplitKind;
 use mgr::batch::Batch;
 use mgr::data::{DataSplit, Targets};
-use mgr::synthetic::SyntheticConfig;
 use mgr::trace::SampleTrace;
-use mgr::{Model, ModelConfig};
-use serde::Deserialize;
 
 use crate::sample::{AvSamples, PageSample};
 use crate::state::{Data, Limits, MAX_SAMPLE};
 
-fn synthetic_name() -> String {
-    "synthetic".into()
-}
+/// `model.json` as `mgr export-web` writes it (the schema is the model crate's).
+pub use mgr::persist::WebModelFile as WebMeta;
 
-/// `model.json` as `mgr export-web` writes it.
-#[derive(Clone, Debug, Deserialize)]
-pub struct WebMeta {
-    /// Must be [`mgr::persist::WEB_MODEL_FORMAT`].
-    pub format: String,
-    /// The dataset the model was trained on: "synthetic" (older exports say nothing) or
-    /// "avmnist".
-    #[serde(default = "synthetic_name")]
-    pub dataset: String,
-    /// The model's configuration.
-    pub model: ModelConfig,
-    /// The synthetic dataset it was trained on (the page draws samples from it).
-    #[serde(default)]
-    pub synthetic: Option<SyntheticConfig>,
-    /// The samples file beside `model.json` (AV-MNIST: `samples.safetensors`).
-    #[serde(default)]
-    pub samples_file: Option<String>,
-    /// Credit line for the data the page shows (AV-MNIST: MNIST and FSDD, CC BY-SA 4.0).
-    #[serde(default)]
-    pub credit: Option<String>,
-    /// The run's `results.json` (read for its test-set ranking report only).
-    #[serde(default)]
-    pub results: Option<serde_json::Value>,
-}
-
-impl WebMeta {
+/// What the page checks in a `model.json` beyond its schema.
+pub trait PageMeta: Sized {
     /// Parses and checks `model.json`: the format, and the dataset with the modalities the page
     /// can draw for it.
-    pub fn parse(meta_json: &str) -> Result<WebMeta, String> {
+    fn parse(meta_json: &str) -> Result<Self, String>;
+    /// Which of the page's datasets the model draws.
+    fn data(&self) -> Result<Data, String>;
+}
+
+impl PageMeta for WebMeta {
+    fn parse(meta_json: &str) -> Result<WebMeta, String> {
         let meta: WebMeta = serde_json::from_str(meta_json)
             .map_err(|e| format!("model.json is not an exported MGR model: {e}"))?;
         if meta.format != mgr::persist::WEB_MODEL_FORMAT {
@@ -82,15 +61,7 @@ impl WebMeta {
         Ok(meta)
     }
 
-    /// The test-set ranking report `mgr train` measured (`results.ranking`), where the export
-    /// has a readable one.
-    pub fn test_ranking(&self) -> Option<mgr::ranking_quality::RankingReport> {
-        let ranking = self.results.as_ref()?.get("ranking")?;
-        serde_json::from_value(ranking.clone()).ok()
-    }
-
-    /// Which of the page's datasets the model draws.
-    pub fn data(&self) -> Result<Data, String> {
+    fn data(&self) -> Result<Data, String> {
         Data::from_name(&self.dataset).ok_or_else(|| {
             format!(
                 "model.json: the page draws synthetic or AV-MNIST models, this one was trained on `{}`",

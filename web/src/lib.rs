@@ -8,7 +8,7 @@
 //! [`state`], [`edges`], [`summary`], [`layout`] (where each token is drawn),
 //! [`palette`] (the colours of canvas and legend), [`honesty`] (what the ranking does with
 //! missing data, in numbers) and [`view`] (the page's HTML) are plain Rust
-//! (tested natively); `app` is the DOM layer and `render` the canvas calls.
+//! (tested natively); `app` is the DOM layer (it binds the controls to [`actions`] and paints [`view::PageView`]), `fetch` its downloads and `render` the canvas calls.
 
 pub mod actions;
 pub mod edges;
@@ -24,5 +24,7 @@ pub mod view;
 
 #[cfg(target_arch = "wasm32")]
 mod app;
+#[cfg(target_arch = "wasm32")]
+mod fetch;
 #[cfg(target_arch = "wasm32")]
 mod render;

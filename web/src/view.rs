@@ -2,11 +2,116 @@
 //! the prediction, the token table, the controls that depend on the model (one checkbox per
 //! modality, the layer choices). Plain Rust, tested natively; `app` only puts them in place.
 
-use mgr::trace::{LayerTrace, SampleTrace, TokenTrace};
+use mgr::trace::{Edge, LayerTrace, SampleTrace, TokenTrace};
 
-use crate::engine::{AUC_SAMPLES, Engine};
+use crate::edges::edges_to_draw;
+use crate::engine::{AUC_SAMPLES, Engine, Inference};
+use crate::honesty::{self, LayerHonesty};
 use crate::sample::PageSample;
-use crate::state::escape_html;
+use crate::state::{ViewState, escape_html};
+
+/// Everything the page shows for one view besides the canvas's pixels and the controls, from
+/// the engine and one inference: the view model `app` paints, one field per place on the page.
+pub struct PageView {
+    /// The trace under the view's mask.
+    pub trace: SampleTrace,
+    /// The trace with every modality present.
+    pub complete: SampleTrace,
+    /// Per refinement layer, the ranking's AUC against the ground-truth noise over the test
+    /// samples (None for data without ground truth).
+    pub aucs: Option<Vec<Option<f64>>>,
+    /// What each layer's ranking does with missing data, in numbers.
+    pub honesty: Vec<LayerHonesty>,
+    /// `#ranking-auc`.
+    pub ranking_auc_html: String,
+    /// `#ranking-honesty`.
+    pub honesty_html: String,
+    /// `#prediction`.
+    pub prediction_html: String,
+    /// `#tokens`: the shown layer's token table.
+    pub tokens_html: String,
+    /// The same table as CSV, for "copy as CSV".
+    pub tokens_csv: String,
+    /// The data's credit line (AV-MNIST).
+    pub credit: Option<String>,
+    /// The redistribution edges the canvas draws.
+    pub drawn_edges: Vec<Edge>,
+    /// The recording of an AV-MNIST sample.
+    pub recording: Option<String>,
+    /// The sample's label.
+    pub label: usize,
+}
+
+impl PageView {
+    /// The view of `state` with `sample` and its `inference` on `engine`.
+    pub fn of(
+        engine: &Engine,
+        state: &ViewState,
+        sample: &PageSample,
+        inference: Inference,
+    ) -> Self {
+        let Inference { trace, complete } = inference;
+        let aucs = engine.ranking_auc(state.rho, state.lt);
+        let noise = sample.noise_tokens();
+        let layer = trace.layers.get(state.layer);
+        let ranking_auc_html = ranking_auc_html(aucs.as_deref(), state.layer, layer, noise);
+        // The test-set figures were measured at the model's own rho and every layer.
+        let test_ranking = engine
+            .meta
+            .test_ranking()
+            .filter(|_| state.rho.is_none() && state.lt.is_none());
+        let honesty = honesty::read_layers(&trace, aucs.as_deref(), test_ranking.as_ref());
+        let honesty_html = honesty::honesty_html(&honesty, state.layer);
+        let drawn_edges = layer
+            .map(|l| edges_to_draw(&l.edges, state.edges))
+            .unwrap_or_default();
+        let prediction_html = prediction_html(engine, sample, state.sample, &trace, &complete);
+        let tokens_html = layer
+            .map(|layer| token_table_html(&trace.modalities, layer, noise))
+            .unwrap_or_default();
+        let tokens_csv = layer
+            .map(|layer| token_table_csv(&trace.modalities, &trace.available, layer, noise))
+            .unwrap_or_default();
+        let recording = match sample {
+            PageSample::Avmnist(s) => Some(s.recording.clone()),
+            PageSample::Synthetic(_) => None,
+        };
+        PageView {
+            aucs,
+            honesty,
+            ranking_auc_html,
+            honesty_html,
+            prediction_html,
+            tokens_html,
+            tokens_csv,
+            credit: engine.meta.credit.clone(),
+            drawn_edges,
+            recording,
+            label: sample.label(),
+            trace,
+            complete,
+        }
+    }
+
+    /// What the browser test reads from the page (`#mgr-trace`): the view, the traces and
+    /// what was drawn, with the inference time `ms`.
+    pub fn test_json(&self, state: &ViewState, ms: f64) -> String {
+        serde_json::json!({
+            "state": state.to_hash(),
+            "data": state.data.name(),
+            "sample": state.sample,
+            "label": self.label,
+            "recording": self.recording,
+            "trace": self.trace,
+            "complete": self.complete,
+            "ms": ms,
+            "ranking_auc": self.aucs,
+            "honesty": self.honesty,
+            "drawn_edges": self.drawn_edges.len(),
+        })
+        .to_string()
+    }
+}
 
 fn auc_text(a: &Option<f64>) -> String {
     a.map_or("n/a".to_string(), |v| format!("{v:.2}"))

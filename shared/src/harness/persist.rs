@@ -20,6 +20,61 @@ use crate::train::EVAL_BATCH;
 /// The `format` of the `model.json` that `mgr export-web` writes and the page reads.
 pub const WEB_MODEL_FORMAT: &str = "mgr-web-model/1";
 
+fn synthetic_name() -> String {
+    "synthetic".into()
+}
+
+/// `model.json`, beside the weights (`model.bpk`) of a model for the page: the one schema
+/// `mgr export-web` writes and the page reads.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WebModelFile {
+    /// [`WEB_MODEL_FORMAT`].
+    pub format: String,
+    /// The dataset the model was trained on: "synthetic" (older exports say nothing) or
+    /// "avmnist".
+    #[serde(default = "synthetic_name")]
+    pub dataset: String,
+    /// The model's configuration.
+    pub model: ModelConfig,
+    /// kappa of the run's absence masks (None in older exports).
+    #[serde(default)]
+    pub kappa: Option<f64>,
+    /// How the weights are stored and how far that is from the f32 model (None in older
+    /// exports, whose weights are f32).
+    #[serde(default)]
+    pub weights: Option<WebWeights>,
+    /// The run's `results.json` (the page reads its test-set ranking report).
+    #[serde(default)]
+    pub results: Option<serde_json::Value>,
+    /// The synthetic dataset the model was trained on (the page draws samples from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub synthetic: Option<crate::synthetic::SyntheticConfig>,
+    /// The samples file beside `model.json` (AV-MNIST: `samples.safetensors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub samples_file: Option<String>,
+    /// Credit line for the data the page shows (AV-MNIST: MNIST and FSDD, CC BY-SA 4.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credit: Option<String>,
+}
+
+/// `model.json`'s `weights`: the precision of `model.bpk` and its check against f32.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WebWeights {
+    /// [`WeightPrecision::name`].
+    pub precision: String,
+    /// The page's outputs from these weights against the f32 model's.
+    pub check: PrecisionCheck,
+}
+
+impl WebModelFile {
+    /// The test-set ranking report `mgr train` measured (`results.ranking`), where the export
+    /// has a readable one.
+    pub fn test_ranking(&self) -> Option<crate::ranking_quality::RankingReport> {
+        let ranking = self.results.as_ref()?.get("ranking")?;
+        serde_json::from_value(ranking.clone()).ok()
+    }
+}
+
 /// How a burnpack file stores the model's floats.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
