@@ -311,7 +311,8 @@ pub fn sharded_gradients(model: &Model, shards: &[Batch]) -> (GradientsParams, S
         .into_iter()
         .unzip();
     let (l_div, row_grads) = diversity_across_shards(model, &outputs);
-    let (lambda_div, lambda_orth) = (config.lambda_div_effective(), config.lambda_orth);
+    let weights = config.loss_weights();
+    let (lambda_div, lambda_orth) = (weights.div, weights.orth);
     let work: Vec<_> = replicas
         .iter()
         .zip(shards)
@@ -354,7 +355,7 @@ pub fn sharded_gradients(model: &Model, shards: &[Batch]) -> (GradientsParams, S
     };
     model.visit(&mut sum);
     let losses = StepLosses {
-        total: task + lambda_div * l_div + lambda_orth * orth,
+        total: weights.total_of(task, l_div, orth),
         task,
         div: l_div,
     };

@@ -312,6 +312,14 @@ impl ModelConfig {
         }
     }
 
+    /// Eq. 13's weights as this method uses them.
+    pub fn loss_weights(&self) -> crate::loss::LossWeights {
+        crate::loss::LossWeights {
+            div: self.lambda_div_effective(),
+            orth: self.lambda_orth,
+        }
+    }
+
     /// Whether the prompt mixes in the pooled context (false for `mgr-no-mixed`).
     pub fn mixed_context(&self) -> bool {
         self.method != Method::MgrNoMixed

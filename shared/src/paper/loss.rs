@@ -6,6 +6,31 @@
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Int, Tensor};
 
+/// Eq. 13's weights: L = L_task + lambda_div L_div + lambda_orth L_orth (lambda_div 0 for the
+/// methods without h_u and for `mgr-no-div`; L_orth only MSPs have).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LossWeights {
+    /// lambda_div as the method uses it.
+    pub div: f64,
+    /// lambda_orth.
+    pub orth: f64,
+}
+
+impl LossWeights {
+    /// Eq. 13 on the graph: L = L_task + lambda_div L_div + lambda_orth L_orth.
+    ///
+    /// # Shapes
+    /// - each part, output: `[1]`
+    pub fn total(&self, task: Tensor<1>, div: Tensor<1>, orth: Tensor<1>) -> Tensor<1> {
+        task + div.mul_scalar(self.div) + orth.mul_scalar(self.orth)
+    }
+
+    /// Eq. 13 of values already on the host (a sharded step's losses), in the same order.
+    pub fn total_of(&self, task: f64, div: f64, orth: f64) -> f64 {
+        task + self.div * div + self.orth * orth
+    }
+}
+
 /// Default epsilon inside the square root of Eq. 4.
 pub const DCOR_EPS: f64 = 1e-9;
 
@@ -242,6 +267,19 @@ mod tests {
         }
         let got: f32 = squared_distance_correlation(t2(&xs), t2(&ys)).into_scalar();
         assert!(got.abs() < 1e-5, "got {got}");
+    }
+
+    #[test]
+    fn eq13_weighs_its_parts_the_same_on_the_graph_and_on_the_host() {
+        let device = Device::flex();
+        let one = |v: f32| Tensor::<1>::from_data(TensorData::new(vec![v], [1]), &device);
+        let weights = LossWeights {
+            div: 0.1,
+            orth: 0.5,
+        };
+        let graph: f32 = weights.total(one(1.0), one(2.0), one(3.0)).into_scalar();
+        assert!((graph - 2.7).abs() < 1e-6, "{graph}");
+        assert!((weights.total_of(1.0, 2.0, 3.0) - 2.7).abs() < 1e-12);
     }
 
     #[test]

@@ -220,9 +220,10 @@ impl ModelOutput {
     /// (regression) as L_task; MSPs add lambda_orth times their orthogonality loss.
     pub fn total_loss(&self, targets: &BatchTargets, config: &ModelConfig) -> LossParts {
         let task = self.task_loss(targets);
-        let total = task.clone()
-            + self.l_div.clone().mul_scalar(config.lambda_div_effective())
-            + self.l_orth.clone().mul_scalar(config.lambda_orth);
+        let total =
+            config
+                .loss_weights()
+                .total(task.clone(), self.l_div.clone(), self.l_orth.clone());
         LossParts {
             total,
             task,
