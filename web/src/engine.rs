@@ -345,6 +345,32 @@ pub(crate) mod tests {
         .expect("the shipped AV-MNIST model loads")
     }
 
+    /// The shipped `model.json` files were written before the readings were one value and before
+    /// the execution policy left the model config (`fused_kernels` in an older file loads too:
+    /// `config.rs`'s test): they load with the readings they were trained with, and the model
+    /// runs the project's kernels.
+    #[test]
+    fn model_json_files_written_before_the_readings_were_one_value_load() {
+        for file in [
+            include_str!("../assets/model/model.json"),
+            include_str!("../assets/model-avmnist/model.json"),
+        ] {
+            assert!(file.contains("\"score_gating\"") && !file.contains("\"execution\""));
+        }
+        for engine in [shipped(), shipped_avmnist()] {
+            let readings = engine.model.config.refinement;
+            assert_eq!(
+                readings,
+                mgr::RefinementReadings::default(),
+                "{:?}",
+                engine.data
+            );
+            assert_eq!(engine.model.refinement.len(), 2);
+            assert_eq!(engine.model.refinement[0].readings, readings);
+            assert_eq!(engine.model.execution, mgr::kernels::Execution::Kernels);
+        }
+    }
+
     /// The largest difference of a class probability between the page's half-precision models
     /// and their f32 weights (web/reference/), over the page's samples and every absence
     /// pattern: f16 rounds each weight by at most 2^-11 of it, and through the layers this
