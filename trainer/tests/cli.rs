@@ -1,6 +1,9 @@
 //! The `mgr` binary end to end on a tiny synthetic setting: outputs, determinism, resume after
 //! a kill, evaluation under another absence setting, trace, export, protocol, bad input.
 
+// End-to-end tests read as one story each: run, then check every output in turn.
+#![allow(clippy::too_many_lines)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 

@@ -1,6 +1,9 @@
 //! Real data: AV-MNIST rebuilt from `../shared/data` (MNIST + Free Spoken Digit Dataset), its
 //! loader, MultiBench affect pickles written here with Python, and bad files.
 
+// End-to-end tests read as one story each: run, then check every output in turn.
+#![allow(clippy::too_many_lines)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
