@@ -19,7 +19,13 @@
 //! | 9     | ranking `xi = a_f xi_f + (1-a_f) xi_e` | [`ranking::Ranking`]                    |
 //! | 10    | top-rho split                          | [`ranking::top_rho_split`]              |
 //! | 11-12 | graph redistribution                   | [`redistribution::Redistribution`]      |
-//! | 13    | total loss                             | [`model::ModelOutput::total_loss`]      |
+//! | 13    | total loss                             | [`loss::LossWeights`]                   |
+//!
+//! Three layers, each in its own place: [`paper`] (the equations above, the readings of what
+//! the paper leaves open, [`readings::RefinementReadings`], and the methods), [`harness`] (what
+//! trains, evaluates, stores and traces the model) and the `mgr-kernels` crate
+//! ([`kernels`]: the faster forms of the operations, chosen by one
+//! [`kernels::Execution`] policy the model holds, each tested against the form written here).
 //!
 //! The crate builds for the host and for `wasm32-unknown-unknown`: it has no file system,
 //! threads or clocks. [`ranking_quality`] scores the ranking against the synthetic data's
