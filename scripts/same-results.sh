@@ -64,6 +64,21 @@ else:
 PY
 }
 
+same_tensors() {
+  python3 - "$1" "$2" <<'PY'
+import json, struct, sys
+def tensors(path):
+    raw = open(path, "rb").read()
+    n = struct.unpack("<Q", raw[:8])[0]
+    header = json.loads(raw[8:8 + n])
+    header.pop("__metadata__", None)
+    data = raw[8 + n:]
+    return {k: (v["dtype"], v["shape"], data[v["data_offsets"][0]:v["data_offsets"][1]])
+            for k, v in header.items()}
+sys.exit(0 if tensors(sys.argv[1]) == tensors(sys.argv[2]) else 1)
+PY
+}
+
 compare() {
   local a=$1 b=$2 rc=0 f
   while IFS= read -r f; do
@@ -74,7 +89,12 @@ compare() {
   done < <(cd "$a" && find . -type f \( -name '*.json' -o -name '*.csv' -o -name '*.md' -o -name '*.txt' \) | sort)
   while IFS= read -r f; do
     cmp -s <(tail -c +16385 "$a/$f") <(tail -c +16385 "$b/$f") || { echo "data differs: $f"; rc=1; }
-  done < <(cd "$a" && find . -type f \( -name '*.bpk' -o -name '*.safetensors' \) | sort)
+  done < <(cd "$a" && find . -type f -name '*.bpk' | sort)
+  # safetensors: tensor by tensor (the header holds the config, so its length may change alone;
+  # the JSON beside each file compares the config).
+  while IFS= read -r f; do
+    same_tensors "$a/$f" "$b/$f" || { echo "data differs: $f"; rc=1; }
+  done < <(cd "$a" && find . -type f -name '*.safetensors' | sort)
   [ $rc = 0 ] && echo same
   return $rc
 }
