@@ -368,6 +368,14 @@ impl Report {
         println!("{out}");
     }
 
+    /// The launch counts, for a reader.
+    fn launches_line(&self) -> String {
+        format!(
+            "kernel launches: {:.0} per training step, {:.0} per inference batch",
+            self.train_launches.per_call, self.infer_launches.per_call
+        )
+    }
+
     /// `--launches`: the counts and the kernels launched most, for a reader.
     fn print_launches(&self) {
         let Report {
@@ -379,10 +387,7 @@ impl Report {
             ..
         } = self;
         println!("device {device_name}, method {method}, batch {batch}");
-        println!(
-            "kernel launches: {:.0} per training step, {:.0} per inference batch",
-            train_launches.per_call, infer_launches.per_call
-        );
+        println!("{}", self.launches_line());
         for (what, l) in [
             ("training step", train_launches),
             ("inference batch", infer_launches),
@@ -442,7 +447,6 @@ impl Report {
             train: (train_med, train_min, train_max),
             infer: (infer_med, infer_min, infer_max),
             train_launches,
-            infer_launches,
             ..
         } = self;
         let kernels = if a.unfused {
@@ -466,10 +470,7 @@ impl Report {
             infer_med * flops / 1e9
         );
         if train_launches.per_call > 0.0 {
-            println!(
-                "kernel launches: {:.0} per training step, {:.0} per inference batch",
-                train_launches.per_call, infer_launches.per_call
-            );
+            println!("{}", self.launches_line());
         }
     }
 }

@@ -3,7 +3,7 @@
 //! tour's steps), pure and tested natively. The DOM layer (`app`) only turns an event into an
 //! [`Action`] and goes to the state `apply` returns, or shows its message.
 
-use crate::state::{Data, EdgeView, Limits, MAX_SAMPLE, ViewState};
+use crate::state::{Data, EdgeView, Limits, ViewState};
 use crate::tour::TOUR;
 
 /// One thing a reader did with a control.
@@ -39,16 +39,11 @@ pub enum Action {
     TourExit,
 }
 
-/// How many samples the view can show: `0..sample_count` (the URL's bound included).
-pub fn sample_count(limits: &Limits) -> usize {
-    limits.samples.clamp(1, MAX_SAMPLE + 1)
-}
-
 /// The view after `action` on `state`, for a model with `limits`; an error says why the view
 /// stays as it is. Every state but a tour step's leaves the tour (`tour: None`), so changing any
 /// control spells the view out in the URL.
 pub fn apply(state: &ViewState, action: Action, limits: &Limits) -> Result<ViewState, String> {
-    let count = sample_count(limits);
+    let count = limits.sample_count();
     let mut next = ViewState {
         tour: None,
         ..state.clone()
@@ -116,16 +111,9 @@ fn keep_or_drop(
         return Ok(drop);
     }
     drop.push(modality.to_string());
-    let drop: Vec<String> = limits
-        .modalities
-        .iter()
-        .filter(|m| drop.contains(m))
-        .cloned()
-        .collect();
-    if !limits.modalities.is_empty() && drop.len() == limits.modalities.len() {
-        return Err("at least one modality must stay".to_string());
-    }
-    Ok(drop)
+    limits
+        .dropped(&drop)
+        .ok_or_else(|| "at least one modality must stay".to_string())
 }
 
 /// Tour step `step` (the last one past the end), embed mode kept.

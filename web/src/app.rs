@@ -53,9 +53,14 @@ fn with_slot<R>(data: Data, f: impl FnOnce(&mut DataSlot) -> R) -> R {
     SLOTS.with(|slots| f(&mut slots.borrow_mut()[slot_index(data)]))
 }
 
-/// Runs `f` on the engine of `data`, if it is loaded (read only: `f` may read the slots).
+/// Reads the slot of `data` (`f` may read the slots again, not change them).
+fn read_slot<R>(data: Data, f: impl FnOnce(&DataSlot) -> R) -> R {
+    SLOTS.with(|slots| f(&slots.borrow()[slot_index(data)]))
+}
+
+/// Runs `f` on the engine of `data`, if it is loaded.
 fn with_engine<R>(data: Data, f: impl FnOnce(&Engine) -> R) -> Option<R> {
-    SLOTS.with(|slots| slots.borrow()[slot_index(data)].engine.as_ref().map(f))
+    read_slot(data, |slot| slot.engine.as_ref().map(f))
 }
 
 /// Puts `engine` in use for its dataset, saying where it came from: the one way a model is
@@ -69,7 +74,7 @@ fn install(engine: Engine, source: String) -> Data {
     data
 }
 
-fn window() -> web_sys::Window {
+pub(crate) fn window() -> web_sys::Window {
     web_sys::window().expect("a browser window")
 }
 
@@ -427,7 +432,7 @@ fn bind_controls() {
 /// Back to the model shipped with the page for the current data.
 fn reset_model() {
     let data = current_data();
-    let shipped = SLOTS.with(|slots| slots.borrow()[slot_index(data)].shipped.clone());
+    let shipped = read_slot(data, |slot| slot.shipped.clone());
     if let Some((meta, weights, samples)) = shipped
         && let Ok(engine) = Engine::load(&meta, weights, samples)
     {
@@ -682,10 +687,7 @@ fn render_from_hash(mut problems: Vec<String>) {
     let Some(view) = with_engine(data, |engine| render_view(engine, &state, started)) else {
         return;
     };
-    set_text(
-        "model-source",
-        &SLOTS.with(|slots| slots.borrow()[slot_index(data)].source.clone()),
-    );
+    set_text("model-source", &read_slot(data, |slot| slot.source.clone()));
     show_tour(&state);
     set_text("mgr-trace", &view);
     show_messages(&problems);

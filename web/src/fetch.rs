@@ -6,15 +6,12 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{ReadableStreamDefaultReader, Response};
 
+use crate::app::window;
 use crate::engine::{PageMeta, WebMeta};
 use crate::state::{MAX_MODEL_BYTES, check_model_size};
 
 /// The files of one exported model: `model.json`, `model.bpk` and (AV-MNIST) the samples.
 pub type ModelFiles = (String, Vec<u8>, Option<Vec<u8>>);
-
-fn window() -> web_sys::Window {
-    web_sys::window().expect("a browser window")
-}
 
 /// Downloads `url` whole, refusing it before the body is read when its announced size is over
 /// [`MAX_MODEL_BYTES`], and stopping the download when the body grows past it (a server may

@@ -128,6 +128,26 @@ pub struct Limits {
     pub samples: usize,
 }
 
+impl Limits {
+    /// How many samples the view can show: `0..sample_count` (at least 1, at most the URL's
+    /// bound).
+    pub fn sample_count(&self) -> usize {
+        self.samples.clamp(1, MAX_SAMPLE + 1)
+    }
+
+    /// `names` as the modalities to drop, in the model's order (names it lacks left out); None
+    /// when that would drop every modality: at least one must stay.
+    pub fn dropped(&self, names: &[String]) -> Option<Vec<String>> {
+        let drop: Vec<String> = self
+            .modalities
+            .iter()
+            .filter(|m| names.contains(m))
+            .cloned()
+            .collect();
+        (self.modalities.is_empty() || drop.len() < self.modalities.len()).then_some(drop)
+    }
+}
+
 /// Largest sample index accepted in the URL.
 pub const MAX_SAMPLE: usize = 999_999;
 
@@ -218,15 +238,9 @@ fn parse_drop(value: &str, limits: &Limits) -> Result<Vec<String>, String> {
             limits.modalities.join(", ")
         ));
     }
-    if limits.modalities.iter().all(|m| names.contains(m)) {
-        return Err("drop: at least one modality must stay; showing all".to_string());
-    }
-    Ok(limits
-        .modalities
-        .iter()
-        .filter(|m| names.contains(m))
-        .cloned()
-        .collect())
+    limits
+        .dropped(&names)
+        .ok_or_else(|| "drop: at least one modality must stay; showing all".to_string())
 }
 
 impl ViewState {
@@ -278,11 +292,11 @@ impl ViewState {
                 }
             },
             "sample" => match value.parse::<usize>() {
-                Ok(v) if v < limits.samples.min(MAX_SAMPLE + 1) => self.sample = v,
+                Ok(v) if v < limits.sample_count() => self.sample = v,
                 _ => {
                     return Err(format!(
                         "sample `{value}` is not an index from 0 to {}; showing sample 0",
-                        limits.samples.min(MAX_SAMPLE + 1) - 1
+                        limits.sample_count() - 1
                     ));
                 }
             },

@@ -86,7 +86,7 @@ impl Model {
     }
 }
 
-fn host(t: burn::tensor::Tensor<2>) -> Vec<f32> {
+fn host<const D: usize>(t: burn::tensor::Tensor<D>) -> Vec<f32> {
     t.into_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
@@ -160,13 +160,7 @@ impl LayerScores {
             xi: host(layer.xi.clone()),
             rank: host(layer.rank.clone()),
             kept: host(layer.kept.clone()),
-            adjacency: layer
-                .adjacency
-                .clone()
-                .into_data()
-                .convert::<f32>()
-                .try_to_vec::<f32>()
-                .expect("f32 data"),
+            adjacency: host(layer.adjacency.clone()),
         }
     }
 

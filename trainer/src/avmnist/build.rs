@@ -477,6 +477,11 @@ fn build(sources: &Sources, pool: usize, quiet: bool) -> Result<(Built, Option<B
     ))
 }
 
+/// `p` as an absolute path for a recipe (as given where it cannot be resolved).
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
 /// `recipe.json` of the downstream folder: how it was made, from what.
 fn downstream_recipe(
     sources: &Sources,
@@ -489,7 +494,6 @@ fn downstream_recipe(
         fsdd,
         noise_seed,
     } = *sources;
-    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     serde_json::json!({
         "recipe": "MultiBench AV-MNIST (MFAS generator), rebuilt by mgr prepare avmnist",
         "mnist_dir": absolute(mnist), "fsdd_dir": absolute(fsdd),
@@ -527,7 +531,6 @@ fn build_pool(
         noise_seed,
     } = *sources;
     let pool = pool_labels.len();
-    let absolute = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
     let pool_recs = recordings(fsdd, &POOL_SPEAKERS)?;
     let mut sources = String::from("label,recording\n");
     let audio = audio_for(pool_labels, &pool_recs, rng, &mut sources)?;
