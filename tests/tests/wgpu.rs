@@ -21,10 +21,11 @@ use burn::optim::GradientsParams;
 use burn::tensor::{Device, Tensor};
 use mgr::absence::{AbsenceConfig, AbsenceMask, SplitKind};
 use mgr::batch::Batch;
+use mgr::data::DataSplit;
 use mgr::persist::{from_burnpack, to_burnpack};
 use mgr::synthetic::SyntheticConfig;
 use mgr::train::init_model;
-use mgr::{Method, ModelConfig};
+use mgr::{Method, ModalitySpec, ModelConfig};
 
 fn wgpu_available() -> bool {
     // Probed once for the whole binary: the tests run on parallel threads, and two probes at
@@ -212,4 +213,59 @@ fn a_seed_draws_the_same_initial_weights_on_wgpu_as_on_flex() {
         .expect("model")
         .visit(&mut other);
     assert_ne!(on_flex.1, other.0);
+}
+
+/// Inference on wgpu (no autodiff: the encoders' attention goes through Burn's attention op,
+/// `kernels::attend`) gives flex's outputs and scores, at the
+/// AV-MNIST shapes the benchmark counts launches at (44 tokens, d 64, 4 heads of 16).
+#[test]
+fn inference_on_wgpu_matches_flex_at_the_avmnist_shapes() {
+    let _alone = one_at_a_time();
+    if !wgpu_or_skip() {
+        return;
+    }
+    let modalities = vec![
+        ModalitySpec::new("vision".into(), 16, 49),
+        ModalitySpec::new("audio".into(), 28, 448),
+    ];
+    let n = 12;
+    let data = DataSplit::random_normal("inference", modalities.clone(), n, 10, 3);
+    let names: Vec<String> = modalities.iter().map(|m| m.name.clone()).collect();
+    let mask =
+        AbsenceMask::generate(&AbsenceConfig::new(0.5), &names, n, 1, SplitKind::Test).unwrap();
+    let indices: Vec<usize> = (0..n).collect();
+    let cfg = ModelConfig::new(modalities, 10);
+    let bytes = to_burnpack(&cfg.init(&Device::flex()).unwrap()).unwrap();
+    let runs: Vec<(Vec<f32>, Vec<Vec<f32>>)> = [Device::flex(), Device::wgpu(Default::default())]
+        .into_iter()
+        .map(|device| {
+            let model = from_burnpack(&cfg, bytes.clone(), &device, "weights").unwrap();
+            let batch = Batch::from_split(&data, &indices, &mask, &device);
+            let out = model.forward_shard(&batch);
+            let xi = out
+                .layers
+                .iter()
+                .map(|l| l.xi.clone().into_data().try_to_vec::<f32>().unwrap())
+                .collect();
+            (out.output.into_data().try_to_vec::<f32>().unwrap(), xi)
+        })
+        .collect();
+    let ((flex_out, flex_xi), (wgpu_out, wgpu_xi)) = (&runs[0], &runs[1]);
+    assert_eq!(flex_out.len(), n * 10);
+    assert_eq!(flex_xi.len(), cfg.refine_layers);
+    let spread = l2(flex_out.iter().copied());
+    assert!(spread > 0.0, "the logits are not all zero");
+    let diff = l2(flex_out.iter().zip(wgpu_out).map(|(a, b)| a - b));
+    assert!(
+        diff <= 1e-4 * spread,
+        "logits differ by {diff:e} (their norm {spread:e})"
+    );
+    for (layer, (f, w)) in flex_xi.iter().zip(wgpu_xi).enumerate() {
+        let worst = f
+            .iter()
+            .zip(w)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-4, "layer {layer}: xi differs by {worst:e}");
+    }
 }

@@ -68,6 +68,40 @@ pub fn attention_context(a: Tensor<4>, v: Tensor<3>, exec: Execution) -> Tensor<
         .reshape([b, n, d]) // [B, N, d]
 }
 
+/// softmax(Q_h K_h^T / sqrt(d_h)) V_h per head h, heads side by side: an attention whose
+/// weights no one reads (the encoder's). Where no gradient flows through it on a GPU backend
+/// under [`Execution::Kernels`] (inference, a frozen encoder), Burn's attention op: one flash
+/// kernel where CubeCL's autotune finds one that runs at these shapes, instead of the scores'
+/// product, the softmax's reductions and the context's product. Otherwise
+/// [`attention_weights`] then [`attention_context`] (on flex, the fused kernels; under autodiff,
+/// Burn's attention op would be its unfused fallback anyway).
+///
+/// # Shapes
+/// - q: `[B, N, d]`; k, v: `[B, M, d]`; d divisible by `heads`
+/// - output: `[B, N, d]`
+pub fn attend(
+    q: Tensor<3>,
+    k: Tensor<3>,
+    v: Tensor<3>,
+    heads: usize,
+    exec: Execution,
+) -> Tensor<3> {
+    let no_gradient = !(q.is_require_grad() || k.is_require_grad() || v.is_require_grad());
+    if exec.kernels() && no_gradient && !on_flex(&q.device()) {
+        let [b, n, d] = q.dims();
+        let context = burn::tensor::module::attention(
+            split_heads(q, heads),
+            split_heads(k, heads),
+            split_heads(v, heads),
+            None,
+            None,
+            burn::tensor::ops::AttentionModuleOptions::default(),
+        ); // [B, H, N, d_h]
+        return context.swap_dims(1, 2).reshape([b, n, d]); // [B, N, d]
+    }
+    attention_context(attention_weights(q, k, heads, exec), v, exec) // [B, N, d]
+}
+
 /// `[B, T, d]` -> `[B, H, T, d_h]`.
 fn split_heads(x: Tensor<3>, heads: usize) -> Tensor<4> {
     let [b, t, d] = x.dims();

@@ -429,7 +429,7 @@ pub mod split;
 #[cfg(not(target_arch = "wasm32"))]
 mod tile;
 
-pub use attention::{FusedAttentionOps, attention_context, attention_weights};
+pub use attention::{FusedAttentionOps, attend, attention_context, attention_weights};
 pub use layer_norm::{FusedLayerNormOps, layer_norm_rows};
 pub use linear::{FusedLinearOps, linear_2d};
 

@@ -138,8 +138,13 @@ fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
     let q = kernels::linear_rows(&mha.query, x.clone(), Execution::Kernels); // [B, N, d]
     let k = kernels::linear_rows(&mha.key, x.clone(), Execution::Kernels); // [B, N, d]
     let v = kernels::linear_rows(&mha.value, x, Execution::Kernels); // [B, N, d]
-    let weights = kernels::attention_weights(q, k, mha.n_heads, Execution::Kernels); // [B, H, N, N]
-    let context = kernels::attention_context(mha.dropout.forward(weights), v, Execution::Kernels); // [B, N, d]
+    // EncoderConfig::init builds no attention dropout; a layer with one keeps it on its weights.
+    let context = if mha.dropout.prob == 0.0 {
+        kernels::attend(q, k, v, mha.n_heads, Execution::Kernels) // [B, N, d]
+    } else {
+        let weights = kernels::attention_weights(q, k, mha.n_heads, Execution::Kernels); // [B, H, N, N]
+        kernels::attention_context(mha.dropout.forward(weights), v, Execution::Kernels) // [B, N, d]
+    };
     kernels::linear_rows(&mha.output, context, Execution::Kernels) // [B, N, d]
 }
 
