@@ -86,7 +86,8 @@ pub fn attend(
     heads: usize,
     exec: Execution,
 ) -> Tensor<3> {
-    let no_gradient = !(q.is_require_grad() || k.is_require_grad() || v.is_require_grad());
+    // Untracked: no autodiff graph holds them (is_require_grad is true of leaves only).
+    let no_gradient = !(q.is_tracked() || k.is_tracked() || v.is_tracked());
     if exec.kernels() && no_gradient && !on_flex(&q.device()) {
         let [b, n, d] = q.dims();
         let context = burn::tensor::module::attention(
