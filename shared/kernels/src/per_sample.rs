@@ -34,9 +34,17 @@ pub(crate) const LAYER_NORM_EPSILON: f64 = 1e-5;
 /// - output: `[B, N, O]`
 pub(crate) fn linear(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, _, _] = x.dims();
+    // The bias row is shaped before the product so that, under Burn's fusion, the product is
+    // followed directly by the addition and takes it as its epilogue: a reshape or expand
+    // recorded between them ends the fused block (a view op's output must have the block's
+    // shape), and the addition then runs as a kernel of its own.
+    let bias = linear
+        .bias
+        .as_ref()
+        .map(|bias| per_sample_row(bias.val(), b)); // [B, 1, O]
     let y = x.matmul(linear.weight.val().unsqueeze::<3>()); // [B, N, O]
-    match &linear.bias {
-        Some(bias) => y + per_sample_row(bias.val(), b), // [B, N, O]
+    match bias {
+        Some(bias) => y + bias, // [B, N, O]
         None => y,
     }
 }
@@ -48,13 +56,17 @@ pub(crate) fn linear(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
 /// - x, output: `[B, N, d]`
 pub(crate) fn layer_norm(norm: &LayerNorm, x: Tensor<3>) -> Tensor<3> {
     let [b, _, _] = x.dims();
+    // gamma's and beta's rows are shaped first, so that no view op falls inside the fused
+    // chain of reductions and element-wise ops below (see `linear`).
+    let gamma = per_sample_row(norm.gamma.val(), b); // [B, 1, d]
+    let beta = norm.beta.as_ref().map(|beta| per_sample_row(beta.val(), b)); // [B, 1, d]
     let mean = x.clone().mean_dim(2); // [B, N, 1]
     let centered = x - mean; // [B, N, d]
     let variance = (centered.clone() * centered.clone()).mean_dim(2); // [B, N, 1]
     let normalized = centered / (variance + LAYER_NORM_EPSILON).sqrt(); // [B, N, d]
-    let scaled = normalized * per_sample_row(norm.gamma.val(), b); // [B, N, d]
-    match &norm.beta {
-        Some(beta) => scaled + per_sample_row(beta.val(), b),
+    let scaled = normalized * gamma; // [B, N, d]
+    match beta {
+        Some(beta) => scaled + beta,
         None => scaled,
     }
 }

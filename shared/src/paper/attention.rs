@@ -160,9 +160,11 @@ impl ContextAttention {
         let q = kernels::linear_rows(&self.query, queries_from, self.execution); // [B, N, d]
         // Heads side by side in the feature axis; rows of a are over the keys.
         let a = kernels::attention_weights(q, keys, self.n_heads, self.execution); // [B, H, N, N']
-        let context = kernels::attention_context(a.clone(), values, self.execution); // [B, N, d]
+        // e before r: the caller adds the residual to r, and under Burn's fusion the output
+        // product takes that addition as its epilogue only if no other op is recorded between.
+        let e = a.clone().narrow(3, 0, n).mean_dim(1).reshape([b, n, n]); // [B, N, N]
+        let context = kernels::attention_context(a, values, self.execution); // [B, N, d]
         let r = kernels::linear_rows(&self.output, context, self.execution); // [B, N, d]
-        let e = a.narrow(3, 0, n).mean_dim(1).reshape([b, n, n]); // [B, N, N]
         AttentionOutput { r, e }
     }
 }

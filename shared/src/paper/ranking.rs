@@ -61,10 +61,12 @@ impl Ranking {
     /// - output: xi_f, xi_e, xi, each `[B, N]`
     pub fn forward(&self, r: Tensor<3>, e: Tensor<3>) -> Scores {
         let [b, n, _] = r.dims();
+        // tanh before the reshape: under Burn's fusion it is then the product's (and the sum's)
+        // epilogue; after a view op it would be a kernel of its own.
         let xi_f = kernels::linear_rows(&self.projector, r, self.execution)
-            .reshape([b, n])
-            .tanh(); // [B, N]
-        let xi_e = e.sum_dim(1).reshape([b, n]).tanh(); // [B, N]
+            .tanh()
+            .reshape([b, n]); // [B, N]
+        let xi_e = e.sum_dim(1).tanh().reshape([b, n]); // [B, N]
         let xi =
             xi_f.clone().mul_scalar(self.alpha_f) + xi_e.clone().mul_scalar(1.0 - self.alpha_f); // [B, N]
         Scores { xi_f, xi_e, xi }
@@ -105,28 +107,22 @@ pub fn top_rho_split(xi: Tensor<2>, k: usize, exec: Execution) -> Split {
     }
     let [b, n] = xi.dims();
     let device = xi.device();
-    let own: Tensor<3> = xi.clone().reshape([b, n, 1]).expand([b, n, n]); // [B, N, N] xi_i at (i, j)
-    let other: Tensor<3> = xi.reshape([b, 1, n]).expand([b, n, n]); // [B, N, N] xi_j at (i, j)
+    // Broadcast by the comparisons themselves rather than expanded first: an `expand` is not
+    // fusable under Burn's fusion. (Counted on lavapipe at batch 64, this alone left the
+    // inference launches as they were, 229, and training's 1 056 -> 1 052; docs/RESULTS.md.)
+    let own: Tensor<3> = xi.clone().reshape([b, n, 1]); // [B, N, 1] xi_i
+    let other: Tensor<3> = xi.reshape([b, 1, n]); // [B, 1, N] xi_j
     let before: Vec<f32> = (0..n * n)
         .map(|ij| if ij % n < ij / n { 1.0 } else { 0.0 })
         .collect();
-    let before: Tensor<3> = Tensor::<2>::from_data(TensorData::new(before, [n, n]), &device)
-        .reshape([1, n, n])
-        .expand([b, n, n]); // [B, N, N] 1 where j < i
+    let before: Tensor<3> = Tensor::<3>::from_data(TensorData::new(before, [1, n, n]), &device); // [1, N, N] 1 where j < i
     let higher = other.clone().greater(own.clone()).float(); // [B, N, N]
     let tied_before = other.equal(own).float() * before; // [B, N, N]
     let rank = (higher + tied_before).sum_dim(2).reshape([b, n]); // [B, N]
     let kept = rank.clone().lower_elem(k as f32 - 0.5).float(); // [B, N]
     let slots: Vec<f32> = (0..k).map(|r| r as f32).collect();
-    let slots: Tensor<3> = Tensor::<1>::from_data(TensorData::new(slots, [k]), &device)
-        .reshape([1, k, 1])
-        .expand([b, k, n]); // [B, K, N]
-    let select = rank
-        .clone()
-        .reshape([b, 1, n])
-        .expand([b, k, n])
-        .equal(slots)
-        .float(); // [B, K, N]
+    let slots: Tensor<3> = Tensor::<3>::from_data(TensorData::new(slots, [1, k, 1]), &device); // [1, K, 1]
+    let select = rank.clone().reshape([b, 1, n]).equal(slots).float(); // [B, K, N]
     Split { rank, kept, select }
 }
 

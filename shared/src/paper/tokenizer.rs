@@ -89,10 +89,13 @@ impl ModalityTokenizer {
                 content: None,
             };
         }
+        // The rows are shaped before the product so that, under Burn's fusion, the product
+        // takes both additions as its epilogue (a view op recorded after it ends the block).
+        let position = self.position.val().unsqueeze_dim::<3>(0); // [1, N_i, d]
+        let available = self.e_avail.val().unsqueeze_dim::<3>(0); // [1, N_i, d]
         let input = present.take(input); // [P, N_i, D_i]
-        let content = kernels::linear_rows(&self.projection, input, self.execution)
-            + self.position.val().unsqueeze_dim(0); // [P, N_i, d]
-        let present_tokens = content.clone() + self.e_avail.val().unsqueeze_dim(0); // [P, N_i, d]
+        let content = kernels::linear_rows(&self.projection, input, self.execution) + position; // [P, N_i, d]
+        let present_tokens = content.clone() + available; // [P, N_i, d]
         Tokens {
             tokens: present.spread(present_tokens, missing), // [B, N_i, d]
             content: Some(content),
