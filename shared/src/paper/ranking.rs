@@ -107,9 +107,9 @@ pub fn top_rho_split(xi: Tensor<2>, k: usize, exec: Execution) -> Split {
     }
     let [b, n] = xi.dims();
     let device = xi.device();
-    // Broadcast by the comparisons themselves rather than expanded first: an `expand` is not
-    // fusable under Burn's fusion. (Counted on lavapipe at batch 64, this alone left the
-    // inference launches as they were, 229, and training's 1 056 -> 1 052; docs/RESULTS.md.)
+    // The comparisons broadcast [B, N, 1] against [B, 1, N]; no operand is expanded first
+    // (an expand is a view op Burn's fusion does not fuse; the launch count it saves is in
+    // docs/RESULTS.md, 2026-12-03).
     let own: Tensor<3> = xi.clone().reshape([b, n, 1]); // [B, N, 1] xi_i
     let other: Tensor<3> = xi.reshape([b, 1, n]); // [B, 1, N] xi_j
     let before: Vec<f32> = (0..n * n)
