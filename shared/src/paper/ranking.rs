@@ -5,7 +5,7 @@
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Tensor, TensorData};
 
 use crate::kernels::{self, Execution};
 
@@ -116,14 +116,22 @@ pub fn top_rho_split(xi: Tensor<2>, k: usize, exec: Execution) -> Split {
         .map(|ij| if ij % n < ij / n { 1.0 } else { 0.0 })
         .collect();
     let before: Tensor<3> = Tensor::<3>::from_data(TensorData::new(before, [1, n, n]), &device); // [1, N, N] 1 where j < i
-    let higher = other.clone().greater(own.clone()).float(); // [B, N, N]
-    let tied_before = other.equal(own).float() * before; // [B, N, N]
+    let higher = indicator(other.clone().greater(own.clone())); // [B, N, N]
+    let tied_before = indicator(other.equal(own)) * before; // [B, N, N]
     let rank = (higher + tied_before).sum_dim(2).reshape([b, n]); // [B, N]
-    let kept = rank.clone().lower_elem(k as f32 - 0.5).float(); // [B, N]
+    let kept = indicator(rank.clone().lower_elem(k as f32 - 0.5)); // [B, N]
     let slots: Vec<f32> = (0..k).map(|r| r as f32).collect();
     let slots: Tensor<3> = Tensor::<3>::from_data(TensorData::new(slots, [1, k, 1]), &device); // [1, K, 1]
-    let select = rank.clone().reshape([b, 1, n]).equal(slots).float(); // [B, K, N]
+    let select = indicator(rank.clone().reshape([b, 1, n]).equal(slots)); // [B, K, N]
     Split { rank, kept, select }
+}
+
+/// 1.0 where `mask` holds, 0.0 elsewhere, as zeros filled through the mask rather than a
+/// bool-to-float cast: Burn's fusion takes the comparison, the fill and the arithmetic after it
+/// into one kernel, where a cast (a bool op, which burn-cubecl-fusion's fuser does not take)
+/// would end the fused kernel and run as a kernel of its own.
+fn indicator<const D: usize>(mask: Tensor<D, Bool>) -> Tensor<D> {
+    Tensor::zeros(mask.dims(), &mask.device()).mask_fill(mask, 1.0)
 }
 
 #[cfg(test)]
@@ -154,6 +162,17 @@ mod tests {
             .map(|row| row.iter().position(|&v| v == 1.0).unwrap())
             .collect();
         assert_eq!(rows, vec![1, 3, 0]);
+    }
+
+    #[test]
+    fn the_indicator_is_one_exactly_where_the_mask_holds() {
+        let device = Device::flex();
+        let xi = Tensor::<2>::from_data([[0.5, -1.0, 2.0], [0.0, 3.0, 0.0]], &device);
+        let got = indicator(xi.greater_elem(0.0))
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        assert_eq!(got, vec![1.0, 0.0, 1.0, 0.0, 1.0, 0.0]);
     }
 
     #[test]
