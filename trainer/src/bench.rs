@@ -75,6 +75,9 @@ pub struct BenchArgs {
     /// any wgpu device, lavapipe included): one warm-up step, two counted, no timing.
     #[arg(long)]
     launches: bool,
+    /// With `--launches`: how many of the kernels launched most to list.
+    #[arg(long, default_value_t = 8)]
+    top: usize,
 }
 
 /// Counts every kernel launch CubeCL issues (wgpu, CUDA), on any thread, while installed: a
@@ -276,6 +279,8 @@ struct Timing {
     warmup: usize,
     steps: usize,
     repeats: usize,
+    /// Kernels listed by name (`--top`).
+    top: usize,
 }
 
 impl Timing {
@@ -285,11 +290,13 @@ impl Timing {
                 warmup: 1,
                 steps: 2,
                 repeats: 1,
+                top: a.top,
             },
             false => Timing {
                 warmup: a.warmup,
                 steps: a.steps.max(1),
                 repeats: a.repeats.max(1),
+                top: a.top,
             },
         }
     }
@@ -318,7 +325,7 @@ fn samples_per_second<S>(
         }
         rates.push((timing.steps * batch) as f64 / t.elapsed().as_secs_f64());
     }
-    let launches = counter.take(timing.steps * timing.repeats, 8);
+    let launches = counter.take(timing.steps * timing.repeats, timing.top);
     (state, rates, launches)
 }
 

@@ -114,6 +114,37 @@ pub fn linear_rows(linear: &burn::nn::Linear, x: Tensor<3>, exec: Execution) -> 
     out.reshape([b, n, d_out]) // [B, N, d_out]
 }
 
+/// A `Linear` applied to one vector per sample (Eq. 5's f_Mix, the task head). Under
+/// [`Execution::Kernels`] on a GPU backend, the bias row is shaped before the product: Burn's
+/// `Linear::forward` shapes it between the product and the addition, and under Burn's fusion
+/// that view op ends the product's block, so the addition ran as a kernel of its own instead
+/// of the product's epilogue. Burn's `Linear::forward` otherwise (flex included: its values
+/// there stay exactly Burn's).
+///
+/// # Shapes
+/// - x: `[B, I]`
+/// - output: `[B, O]`
+pub fn linear_vectors(linear: &burn::nn::Linear, x: Tensor<2>, exec: Execution) -> Tensor<2> {
+    if !exec.kernels() || on_flex(&x.device()) {
+        return linear.forward(x);
+    }
+    bias_first_linear(linear, x)
+}
+
+/// y = x W + b with b shaped before the product ([`linear_vectors`]).
+///
+/// # Shapes
+/// - x: `[B, I]`
+/// - output: `[B, O]`
+fn bias_first_linear(linear: &burn::nn::Linear, x: Tensor<2>) -> Tensor<2> {
+    let bias = linear.bias.as_ref().map(|bias| bias.val().unsqueeze::<2>()); // [1, O]
+    let y = x.matmul(linear.weight.val()); // [B, O]
+    match bias {
+        Some(bias) => y + bias, // [B, O]
+        None => y,
+    }
+}
+
 /// Burn's `LayerNorm` under [`Execution::BurnOps`]; under [`Execution::Kernels`], on flex the fused kernels of
 /// [`layer_norm_rows`] (one kernel forward, two backward and Burn's column sum for beta,
 /// instead of Burn's nine tracked primitives), on other backends (wgpu) the same normalisation with gamma's and beta's
@@ -131,6 +162,22 @@ pub fn layer_norm(norm: &burn::nn::LayerNorm, x: Tensor<3>, exec: Execution) -> 
     }
     let [b, n, d] = x.dims();
     layer_norm_rows(norm, x.reshape([b * n, d])).reshape([b, n, d]) // [B, N, d]
+}
+
+/// A `LayerNorm` on one vector per sample (the task head): Burn's `LayerNorm::forward` under
+/// [`Execution::BurnOps`] and on flex; on GPU backends the form of [`layer_norm`] (gamma and
+/// beta shaped before the chain, their gradients summed per sample), whose reductions and
+/// element-wise steps Burn's fusion joins: Burn's own reshapes gamma and beta between its steps,
+/// and each of those view ops ends a fused block.
+///
+/// # Shapes
+/// - x, output: `[B, d]`
+pub fn layer_norm_vectors(norm: &burn::nn::LayerNorm, x: Tensor<2>, exec: Execution) -> Tensor<2> {
+    if !exec.kernels() || on_flex(&x.device()) {
+        return norm.forward(x);
+    }
+    let [b, d] = x.dims();
+    per_sample::layer_norm(norm, x.reshape([b, 1, d])).reshape([b, d]) // [B, d]
 }
 
 /// Whether `device` computes on flex (directly or under autodiff).
@@ -679,6 +726,61 @@ mod tests {
         assert!(erf(f32::NAN).is_nan() && exp_nonpositive(f32::NAN).is_nan());
         assert_eq!((erf(f32::INFINITY), erf(f32::NEG_INFINITY)), (1.0, -1.0));
         assert_eq!(exp_nonpositive(f32::NEG_INFINITY), 0.0);
+    }
+
+    /// The GPU forms of the per-sample-vector layers ([`linear_vectors`],
+    /// [`layer_norm_vectors`]) give Burn's layers' outputs and gradients (run here on flex,
+    /// where the model itself keeps Burn's; `tests/tests/wgpu.rs` runs them on wgpu).
+    #[test]
+    fn the_vector_layers_gpu_forms_equal_burns_layers() {
+        use burn::nn::{LayerNormConfig, LinearConfig};
+        let device = Device::flex().autodiff();
+        let x = Tensor::<2>::random([5, 6], Distribution::Normal(0.3, 1.5), &device);
+        let weights = Tensor::<2>::random([5, 4], Distribution::Normal(0.0, 1.0), &device);
+        let linear = LinearConfig::new(6, 4).init(&device);
+        let run = |ours: bool| {
+            let x = x.clone().require_grad();
+            let y = match ours {
+                true => bias_first_linear(&linear, x.clone()),
+                false => linear.forward(x.clone()),
+            };
+            let grads = (y.clone() * weights.clone()).sum().backward();
+            let bias = linear.bias.as_ref().expect("a bias");
+            [
+                values(y),
+                values(x.grad(&grads).expect("dx")),
+                values(linear.weight.grad(&grads).expect("dW")),
+                values(bias.grad(&grads).expect("db")),
+            ]
+        };
+        for (what, (a, b)) in ["y", "dx", "dW", "db"]
+            .iter()
+            .zip(run(true).into_iter().zip(run(false)))
+        {
+            test_util::close(a, b, &format!("linear {what}"));
+        }
+
+        let norm = LayerNormConfig::new(6).init(&device);
+        let norm_weights = Tensor::<2>::random([5, 6], Distribution::Normal(0.0, 1.0), &device);
+        let run = |ours: bool| {
+            let x = x.clone().require_grad();
+            let y = match ours {
+                true => per_sample::layer_norm(&norm, x.clone().reshape([5, 1, 6])).reshape([5, 6]),
+                false => norm.forward(x.clone()),
+            };
+            let grads = (y.clone() * norm_weights.clone()).sum().backward();
+            [
+                values(y),
+                values(x.grad(&grads).expect("dx")),
+                values(norm.gamma.grad(&grads).expect("dgamma")),
+            ]
+        };
+        for (what, (a, b)) in ["y", "dx", "dgamma"]
+            .iter()
+            .zip(run(true).into_iter().zip(run(false)))
+        {
+            test_util::close(a, b, &format!("layer norm {what}"));
+        }
     }
 
     #[test]

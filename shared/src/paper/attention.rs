@@ -124,7 +124,11 @@ impl ContextAttention {
                     .prompt_map
                     .as_ref()
                     .expect("maps-input has a prompt map");
-                let prompts = map.forward(prompt).reshape([b, self.prompt_len, d]); // [B, L, d]
+                let prompts = kernels::linear_vectors(map, prompt, self.execution).reshape([
+                    b,
+                    self.prompt_len,
+                    d,
+                ]); // [B, L, d]
                 let h_p = Tensor::cat(vec![tokens.clone(), prompts], 1); // [B, N+L, d]
                 (
                     tokens,
@@ -137,7 +141,7 @@ impl ContextAttention {
                     .prompt_map
                     .as_ref()
                     .expect("maps-attention has a prompt map");
-                let kv = map.forward(prompt); // [B, 2d]
+                let kv = kernels::linear_vectors(map, prompt, self.execution); // [B, 2d]
                 let key_prompt = kv.clone().narrow(1, 0, d).reshape([b, 1, d]); // [B, 1, d]
                 let value_prompt = kv.narrow(1, d, d).reshape([b, 1, d]); // [B, 1, d]
                 let keys = Tensor::cat(

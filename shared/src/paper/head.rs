@@ -8,6 +8,8 @@ use burn::nn::{LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::tensor::activation::gelu;
 use burn::tensor::{Device, Tensor};
 
+use crate::kernels::{self, Execution};
+
 /// Configuration of the head.
 #[derive(Config, Debug)]
 pub struct TaskHeadConfig {
@@ -31,6 +33,9 @@ pub struct TaskHead {
     pub hidden: Option<Linear>,
     /// The classifier / regressor.
     pub linear: Linear,
+    /// How the operations run (set by [`crate::Model::set_execution`]; not configuration).
+    #[module(skip)]
+    pub execution: Execution,
 }
 
 impl TaskHeadConfig {
@@ -46,6 +51,7 @@ impl TaskHeadConfig {
             hidden: (self.hidden > 0)
                 .then(|| LinearConfig::new(self.d_model, self.hidden).init(device)),
             linear: LinearConfig::new(into_output, self.n_outputs).init(device),
+            execution: Execution::default(),
         }
     }
 }
@@ -58,11 +64,14 @@ impl TaskHead {
     /// - output: `[B, C]`
     pub fn forward(&self, tokens: Tensor<3>) -> Tensor<2> {
         let [b, _, d] = tokens.dims();
-        let pooled = self.norm.forward(tokens.mean_dim(1).reshape([b, d])); // [B, d]
-        match &self.hidden {
-            Some(hidden) => self.linear.forward(gelu(hidden.forward(pooled))), // [B, H] -> [B, C]
-            None => self.linear.forward(pooled),                               // [B, C]
-        }
+        let exec = self.execution;
+        let pooled =
+            kernels::layer_norm_vectors(&self.norm, tokens.mean_dim(1).reshape([b, d]), exec); // [B, d]
+        let into_output = match &self.hidden {
+            Some(hidden) => gelu(kernels::linear_vectors(hidden, pooled, exec)), // [B, H]
+            None => pooled,                                                      // [B, d]
+        };
+        kernels::linear_vectors(&self.linear, into_output, exec) // [B, C]
     }
 }
 

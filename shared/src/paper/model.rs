@@ -239,6 +239,7 @@ impl Model {
     pub fn set_execution(&mut self, execution: Execution) {
         self.execution = execution;
         self.encoder.execution = execution;
+        self.head.execution = execution;
         for tokenizer in &mut self.tokenizers {
             tokenizer.execution = execution;
         }
@@ -249,6 +250,7 @@ impl Model {
         }
         for layer in &mut self.refinement {
             layer.execution = execution;
+            layer.prompt.execution = execution;
             layer.attention.execution = execution;
             layer.ranking.execution = execution;
             layer.redistribution.execution = execution;

@@ -7,6 +7,8 @@ use burn::module::{Module, Param};
 use burn::nn::{Initializer, Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
+use crate::kernels::{self, Execution};
+
 /// Configuration of one refinement layer's prompt generator.
 #[derive(Config, Debug)]
 pub struct MixedContextPromptConfig {
@@ -32,6 +34,9 @@ pub struct MixedContextPrompt {
     pub mix: Linear,
     /// Whether f_Phi's pooled context is mixed in (false: `mgr-no-mixed`).
     pub mixed_context: bool,
+    /// How the operations run (set by [`crate::Model::set_execution`]; not configuration).
+    #[module(skip)]
+    pub execution: Execution,
 }
 
 impl MixedContextPromptConfig {
@@ -45,6 +50,7 @@ impl MixedContextPromptConfig {
             .init([self.n_modalities, self.d_model], device),
             mix: LinearConfig::new(2 * self.d_model, self.d_model).init(device),
             mixed_context: self.mixed_context,
+            execution: Execution::default(),
         }
     }
 }
@@ -63,7 +69,8 @@ impl MixedContextPrompt {
         }
         let [b, _, d] = tokens.dims();
         let context = tokens.mean_dim(1).reshape([b, d]); // [B, d]
-        self.mix.forward(Tensor::cat(vec![status, context], 1)) // [B, d]
+        let mixed = Tensor::cat(vec![status, context], 1); // [B, 2d]
+        kernels::linear_vectors(&self.mix, mixed, self.execution) // [B, d]
     }
 }
 

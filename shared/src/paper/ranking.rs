@@ -66,7 +66,10 @@ impl Ranking {
         let xi_f = kernels::linear_rows(&self.projector, r, self.execution)
             .tanh()
             .reshape([b, n]); // [B, N]
-        let xi_e = e.sum_dim(1).tanh().reshape([b, n]); // [B, N]
+        // tanh after the reshape: Burn's fusion runs the column sum as a reduction of its own,
+        // and tanh then joins xi's element-wise steps below in one kernel (before the reshape,
+        // a view op, it ran alone).
+        let xi_e = e.sum_dim(1).reshape([b, n]).tanh(); // [B, N]
         let xi =
             xi_f.clone().mul_scalar(self.alpha_f) + xi_e.clone().mul_scalar(1.0 - self.alpha_f); // [B, N]
         Scores { xi_f, xi_e, xi }

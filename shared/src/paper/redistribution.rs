@@ -49,9 +49,13 @@ impl Redistribution {
     /// - output: `[B, N, N]`, row j = the biased sender, column i = the kept receiver
     pub fn adjacency(e: Tensor<3>, kept: Tensor<2>) -> Tensor<3> {
         let [b, n, _] = e.dims();
-        let biased_rows = kept.clone().neg().add_scalar(1.0).reshape([b, n, 1]); // [B, N, 1]
+        let kept_rows = kept.clone().reshape([b, n, 1]); // [B, N, 1]
         let kept_cols = kept.reshape([b, 1, n]); // [B, 1, N]
-        e * biased_rows * kept_cols // [B, N, N]
+        // e k_i (1 - k_j) as e k_i - e k_i k_j (exact: k is 0 or 1): every step then has the
+        // output shape [B, N, N], so Burn's fusion runs them as one kernel; 1 - k_j on the
+        // [B, N, 1] rows would be a block of its own, and each product after it ran alone.
+        let to_kept = e * kept_cols; // [B, N, N]
+        to_kept.clone() - to_kept * kept_rows // [B, N, N]
     }
 
     /// Eq. 12: z_i = GELU(r_i W_c1 + sum_j r_j W_c2 A_ji), for every token i (only the kept

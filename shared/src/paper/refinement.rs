@@ -143,12 +143,16 @@ impl RefinementLayer {
         };
         let scores = self.ranking.forward(r.clone(), attended.e.clone()); // [B, N]  Eq. 9
         let split = top_rho_split(scores.xi.clone(), k, self.execution); // [B, K, N] select  Eq. 10
-        let adjacency = Redistribution::adjacency(attended.e, split.kept.clone()); // [B, N, N]  Eq. 11
-        let update = self.redistribution.forward(r.clone(), adjacency.clone()); // [B, N, d]  Eq. 12
+        // The gate before Eq. 12: its element-wise steps on [B, N] and its reshape are then
+        // recorded before the redistribution's products, and under Burn's fusion the product
+        // of Eq. 12 takes the residual and the gate's product as its epilogue (recorded after
+        // them, they ended its fused block and the product by g ran as a kernel of its own).
         let gate = self.readings.gate.map(|gate| {
             let g = gate.value.apply(scores.xi.clone()).reshape([b, n, 1]); // [B, N, 1]
             (g, gate.scope)
         });
+        let adjacency = Redistribution::adjacency(attended.e, split.kept.clone()); // [B, N, N]  Eq. 11
+        let update = self.redistribution.forward(r.clone(), adjacency.clone()); // [B, N, d]  Eq. 12
         let residual = self.readings.refine_residual;
         let z = match gate {
             Some((g, GateScope::Update)) if residual => r + update * g,
