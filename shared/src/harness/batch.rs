@@ -2,7 +2,7 @@
 //!
 //! Dimension key: see the crate root (`B`, `M`, `N_i`, `D_i`).
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::absence::AbsenceMask;
 use crate::data::{DataSplit, Targets};
@@ -135,6 +135,31 @@ impl PresentRows {
         }
         let index = index_tensor(source, &present.device());
         Tensor::cat(vec![present, filler], 0).select(0, index) // [B, N, d]
+    }
+}
+
+impl PresentRows {
+    /// `x` with each present sample's rows increased by its rows of `present` (in order); the
+    /// absent samples' rows unchanged. One indexed addition, where `x + spread(present, 0)`
+    /// is a zero filler, a concatenation, a selection and the addition (on a GPU under Burn's
+    /// fusion, 4 kernels instead of 1-2).
+    ///
+    /// # Shapes
+    /// - x: `[B, N, d]`; present: `[P, N, d]`
+    /// - output: `[B, N, d]`
+    pub fn add_to(&self, x: Tensor<3>, present: Tensor<3>) -> Tensor<3> {
+        let [p, n, d] = present.dims();
+        assert_eq!(p, self.rows.len(), "add_to: a row per present sample");
+        assert_eq!(
+            x.dims(),
+            [self.batch, n, d],
+            "add_to: x has a row per sample"
+        );
+        if self.is_all() {
+            return x + present;
+        }
+        let index = index_tensor(self.rows.iter().map(|&r| r as i64), &x.device());
+        x.select_assign(0, index, present, IndexingUpdateOp::Add) // [B, N, d]
     }
 }
 
@@ -309,5 +334,34 @@ mod tests {
         assert_eq!(back.to_data(), x2.to_data());
         let none = PresentRows::of(&[vec![false]], 0);
         assert!(none.is_empty() && !none.is_all());
+    }
+
+    #[test]
+    fn add_to_adds_each_present_row_to_its_sample_and_leaves_the_rest() {
+        let device = Device::flex();
+        let available = [[true], [false], [true], [false]].map(Vec::from);
+        let vision = PresentRows::of(&available, 0);
+        let x = per_sample(4, &device);
+        let extra = Tensor::<3>::from_data(
+            TensorData::new([vec![100.0f32; 6], vec![1000.0; 6]].concat(), [2, 2, 3]),
+            &device,
+        );
+        let got = vision
+            .add_to(x.clone(), extra.clone())
+            .to_data()
+            .try_to_vec::<f32>()
+            .unwrap();
+        let x = x.to_data().try_to_vec::<f32>().unwrap();
+        let want: Vec<f32> = x
+            .iter()
+            .enumerate()
+            .map(|(i, v)| v + [100.0, 0.0, 1000.0, 0.0][i / 6])
+            .collect();
+        assert_eq!(got, want);
+        // Every sample present: a plain sum.
+        let all = PresentRows::of(&[vec![true], vec![true]], 0);
+        let x2 = per_sample(2, &device);
+        let sum = all.add_to(x2.clone(), extra.clone());
+        assert_eq!(sum.to_data(), (x2 + extra).to_data());
     }
 }

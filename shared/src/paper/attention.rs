@@ -166,7 +166,10 @@ impl ContextAttention {
         let a = kernels::attention_weights(q, keys, self.n_heads, self.execution); // [B, H, N, N']
         // e before r: the caller adds the residual to r, and under Burn's fusion the output
         // product takes that addition as its epilogue only if no other op is recorded between.
-        let e = a.clone().narrow(3, 0, n).mean_dim(1).reshape([b, n, n]); // [B, N, N]
+        // The mean over heads before the token columns are taken (the same numbers: each
+        // column's mean is its own): under Burn's fusion the softmax's division then joins
+        // the mean's reduction, where the slice of a, taken first, ran with it unfused.
+        let e = a.clone().mean_dim(1).narrow(3, 0, n).reshape([b, n, n]); // [B, N, N]
         let context = kernels::attention_context(a, values, self.execution); // [B, N, d]
         let r = kernels::linear_rows(&self.output, context, self.execution); // [B, N, d]
         AttentionOutput { r, e }

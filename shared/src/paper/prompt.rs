@@ -63,7 +63,24 @@ impl MixedContextPrompt {
     /// - tokens: `[B, N, d]`; available: `[B, M]` (1.0 present, 0.0 absent)
     /// - output: `[B, d]`
     pub fn forward(&self, tokens: Tensor<3>, available: Tensor<2>) -> Tensor<2> {
-        let status = available.matmul(self.modality_prompts.val()); // [B, d]
+        self.forward_with_status(tokens, self.status(available))
+    }
+
+    /// The absence status of Eq. 5, sum_{i in M} p^i over each sample's available modalities.
+    ///
+    /// # Shapes
+    /// - available: `[B, M]` (1.0 present, 0.0 absent)
+    /// - output: `[B, d]`
+    pub fn status(&self, available: Tensor<2>) -> Tensor<2> {
+        available.matmul(self.modality_prompts.val()) // [B, d]
+    }
+
+    /// Eq. 5 from the status [`MixedContextPrompt::status`] computed already.
+    ///
+    /// # Shapes
+    /// - tokens: `[B, N, d]`; status: `[B, d]`
+    /// - output: `[B, d]`
+    pub fn forward_with_status(&self, tokens: Tensor<3>, status: Tensor<2>) -> Tensor<2> {
         if !self.mixed_context {
             return status;
         }

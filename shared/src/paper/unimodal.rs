@@ -71,9 +71,7 @@ impl UnimodalEnhancement {
         let Some(h_u) = h_u else {
             return h;
         };
-        let [_, n, d] = h.dims();
-        let zeros = Tensor::<3>::zeros([1, n, d], &h.device());
-        h + present.spread(h_u, zeros).mul_scalar(self.alpha_u) // [B, N_i, d]
+        present.add_to(h, h_u.mul_scalar(self.alpha_u)) // [B, N_i, d]
     }
 }
 
