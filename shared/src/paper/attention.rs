@@ -102,19 +102,25 @@ impl ContextAttention {
     pub fn forward(&self, tokens: Tensor<3>, prompt: Tensor<2>) -> AttentionOutput {
         let [b, n, d] = tokens.dims();
         let prompt_row = prompt.clone().reshape([b, 1, d]); // [B, 1, d]
-        let (queries_from, keys, values) = match self.insertion {
+        // The queries first: recorded after the keys' and values' products, the queries'
+        // product ran without its bias addition, which Burn's fusion left as a kernel of its
+        // own (its fusion trace, docs/RESULTS.md); first, it takes it as its epilogue.
+        let queries_from = match self.insertion {
+            PromptInsertion::Summation => tokens.clone() + prompt_row.clone(), // [B, N, d]
+            _ => tokens.clone(),
+        };
+        let q = kernels::linear_rows(&self.query, queries_from.clone(), self.execution); // [B, N, d]
+        let (keys, values) = match self.insertion {
             PromptInsertion::Token => {
-                let h_p = Tensor::cat(vec![tokens.clone(), prompt_row], 1); // [B, N+1, d]
+                let h_p = Tensor::cat(vec![tokens, prompt_row], 1); // [B, N+1, d]
                 (
-                    tokens,
                     kernels::linear_rows(&self.key, h_p.clone(), self.execution),
                     kernels::linear_rows(&self.value, h_p, self.execution),
                 )
             }
             PromptInsertion::Summation => {
-                let h_p = tokens + prompt_row; // [B, N, d]
+                let h_p = queries_from; // [B, N, d]
                 (
-                    h_p.clone(),
                     kernels::linear_rows(&self.key, h_p.clone(), self.execution),
                     kernels::linear_rows(&self.value, h_p, self.execution),
                 )
@@ -129,9 +135,8 @@ impl ContextAttention {
                     self.prompt_len,
                     d,
                 ]); // [B, L, d]
-                let h_p = Tensor::cat(vec![tokens.clone(), prompts], 1); // [B, N+L, d]
+                let h_p = Tensor::cat(vec![tokens, prompts], 1); // [B, N+L, d]
                 (
-                    tokens,
                     kernels::linear_rows(&self.key, h_p.clone(), self.execution),
                     kernels::linear_rows(&self.value, h_p, self.execution),
                 )
@@ -153,15 +158,14 @@ impl ContextAttention {
                 ); // [B, N+1, d]
                 let values = Tensor::cat(
                     vec![
-                        kernels::linear_rows(&self.value, tokens.clone(), self.execution),
+                        kernels::linear_rows(&self.value, tokens, self.execution),
                         value_prompt,
                     ],
                     1,
                 ); // [B, N+1, d]
-                (tokens, keys, values)
+                (keys, values)
             }
         };
-        let q = kernels::linear_rows(&self.query, queries_from, self.execution); // [B, N, d]
         // Heads side by side in the feature axis; rows of a are over the keys.
         let a = kernels::attention_weights(q, keys, self.n_heads, self.execution); // [B, H, N, N']
         // e before r: the caller adds the residual to r, and under Burn's fusion the output
