@@ -136,9 +136,7 @@ impl PresentRows {
         let index = index_tensor(source, &present.device());
         Tensor::cat(vec![present, filler], 0).select(0, index) // [B, N, d]
     }
-}
 
-impl PresentRows {
     /// `x` with each present sample's rows increased by its rows of `present` (in order); the
     /// absent samples' rows unchanged. One indexed addition, where `x + spread(present, 0)`
     /// is a zero filler, a concatenation, a selection and the addition (on a GPU under Burn's
