@@ -43,9 +43,21 @@ pub fn attention_weights(q: Tensor<3>, k: Tensor<3>, heads: usize, exec: Executi
             heads,
         ));
     }
-    let d_h = q.dims()[2] / heads;
+    let [b, n, d] = q.dims();
+    let m = k.dims()[1];
+    let d_h = d / heads;
     let scores = split_heads(q, heads).matmul(split_heads(k, heads).swap_dims(2, 3)); // [B, H, N, M]
-    burn::tensor::activation::softmax(scores.div_scalar((d_h as f64).sqrt()), 3)
+    // The softmax on the scores viewed as [B H, N, M] rows. Burn 0.22's fusion runs a softmax
+    // (max, exponentials, sum, division) as one fused reduction only if an element-wise step of
+    // the scores' shape begins it, and a product takes the element-wise steps after it as its
+    // epilogue: recorded right after the product, the scaling joined the product and the
+    // softmax ran as four kernels. The view ends the product's fused block, so the scaling
+    // leads the softmax's; the view back ends the softmax's before a reduction over another
+    // axis reads it (e's mean over the heads, which made Burn's fusion give the block up). The
+    // same values (docs/RESULTS.md, issue 30).
+    let rows = scores.reshape([b * heads, n, m]); // [B H, N, M]
+    burn::tensor::activation::softmax(rows.div_scalar((d_h as f64).sqrt()), 2)
+        .reshape([b, heads, n, m]) // [B, H, N, M]
 }
 
 /// C_h = A_h V_h per head h, heads side by side, fused on flex under [`Execution::Kernels`], Burn's ops
