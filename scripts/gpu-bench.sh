@@ -13,14 +13,27 @@
 #   MGR_BIN_CUDA      Burn's CUDA backend (... --features cuda; its build downloads LLVM, so
 #                     build it where there is internet and copy the binary)
 # Needs python3 with torch (CUDA) for the peer.
+#
+# How much it runs (a lent GPU machine is lent for minutes): MGR_BENCH_BATCHES (default
+# "64 512"), MGR_BENCH_ROUNDS (2), MGR_BENCH_STEPS (20), and MGR_BENCH_UNTIL, a time in seconds
+# since the epoch after which no new measurement starts (the table is still written). Round 1
+# measures every batch before round 2 begins, and the launch counts come last, so a run cut short
+# by MGR_BENCH_UNTIL still has one measurement of each build at each batch. Each program's
+# messages go to $OUT_DIR/gpu-bench.log.
 # usage: scripts/gpu-bench.sh [PATH/TO/torch_mgr.py]   (one JSON object per measurement)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PEER="${1:-../shared/bench/torch_mgr.py}"
 OUT_DIR="${OUT_DIR:-${CARGO_TARGET_DIR:-target}/gpu-bench}"
+batches="${MGR_BENCH_BATCHES:-64 512}"
+rounds="${MGR_BENCH_ROUNDS:-2}"
+steps="${MGR_BENCH_STEPS:-20}"
+until_s="${MGR_BENCH_UNTIL:-}"
 mkdir -p "$OUT_DIR"
 results="$OUT_DIR/gpu-bench.jsonl"
+log="$OUT_DIR/gpu-bench.log"
 : > "$results"
+: > "$log"
 default_bin="${CARGO_TARGET_DIR:-target}/release/mgr"
 variants=()
 [ -x "${MGR_BIN:-$default_bin}" ] && variants+=("wgpu+fusion|${MGR_BIN:-$default_bin}|wgpu")
@@ -34,20 +47,37 @@ record() { # variant json-line
     | tee -a "$results"
 }
 
-for batch in 64 512; do
-  for round in 1 2; do
+time_left() {
+  [ -z "$until_s" ] || [ "$(date +%s)" -lt "$until_s" ] || { echo "gpu-bench: out of time" >>"$log"; return 1; }
+}
+
+measure() { # name command...
+  local name="$1" line
+  shift
+  time_left || return 0
+  echo "== $name: $*" >>"$log"
+  line=$("$@" 2>>"$log" | tail -1)
+  local status=$?  # the program's, under pipefail
+  if [ -n "$line" ] && [ "$status" -eq 0 ]; then
+    record "$name" "$line"
+  else
+    echo "gpu-bench: $name gave no result (exit $status; $log)" | tee -a "$log" >&2
+  fi
+}
+
+for round in $(seq 1 "$rounds"); do
+  for batch in $batches; do
     for v in "${variants[@]}"; do
       IFS='|' read -r name bin device <<<"$v"
-      line=$("$bin" --quiet bench --device "$device" --batch "$batch" --steps 20 --json 2>/dev/null | tail -1)
-      [ -n "$line" ] && record "$name" "$line"
+      measure "$name" "$bin" --quiet bench --device "$device" --batch "$batch" --steps "$steps" --json
     done
-    line=$(python3 scripts/torch_peer_cuda.py "$PEER" --batch "$batch" --steps 20 2>/dev/null | tail -1)
-    [ -n "$line" ] && record "pytorch-cuda" "$line"
+    measure pytorch-cuda python3 scripts/torch_peer_cuda.py "$PEER" --batch "$batch" --steps "$steps"
   done
+done
+for batch in $batches; do
   for v in "${variants[@]}"; do
     IFS='|' read -r name bin device <<<"$v"
-    line=$("$bin" --quiet bench --device "$device" --batch "$batch" --launches --json 2>/dev/null | tail -1)
-    [ -n "$line" ] && record "$name launches" "$line"
+    measure "$name launches" "$bin" --quiet bench --device "$device" --batch "$batch" --launches --json
   done
 done
 
@@ -58,9 +88,9 @@ def med(variant, batch, key):
     v = [r[key] for r in rows if r.get("variant") == variant and r.get("batch") == batch and key in r]
     return statistics.median(v) if v else None
 variants = sorted({r["variant"] for r in rows if not r["variant"].endswith("launches")})
-print("| build | batch | train samples/s | x PyTorch | infer samples/s | x PyTorch | launches/step (train, infer) |")
-print("|---|---|---|---|---|---|---|")
-for batch in (64, 512):
+print("| build | batch | train samples/s | x PyTorch | infer samples/s | x PyTorch | launches/step (train, infer) | runs | device |")
+print("|---|---|---|---|---|---|---|---|---|")
+for batch in sorted({r["batch"] for r in rows if "batch" in r}):
     base_t, base_i = med("pytorch-cuda", batch, "train_samples_per_s"), med("pytorch-cuda", batch, "infer_samples_per_s")
     for v in variants:
         t, i = med(v, batch, "train_samples_per_s"), med(v, batch, "infer_samples_per_s")
@@ -69,5 +99,7 @@ for batch in (64, 512):
         ratio = lambda x, b: f"{x / b:.2f}" if b else "-"
         lt, li = med(v + " launches", batch, "train_launches_per_step"), med(v + " launches", batch, "infer_launches_per_batch")
         launches = f"{lt:.0f}, {li:.0f}" if lt is not None else "-"
-        print(f"| {v} | {batch} | {t:.0f} | {ratio(t, base_t)} | {i:.0f} | {ratio(i, base_i)} | {launches} |")
+        runs = [r for r in rows if r.get("variant") == v and r.get("batch") == batch]
+        device = runs[0].get("device", runs[0].get("impl", ""))
+        print(f"| {v} | {batch} | {t:.0f} | {ratio(t, base_t)} | {i:.0f} | {ratio(i, base_i)} | {launches} | {len(runs)} | {device} |")
 EOF
