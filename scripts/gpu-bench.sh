@@ -16,7 +16,8 @@
 #
 # How much it runs (a lent GPU machine is lent for minutes): MGR_BENCH_BATCHES (default
 # "64 512"), MGR_BENCH_ROUNDS (2), MGR_BENCH_STEPS (20), and MGR_BENCH_UNTIL, a time in seconds
-# since the epoch after which no new measurement starts (the table is still written). Round 1
+# since the epoch after which no new measurement starts and none runs on for more than a
+# minute (the table is still written). Round 1
 # measures every batch before round 2 begins, and the launch counts come last, so a run cut short
 # by MGR_BENCH_UNTIL still has one measurement of each build at each batch. Each program's
 # messages go to $OUT_DIR/gpu-bench.log.
@@ -55,8 +56,11 @@ measure() { # name command...
   local name="$1" line
   shift
   time_left || return 0
-  echo "== $name: $*" >>"$log"
-  line=$("$@" 2>>"$log" | tail -1)
+  # No program runs past the deadline by more than a minute (nor any for over 10 minutes).
+  local cap=600
+  [ -z "$until_s" ] || cap=$((until_s - $(date +%s) + 60))
+  echo "== $name (at most ${cap} s): $*" >>"$log"
+  line=$(timeout "$cap" "$@" 2>>"$log" | tail -1)
   local status=$?  # the program's, under pipefail
   if [ -n "$line" ] && [ "$status" -eq 0 ]; then
     record "$name" "$line"

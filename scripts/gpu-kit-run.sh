@@ -11,7 +11,7 @@
 # gpu-bench.jsonl, gpu-bench.log, wgpu-test.log, main-job.log, main-job-results.json.
 #
 # usage: scripts/gpu-kit-run.sh [SECONDS]   (the budget, default 400; the call's timeout_s must
-#        leave a minute above it)
+#        leave 80 s above it: the last measurement may run a minute past its deadline)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 budget="${1:-400}"

@@ -72,4 +72,4 @@ if [ "$size" -gt 56 ]; then
   echo "gpu-kit: too large to carry with the working tree; pack fewer variants" >&2
   exit 1
 fi
-echo "gpu-kit: on the GPU machine: run(command='scripts/gpu-kit-run.sh', carry=['$kit'], timeout_s=420)" >&2
+echo "gpu-kit: on the GPU machine: run(command='scripts/gpu-kit-run.sh', carry=['$kit'], timeout_s=480)" >&2
