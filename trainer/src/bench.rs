@@ -12,6 +12,7 @@ use mgr::train::{TrainConfig, infer_outputs, init_model, shards_on, train_step_s
 use mgr::{Method, ModalitySpec, ModelConfig};
 use serde_json::json;
 use std::collections::HashMap;
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -78,19 +79,31 @@ pub struct BenchArgs {
     /// With `--launches`: how many of the kernels launched most to list.
     #[arg(long, default_value_t = 8)]
     top: usize,
+    /// With `--launches`: every launch's kernel on stderr as it happens, and a line where each
+    /// count ends (warm-up, training steps, inference), to read in order beside the plans that
+    /// `BURN_FUSION_LOG=full` prints there: which operation each launch ran.
+    #[arg(long, requires = "launches")]
+    trace_launches: bool,
 }
 
 /// Counts every kernel launch CubeCL issues (wgpu, CUDA), on any thread, while installed: a
 /// step's launch count is what bounds it by the host where kernels are small (about 37 us
 /// each on the H200 through wgpu). With `by_kernel` it also counts per kernel name
-/// (`--launches`: where the launches go).
+/// (`--launches`: where the launches go), and with `trace` it writes each one there in order
+/// (`--trace-launches`).
 struct LaunchCounter {
     total: AtomicUsize,
     by_kernel: Option<Mutex<HashMap<&'static str, usize>>>,
+    trace: Option<Mutex<Box<dyn Write + Send>>>,
 }
 
 impl LaunchObserver for LaunchCounter {
     fn launched(&self, kernel: &'static str) {
+        if let Some(trace) = &self.trace {
+            let mut out = trace.lock().unwrap_or_else(|p| p.into_inner());
+            // A trace that cannot be written is not worth failing the count for.
+            let _ = writeln!(out, "launch {}", short_kernel_name(kernel));
+        }
         self.total.fetch_add(1, Ordering::Relaxed);
         if let Some(counts) = &self.by_kernel {
             let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -104,6 +117,14 @@ impl LaunchCounter {
     /// most; both counts start again.
     fn take(&self, calls: usize, top: usize) -> Launches {
         let calls = calls.max(1);
+        let total = self.total.swap(0, Ordering::Relaxed);
+        if let Some(trace) = &self.trace {
+            let mut out = trace.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(
+                out,
+                "launches: {total} in {calls} call(s) since the last count"
+            );
+        }
         let mut kernels: Vec<(String, f64)> = Vec::new();
         if let Some(counts) = &self.by_kernel {
             let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -117,7 +138,7 @@ impl LaunchCounter {
             counts.clear();
         }
         Launches {
-            per_call: self.total.swap(0, Ordering::Relaxed) as f64 / calls as f64,
+            per_call: total as f64 / calls as f64,
             top: kernels,
         }
     }
@@ -238,6 +259,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let counter = Arc::new(LaunchCounter {
         total: AtomicUsize::new(0),
         by_kernel: a.launches.then(|| Mutex::new(HashMap::new())),
+        trace: a
+            .trace_launches
+            .then(|| Mutex::new(Box::new(std::io::stderr()) as Box<dyn Write + Send>)),
     });
     let _observing = LaunchObservation::new(counter.clone());
     let timing = Timing::of(a);
@@ -502,6 +526,7 @@ mod tests {
         let counter = LaunchCounter {
             total: AtomicUsize::new(0),
             by_kernel: Some(Mutex::new(HashMap::new())),
+            trace: None,
         };
         for kernel in ["a::x", "b::y", "a::x", "a::x"] {
             counter.launched(kernel);
@@ -510,5 +535,42 @@ mod tests {
         assert_eq!(l.per_call, 2.0);
         assert_eq!(l.top, vec![("x".to_string(), 1.5)]);
         assert_eq!(counter.take(1, 5).per_call, 0.0);
+    }
+
+    /// A `Write` into a buffer the test keeps.
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Shared {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// `--trace-launches`: each launch's short name in order, and a line at each take with the
+    /// launches it counted.
+    #[test]
+    fn a_trace_lists_each_launch_in_order_and_ends_each_count_with_a_line() {
+        let buffer = Shared::default();
+        let counter = LaunchCounter {
+            total: AtomicUsize::new(0),
+            by_kernel: None,
+            trace: Some(Mutex::new(Box::new(buffer.clone()))),
+        };
+        counter.launched("a::x<f32>");
+        counter.launched("b::y");
+        counter.take(2, 0);
+        counter.launched("c::z");
+        counter.take(1, 0);
+        let text = String::from_utf8(buffer.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(
+            text,
+            "launch x<f32>\nlaunch y\nlaunches: 2 in 2 call(s) since the last count\n\
+             launch z\nlaunches: 1 in 1 call(s) since the last count\n"
+        );
     }
 }
