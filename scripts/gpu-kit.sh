@@ -43,6 +43,11 @@ for variant in ${variants//,/ }; do
   cargo build --release -p mgr-trainer --bin mgr "${flags[@]}"
   pack "mgr-$variant" "$target/release/mgr"
 done
+# Each build above replaced $target/release/mgr; leave the default one there, which the README's
+# bench commands and gpu-bench.sh's MGR_BIN default take (a relink when it was built before).
+if [ "${variants//,/ }" != "default" ]; then
+  cargo build --release -p mgr-trainer --bin mgr
+fi
 
 # The wgpu test (loss and every gradient against flex, with fusion and autotune), from the test
 # build (the whole workspace, as scripts/test.sh builds it: one package alone would resolve other
