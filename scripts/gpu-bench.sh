@@ -17,10 +17,9 @@
 # How much it runs (a lent GPU machine is lent for minutes): MGR_BENCH_BATCHES (default
 # "64 512"), MGR_BENCH_ROUNDS (2), MGR_BENCH_STEPS (20), and MGR_BENCH_UNTIL, a time in seconds
 # since the epoch after which no new measurement starts and none runs on for more than a
-# minute (the table is still written). Round 1
-# measures every batch before round 2 begins, and the launch counts come last, so a run cut short
-# by MGR_BENCH_UNTIL still has one measurement of each build at each batch. Each program's
-# messages go to $OUT_DIR/gpu-bench.log.
+# minute (the table is still written). Round 1 measures every batch before round 2 begins, and
+# the launch counts come last, so a run cut short by MGR_BENCH_UNTIL still has one measurement of
+# each build at each batch. Each program's messages go to $OUT_DIR/gpu-bench.log.
 # usage: scripts/gpu-bench.sh [PATH/TO/torch_mgr.py]   (one JSON object per measurement)
 set -uo pipefail
 cd "$(dirname "$0")/.."

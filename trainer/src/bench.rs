@@ -99,11 +99,7 @@ struct LaunchCounter {
 
 impl LaunchObserver for LaunchCounter {
     fn launched(&self, kernel: &'static str) {
-        if let Some(trace) = &self.trace {
-            let mut out = trace.lock().unwrap_or_else(|p| p.into_inner());
-            // A trace that cannot be written is not worth failing the count for.
-            let _ = writeln!(out, "launch {}", short_kernel_name(kernel));
-        }
+        self.trace_line(format_args!("launch {}", short_kernel_name(kernel)));
         self.total.fetch_add(1, Ordering::Relaxed);
         if let Some(counts) = &self.by_kernel {
             let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -113,18 +109,23 @@ impl LaunchObserver for LaunchCounter {
 }
 
 impl LaunchCounter {
+    /// One line of the `--trace-launches` trace, when there is one.
+    fn trace_line(&self, line: std::fmt::Arguments) {
+        if let Some(trace) = &self.trace {
+            let mut out = trace.lock().unwrap_or_else(|p| p.into_inner());
+            // A trace that cannot be written is not worth failing the count for.
+            let _ = writeln!(out, "{line}");
+        }
+    }
+
     /// The launches since the last take, per call of `calls`, and the `top` kernels launched
     /// most; both counts start again.
     fn take(&self, calls: usize, top: usize) -> Launches {
         let calls = calls.max(1);
         let total = self.total.swap(0, Ordering::Relaxed);
-        if let Some(trace) = &self.trace {
-            let mut out = trace.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = writeln!(
-                out,
-                "launches: {total} in {calls} call(s) since the last count"
-            );
-        }
+        self.trace_line(format_args!(
+            "launches: {total} in {calls} call(s) since the last count"
+        ));
         let mut kernels: Vec<(String, f64)> = Vec::new();
         if let Some(counts) = &self.by_kernel {
             let mut counts = counts.lock().unwrap_or_else(|p| p.into_inner());
