@@ -88,6 +88,12 @@ pub fn attention_context(a: Tensor<4>, v: Tensor<3>, exec: Execution) -> Tensor<
 /// [`attention_weights`] then [`attention_context`] (on flex, the fused kernels; under autodiff,
 /// Burn's attention op would be its unfused fallback anyway).
 ///
+/// Not for N <= d_h (AV-MNIST's 16 vision tokens, d_h 16): there burn-cubecl's autotune ranks
+/// its fallback (the scores' product, a masked softmax and the context's product, run below
+/// Burn's fusion: about 13 kernels) first, and on a device without f16 tensor cores (lavapipe,
+/// any GPU under WGSL) above every flash kernel, so it always runs; the two steps here, fused,
+/// are about 7 (lavapipe, batch 64: 16 launches against 9 for this attention).
+///
 /// # Shapes
 /// - q: `[B, N, d]`; k, v: `[B, M, d]`; d divisible by `heads`
 /// - output: `[B, N, d]`
@@ -100,7 +106,9 @@ pub fn attend(
 ) -> Tensor<3> {
     // Untracked: no autodiff graph holds them (is_require_grad is true of leaves only).
     let no_gradient = !(q.is_tracked() || k.is_tracked() || v.is_tracked());
-    if exec.kernels() && no_gradient && !on_flex(&q.device()) {
+    let [_, n, d] = q.dims();
+    let flash_ranked_first = n > d / heads;
+    if exec.kernels() && no_gradient && flash_ranked_first && !on_flex(&q.device()) {
         let [b, n, d] = q.dims();
         let context = burn::tensor::module::attention(
             split_heads(q, heads),

@@ -2,7 +2,7 @@
 //!
 //! Dimension key: see the crate root (`B`, `M`, `N_i`, `D_i`).
 
-use burn::tensor::{Device, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::absence::AbsenceMask;
 use crate::data::{DataSplit, Targets};
@@ -52,14 +52,30 @@ pub fn shard(indices: &[usize], parts: usize) -> Vec<&[usize]> {
 ///
 /// An absent modality's content is never used: Eq. 1 replaces its tokens by `E_miss`, and Eq. 3
 /// adds `h_u` only where the modality is available (so does L_div, Eq. 4). The tokenizer's
-/// projection and the unimodal encoder therefore run on the present samples alone, `[P, ...]`
-/// instead of `[B, ...]`, and [`PresentRows::spread`] puts their rows back in batch order.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// projection and the unimodal encoder therefore run on the rows this names
+/// ([`PresentRows::computed`]), in one of two layouts:
+/// - gathered (the default, and flex's): the present samples alone, `[P, ...]` instead of
+///   `[B, ...]`, and [`PresentRows::spread`] puts their rows back in batch order. Less work:
+///   a CPU's time goes into arithmetic.
+/// - masked ([`PresentRows::masked`], the GPU backends'): every sample's rows,
+///   `[B, ...]`, the absent ones zeroed on the way in and masked out on the way back. No row
+///   selection, scatter or concatenation: under Burn's fusion the masks join the neighbouring
+///   kernels, and a GPU at these sizes is bound by its kernel launches, not its arithmetic.
+///
+/// Both give the same values in the present rows (each sample's rows are computed from its
+/// own rows alone) and the same tokens, features and losses; [`PresentRows::computed_rows`]
+/// says how many rows the computed tensors have.
+#[derive(Clone, Debug)]
 pub struct PresentRows {
     /// The batch rows that hold the modality, ascending.
     rows: Vec<usize>,
     /// Rows of the batch, B.
     batch: usize,
+    /// The masked layout's mask, true in the absent samples' rows (`None`: gathered). Made
+    /// once, before any product that uses it: under Burn's fusion, an upload recorded between a
+    /// product and its masking keeps the masking out of the product's fused block.
+    /// [B, 1, 1]
+    absent: Option<Tensor<3, Bool>>,
 }
 
 impl PresentRows {
@@ -74,6 +90,34 @@ impl PresentRows {
                 .filter(|&r| available[r][modality])
                 .collect(),
             batch: available.len(),
+            absent: None,
+        }
+    }
+
+    /// The same rows in the masked layout, its mask made on `device` (from the host: no
+    /// kernel).
+    pub fn masked(mut self, device: &Device) -> Self {
+        let mut absent = vec![true; self.batch];
+        for &r in &self.rows {
+            absent[r] = false;
+        }
+        let shape = [self.batch, 1, 1];
+        self.absent = Some(Tensor::from_data(TensorData::new(absent, shape), device));
+        self
+    }
+
+    /// Whether this is the masked layout (every sample's rows computed).
+    pub fn is_masked(&self) -> bool {
+        self.absent.is_some()
+    }
+
+    /// Rows of the tensors computed for this modality ([`PresentRows::computed`]): B in the
+    /// masked layout, P in the gathered one.
+    pub fn computed_rows(&self) -> usize {
+        if self.is_masked() {
+            self.batch
+        } else {
+            self.rows.len()
         }
     }
 
@@ -111,15 +155,50 @@ impl PresentRows {
         x.select(0, index) // [P, ...]
     }
 
-    /// A batch-sized tensor whose present rows are `present`'s rows (in order) and whose
-    /// absent rows are each a copy of `filler`.
+    /// The rows of `x` this modality's features are computed from: the present samples'
+    /// ([`PresentRows::take`]) in the gathered layout; every sample's in the masked one, the
+    /// absent samples' set to 0, so that whatever an absent modality's input holds (NaN
+    /// included) never reaches a product, nor, as NaN times a zero gradient, a weight's
+    /// gradient.
     ///
     /// # Shapes
-    /// - present: `[P, N, d]`; filler: `[1, N, d]`
+    /// - x: `[B, N, D]`
+    /// - output: `[computed_rows, N, D]`
+    pub fn computed(&self, x: Tensor<3>) -> Tensor<3> {
+        let Some(absent) = &self.absent else {
+            return self.take(x);
+        };
+        assert_eq!(x.dims()[0], self.batch, "computed: x has a row per sample");
+        if self.is_all() {
+            return x;
+        }
+        x.mask_fill(absent.clone(), 0.0) // [B, N, D]
+    }
+
+    /// The present samples' rows of a tensor computed for this modality (rows as
+    /// [`PresentRows::computed`] gives them).
+    ///
+    /// # Shapes
+    /// - x: `[computed_rows, ...]`
+    /// - output: `[P, ...]`
+    pub fn take_computed<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        assert_eq!(
+            x.dims()[0],
+            self.computed_rows(),
+            "take_computed: x has a row per computed sample"
+        );
+        if self.is_masked() { self.take(x) } else { x }
+    }
+
+    /// A batch-sized tensor whose present rows are `present`'s rows (in order; in the masked
+    /// layout, the same rows) and whose absent rows are each a copy of `filler`.
+    ///
+    /// # Shapes
+    /// - present: `[computed_rows, N, d]`; filler: `[1, N, d]`
     /// - output: `[B, N, d]`
     pub fn spread(&self, present: Tensor<3>, filler: Tensor<3>) -> Tensor<3> {
         let [p, n, d] = present.dims();
-        assert_eq!(p, self.rows.len(), "spread: a row per present sample");
+        assert_eq!(p, self.computed_rows(), "spread: a row per computed sample");
         assert_eq!(
             filler.dims(),
             [1, n, d],
@@ -127,6 +206,9 @@ impl PresentRows {
         );
         if self.is_all() {
             return present;
+        }
+        if let Some(absent) = &self.absent {
+            return present.mask_where(absent.clone(), filler); // [B, N, d]
         }
         // Row r of the output is row `source[r]` of [present; filler].
         let mut source = vec![p as i64; self.batch];
@@ -138,16 +220,16 @@ impl PresentRows {
     }
 
     /// `x` with each present sample's rows increased by its rows of `present` (in order); the
-    /// absent samples' rows unchanged. One indexed addition, where `x + spread(present, 0)`
-    /// is a zero filler, a concatenation, a selection and the addition (on a GPU under Burn's
-    /// fusion, 4 kernels instead of 1-2).
+    /// absent samples' rows unchanged. Gathered: one indexed addition, where
+    /// `x + spread(present, 0)` is a zero filler, a concatenation, a selection and the
+    /// addition. Masked: the addition of `present` with its absent rows zeroed.
     ///
     /// # Shapes
-    /// - x: `[B, N, d]`; present: `[P, N, d]`
+    /// - x: `[B, N, d]`; present: `[computed_rows, N, d]`
     /// - output: `[B, N, d]`
     pub fn add_to(&self, x: Tensor<3>, present: Tensor<3>) -> Tensor<3> {
         let [p, n, d] = present.dims();
-        assert_eq!(p, self.rows.len(), "add_to: a row per present sample");
+        assert_eq!(p, self.computed_rows(), "add_to: a row per computed sample");
         assert_eq!(
             x.dims(),
             [self.batch, n, d],
@@ -155,6 +237,9 @@ impl PresentRows {
         );
         if self.is_all() {
             return x + present;
+        }
+        if let Some(absent) = &self.absent {
+            return x + present.mask_fill(absent.clone(), 0.0); // [B, N, d]
         }
         let index = index_tensor(self.rows.iter().map(|&r| r as i64), &x.device());
         x.select_assign(0, index, present, IndexingUpdateOp::Add) // [B, N, d]
@@ -332,6 +417,39 @@ mod tests {
         assert_eq!(back.to_data(), x2.to_data());
         let none = PresentRows::of(&[vec![false]], 0);
         assert!(none.is_empty() && !none.is_all());
+    }
+
+    #[test]
+    fn the_masked_layout_gives_the_gathered_layouts_values_without_reading_absent_rows() {
+        let device = Device::flex();
+        let available = [[true], [false], [true], [false]].map(Vec::from);
+        let gathered = PresentRows::of(&available, 0);
+        let masked = gathered.clone().masked(&device);
+        assert_eq!((gathered.computed_rows(), masked.computed_rows()), (2, 4));
+        // Absent samples' inputs are NaN: the masked layout must zero them on the way in.
+        let nan = Tensor::<3>::full([1, 2, 3], f32::NAN, &device);
+        let x = per_sample(4, &device)
+            .slice_assign([1..2, 0..2, 0..3], nan.clone())
+            .slice_assign([3..4, 0..2, 0..3], nan);
+        let computed = masked.computed(x.clone());
+        let values = computed.to_data().try_to_vec::<f32>().unwrap();
+        assert!(values[6..12].iter().chain(&values[18..]).all(|&v| v == 0.0));
+        assert_eq!(
+            masked.take_computed(computed.clone()).to_data(),
+            gathered
+                .take_computed(gathered.computed(x.clone()))
+                .to_data()
+        );
+        // What a modality computes from its rows, then back in batch order: the same tensor.
+        let work = |t: Tensor<3>| t.mul_scalar(2.0).add_scalar(1.0);
+        let filler = Tensor::<3>::full([1, 2, 3], -1.0, &device);
+        let spread_gathered = gathered.spread(work(gathered.computed(x.clone())), filler.clone());
+        let spread_masked = masked.spread(work(computed.clone()), filler);
+        assert_eq!(spread_masked.to_data(), spread_gathered.to_data());
+        let base = per_sample(4, &device).mul_scalar(-3.0);
+        let added_gathered = gathered.add_to(base.clone(), work(gathered.computed(x)));
+        let added_masked = masked.add_to(base, work(computed));
+        assert_eq!(added_masked.to_data(), added_gathered.to_data());
     }
 
     #[test]

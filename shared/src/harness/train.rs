@@ -17,7 +17,7 @@ use crate::data::{DataSplit, Targets};
 use crate::error::MgrError;
 use crate::kernels::Execution;
 use crate::metrics::{Metrics, argmax};
-use crate::model::{DiversityInputs, Model, ModelOutput};
+use crate::model::{DiversityInputs, Model, ModelOutput, PooledPair};
 
 /// Optimisation settings.
 #[derive(Config, Debug)]
@@ -302,45 +302,58 @@ pub fn sharded_gradients(model: &Model, shards: &[Batch]) -> (GradientsParams, S
     let config = &model.config;
     let total: usize = shards.iter().map(Batch::len).sum();
     // Each shard's copy of the parameters is made on its own core too.
-    let (replicas, outputs): (Vec<Model>, Vec<ModelOutput>) =
-        map_shards(shards.iter().collect(), |batch| {
-            let replica = model.clone().fork(&batch.available.device());
-            let output = replica.forward_shard(batch);
-            (replica, output)
-        })
-        .into_iter()
-        .unzip();
-    let (l_div, row_grads) = diversity_across_shards(model, &outputs);
+    let mut replicas = Vec::with_capacity(shards.len());
+    let mut outputs = Vec::with_capacity(shards.len());
+    let mut pooled = Vec::with_capacity(shards.len());
+    for (replica, output, shard_pooled) in map_shards(shards.iter().collect(), |batch| {
+        let replica = model.clone().fork(&batch.available.device());
+        let output = replica.forward_shard(batch);
+        let shard_pooled: Vec<PooledPair> = output
+            .diversity
+            .iter()
+            .map(DiversityInputs::pooled)
+            .collect();
+        (replica, output, shard_pooled)
+    }) {
+        replicas.push(replica);
+        outputs.push(output);
+        pooled.push(shard_pooled);
+    }
+    let (l_div, row_grads) = diversity_across_shards(model, &outputs, &pooled);
     let weights = config.loss_weights();
     let (lambda_div, lambda_orth) = (weights.div, weights.orth);
     let work: Vec<_> = replicas
         .iter()
         .zip(shards)
         .zip(outputs)
+        .zip(pooled)
         .zip(row_grads)
         .enumerate()
         .collect();
-    let results = map_shards(work, |(s, (((replica, batch), output), grads))| {
-        let targets = batch
-            .targets
-            .as_ref()
-            .expect("a training batch has targets");
-        let weight = batch.len() as f64 / total as f64;
-        let task = output.task_loss(targets);
-        let task_value = task.clone().into_scalar::<f32>() as f64 * weight;
-        let mut surrogate = task.mul_scalar(weight);
-        for (inputs, (g_u, g_h)) in output.diversity.iter().zip(grads) {
-            surrogate = surrogate + (inputs.pooled_u.clone() * g_u).sum().mul_scalar(lambda_div);
-            surrogate = surrogate + (inputs.pooled_h.clone() * g_h).sum().mul_scalar(lambda_div);
-        }
-        let mut orth_value = 0.0;
-        if s == 0 {
-            orth_value = output.l_orth.clone().into_scalar::<f32>() as f64;
-            surrogate = surrogate + output.l_orth.mul_scalar(lambda_orth);
-        }
-        let grads = GradientsParams::from_grads(surrogate.backward(), replica);
-        (grads, task_value, orth_value)
-    });
+    let results = map_shards(
+        work,
+        |(s, ((((replica, batch), output), pooled), grads))| {
+            let targets = batch
+                .targets
+                .as_ref()
+                .expect("a training batch has targets");
+            let weight = batch.len() as f64 / total as f64;
+            let task = output.task_loss(targets);
+            let task_value = task.clone().into_scalar::<f32>() as f64 * weight;
+            let mut surrogate = task.mul_scalar(weight);
+            for (pooled, (g_u, g_h)) in pooled.into_iter().zip(grads) {
+                surrogate = surrogate + (pooled.u * g_u).sum().mul_scalar(lambda_div);
+                surrogate = surrogate + (pooled.h * g_h).sum().mul_scalar(lambda_div);
+            }
+            let mut orth_value = 0.0;
+            if s == 0 {
+                orth_value = output.l_orth.clone().into_scalar::<f32>() as f64;
+                surrogate = surrogate + output.l_orth.mul_scalar(lambda_orth);
+            }
+            let grads = GradientsParams::from_grads(surrogate.backward(), replica);
+            (grads, task_value, orth_value)
+        },
+    );
     let mut task = 0.0;
     let mut orth = 0.0;
     let mut per_shard = Vec::with_capacity(results.len());
@@ -374,14 +387,15 @@ pub fn sharded_gradients(model: &Model, shards: &[Batch]) -> (GradientsParams, S
 fn diversity_across_shards(
     model: &Model,
     outputs: &[ModelOutput],
+    pooled: &[Vec<PooledPair>],
 ) -> (f64, Vec<Vec<(Tensor<2>, Tensor<2>)>>) {
     // Per shard, per entry of its `diversity`: P_u and P_h on the host.
-    let rows: Vec<Vec<[HostMatrix; 2]>> = outputs
+    let rows: Vec<Vec<[HostMatrix; 2]>> = pooled
         .iter()
-        .map(|out| {
-            out.diversity
+        .map(|shard| {
+            shard
                 .iter()
-                .map(|inputs| [&inputs.pooled_u, &inputs.pooled_h].map(HostMatrix::of))
+                .map(|pair| [&pair.u, &pair.h].map(HostMatrix::of))
                 .collect()
         })
         .collect();

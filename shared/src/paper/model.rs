@@ -171,20 +171,55 @@ pub struct ModelOutput {
 /// statistic over these rows (a distance correlation), so it couples the samples of a batch:
 /// [`Model::diversity_loss`] computes it from one batch's rows, and a batch computed in shards
 /// gets it from every shard's rows at once ([`crate::train::sharded_gradients`]).
+///
+/// The pooling is done when asked for ([`DiversityInputs::pooled`]): inference, which has no
+/// L_div, never records it (on a GPU, 6 kernels fewer per AV-MNIST batch).
 #[derive(Clone, Debug)]
 pub struct DiversityInputs {
     /// The modality i.
     pub modality: usize,
+    /// h_u^i, in the rows the unimodal branch computed ([`PresentRows::computed`]).
+    /// [computed_rows, N_i, d]
+    pub h_u: Tensor<3>,
+    /// h^i, every sample's (detached when `div_detach_shared`). [B, N_i, d]
+    pub h: Tensor<3>,
+    /// Which samples hold modality i, and the layout of `h_u`'s rows.
+    pub present: PresentRows,
+}
+
+/// Eq. 4's two pooled inputs for one modality: a row per sample that holds it, in batch order.
+#[derive(Clone, Debug)]
+pub struct PooledPair {
     /// Mean-pooled h_u^i. [n_i, d]
-    pub pooled_u: Tensor<2>,
-    /// Mean-pooled h^i (detached when `div_detach_shared`). [n_i, d]
-    pub pooled_h: Tensor<2>,
+    pub u: Tensor<2>,
+    /// Mean-pooled h^i. [n_i, d]
+    pub h: Tensor<2>,
 }
 
 impl DiversityInputs {
     /// Whether these rows add a term to L_div: a distance correlation needs at least 2.
     pub fn has_term(&self) -> bool {
-        Self::rows_give_a_term(self.pooled_u.dims()[0])
+        Self::rows_give_a_term(self.present.len())
+    }
+
+    /// The mean-pooled h_u^i and h^i of the samples that hold modality i.
+    ///
+    /// # Shapes
+    /// - output: each `[n_i, d]`
+    pub fn pooled(&self) -> PooledPair {
+        let n = self.present.len();
+        let d = self.h.dims()[2];
+        let u = self.present.take_computed(self.h_u.clone().mean_dim(1)); // [n_i, 1, d]
+        // Masked: pool every row, then take the few pooled ones (a smaller selection).
+        let h = if self.present.is_masked() {
+            self.present.take(self.h.clone().mean_dim(1)) // [n_i, 1, d]
+        } else {
+            self.present.take(self.h.clone()).mean_dim(1) // [n_i, 1, d]
+        };
+        PooledPair {
+            u: u.reshape([n, d]),
+            h: h.reshape([n, d]),
+        }
     }
 
     /// Whether `rows` rows of a modality add a term to L_div (at least 2).
@@ -305,14 +340,22 @@ impl Model {
         let device = batch.available.device();
         let [b, m] = batch.available.dims();
         let d = cfg.d_model;
-        let zero = || Tensor::<1>::zeros([1], &device);
-        let present: Vec<PresentRows> = (0..m).map(|i| batch.present_rows(i)).collect();
+        let zero = || zero_loss(&device);
+        // GPU backends compute a modality's rows for every sample and mask the absent ones
+        // (fewer kernels); flex computes the present samples' rows alone (less arithmetic).
+        let every_row = !crate::kernels::on_flex(&device);
+        let present: Vec<PresentRows> = (0..m)
+            .map(|i| match every_row {
+                true => batch.present_rows(i).masked(&device),
+                false => batch.present_rows(i),
+            })
+            .collect();
         let mut tokens = Vec::with_capacity(m);
         let mut contents = Vec::with_capacity(m);
         for (i, tokenizer) in self.tokenizers.iter().enumerate() {
             let t = tokenizer.forward(batch.inputs[i].clone(), &present[i]); // [B, N_i, d]  Eq. 1
             tokens.push(t.tokens);
-            contents.push(t.content); // [P_i, N_i, d]
+            contents.push(t.content); // [P_i or B, N_i, d]: PresentRows::computed
         }
         let x = Tensor::cat(tokens, 1); // [B, N, d]
 
@@ -345,7 +388,7 @@ impl Model {
                     let n_i = cfg.modalities[i].n_tokens;
                     let h_i = h.clone().narrow(1, offset, n_i); // [B, N_i, d]
                     offset += n_i;
-                    let h_u = content.map(|c| unimodal.unimodal_features(i, c)); // [P_i, N_i, d]
+                    let h_u = content.map(|c| unimodal.unimodal_features(i, c)); // [P_i or B, N_i, d]
                     if let Some(h_u) = &h_u {
                         diversity.push(self.diversity_inputs(
                             i,
@@ -387,25 +430,26 @@ impl Model {
     /// - output: `[1]`
     pub fn diversity_loss(&self, inputs: &[DiversityInputs]) -> Tensor<1> {
         let device = self.head.linear.weight.device();
-        inputs.iter().filter(|pair| pair.has_term()).fold(
-            Tensor::zeros([1], &device),
-            |l_div, pair| {
+        inputs
+            .iter()
+            .filter(|pair| pair.has_term())
+            .fold(zero_loss(&device), |l_div, pair| {
+                let pooled = pair.pooled();
                 l_div
                     + loss::squared_distance_correlation_eps(
-                        pair.pooled_u.clone(),
-                        pair.pooled_h.clone(),
+                        pooled.u,
+                        pooled.h,
                         self.config.dcor_eps,
                     )
-            },
-        )
+            })
     }
 
-    /// One modality's inputs of Eq. 4: the mean-pooled h_u^i and h^i of the samples of the
-    /// batch that have modality i (`h_u` holds only theirs).
+    /// One modality's inputs of Eq. 4: h_u^i (in the rows the unimodal branch computed) and
+    /// h^i, pooled over the samples that have modality i when L_div asks
+    /// ([`DiversityInputs::pooled`]).
     ///
     /// # Shapes
-    /// - h_u: `[P_i, N_i, d]`; h: `[B, N_i, d]`
-    /// - output: each `[P_i, d]`
+    /// - h_u: `[computed_rows, N_i, d]`; h: `[B, N_i, d]`
     fn diversity_inputs(
         &self,
         i: usize,
@@ -413,18 +457,16 @@ impl Model {
         h: Tensor<3>,
         present: &PresentRows,
     ) -> DiversityInputs {
-        let [n, _, d] = h_u.dims();
-        let pooled_u = h_u.mean_dim(1).reshape([n, d]); // [P_i, d]
         let h = if self.config.div_detach_shared {
             h.detach()
         } else {
             h
         };
-        let pooled_h = present.take(h).mean_dim(1).reshape([n, d]); // [P_i, d]
         DiversityInputs {
             modality: i,
-            pooled_u,
-            pooled_h,
+            h_u,
+            h,
+            present: present.clone(),
         }
     }
 
@@ -481,4 +523,9 @@ fn pattern_one_hot(available: &[Vec<bool>], n_patterns: usize, device: &Device) 
         flat[row * n_patterns + pattern_index(a)] = 1.0;
     }
     Tensor::from_data(TensorData::new(flat, [available.len(), n_patterns]), device)
+}
+
+/// A loss that is 0, `[1]`: made from host data, so that on a GPU no kernel fills it.
+fn zero_loss(device: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(vec![0.0f32], [1]), device)
 }

@@ -64,21 +64,22 @@ impl ModalityTokenizerConfig {
 pub struct Tokens {
     /// x^i of Eq. 1: `f(X) + E_avail` where available, `E_miss` where absent. [B, N_i, d]
     pub tokens: Tensor<3>,
-    /// f_theta^i(X^i) (projection + position) of the present samples, in batch order
-    /// ([`PresentRows`]); `None` when no sample holds the modality. [P, N_i, d]
+    /// f_theta^i(X^i) (projection + position) in the rows [`PresentRows::computed`] gives: the
+    /// present samples' (gathered layout) or every sample's, absent ones from zeroed input
+    /// (masked layout); `None` when no sample holds the modality. [P or B, N_i, d]
     pub content: Option<Tensor<3>>,
 }
 
 impl ModalityTokenizer {
     /// Eq. 1: x^i = f_theta^i(X^i) + E_avail^i if modality i is available, else E_miss^i.
     ///
-    /// The projection runs on the present samples only: an absent modality's raw values are
-    /// never read, so they cannot influence the output (not even a NaN), and its samples cost
-    /// no product.
+    /// An absent modality's raw values are never read, so they cannot influence the output
+    /// (not even a NaN): the projection runs on the present samples only (gathered layout), or
+    /// on every sample with the absent ones' input zeroed (masked layout, [`PresentRows`]).
     ///
     /// # Shapes
     /// - input: `[B, N_i, D_i]`
-    /// - output: tokens `[B, N_i, d]`, content `[P, N_i, d]`
+    /// - output: tokens `[B, N_i, d]`, content `[P or B, N_i, d]`
     pub fn forward(&self, input: Tensor<3>, present: &PresentRows) -> Tokens {
         let [b, n, _] = input.dims();
         let d = self.e_miss.val().dims()[1];
@@ -93,9 +94,9 @@ impl ModalityTokenizer {
         // takes both additions as its epilogue (a view op recorded after it ends the block).
         let position = self.position.val().unsqueeze_dim::<3>(0); // [1, N_i, d]
         let available = self.e_avail.val().unsqueeze_dim::<3>(0); // [1, N_i, d]
-        let input = present.take(input); // [P, N_i, D_i]
-        let content = kernels::linear_rows(&self.projection, input, self.execution) + position; // [P, N_i, d]
-        let present_tokens = content.clone() + available; // [P, N_i, d]
+        let input = present.computed(input); // [P or B, N_i, D_i]
+        let content = kernels::linear_rows(&self.projection, input, self.execution) + position; // [P or B, N_i, d]
+        let present_tokens = content.clone() + available; // [P or B, N_i, d]
         Tokens {
             tokens: present.spread(present_tokens, missing), // [B, N_i, d]
             content: Some(content),

@@ -49,18 +49,19 @@ impl UnimodalEnhancement {
     /// change a row).
     ///
     /// # Shapes
-    /// - content: `[P, N_i, d]`
-    /// - output: `[P, N_i, d]`
+    /// - content: `[P or B, N_i, d]` ([`PresentRows::computed`])
+    /// - output: `[P or B, N_i, d]`
     pub fn unimodal_features(&self, i: usize, content: Tensor<3>) -> Tensor<3> {
         self.encoders[i].forward(content)
     }
 
     /// Eq. 3: h_e^i = h^i + alpha_u h_u^i where modality i is available, h^i where absent.
-    /// `h_u` holds the present samples only ([`PresentRows`]; `None` when there are none), so
-    /// one batch mixes both cases and no unimodal feature of an absent modality is computed.
+    /// `h_u` holds the rows [`PresentRows::computed`] gives (`None` when no sample holds the
+    /// modality): the present samples' alone, or every sample's with the absent ones masked
+    /// out here, so one batch mixes both cases and no absent modality's feature reaches h_e.
     ///
     /// # Shapes
-    /// - h: `[B, N_i, d]`; h_u: `[P, N_i, d]`
+    /// - h: `[B, N_i, d]`; h_u: `[P or B, N_i, d]`
     /// - output: `[B, N_i, d]`
     pub fn enhance(
         &self,
