@@ -91,6 +91,34 @@ pub fn softmax<const D: usize>(x: Tensor<D>, exec: Execution) -> Tensor<D> {
     }
 }
 
+/// The mean over the tokens of each sample. Under [`Execution::Kernels`] on a GPU backend, a
+/// product with a row of 1/N: Burn's fusion cannot fuse a reduction over a middle axis, and
+/// recorded after a layer norm it cut the norm's fused block, whose last element-wise steps
+/// then ran as kernels of their own (lavapipe, batch 64: 6 kernels per refinement layer for the
+/// norm and this mean, against 3 with the product). `mean_dim(1)` otherwise (flex: the same
+/// bits as before).
+///
+/// # Shapes
+/// - x: `[B, N, d]`
+/// - output: `[B, d]`
+pub fn mean_over_tokens(x: Tensor<3>, exec: Execution) -> Tensor<2> {
+    if !exec.kernels() || on_flex(&x.device()) {
+        let [b, _, d] = x.dims();
+        return x.mean_dim(1).reshape([b, d]);
+    }
+    mean_over_tokens_by_product(x)
+}
+
+/// [`mean_over_tokens`]'s GPU form: `[1/N, ..., 1/N] x` per sample.
+fn mean_over_tokens_by_product(x: Tensor<3>) -> Tensor<2> {
+    let [b, n, d] = x.dims();
+    let averaging = Tensor::<3>::from_data(
+        burn::tensor::TensorData::new(vec![1.0 / n as f32; n], [1, 1, n]),
+        &x.device(),
+    ); // [1, 1, N]
+    averaging.matmul(x).reshape([b, d]) // [B, d]
+}
+
 /// A `Linear` applied to every token. Under [`Execution::Kernels`]: on flex, one `[B N, d_in] x [d_in,
 /// d_out]` product (flex runs Burn's 3-D form as B separate small products, each packing the
 /// weight again and none split over the cores); on other backends (wgpu), a product batched over
@@ -713,6 +741,26 @@ mod tests {
     use super::test_util::values;
     use super::*;
     use burn::tensor::{Distribution, TensorData};
+
+    #[test]
+    fn the_mean_over_tokens_by_product_is_the_mean() {
+        let device = Device::flex();
+        // Sample b, token t, feature f holds b * 100 + t * 10 + f: each mean is b*100 + 10 + f.
+        let values: Vec<f32> = (0..2 * 3 * 4)
+            .map(|i| ((i / 12) * 100 + ((i / 4) % 3) * 10 + i % 4) as f32)
+            .collect();
+        let x = Tensor::<3>::from_data(TensorData::new(values, [2, 3, 4]), &device);
+        let got = mean_over_tokens_by_product(x.clone());
+        assert_eq!(got.dims(), [2, 4]);
+        let want: Vec<f32> = (0..8)
+            .map(|i| ((i / 4) * 100 + 10 + i % 4) as f32)
+            .collect();
+        for (g, w) in got.into_data().iter::<f32>().zip(&want) {
+            assert!((g - w).abs() < 1e-4, "{g} against {w}");
+        }
+        let reference = mean_over_tokens(x, Execution::Kernels).into_data();
+        assert_eq!(reference.iter::<f32>().collect::<Vec<_>>(), want);
+    }
 
     #[test]
     fn erf_and_exp_match_libm_to_f32_accuracy() {

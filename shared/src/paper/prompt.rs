@@ -63,7 +63,13 @@ impl MixedContextPrompt {
     /// - tokens: `[B, N, d]`; available: `[B, M]` (1.0 present, 0.0 absent)
     /// - output: `[B, d]`
     pub fn forward(&self, tokens: Tensor<3>, available: Tensor<2>) -> Tensor<2> {
-        self.forward_with_status(tokens, self.status(available))
+        let status = self.status(available); // [B, d]
+        if !self.mixed_context {
+            return status;
+        }
+        let context = kernels::mean_over_tokens(tokens, self.execution); // [B, d]
+        let mixed = Tensor::cat(vec![status, context], 1); // [B, 2d]
+        kernels::linear_vectors(&self.mix, mixed, self.execution) // [B, d]
     }
 
     /// The absence status of Eq. 5, sum_{i in M} p^i over each sample's available modalities.
@@ -73,21 +79,6 @@ impl MixedContextPrompt {
     /// - output: `[B, d]`
     pub fn status(&self, available: Tensor<2>) -> Tensor<2> {
         available.matmul(self.modality_prompts.val()) // [B, d]
-    }
-
-    /// Eq. 5 from the status [`MixedContextPrompt::status`] computed already.
-    ///
-    /// # Shapes
-    /// - tokens: `[B, N, d]`; status: `[B, d]`
-    /// - output: `[B, d]`
-    pub fn forward_with_status(&self, tokens: Tensor<3>, status: Tensor<2>) -> Tensor<2> {
-        if !self.mixed_context {
-            return status;
-        }
-        let [b, _, d] = tokens.dims();
-        let context = tokens.mean_dim(1).reshape([b, d]); // [B, d]
-        let mixed = Tensor::cat(vec![status, context], 1); // [B, 2d]
-        kernels::linear_vectors(&self.mix, mixed, self.execution) // [B, d]
     }
 }
 

@@ -130,15 +130,11 @@ impl RefinementLayer {
     pub fn forward(&self, tokens: Tensor<3>, available: Tensor<2>) -> RefinementOutput {
         let [b, n, d] = tokens.dims();
         let k = self.kept_tokens(n);
-        // Eq. 5's absence status before the layer norm: it reads only the mask, and computed
-        // here (not between the norm and the pooling) it let Burn's fusion join the second
-        // refinement layer's norm and prompt, which it had run op by op (docs/RESULTS.md).
-        let status = self.prompt.status(available); // [B, d]
         let normed = match &self.norm {
             Some(norm) => kernels::layer_norm(norm, tokens.clone(), self.execution), // [B, N, d]
             None => tokens.clone(),
         };
-        let prompt = self.prompt.forward_with_status(normed.clone(), status); // [B, d]  Eq. 5
+        let prompt = self.prompt.forward(normed.clone(), available); // [B, d]  Eq. 5
         let attended = self.attention.forward(normed, prompt); // r [B, N, d], e [B, N, N]  Eqs. 6-8
         let r = if self.readings.attention_residual {
             tokens + attended.r // [B, N, d]
