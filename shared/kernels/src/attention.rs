@@ -106,10 +106,9 @@ pub fn attend(
 ) -> Tensor<3> {
     // Untracked: no autodiff graph holds them (is_require_grad is true of leaves only).
     let no_gradient = !(q.is_tracked() || k.is_tracked() || v.is_tracked());
-    let [_, n, d] = q.dims();
+    let [b, n, d] = q.dims();
     let flash_ranked_first = n > d / heads;
     if exec.kernels() && no_gradient && flash_ranked_first && !on_flex(&q.device()) {
-        let [b, n, d] = q.dims();
         let context = burn::tensor::module::attention(
             split_heads(q, heads),
             split_heads(k, heads),
