@@ -12,14 +12,21 @@
 #   MGR_BIN_VULKAN    wgpu pinned to Vulkan with SPIR-V kernels (... --features vulkan)
 #   MGR_BIN_CUDA      Burn's CUDA backend (... --features cuda; its build downloads LLVM, so
 #                     build it where there is internet and copy the binary)
+# The default build also runs twice more, to weigh two choices made for GPUs without one at hand
+# (MGR_BENCH_COMPARE, default "rows ops"; empty for none):
+#   rows  `--rows gathered`: the present samples' rows alone, instead of every sample's with the
+#         absent ones masked (fewer launches; at the bench's mask, a third of each modality's
+#         samples absent, 1.5x the arithmetic in the tokenizers and unimodal encoders)
+#   ops   `--unfused`: Burn's own layers (one product over every token for a weight's gradient),
+#         instead of the per-sample parameter gradients of kernels/per_sample.rs
 # Needs python3 with torch (CUDA) for the peer.
 #
 # How much it runs (a lent GPU machine is lent for minutes): MGR_BENCH_BATCHES (default
 # "64 512"), MGR_BENCH_ROUNDS (2), MGR_BENCH_STEPS (20), and MGR_BENCH_UNTIL, a time in seconds
 # since the epoch after which no new measurement starts and none runs on for more than a
-# minute (the table is still written). Round 1 measures every batch before round 2 begins, and
-# the launch counts come last, so a run cut short by MGR_BENCH_UNTIL still has one measurement of
-# each build at each batch. Each program's messages go to $OUT_DIR/gpu-bench.log.
+# minute (the table is still written). Round 1 measures every batch before round 2 begins, the
+# default build and the peer first in each round, and the launch counts come last, so a run cut
+# short by MGR_BENCH_UNTIL has the default build against the peer at each batch first. Each program's messages go to $OUT_DIR/gpu-bench.log.
 # usage: scripts/gpu-bench.sh [PATH/TO/torch_mgr.py]   (one JSON object per measurement)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -29,18 +36,30 @@ batches="${MGR_BENCH_BATCHES:-64 512}"
 rounds="${MGR_BENCH_ROUNDS:-2}"
 steps="${MGR_BENCH_STEPS:-20}"
 until_s="${MGR_BENCH_UNTIL:-}"
+compare="${MGR_BENCH_COMPARE-rows ops}"
 mkdir -p "$OUT_DIR"
 results="$OUT_DIR/gpu-bench.jsonl"
 log="$OUT_DIR/gpu-bench.log"
 : > "$results"
 : > "$log"
 default_bin="${CARGO_TARGET_DIR:-target}/release/mgr"
+# Each variant: name|binary|device|extra bench flags. `first` runs beside the peer before the rest.
+first=()
 variants=()
-[ -x "${MGR_BIN:-$default_bin}" ] && variants+=("wgpu+fusion|${MGR_BIN:-$default_bin}|wgpu")
-[ -n "${MGR_BIN_NOFUSION:-}" ] && variants+=("wgpu|$MGR_BIN_NOFUSION|wgpu")
-[ -n "${MGR_BIN_VULKAN:-}" ] && variants+=("vulkan+fusion|$MGR_BIN_VULKAN|vulkan")
-[ -n "${MGR_BIN_CUDA:-}" ] && variants+=("cuda+fusion|$MGR_BIN_CUDA|cuda")
-[ ${#variants[@]} -gt 0 ] || { echo "gpu-bench: no mgr build found (MGR_BIN, $default_bin)" >&2; exit 2; }
+if [ -x "${MGR_BIN:-$default_bin}" ]; then
+  first+=("wgpu+fusion|${MGR_BIN:-$default_bin}|wgpu|")
+  for c in $compare; do
+    case "$c" in
+      rows) variants+=("wgpu+fusion rows=gathered|${MGR_BIN:-$default_bin}|wgpu|--rows gathered") ;;
+      ops) variants+=("wgpu+fusion burn-ops|${MGR_BIN:-$default_bin}|wgpu|--unfused") ;;
+      *) echo "gpu-bench: MGR_BENCH_COMPARE: no comparison named $c (rows, ops)" >&2; exit 2 ;;
+    esac
+  done
+fi
+[ -n "${MGR_BIN_NOFUSION:-}" ] && variants+=("wgpu|$MGR_BIN_NOFUSION|wgpu|")
+[ -n "${MGR_BIN_VULKAN:-}" ] && variants+=("vulkan+fusion|$MGR_BIN_VULKAN|vulkan|")
+[ -n "${MGR_BIN_CUDA:-}" ] && variants+=("cuda+fusion|$MGR_BIN_CUDA|cuda|")
+[ $((${#first[@]} + ${#variants[@]})) -gt 0 ] || { echo "gpu-bench: no mgr build found (MGR_BIN, $default_bin)" >&2; exit 2; }
 
 record() { # variant json-line
   python3 -c 'import json,sys; d=json.loads(sys.argv[2]); d["variant"]=sys.argv[1]; print(json.dumps(d))' "$1" "$2" \
@@ -68,20 +87,28 @@ measure() { # name command...
   fi
 }
 
+bench_variant() { # variant batch [more flags...]
+  local name bin device flags
+  IFS='|' read -r name bin device flags <<<"$1"
+  local batch="$2"
+  shift 2
+  # shellcheck disable=SC2086  # flags: words, by construction
+  measure "$name$suffix" "$bin" --quiet bench --device "$device" --batch "$batch" $flags "$@" --json
+}
+
+suffix=""
 for round in $(seq 1 "$rounds"); do
   for batch in $batches; do
-    for v in "${variants[@]}"; do
-      IFS='|' read -r name bin device <<<"$v"
-      measure "$name" "$bin" --quiet bench --device "$device" --batch "$batch" --steps "$steps" --json
-    done
+    for v in ${first[@]+"${first[@]}"}; do bench_variant "$v" "$batch" --steps "$steps"; done
     measure pytorch-cuda python3 scripts/torch_peer_cuda.py "$PEER" --batch "$batch" --steps "$steps"
   done
-done
-for batch in $batches; do
-  for v in "${variants[@]}"; do
-    IFS='|' read -r name bin device <<<"$v"
-    measure "$name launches" "$bin" --quiet bench --device "$device" --batch "$batch" --launches --json
+  for batch in $batches; do
+    for v in ${variants[@]+"${variants[@]}"}; do bench_variant "$v" "$batch" --steps "$steps"; done
   done
+done
+suffix=" launches"
+for batch in $batches; do
+  for v in ${first[@]+"${first[@]}"} ${variants[@]+"${variants[@]}"}; do bench_variant "$v" "$batch" --launches; done
 done
 
 python3 - "$results" <<'EOF' | tee "$OUT_DIR/gpu-bench.md" >&2

@@ -5,7 +5,7 @@ use anyhow::Result;
 use burn::cubecl::logging::{LaunchObservation, LaunchObserver};
 use burn::module::Module;
 use mgr::absence::AbsenceMask;
-use mgr::batch::Batch;
+use mgr::batch::{Batch, RowLayout};
 use mgr::data::DataSplit;
 use mgr::kernels::Execution;
 use mgr::train::{TrainConfig, infer_outputs, init_model, shards_on, train_step_sharded};
@@ -64,6 +64,11 @@ pub struct BenchArgs {
     /// Burn's own ops instead of the fused CPU kernels (`train.execution = burn-ops`), to compare.
     #[arg(long)]
     unfused: bool,
+    /// Which rows of a modality the tokenizers and unimodal encoders compute: auto (masked on a
+    /// GPU, gathered on flex), gathered (the present samples' alone) or masked (every sample's,
+    /// the absent ones masked), to compare; the same results either way.
+    #[arg(long, default_value = "auto", value_parser = parse_row_layout)]
+    rows: RowLayout,
     /// Shards of each batch computed side by side on a CPU's cores (`train.cpu_shards`; 1: the
     /// whole batch at once, to compare).
     #[arg(long, default_value_t = mgr::train::CPU_SHARDS)]
@@ -186,6 +191,23 @@ fn config(a: &BenchArgs) -> Result<ModelConfig> {
     .with_rho(a.rho))
 }
 
+/// `--rows`: a [`RowLayout`] by its name.
+fn parse_row_layout(name: &str) -> Result<RowLayout, String> {
+    [RowLayout::Auto, RowLayout::Gathered, RowLayout::Masked]
+        .into_iter()
+        .find(|layout| layout.name() == name)
+        .ok_or_else(|| format!("`{name}` is no row layout (auto, gathered or masked)"))
+}
+
+/// The layout `--rows` runs in on `device`: `auto` resolved to the device's own.
+fn resolved_rows(rows: RowLayout, device: &burn::tensor::Device) -> &'static str {
+    if rows.masked_on(device) {
+        RowLayout::Masked.name()
+    } else {
+        RowLayout::Gathered.name()
+    }
+}
+
 /// The execution policy `--unfused` asks for.
 fn execution(a: &BenchArgs) -> Execution {
     if a.unfused {
@@ -269,7 +291,9 @@ pub fn run(a: &BenchArgs) -> Result<()> {
     let (model, train_rates, train_launches) = samples_per_second(
         &timing,
         b,
-        init_model(&cfg, 0, &device)?.with_execution(execution(a)),
+        init_model(&cfg, 0, &device)?
+            .with_execution(execution(a))
+            .with_row_layout(a.rows),
         &counter,
         |m| {
             // The step's losses come back to the host: it waits for the device.
@@ -290,6 +314,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         device_name,
         method: cfg.method,
         batch: b,
+        rows: resolved_rows(a.rows, &device),
         params: model.num_params(),
         flops: forward_flops(&cfg),
         train: median_and_spread(train_rates),
@@ -365,6 +390,8 @@ struct Report {
     device_name: String,
     method: Method,
     batch: usize,
+    /// The row layout the model ran in (`--rows`, resolved for the device).
+    rows: &'static str,
     params: usize,
     /// Forward FLOPs per sample.
     flops: f64,
@@ -392,6 +419,7 @@ impl Report {
             "device": self.device_name,
             "method": self.method.name(),
             "batch": self.batch,
+            "rows": self.rows,
             "train_launches_per_step": self.train_launches.per_call,
             "infer_launches_per_batch": self.infer_launches.per_call,
             "train_top_kernels": self.train_launches.top,
@@ -414,11 +442,12 @@ impl Report {
             device_name,
             method,
             batch,
+            rows,
             train_launches,
             infer_launches,
             ..
         } = self;
-        println!("device {device_name}, method {method}, batch {batch}");
+        println!("device {device_name}, method {method}, batch {batch}, rows {rows}");
         println!("{}", self.launches_line());
         for (what, l) in [
             ("training step", train_launches),
@@ -450,6 +479,7 @@ impl Report {
             "impl": "mgr-rust",
             "device": self.device_name,
             "fused_kernels": !a.unfused,
+            "rows": self.rows,
             "method": self.method.name(),
             "batch": self.batch,
             "steps": a.steps,
@@ -474,6 +504,7 @@ impl Report {
             device_name,
             method,
             batch,
+            rows,
             params,
             flops,
             train: (train_med, train_min, train_max),
@@ -487,7 +518,7 @@ impl Report {
             "fused kernels"
         };
         println!(
-            "device {device_name} ({kernels}), method {method}, batch {batch}, {params} params"
+            "device {device_name} ({kernels}), method {method}, batch {batch}, rows {rows}, {params} params"
         );
         println!(
             "forward FLOPs per sample: {:.2} M (training ~3x)",
@@ -518,6 +549,24 @@ mod tests {
             "Kernel<F32, 2>"
         );
         assert_eq!(short_kernel_name("plain"), "plain");
+    }
+
+    /// `--rows` takes each layout by its name, resolves `auto` to the device's own (gathered on
+    /// flex), and rejects any other name with the names it takes.
+    #[test]
+    fn row_layouts_are_read_by_name_and_auto_is_resolved_for_the_device() {
+        for layout in [RowLayout::Auto, RowLayout::Gathered, RowLayout::Masked] {
+            assert_eq!(parse_row_layout(layout.name()), Ok(layout));
+        }
+        let err = parse_row_layout("scattered").unwrap_err();
+        assert!(
+            err.contains("scattered") && err.contains("gathered"),
+            "{err}"
+        );
+        let flex = burn::tensor::Device::flex();
+        assert_eq!(resolved_rows(RowLayout::Auto, &flex), "gathered");
+        assert_eq!(resolved_rows(RowLayout::Masked, &flex), "masked");
+        assert_eq!(resolved_rows(RowLayout::Gathered, &flex), "gathered");
     }
 
     /// The counter counts every launch and, with `by_kernel`, each kernel, per call; a take

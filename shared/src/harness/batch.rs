@@ -47,6 +47,41 @@ pub fn shard(indices: &[usize], parts: usize) -> Vec<&[usize]> {
     out
 }
 
+/// Which of [`PresentRows`]' two layouts the model computes a modality's rows in: a choice of
+/// speed, never of result (the same values to float rounding). One value held by the model
+/// (`mgr::Model::set_row_layout`); not part of what a saved model is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum RowLayout {
+    /// The device's own: masked on GPU backends (bound by kernel launches at these sizes),
+    /// gathered on flex (bound by arithmetic).
+    #[default]
+    Auto,
+    /// The present samples' rows alone, on every backend.
+    Gathered,
+    /// Every sample's rows, the absent ones masked, on every backend.
+    Masked,
+}
+
+impl RowLayout {
+    /// Whether a batch on `device` is computed in the masked layout.
+    pub fn masked_on(self, device: &Device) -> bool {
+        match self {
+            RowLayout::Auto => !crate::kernels::on_flex(device),
+            RowLayout::Gathered => false,
+            RowLayout::Masked => true,
+        }
+    }
+
+    /// The layout's name, as `mgr bench --rows` takes it and its JSON reports it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RowLayout::Auto => "auto",
+            RowLayout::Gathered => "gathered",
+            RowLayout::Masked => "masked",
+        }
+    }
+}
+
 /// The samples of a batch that hold one modality, and where each sample's row sits in a tensor
 /// of those samples only.
 ///

@@ -11,7 +11,7 @@ use burn::module::{Module, Param};
 use burn::nn::Initializer;
 use burn::tensor::{Device, Tensor, TensorData};
 
-use crate::batch::{Batch, BatchTargets, PresentRows};
+use crate::batch::{Batch, BatchTargets, PresentRows, RowLayout};
 use crate::config::{EncoderPrompts, Method, ModelConfig, Task};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::MgrError;
@@ -48,6 +48,10 @@ pub struct Model {
     /// How its operations run ([`Model::set_execution`]): the project's kernels unless set.
     #[module(skip)]
     pub execution: Execution,
+    /// Which layout a modality's rows are computed in ([`Model::set_row_layout`]): the device's
+    /// own unless set.
+    #[module(skip)]
+    pub row_layout: RowLayout,
 }
 
 impl ModelConfig {
@@ -86,6 +90,7 @@ impl ModelConfig {
                 .init(device),
             config: self.clone(),
             execution: Execution::default(),
+            row_layout: RowLayout::default(),
         })
     }
 
@@ -292,6 +297,18 @@ impl Model {
         }
     }
 
+    /// Computes each modality's rows in `layout` from now on ([`RowLayout`]; the same values to
+    /// float rounding): to compare the two layouts' speed on one device.
+    pub fn set_row_layout(&mut self, layout: RowLayout) {
+        self.row_layout = layout;
+    }
+
+    /// This model with `layout` ([`Model::set_row_layout`]).
+    pub fn with_row_layout(mut self, layout: RowLayout) -> Self {
+        self.set_row_layout(layout);
+        self
+    }
+
     /// This model with `execution` ([`Model::set_execution`]).
     pub fn with_execution(mut self, execution: Execution) -> Self {
         self.set_execution(execution);
@@ -341,9 +358,10 @@ impl Model {
         let [b, m] = batch.available.dims();
         let d = cfg.d_model;
         let zero = || zero_loss(&device);
-        // GPU backends compute a modality's rows for every sample and mask the absent ones
-        // (fewer kernels); flex computes the present samples' rows alone (less arithmetic).
-        let every_row = !crate::kernels::on_flex(&device);
+        // By default GPU backends compute a modality's rows for every sample and mask the
+        // absent ones (fewer kernels); flex computes the present samples' rows alone (less
+        // arithmetic).
+        let every_row = self.row_layout.masked_on(&device);
         let present: Vec<PresentRows> = (0..m)
             .map(|i| match every_row {
                 true => batch.present_rows(i).masked(&device),
