@@ -527,6 +527,36 @@ fn detaching_the_shared_features_keeps_l_div_out_of_the_shared_encoder() {
     assert!(shared_off == 0.0 && uni_off > 0.0, "{norms:?}");
 }
 
+/// `cfg`'s model from seed 3 on flex, set up by `setting`, after three training steps at lr 1e-2
+/// on a batch of 12 with mixed availability, which `prepare` may change first.
+fn trained_three_steps(
+    cfg: &ModelConfig,
+    setting: impl Fn(mgr::Model) -> mgr::Model,
+    prepare: impl Fn(Batch) -> Batch,
+) -> mgr::Model {
+    let device = Device::flex();
+    let mut model = setting(init_model(cfg, 3, &device).unwrap());
+    let batch = prepare(random_batch(
+        cfg,
+        mixed_availability(12, 2),
+        &device.autodiff(),
+    ));
+    let train = TrainConfig::new().with_lr(1e-2);
+    let mut optimizer = train.optimizer();
+    for _ in 0..3 {
+        model = train_step(model, &mut optimizer, train.lr, &batch).0;
+    }
+    model
+}
+
+/// The largest absolute difference between two outputs of one shape.
+fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max)
+}
+
 /// Issue 12: the fused CPU kernels (GELU, softmax) and Burn's own ops give the same model, up to
 /// float rounding: outputs of every method, and the model after three training steps.
 #[test]
@@ -537,19 +567,7 @@ fn the_kernels_and_burns_ops_train_the_same_model() {
     for method in Method::ALL {
         let cfg = odd_config(method).with_d_model(16);
         let models: Vec<mgr::Model> = [Execution::Kernels, Execution::BurnOps]
-            .map(|execution| {
-                let mut model = init_model(&cfg, 3, &device)
-                    .unwrap()
-                    .with_execution(execution);
-                let ad = device.clone().autodiff();
-                let batch = random_batch(&cfg, mixed_availability(12, 2), &ad);
-                let train = TrainConfig::new().with_lr(1e-2);
-                let mut optimizer = train.optimizer();
-                for _ in 0..3 {
-                    model = train_step(model, &mut optimizer, train.lr, &batch).0;
-                }
-                model
-            })
+            .map(|execution| trained_three_steps(&cfg, |m| m.with_execution(execution), |b| b))
             .into();
         let batch = random_batch(&cfg, mixed_availability(12, 2), &device);
         let outputs: Vec<Vec<f32>> = models
@@ -563,11 +581,7 @@ fn the_kernels_and_burns_ops_train_the_same_model() {
                     .unwrap()
             })
             .collect();
-        let worst = outputs[0]
-            .iter()
-            .zip(&outputs[1])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let worst = largest_difference(&outputs[0], &outputs[1]);
         assert!(
             worst < 1e-4,
             "{method}: fused and Burn's ops differ by {worst}"
@@ -611,18 +625,11 @@ fn the_gathered_and_masked_row_layouts_train_the_same_model() {
         let cfg = odd_config(method).with_d_model(16);
         let models: Vec<mgr::Model> = [RowLayout::Gathered, RowLayout::Masked]
             .map(|layout| {
-                let mut model = init_model(&cfg, 3, &device)
-                    .unwrap()
-                    .with_row_layout(layout);
-                let ad = device.clone().autodiff();
-                let batch =
-                    with_nan_in_absent_rows(&random_batch(&cfg, mixed_availability(12, 2), &ad));
-                let train = TrainConfig::new().with_lr(1e-2);
-                let mut optimizer = train.optimizer();
-                for _ in 0..3 {
-                    model = train_step(model, &mut optimizer, train.lr, &batch).0;
-                }
-                model
+                trained_three_steps(
+                    &cfg,
+                    |m| m.with_row_layout(layout),
+                    |b| with_nan_in_absent_rows(&b),
+                )
             })
             .into();
         let batch =
@@ -645,11 +652,7 @@ fn the_gathered_and_masked_row_layouts_train_the_same_model() {
             outputs.iter().flatten().all(|v| v.is_finite()),
             "{method}: NaN in an absent row reached the outputs"
         );
-        let worst = outputs[0]
-            .iter()
-            .zip(&outputs[1])
-            .map(|(a, b)| (a - b).abs())
-            .fold(0.0f32, f32::max);
+        let worst = largest_difference(&outputs[0], &outputs[1]);
         assert!(
             worst < 1e-4,
             "{method}: the gathered and masked layouts differ by {worst}"
