@@ -193,19 +193,13 @@ fn config(a: &BenchArgs) -> Result<ModelConfig> {
 
 /// `--rows`: a [`RowLayout`] by its name.
 fn parse_row_layout(name: &str) -> Result<RowLayout, String> {
-    [RowLayout::Auto, RowLayout::Gathered, RowLayout::Masked]
+    RowLayout::ALL
         .into_iter()
         .find(|layout| layout.name() == name)
-        .ok_or_else(|| format!("`{name}` is no row layout (auto, gathered or masked)"))
-}
-
-/// The layout `--rows` runs in on `device`: `auto` resolved to the device's own.
-fn resolved_rows(rows: RowLayout, device: &burn::tensor::Device) -> &'static str {
-    if rows.masked_on(device) {
-        RowLayout::Masked.name()
-    } else {
-        RowLayout::Gathered.name()
-    }
+        .ok_or_else(|| {
+            let names: Vec<&str> = RowLayout::ALL.iter().map(|l| l.name()).collect();
+            format!("`{name}` is no row layout ({})", names.join(", "))
+        })
 }
 
 /// The execution policy `--unfused` asks for.
@@ -314,7 +308,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         device_name,
         method: cfg.method,
         batch: b,
-        rows: resolved_rows(a.rows, &device),
+        rows: a.rows.resolved(&device).name(),
         params: model.num_params(),
         flops: forward_flops(&cfg),
         train: median_and_spread(train_rates),
@@ -551,11 +545,11 @@ mod tests {
         assert_eq!(short_kernel_name("plain"), "plain");
     }
 
-    /// `--rows` takes each layout by its name, resolves `auto` to the device's own (gathered on
-    /// flex), and rejects any other name with the names it takes.
+    /// `--rows` takes each layout by its name, and rejects any other name with the names it
+    /// takes.
     #[test]
-    fn row_layouts_are_read_by_name_and_auto_is_resolved_for_the_device() {
-        for layout in [RowLayout::Auto, RowLayout::Gathered, RowLayout::Masked] {
+    fn row_layouts_are_read_by_name() {
+        for layout in RowLayout::ALL {
             assert_eq!(parse_row_layout(layout.name()), Ok(layout));
         }
         let err = parse_row_layout("scattered").unwrap_err();
@@ -563,10 +557,6 @@ mod tests {
             err.contains("scattered") && err.contains("gathered"),
             "{err}"
         );
-        let flex = burn::tensor::Device::flex();
-        assert_eq!(resolved_rows(RowLayout::Auto, &flex), "gathered");
-        assert_eq!(resolved_rows(RowLayout::Masked, &flex), "masked");
-        assert_eq!(resolved_rows(RowLayout::Gathered, &flex), "gathered");
     }
 
     /// The counter counts every launch and, with `by_kernel`, each kernel, per call; a take

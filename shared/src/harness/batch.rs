@@ -49,7 +49,7 @@ pub fn shard(indices: &[usize], parts: usize) -> Vec<&[usize]> {
 
 /// Which of [`PresentRows`]' two layouts the model computes a modality's rows in: a choice of
 /// speed, never of result (the same values to float rounding). One value held by the model
-/// (`mgr::Model::set_row_layout`); not part of what a saved model is.
+/// (`mgr::Model::with_row_layout`); not part of what a saved model is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub enum RowLayout {
     /// The device's own: masked on GPU backends (bound by kernel launches at these sizes),
@@ -63,12 +63,16 @@ pub enum RowLayout {
 }
 
 impl RowLayout {
-    /// Whether a batch on `device` is computed in the masked layout.
-    pub fn masked_on(self, device: &Device) -> bool {
+    /// Every layout, in the order `mgr bench --rows` lists them.
+    pub const ALL: [RowLayout; 3] = [RowLayout::Auto, RowLayout::Gathered, RowLayout::Masked];
+
+    /// The layout a batch on `device` is computed in: `Auto` resolved to the device's own,
+    /// `Gathered` or `Masked` as they are.
+    pub fn resolved(self, device: &Device) -> RowLayout {
         match self {
-            RowLayout::Auto => !crate::kernels::on_flex(device),
-            RowLayout::Gathered => false,
-            RowLayout::Masked => true,
+            RowLayout::Auto if crate::kernels::on_flex(device) => RowLayout::Gathered,
+            RowLayout::Auto => RowLayout::Masked,
+            chosen => chosen,
         }
     }
 
@@ -390,6 +394,15 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `Auto` resolves to flex's own layout (gathered) there; a chosen layout stays as chosen.
+    #[test]
+    fn auto_resolves_to_the_devices_layout_and_a_chosen_layout_stays() {
+        let flex = Device::flex();
+        assert_eq!(RowLayout::Auto.resolved(&flex), RowLayout::Gathered);
+        assert_eq!(RowLayout::Gathered.resolved(&flex), RowLayout::Gathered);
+        assert_eq!(RowLayout::Masked.resolved(&flex), RowLayout::Masked);
+    }
 
     #[test]
     fn shards_differ_in_size_by_at_most_one_and_drop_empty_ones() {

@@ -48,7 +48,7 @@ pub struct Model {
     /// How its operations run ([`Model::set_execution`]): the project's kernels unless set.
     #[module(skip)]
     pub execution: Execution,
-    /// Which layout a modality's rows are computed in ([`Model::set_row_layout`]): the device's
+    /// Which layout a modality's rows are computed in ([`Model::with_row_layout`]): the device's
     /// own unless set.
     #[module(skip)]
     pub row_layout: RowLayout,
@@ -297,15 +297,10 @@ impl Model {
         }
     }
 
-    /// Computes each modality's rows in `layout` from now on ([`RowLayout`]; the same values to
+    /// This model, computing each modality's rows in `layout` ([`RowLayout`]; the same values to
     /// float rounding): to compare the two layouts' speed on one device.
-    pub fn set_row_layout(&mut self, layout: RowLayout) {
-        self.row_layout = layout;
-    }
-
-    /// This model with `layout` ([`Model::set_row_layout`]).
     pub fn with_row_layout(mut self, layout: RowLayout) -> Self {
-        self.set_row_layout(layout);
+        self.row_layout = layout;
         self
     }
 
@@ -361,7 +356,7 @@ impl Model {
         // By default GPU backends compute a modality's rows for every sample and mask the
         // absent ones (fewer kernels); flex computes the present samples' rows alone (less
         // arithmetic).
-        let every_row = self.row_layout.masked_on(&device);
+        let every_row = self.row_layout.resolved(&device) == RowLayout::Masked;
         let present: Vec<PresentRows> = (0..m)
             .map(|i| match every_row {
                 true => batch.present_rows(i).masked(&device),
