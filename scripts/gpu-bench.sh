@@ -26,7 +26,8 @@
 # since the epoch after which no new measurement starts and none runs on for more than a
 # minute (the table is still written). Round 1 measures every batch before round 2 begins, the
 # default build and the peer first in each round, and the launch counts come last, so a run cut
-# short by MGR_BENCH_UNTIL has the default build against the peer at each batch first. Each program's messages go to $OUT_DIR/gpu-bench.log.
+# short by MGR_BENCH_UNTIL has the default build against the peer at each batch first. Each
+# program's messages go to $OUT_DIR/gpu-bench.log.
 # usage: scripts/gpu-bench.sh [PATH/TO/torch_mgr.py]   (one JSON object per measurement)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,15 +44,16 @@ log="$OUT_DIR/gpu-bench.log"
 : > "$results"
 : > "$log"
 default_bin="${CARGO_TARGET_DIR:-target}/release/mgr"
+main_bin="${MGR_BIN:-$default_bin}"
 # Each variant: name|binary|device|extra bench flags. `first` runs beside the peer before the rest.
 first=()
 variants=()
-if [ -x "${MGR_BIN:-$default_bin}" ]; then
-  first+=("wgpu+fusion|${MGR_BIN:-$default_bin}|wgpu|")
+if [ -x "$main_bin" ]; then
+  first+=("wgpu+fusion|$main_bin|wgpu|")
   for c in $compare; do
     case "$c" in
-      rows) variants+=("wgpu+fusion rows=gathered|${MGR_BIN:-$default_bin}|wgpu|--rows gathered") ;;
-      ops) variants+=("wgpu+fusion burn-ops|${MGR_BIN:-$default_bin}|wgpu|--unfused") ;;
+      rows) variants+=("wgpu+fusion rows=gathered|$main_bin|wgpu|--rows gathered") ;;
+      ops) variants+=("wgpu+fusion burn-ops|$main_bin|wgpu|--unfused") ;;
       *) echo "gpu-bench: MGR_BENCH_COMPARE: no comparison named $c (rows, ops)" >&2; exit 2 ;;
     esac
   done
