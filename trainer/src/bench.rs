@@ -150,6 +150,24 @@ impl LaunchCounter {
     }
 }
 
+/// Whether this binary was built with Burn's fusion and autotune (the trainer's `fusion` feature,
+/// on by default): the bench's numbers belong to the build as much as to the device.
+const BURN_FUSION: bool = cfg!(feature = "fusion");
+/// Whether autotune's choices persist on disk between runs (the `autotune-cache` feature): without
+/// it every process autotunes again, and launch counts vary by a few as near-tied candidates
+/// swap.
+const AUTOTUNE_CACHE: bool = cfg!(feature = "autotune-cache");
+
+/// The build's GPU features, for a reader (flex ignores them).
+fn build_line() -> String {
+    let on_off = |on: bool| if on { "on" } else { "off" };
+    format!(
+        "build: Burn fusion and autotune {}, autotune cache on disk {}",
+        on_off(BURN_FUSION),
+        on_off(AUTOTUNE_CACHE)
+    )
+}
+
 /// Kernel launches per call, and the kernels launched most (with `--launches`).
 struct Launches {
     per_call: f64,
@@ -414,6 +432,8 @@ impl Report {
             "method": self.method.name(),
             "batch": self.batch,
             "rows": self.rows,
+            "burn_fusion": BURN_FUSION,
+            "autotune_cache": AUTOTUNE_CACHE,
             "train_launches_per_step": self.train_launches.per_call,
             "infer_launches_per_batch": self.infer_launches.per_call,
             "train_top_kernels": self.train_launches.top,
@@ -442,6 +462,7 @@ impl Report {
             ..
         } = self;
         println!("device {device_name}, method {method}, batch {batch}, rows {rows}");
+        println!("{}", build_line());
         println!("{}", self.launches_line());
         for (what, l) in [
             ("training step", train_launches),
@@ -474,6 +495,8 @@ impl Report {
             "device": self.device_name,
             "fused_kernels": !a.unfused,
             "rows": self.rows,
+            "burn_fusion": BURN_FUSION,
+            "autotune_cache": AUTOTUNE_CACHE,
             "method": self.method.name(),
             "batch": self.batch,
             "steps": a.steps,
@@ -514,6 +537,7 @@ impl Report {
         println!(
             "device {device_name} ({kernels}), method {method}, batch {batch}, rows {rows}, {params} params"
         );
+        println!("{}", build_line());
         println!(
             "forward FLOPs per sample: {:.2} M (training ~3x)",
             flops / 1e6

@@ -1099,3 +1099,51 @@ fn protocol_on_a_backbone_chooses_each_cells_rate_on_validation() {
     ]);
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--backbone"));
 }
+
+#[test]
+fn the_bench_names_its_build_layout_and_shapes_in_its_json() {
+    let line = ok(&[
+        "bench",
+        "--json",
+        "--device",
+        "flex",
+        "--batch",
+        "4",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--repeats",
+        "1",
+        "--d",
+        "16",
+        "--heads",
+        "2",
+        "--layers",
+        "1",
+    ]);
+    let report: serde_json::Value = serde_json::from_str(line.trim()).expect("one JSON object");
+    assert_eq!(report["impl"], "mgr-rust");
+    assert_eq!(report["batch"], 4);
+    assert_eq!(report["steps"], 1);
+    // `--rows auto` on flex runs the gathered layout, and the report names the one that ran.
+    assert_eq!(report["rows"], "gathered");
+    // The build's GPU features, as this test binary's package was built.
+    assert_eq!(report["burn_fusion"], cfg!(feature = "fusion"));
+    assert_eq!(report["autotune_cache"], cfg!(feature = "autotune-cache"));
+    for speed in ["train_samples_per_s", "infer_samples_per_s"] {
+        let samples_per_s = report[speed].as_f64().expect(speed);
+        assert!(
+            samples_per_s.is_finite() && samples_per_s > 0.0,
+            "{speed}: {samples_per_s}"
+        );
+    }
+    // Flex launches no GPU kernels.
+    assert_eq!(report["train_launches_per_step"], 0.0);
+    // The flags size the model: at d 16 and one layer it is far below the default 64-wide one.
+    let params = report["params"].as_u64().expect("params");
+    assert!(
+        params > 0 && params < 50_000,
+        "{params} params at d 16, one layer"
+    );
+}
