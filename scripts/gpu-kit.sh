@@ -9,8 +9,10 @@
 # usage: scripts/gpu-kit.sh                  (variants default,nofusion,vulkan)
 #        MGR_KIT_VARIANTS=default scripts/gpu-kit.sh
 # Variants: default (fusion + autotune), nofusion (--no-default-features), vulkan (--features
-# vulkan). The CUDA build cannot be made here (its build script downloads LLVM). Builds from
-# nothing take long (each Burn feature set compiles Burn's GPU crates again); reruns are quick.
+# vulkan), cache (--features autotune-cache: not in the default set, about 8 MiB more; with it
+# gpu-kit-run.sh also times the main job with a cold and then a warm autotune cache). The CUDA
+# build cannot be made here (its build script downloads LLVM). Builds from nothing take long
+# (each Burn feature set compiles Burn's GPU crates again); reruns are quick.
 # Writes .gpu-kit/ (ignored by git) and prints its size and the call that carries it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,7 +39,8 @@ for variant in ${variants//,/ }; do
     default) flags=() ;;
     nofusion) flags=(--no-default-features) ;;
     vulkan) flags=(--features vulkan) ;;
-    *) echo "gpu-kit: unknown variant '$variant' (default, nofusion, vulkan)" >&2; exit 2 ;;
+    cache) flags=(--features autotune-cache) ;;
+    *) echo "gpu-kit: unknown variant '$variant' (default, nofusion, vulkan, cache)" >&2; exit 2 ;;
   esac
   echo "gpu-kit: building mgr ($variant)" >&2
   cargo build --release -p mgr-trainer --bin mgr "${flags[@]}"
