@@ -13,8 +13,9 @@
 # gpu-bench.jsonl, gpu-bench.log, wgpu-test.log, main-job.log, main-job-results.json, and with
 # step 4 main-job-cache-cold.log and main-job-cache-warm.log.
 #
-# usage: scripts/gpu-kit-run.sh [SECONDS]   (the budget, default 400; the call's timeout_s must
-#        leave 80 s above it: the last measurement may run a minute past its deadline)
+# usage: scripts/gpu-kit-run.sh [SECONDS]   (the budget, default 400, 520 for a kit with the cache
+#        build; the call's timeout_s must leave 80 s above it: the last measurement may run a
+#        minute past its deadline)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 budget="${1:-400}"
@@ -51,6 +52,10 @@ python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.i
 main_jobs=1
 [ -x "$bin/mgr-cache" ] && main_jobs=3
 reserved=$((90 + 110 * main_jobs))
+if [ $((budget - reserved)) -lt 100 ]; then
+  echo "gpu-kit-run: a budget of $budget s leaves the comparison $((budget - reserved)) s after" \
+    "the test and $main_jobs main job run(s); give $((reserved + 100)) or more" >&2
+fi
 bench_env=(OUT_DIR="$out" MGR_BENCH_UNTIL=$((start + budget - reserved)))
 [ -x "$bin/mgr-default" ] && bench_env+=(MGR_BIN="$bin/mgr-default")
 [ -x "$bin/mgr-nofusion" ] && bench_env+=(MGR_BIN_NOFUSION="$bin/mgr-nofusion")
