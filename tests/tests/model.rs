@@ -557,6 +557,61 @@ fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0f32, f32::max)
 }
 
+/// Issue 30: the attentions' two layouts of Q, K and V (token-major, feature-major) train the
+/// same model, for every method and every prompt insertion, and a model keeps its layout
+/// through training steps and `valid()`. On flex, where `auto` is token-major, the
+/// feature-major form runs through Burn's products as a GPU's does.
+#[test]
+fn the_token_and_feature_major_head_layouts_train_the_same_model() {
+    use burn::module::Module;
+    use mgr::kernels::HeadLayout;
+    let _serial = one_at_a_time();
+    let device = Device::flex();
+    for method in Method::ALL {
+        let insertions: &[PromptInsertion] = if method.is_mgr() {
+            &PromptInsertion::ALL
+        } else {
+            &[PromptInsertion::Token]
+        };
+        for &insertion in insertions {
+            let readings = RefinementReadings::default().with_prompt_insertion(insertion);
+            let cfg = odd_config(method)
+                .with_d_model(16)
+                .with_refinement(readings);
+            let models: Vec<mgr::Model> = [HeadLayout::TokenMajor, HeadLayout::FeatureMajor]
+                .map(|layout| trained_three_steps(&cfg, |m| m.with_head_layout(layout), |b| b))
+                .into();
+            let batch = random_batch(&cfg, mixed_availability(12, 2), &device);
+            let outputs: Vec<Vec<f32>> = models
+                .iter()
+                .map(|m| {
+                    let out = m.valid().forward(&batch).output;
+                    out.into_data().try_to_vec::<f32>().unwrap()
+                })
+                .collect();
+            let worst = largest_difference(&outputs[0], &outputs[1]);
+            assert!(
+                worst < 1e-4,
+                "{method} {insertion:?}: the token- and feature-major layouts differ by {worst}"
+            );
+            // Training steps and valid() keep each model's layout, in every attention.
+            for (model, layout) in models
+                .iter()
+                .zip([HeadLayout::TokenMajor, HeadLayout::FeatureMajor])
+            {
+                let model = model.valid();
+                assert_eq!(model.encoder.head_layout, layout, "{method}");
+                for layer in &model.refinement {
+                    assert_eq!(layer.attention.head_layout, layout, "{method}");
+                }
+                for encoder in model.unimodal.iter().flat_map(|u| &u.encoders) {
+                    assert_eq!(encoder.head_layout, layout, "{method}");
+                }
+            }
+        }
+    }
+}
+
 /// Issue 12: the fused CPU kernels (GELU, softmax) and Burn's own ops give the same model, up to
 /// float rounding: outputs of every method, and the model after three training steps.
 #[test]

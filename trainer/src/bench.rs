@@ -8,6 +8,7 @@ use mgr::absence::AbsenceMask;
 use mgr::batch::{Batch, RowLayout};
 use mgr::data::DataSplit;
 use mgr::kernels::Execution;
+use mgr::kernels::HeadLayout;
 use mgr::train::{TrainConfig, infer_outputs, init_model, shards_on, train_step_sharded};
 use mgr::{Method, ModalitySpec, ModelConfig};
 use serde_json::json;
@@ -69,6 +70,12 @@ pub struct BenchArgs {
     /// the absent ones masked), to compare; the same results either way.
     #[arg(long, default_value = "auto", value_parser = parse_row_layout)]
     rows: RowLayout,
+    /// How the attentions lay out Q, K and V: auto (feature-major on a GPU, token-major on
+    /// flex), token-major (`[B, T, d]`, each head a strided view a GPU's products copy first) or
+    /// feature-major (`[B, d, T]`, each head a view they read as it is), to compare; the same
+    /// results either way.
+    #[arg(long, default_value = "auto", value_parser = parse_head_layout)]
+    head_layout: HeadLayout,
     /// Shards of each batch computed side by side on a CPU's cores (`train.cpu_shards`; 1: the
     /// whole batch at once, to compare).
     #[arg(long, default_value_t = mgr::train::CPU_SHARDS)]
@@ -220,6 +227,17 @@ fn parse_row_layout(name: &str) -> Result<RowLayout, String> {
         })
 }
 
+/// `--head-layout`: a [`HeadLayout`] by its name.
+fn parse_head_layout(name: &str) -> Result<HeadLayout, String> {
+    HeadLayout::ALL
+        .into_iter()
+        .find(|layout| layout.name() == name)
+        .ok_or_else(|| {
+            let names: Vec<&str> = HeadLayout::ALL.iter().map(|l| l.name()).collect();
+            format!("`{name}` is no head layout ({})", names.join(", "))
+        })
+}
+
 /// The execution policy `--unfused` asks for.
 fn execution(a: &BenchArgs) -> Execution {
     if a.unfused {
@@ -305,7 +323,8 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         b,
         init_model(&cfg, 0, &device)?
             .with_execution(execution(a))
-            .with_row_layout(a.rows),
+            .with_row_layout(a.rows)
+            .with_head_layout(a.head_layout),
         &counter,
         |m| {
             // The step's losses come back to the host: it waits for the device.
@@ -327,6 +346,7 @@ pub fn run(a: &BenchArgs) -> Result<()> {
         method: cfg.method,
         batch: b,
         rows: a.rows.resolved(&device).name(),
+        head_layout: a.head_layout.resolved(&device, execution(a)).name(),
         params: model.num_params(),
         flops: forward_flops(&cfg),
         train: median_and_spread(train_rates),
@@ -404,6 +424,8 @@ struct Report {
     batch: usize,
     /// The row layout the model ran in (`--rows`, resolved for the device).
     rows: &'static str,
+    /// The attentions' Q, K, V layout (`--head-layout`, resolved for the device).
+    head_layout: &'static str,
     params: usize,
     /// Forward FLOPs per sample.
     flops: f64,
@@ -432,6 +454,7 @@ impl Report {
             "method": self.method.name(),
             "batch": self.batch,
             "rows": self.rows,
+            "head_layout": self.head_layout,
             "burn_fusion": BURN_FUSION,
             "autotune_cache": AUTOTUNE_CACHE,
             "train_launches_per_step": self.train_launches.per_call,
@@ -457,11 +480,14 @@ impl Report {
             method,
             batch,
             rows,
+            head_layout,
             train_launches,
             infer_launches,
             ..
         } = self;
-        println!("device {device_name}, method {method}, batch {batch}, rows {rows}");
+        println!(
+            "device {device_name}, method {method}, batch {batch}, rows {rows}, heads {head_layout}"
+        );
         println!("{}", build_line());
         println!("{}", self.launches_line());
         for (what, l) in [
@@ -495,6 +521,7 @@ impl Report {
             "device": self.device_name,
             "fused_kernels": !a.unfused,
             "rows": self.rows,
+            "head_layout": self.head_layout,
             "burn_fusion": BURN_FUSION,
             "autotune_cache": AUTOTUNE_CACHE,
             "method": self.method.name(),
@@ -522,6 +549,7 @@ impl Report {
             method,
             batch,
             rows,
+            head_layout,
             params,
             flops,
             train: (train_med, train_min, train_max),
@@ -535,7 +563,7 @@ impl Report {
             "fused kernels"
         };
         println!(
-            "device {device_name} ({kernels}), method {method}, batch {batch}, rows {rows}, {params} params"
+            "device {device_name} ({kernels}), method {method}, batch {batch}, rows {rows}, heads {head_layout}, {params} params"
         );
         println!("{}", build_line());
         println!(
@@ -579,6 +607,20 @@ mod tests {
         let err = parse_row_layout("scattered").unwrap_err();
         assert!(
             err.contains("scattered") && err.contains("gathered"),
+            "{err}"
+        );
+    }
+
+    /// `--head-layout` takes each layout by its name, and rejects any other name with the
+    /// names it takes.
+    #[test]
+    fn head_layouts_are_read_by_name() {
+        for layout in HeadLayout::ALL {
+            assert_eq!(parse_head_layout(layout.name()), Ok(layout));
+        }
+        let err = parse_head_layout("head-major").unwrap_err();
+        assert!(
+            err.contains("head-major") && err.contains("feature-major"),
             "{err}"
         );
     }

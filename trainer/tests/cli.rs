@@ -1128,6 +1128,8 @@ fn the_bench_names_its_build_layout_and_shapes_in_its_json() {
     assert_eq!(report["steps"], 1);
     // `--rows auto` on flex runs the gathered layout, and the report names the one that ran.
     assert_eq!(report["rows"], "gathered");
+    // `--head-layout auto` on flex runs token-major (flex's fused attention reads rows).
+    assert_eq!(report["head_layout"], "token-major");
     // The build's GPU features, as this test binary's package was built.
     assert_eq!(report["burn_fusion"], cfg!(feature = "fusion"));
     assert_eq!(report["autotune_cache"], cfg!(feature = "autotune-cache"));

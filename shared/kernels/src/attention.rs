@@ -80,6 +80,41 @@ pub fn attention_context(a: Tensor<4>, v: Tensor<3>, exec: Execution) -> Tensor<
         .reshape([b, n, d]) // [B, N, d]
 }
 
+/// [`attention_weights`] from feature-major Q and K ([`crate::linear_columns`]): each head's
+/// queries `[N, d_h]` are a transposed view and its keys' transpose `[d_h, M]` a contiguous one,
+/// both read by a product as they are (the token-major split is copied first on a GPU). Burn's
+/// ops on every backend.
+///
+/// # Shapes
+/// - q: `[B, d, N]`; k: `[B, d, M]`; d divisible by `heads`
+/// - output: `[B, H, N, M]`, each row summing to 1
+pub fn attention_weights_feature_major(q: Tensor<3>, k: Tensor<3>, heads: usize) -> Tensor<4> {
+    let [b, d, n] = q.dims();
+    let m = k.dims()[2];
+    let d_h = d / heads;
+    let queries = q.reshape([b, heads, d_h, n]).swap_dims(2, 3); // [B, H, N, d_h]
+    let keys_t = k.reshape([b, heads, d_h, m]); // [B, H, d_h, M]
+    let rows = queries.matmul(keys_t).reshape([b * heads, n, m]); // [B H, N, M]
+    // As in `attention_weights`: the softmax on [B H, N, M] rows, the scaling first.
+    burn::tensor::activation::softmax(rows.div_scalar((d_h as f64).sqrt()), 2)
+        .reshape([b, heads, n, m]) // [B, H, N, M]
+}
+
+/// [`attention_context`] from feature-major V ([`crate::linear_columns`]): each head's values
+/// `[M, d_h]` are a transposed view a product reads as it is. Burn's ops on every backend.
+///
+/// # Shapes
+/// - a: `[B, H, N, M]`; v: `[B, d, M]`
+/// - output: `[B, N, d]`
+pub fn attention_context_feature_major(a: Tensor<4>, v: Tensor<3>) -> Tensor<3> {
+    let [b, heads, n, m] = a.dims();
+    let d = v.dims()[1];
+    let values = v.reshape([b, heads, d / heads, m]).swap_dims(2, 3); // [B, H, M, d_h]
+    a.matmul(values) // [B, H, N, d_h]
+        .swap_dims(1, 2) // [B, N, H, d_h]
+        .reshape([b, n, d]) // [B, N, d]
+}
+
 /// softmax(Q_h K_h^T / sqrt(d_h)) V_h per head h, heads side by side: an attention whose
 /// weights no one reads (the encoder's). Where no gradient flows through it on a GPU backend
 /// under [`Execution::Kernels`] (inference, a frozen encoder), Burn's attention op: one flash
@@ -105,10 +140,9 @@ pub fn attend(
     exec: Execution,
 ) -> Tensor<3> {
     // Untracked: no autodiff graph holds them (is_require_grad is true of leaves only).
-    let no_gradient = !(q.is_tracked() || k.is_tracked() || v.is_tracked());
+    let tracked = q.is_tracked() || k.is_tracked() || v.is_tracked();
     let [b, n, d] = q.dims();
-    let flash_ranked_first = n > d / heads;
-    if exec.kernels() && no_gradient && flash_ranked_first && !on_flex(&q.device()) {
+    if runs_attention_op(tracked, n, d, heads, exec, &q.device()) {
         let context = burn::tensor::module::attention(
             split_heads(q, heads),
             split_heads(k, heads),
@@ -120,6 +154,70 @@ pub fn attend(
         return context.swap_dims(1, 2).reshape([b, n, d]); // [B, N, d]
     }
     attention_context(attention_weights(q, k, heads, exec), v, exec) // [B, N, d]
+}
+
+/// Whether [`attend`] runs Burn's attention op: on a GPU backend under [`Execution::Kernels`],
+/// where no gradient flows and N > d_h (see [`attend`]).
+fn runs_attention_op(
+    tracked: bool,
+    n: usize,
+    d: usize,
+    heads: usize,
+    exec: Execution,
+    device: &burn::tensor::Device,
+) -> bool {
+    exec.kernels() && !tracked && n > d / heads && !on_flex(device)
+}
+
+/// Self-attention's context from its inputs: softmax(Q_h K_h^T / sqrt(d_h)) V_h per head h,
+/// heads side by side, with Q, K, V = x W^Q + b^Q, x W^K + b^K, x W^V + b^V, and `weights` applied
+/// to the attention weights where they are formed (an attention dropout; never on Burn's
+/// attention op, which `attend` runs only where no gradient flows). In `layout`'s feature-major
+/// form ([`crate::linear_columns`]: each head a view the products read without a copy), except
+/// where [`attend`] runs Burn's attention op, which reads the token-major heads as they are;
+/// token-major otherwise ([`crate::linear_rows`], [`attention_weights`],
+/// [`attention_context`]). The same values either way.
+///
+/// # Shapes
+/// - x: `[B, N, d_in]`; the projections' outputs `d`, divisible by `heads`
+/// - output: `[B, N, d]`
+pub fn self_attention_context(
+    projections: [&burn::nn::Linear; 3],
+    x: Tensor<3>,
+    heads: usize,
+    weights: Option<&dyn Fn(Tensor<4>) -> Tensor<4>>,
+    layout: crate::HeadLayout,
+    exec: Execution,
+) -> Tensor<3> {
+    let [query, key, value] = projections;
+    let [_, n, _] = x.dims();
+    let d = query.weight.dims()[1];
+    let tracked = x.is_tracked()
+        || projections.iter().any(|linear| {
+            linear.weight.val().is_tracked()
+                || linear.bias.as_ref().is_some_and(|b| b.val().is_tracked())
+        });
+    let device = x.device();
+    let attention_op = weights.is_none() && runs_attention_op(tracked, n, d, heads, exec, &device);
+    let feature_major = layout.resolved(&device, exec) == crate::HeadLayout::FeatureMajor;
+    if feature_major && !attention_op {
+        let q = crate::linear_columns(query, x.clone(), exec); // [B, d, N]
+        let k = crate::linear_columns(key, x.clone(), exec); // [B, d, N]
+        let v = crate::linear_columns(value, x, exec); // [B, d, N]
+        let a = attention_weights_feature_major(q, k, heads); // [B, H, N, N]
+        let a = match weights {
+            Some(f) => f(a),
+            None => a,
+        }; // [B, H, N, N]
+        return attention_context_feature_major(a, v); // [B, N, d]
+    }
+    let q = crate::linear_rows(query, x.clone(), exec); // [B, N, d]
+    let k = crate::linear_rows(key, x.clone(), exec); // [B, N, d]
+    let v = crate::linear_rows(value, x, exec); // [B, N, d]
+    match weights {
+        None => attend(q, k, v, heads, exec), // [B, N, d]
+        Some(f) => attention_context(f(attention_weights(q, k, heads, exec)), v, exec), // [B, N, d]
+    }
 }
 
 /// `[B, T, d]` -> `[B, H, T, d_h]`.
@@ -902,6 +1000,51 @@ mod tests {
             2,
             2e-3,
         );
+    }
+
+    #[test]
+    fn feature_major_heads_give_the_token_major_weights_context_and_gradients() {
+        // The refinement's shapes (one key more than queries), odd head widths, one token.
+        for (b, n, m, d, heads) in [(3, 44, 45, 64, 4), (2, 5, 7, 6, 2), (1, 1, 1, 8, 1)] {
+            let (q, k, v) = (
+                random([b, n, d], 1.0).require_grad(),
+                random([b, m, d], 1.0).require_grad(),
+                random([b, m, d], 1.0).require_grad(),
+            );
+            let w_a = random([b * heads, n, m], 1.0).reshape([b, heads, n, m]);
+            let w_c = random([b, n, d], 1.0);
+            let run = |feature_major: bool| {
+                let (a, c) = if feature_major {
+                    let a = attention_weights_feature_major(
+                        q.clone().swap_dims(1, 2),
+                        k.clone().swap_dims(1, 2),
+                        heads,
+                    );
+                    let c = attention_context_feature_major(a.clone(), v.clone().swap_dims(1, 2));
+                    (a, c)
+                } else {
+                    let a = attention_weights(q.clone(), k.clone(), heads, Execution::BurnOps);
+                    let c = attention_context(a.clone(), v.clone(), Execution::BurnOps);
+                    (a, c)
+                };
+                let loss = (a.clone() * w_a.clone()).sum() + (c.clone() * w_c.clone()).sum();
+                let grads = loss.backward();
+                let grad = |t: &Tensor<3>| values(t.grad(&grads).expect("gradient"));
+                [values(a), values(c), grad(&q), grad(&k), grad(&v)]
+            };
+            let (ours, token_major) = (run(true), run(false));
+            for ((name, a), theirs) in ["A", "C", "dq", "dk", "dv"]
+                .iter()
+                .zip(ours)
+                .zip(token_major)
+            {
+                close(
+                    a,
+                    theirs,
+                    &format!("{name} (b {b}, n {n}, m {m}, d {d}, {heads} heads)"),
+                );
+            }
+        }
     }
 
     #[test]

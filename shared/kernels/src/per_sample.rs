@@ -49,6 +49,30 @@ pub(crate) fn linear(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     }
 }
 
+/// y^T = W^T x^T + b, feature-major: [`linear`]'s values with the output's axes swapped, W and b's
+/// gradients per sample as there. An attention splits a feature-major projection into its heads
+/// as a view a product reads without a copy (`[B, H, d_h, N]`, contiguous, or its transpose),
+/// where the token-major `[B, N, d]` split is a strided view that Burn's products copy first.
+///
+/// # Shapes
+/// - x: `[B, N, I]`
+/// - output: `[B, O, N]`
+pub(crate) fn linear_columns(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
+    let [b, _, _] = x.dims();
+    let x_t = x.swap_dims(1, 2); // [B, I, N]
+    let weight = linear.weight.val().transpose().unsqueeze::<3>(); // [1, O, I]
+    // The bias column is shaped before the product, for the reason given in `linear`.
+    let bias = linear.bias.as_ref().map(|bias| {
+        let [o] = bias.dims();
+        bias.val().reshape([1, o, 1]).expand([b, o, 1]) // [B, O, 1]
+    });
+    let y = weight.matmul(x_t); // [B, O, N]
+    match bias {
+        Some(bias) => y + bias, // [B, O, N]
+        None => y,
+    }
+}
+
 /// Layer norm over the last axis, (x - mean) / sqrt(var + eps) gamma + beta, as Burn's default
 /// `layer_norm` computes it, with gamma's and beta's gradients computed per sample.
 ///
@@ -170,6 +194,29 @@ mod tests {
                 |x| linear(&layer, x),
                 |x| layer.forward(x),
                 &random([b, n, i], 1.0),
+                Some(&layer.weight.val()),
+                &[bias],
+            );
+        }
+    }
+
+    #[test]
+    fn the_feature_major_linear_is_the_linear_with_its_output_transposed() {
+        // The attention's projections (keys: one token more than the queries), one token.
+        for (b, n, i, o) in [(8, 45, 64, 64), (2, 3, 6, 4), (1, 1, 5, 3)] {
+            let layer = LinearConfig::new(i, o).init(&device());
+            let layer = Linear {
+                bias: Some(random_row(o)),
+                ..layer
+            };
+            let bias = layer.bias.as_ref().expect("bias").val();
+            let x = random([b, n, i], 1.0);
+            assert_eq!(linear_columns(&layer, x.clone()).dims(), [b, o, n]);
+            assert_same(
+                &["y", "dx", "dW", "db"],
+                |x| linear_columns(&layer, x).swap_dims(1, 2),
+                |x| layer.forward(x),
+                &x,
                 Some(&layer.weight.val()),
                 &[bias],
             );

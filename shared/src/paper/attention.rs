@@ -8,7 +8,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor};
 
 use crate::config::PromptInsertion;
-use crate::kernels::{self, Execution};
+use crate::kernels::{self, Execution, HeadLayout};
 
 /// Configuration of the refinement attention.
 #[derive(Config, Debug)]
@@ -49,6 +49,10 @@ pub struct ContextAttention {
     /// How the operations run (set by [`crate::Model::set_execution`]; not configuration).
     #[module(skip)]
     pub execution: Execution,
+    /// How Q, K and V are laid out (set by [`crate::Model::with_head_layout`]; not
+    /// configuration).
+    #[module(skip)]
+    pub head_layout: HeadLayout,
 }
 
 impl ContextAttentionConfig {
@@ -73,6 +77,7 @@ impl ContextAttentionConfig {
             prompt_len: self.prompt_len,
             insertion: self.insertion,
             execution: Execution::default(),
+            head_layout: HeadLayout::default(),
         }
     }
 }
@@ -102,6 +107,20 @@ impl ContextAttention {
     pub fn forward(&self, tokens: Tensor<3>, prompt: Tensor<2>) -> AttentionOutput {
         let [b, n, d] = tokens.dims();
         let prompt_row = prompt.clone().reshape([b, 1, d]); // [B, 1, d]
+        // Heads side by side in the feature axis, in the projections' layout (`HeadLayout`; by
+        // default feature-major `[B, d, T]` on a GPU, each head a view the products read without
+        // a copy, and token-major `[B, T, d]` on flex, as its fused attention reads them). The
+        // same values.
+        let feature_major =
+            self.head_layout.resolved(&tokens.device(), self.execution) == HeadLayout::FeatureMajor;
+        let token_axis = if feature_major { 2 } else { 1 };
+        let project = |linear: &Linear, x: Tensor<3>| {
+            if feature_major {
+                kernels::linear_columns(linear, x, self.execution) // [B, d, T]
+            } else {
+                kernels::linear_rows(linear, x, self.execution) // [B, T, d]
+            }
+        };
         // The queries first: recorded after the keys' and values' products, the queries'
         // product ran without its bias addition, which Burn's fusion left as a kernel of its
         // own (its fusion trace, docs/RESULTS.md); first, it takes it as its epilogue.
@@ -109,22 +128,12 @@ impl ContextAttention {
             PromptInsertion::Summation => tokens.clone() + prompt_row.clone(), // [B, N, d]
             _ => tokens.clone(),
         };
-        let q = kernels::linear_rows(&self.query, queries_from.clone(), self.execution); // [B, N, d]
-        let (keys, values) = match self.insertion {
-            PromptInsertion::Token => {
-                let h_p = Tensor::cat(vec![tokens, prompt_row], 1); // [B, N+1, d]
-                (
-                    kernels::linear_rows(&self.key, h_p.clone(), self.execution),
-                    kernels::linear_rows(&self.value, h_p, self.execution),
-                )
-            }
-            PromptInsertion::Summation => {
-                let h_p = queries_from; // [B, N, d]
-                (
-                    kernels::linear_rows(&self.key, h_p.clone(), self.execution),
-                    kernels::linear_rows(&self.value, h_p, self.execution),
-                )
-            }
+        let q = project(&self.query, queries_from.clone()); // [B, d, N] or [B, N, d]
+        // What the keys and values are projected from, and the prompt's own key and value where
+        // they bypass W^K, W^V.
+        let (keys_from, prompt_key_value) = match self.insertion {
+            PromptInsertion::Token => (Tensor::cat(vec![tokens, prompt_row], 1), None), // [B, N+1, d]
+            PromptInsertion::Summation => (queries_from, None),                         // [B, N, d]
             PromptInsertion::MapsInput => {
                 let map = self
                     .prompt_map
@@ -135,11 +144,7 @@ impl ContextAttention {
                     self.prompt_len,
                     d,
                 ]); // [B, L, d]
-                let h_p = Tensor::cat(vec![tokens, prompts], 1); // [B, N+L, d]
-                (
-                    kernels::linear_rows(&self.key, h_p.clone(), self.execution),
-                    kernels::linear_rows(&self.value, h_p, self.execution),
-                )
+                (Tensor::cat(vec![tokens, prompts], 1), None) // [B, N+L, d]
             }
             PromptInsertion::MapsAttention => {
                 let map = self
@@ -147,27 +152,31 @@ impl ContextAttention {
                     .as_ref()
                     .expect("maps-attention has a prompt map");
                 let kv = kernels::linear_vectors(map, prompt, self.execution); // [B, 2d]
-                let key_prompt = kv.clone().narrow(1, 0, d).reshape([b, 1, d]); // [B, 1, d]
-                let value_prompt = kv.narrow(1, d, d).reshape([b, 1, d]); // [B, 1, d]
-                let keys = Tensor::cat(
-                    vec![
-                        kernels::linear_rows(&self.key, tokens.clone(), self.execution),
-                        key_prompt,
-                    ],
-                    1,
-                ); // [B, N+1, d]
-                let values = Tensor::cat(
-                    vec![
-                        kernels::linear_rows(&self.value, tokens, self.execution),
-                        value_prompt,
-                    ],
-                    1,
-                ); // [B, N+1, d]
-                (keys, values)
+                let key_prompt = kv.clone().narrow(1, 0, d); // [B, d]
+                let value_prompt = kv.narrow(1, d, d); // [B, d]
+                (tokens, Some((key_prompt, value_prompt))) // [B, N, d]
             }
         };
-        // Heads side by side in the feature axis; rows of a are over the keys.
-        let a = kernels::attention_weights(q, keys, self.n_heads, self.execution); // [B, H, N, N']
+        let mut keys = project(&self.key, keys_from.clone()); // N' keys: [B, d, N'] or [B, N', d]
+        let mut values = project(&self.value, keys_from); // [B, d, N'] or [B, N', d]
+        if let Some((key_prompt, value_prompt)) = prompt_key_value {
+            // One more key and value, N' = N + 1, in the projections' layout.
+            let one_token = |row: Tensor<2>| {
+                if feature_major {
+                    row.reshape([b, d, 1]) // [B, d, 1]
+                } else {
+                    row.reshape([b, 1, d]) // [B, 1, d]
+                }
+            };
+            keys = Tensor::cat(vec![keys, one_token(key_prompt)], token_axis);
+            values = Tensor::cat(vec![values, one_token(value_prompt)], token_axis);
+        }
+        // Rows of a are over the keys.
+        let a = if feature_major {
+            kernels::attention_weights_feature_major(q, keys, self.n_heads) // [B, H, N, N']
+        } else {
+            kernels::attention_weights(q, keys, self.n_heads, self.execution) // [B, H, N, N']
+        };
         // e before r: the caller adds the residual to r, and under Burn's fusion the output
         // product takes that addition as its epilogue only if no other op is recorded between.
         // The mean over heads before the token columns are taken (the same numbers: each
@@ -175,7 +184,11 @@ impl ContextAttention {
         // one fused reduction, lavapipe batch 64: 986 per training step against 992 for the
         // slice first, 166 per inference batch either way; docs/RESULTS.md).
         let e = a.clone().mean_dim(1).narrow(3, 0, n).reshape([b, n, n]); // [B, N, N]
-        let context = kernels::attention_context(a, values, self.execution); // [B, N, d]
+        let context = if feature_major {
+            kernels::attention_context_feature_major(a, values) // [B, N, d]
+        } else {
+            kernels::attention_context(a, values, self.execution) // [B, N, d]
+        };
         let r = kernels::linear_rows(&self.output, context, self.execution); // [B, N, d]
         AttentionOutput { r, e }
     }

@@ -10,7 +10,7 @@ use burn::nn::attention::MultiHeadAttention;
 use burn::nn::transformer::{TransformerEncoderConfig, TransformerEncoderLayer};
 use burn::tensor::{Device, Tensor};
 
-use crate::kernels::{self, Execution};
+use crate::kernels::{self, Execution, HeadLayout};
 
 /// Configuration of a transformer encoder stack.
 #[derive(Config, Debug)]
@@ -34,6 +34,10 @@ pub struct Encoder {
     /// How the operations run (set by [`crate::Model::set_execution`]; not configuration).
     #[module(skip)]
     pub execution: Execution,
+    /// How the attention's Q, K and V are laid out (set by [`crate::Model::with_head_layout`];
+    /// not configuration).
+    #[module(skip)]
+    pub head_layout: HeadLayout,
 }
 
 impl EncoderConfig {
@@ -53,6 +57,7 @@ impl EncoderConfig {
                 .map(|_| TransformerEncoderLayer::new(&layer, device))
                 .collect(),
             execution: Execution::default(),
+            head_layout: HeadLayout::default(),
         }
     }
 }
@@ -108,6 +113,7 @@ impl Encoder {
         assert!(layer.norm_first, "the encoder is built pre-LN");
         let attended = self_attention(
             &layer.mha,
+            self.head_layout,
             kernels::layer_norm(&layer.norm_2, x.clone(), Execution::Kernels),
         ); // [B, N, d]
         let x = x + layer.dropout.forward(attended);
@@ -130,21 +136,25 @@ impl Encoder {
 }
 
 /// Burn's `MultiHeadAttention::forward` for self-attention without masks, through
-/// [`kernels::attention_weights`] and [`kernels::attention_context`] (Q, K, V stay `[B, N, d]`).
+/// [`kernels::self_attention_context`] (Q, K, V feature-major on a GPU except where Burn's
+/// attention op runs, token-major on flex).
 ///
 /// # Shapes
 /// - x, output: `[B, N, d]`
-fn self_attention(mha: &MultiHeadAttention, x: Tensor<3>) -> Tensor<3> {
-    let q = kernels::linear_rows(&mha.query, x.clone(), Execution::Kernels); // [B, N, d]
-    let k = kernels::linear_rows(&mha.key, x.clone(), Execution::Kernels); // [B, N, d]
-    let v = kernels::linear_rows(&mha.value, x, Execution::Kernels); // [B, N, d]
+fn self_attention(mha: &MultiHeadAttention, layout: HeadLayout, x: Tensor<3>) -> Tensor<3> {
+    let projections = [&mha.query, &mha.key, &mha.value];
     // EncoderConfig::init builds no attention dropout; a layer with one keeps it on its weights.
-    let context = if mha.dropout.prob == 0.0 {
-        kernels::attend(q, k, v, mha.n_heads, Execution::Kernels) // [B, N, d]
-    } else {
-        let weights = kernels::attention_weights(q, k, mha.n_heads, Execution::Kernels); // [B, H, N, N]
-        kernels::attention_context(mha.dropout.forward(weights), v, Execution::Kernels) // [B, N, d]
-    };
+    let dropout = |weights: Tensor<4>| mha.dropout.forward(weights);
+    let weights: Option<&dyn Fn(Tensor<4>) -> Tensor<4>> =
+        (mha.dropout.prob != 0.0).then_some(&dropout);
+    let context = kernels::self_attention_context(
+        projections,
+        x,
+        mha.n_heads,
+        weights,
+        layout,
+        Execution::Kernels,
+    ); // [B, N, d]
     kernels::linear_rows(&mha.output, context, Execution::Kernels) // [B, N, d]
 }
 

@@ -16,7 +16,7 @@ use crate::config::{EncoderPrompts, Method, ModelConfig, Task};
 use crate::encoder::{Encoder, EncoderConfig};
 use crate::error::MgrError;
 use crate::head::{TaskHead, TaskHeadConfig};
-use crate::kernels::Execution;
+use crate::kernels::{Execution, HeadLayout};
 use crate::loss;
 use crate::refinement::{RefinementLayer, RefinementLayerConfig, RefinementOutput};
 use crate::tokenizer::{ModalityTokenizer, ModalityTokenizerConfig};
@@ -301,6 +301,21 @@ impl Model {
     /// float rounding): to compare the two layouts' speed on one device.
     pub fn with_row_layout(mut self, layout: RowLayout) -> Self {
         self.row_layout = layout;
+        self
+    }
+
+    /// This model, its attentions laying out Q, K and V in `layout` ([`HeadLayout`]; the same
+    /// values to float rounding): to compare the layouts' speed on one device.
+    pub fn with_head_layout(mut self, layout: HeadLayout) -> Self {
+        self.encoder.head_layout = layout;
+        if let Some(unimodal) = &mut self.unimodal {
+            for encoder in &mut unimodal.encoders {
+                encoder.head_layout = layout;
+            }
+        }
+        for layer in &mut self.refinement {
+            layer.attention.head_layout = layout;
+        }
         self
     }
 
