@@ -12,13 +12,16 @@
 #   MGR_BIN_VULKAN    wgpu pinned to Vulkan with SPIR-V kernels (... --features vulkan)
 #   MGR_BIN_CUDA      Burn's CUDA backend (... --features cuda; its build downloads LLVM, so
 #                     build it where there is internet and copy the binary)
-# The default build also runs twice more, to weigh two choices made for GPUs without one at hand
-# (MGR_BENCH_COMPARE, default "rows ops"; empty for none):
+# The default build also runs three times more, to weigh three choices made for GPUs without one
+# at hand (MGR_BENCH_COMPARE, default "rows ops heads"; empty for none):
 #   rows  `--rows gathered`: the present samples' rows alone, instead of every sample's with the
 #         absent ones masked (fewer launches; at the bench's mask, a third of each modality's
 #         samples absent, 1.5x the arithmetic in the tokenizers and unimodal encoders)
 #   ops   `--unfused`: Burn's own layers (one product over every token for a weight's gradient),
 #         instead of the per-sample parameter gradients of kernels/per_sample.rs
+#   heads `--head-layout token-major`: the attentions' Q, K, V as [B, T, d], each head copied
+#         before its products, instead of feature-major [B, d, T] (fewer launches; on lavapipe,
+#         a CPU, 6-10% slower training)
 # Needs python3 with torch (CUDA) for the peer.
 #
 # How much it runs (a lent GPU machine is lent for minutes): MGR_BENCH_BATCHES (default
@@ -37,7 +40,7 @@ batches="${MGR_BENCH_BATCHES:-64 512}"
 rounds="${MGR_BENCH_ROUNDS:-2}"
 steps="${MGR_BENCH_STEPS:-20}"
 until_s="${MGR_BENCH_UNTIL:-}"
-compare="${MGR_BENCH_COMPARE-rows ops}"
+compare="${MGR_BENCH_COMPARE-rows ops heads}"
 mkdir -p "$OUT_DIR"
 results="$OUT_DIR/gpu-bench.jsonl"
 log="$OUT_DIR/gpu-bench.log"
@@ -54,7 +57,8 @@ if [ -x "$main_bin" ]; then
     case "$c" in
       rows) variants+=("wgpu+fusion rows=gathered|$main_bin|wgpu|--rows gathered") ;;
       ops) variants+=("wgpu+fusion burn-ops|$main_bin|wgpu|--unfused") ;;
-      *) echo "gpu-bench: MGR_BENCH_COMPARE: no comparison named $c (rows, ops)" >&2; exit 2 ;;
+      heads) variants+=("wgpu+fusion heads=token-major|$main_bin|wgpu|--head-layout token-major") ;;
+      *) echo "gpu-bench: MGR_BENCH_COMPARE: no comparison named $c (rows, ops, heads)" >&2; exit 2 ;;
     esac
   done
 fi
