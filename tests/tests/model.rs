@@ -549,6 +549,28 @@ fn trained_three_steps(
     model
 }
 
+/// Two models trained three steps from one seed under two settings, and the largest difference
+/// of their outputs in evaluation mode on one batch.
+fn trained_pair(
+    cfg: &ModelConfig,
+    settings: [&dyn Fn(mgr::Model) -> mgr::Model; 2],
+) -> (Vec<mgr::Model>, f32) {
+    use burn::module::Module;
+    let models: Vec<mgr::Model> = settings
+        .map(|setting| trained_three_steps(cfg, setting, |b| b))
+        .into();
+    let batch = random_batch(cfg, mixed_availability(12, 2), &Device::flex());
+    let outputs: Vec<Vec<f32>> = models
+        .iter()
+        .map(|m| {
+            let out = m.valid().forward(&batch).output;
+            out.into_data().try_to_vec::<f32>().unwrap()
+        })
+        .collect();
+    let worst = largest_difference(&outputs[0], &outputs[1]);
+    (models, worst)
+}
+
 /// The largest absolute difference between two outputs of one shape.
 fn largest_difference(a: &[f32], b: &[f32]) -> f32 {
     a.iter()
@@ -566,7 +588,6 @@ fn the_token_and_feature_major_head_layouts_train_the_same_model() {
     use burn::module::Module;
     use mgr::kernels::HeadLayout;
     let _serial = one_at_a_time();
-    let device = Device::flex();
     for method in Method::ALL {
         let insertions: &[PromptInsertion] = if method.is_mgr() {
             &PromptInsertion::ALL
@@ -578,18 +599,13 @@ fn the_token_and_feature_major_head_layouts_train_the_same_model() {
             let cfg = odd_config(method)
                 .with_d_model(16)
                 .with_refinement(readings);
-            let models: Vec<mgr::Model> = [HeadLayout::TokenMajor, HeadLayout::FeatureMajor]
-                .map(|layout| trained_three_steps(&cfg, |m| m.with_head_layout(layout), |b| b))
-                .into();
-            let batch = random_batch(&cfg, mixed_availability(12, 2), &device);
-            let outputs: Vec<Vec<f32>> = models
-                .iter()
-                .map(|m| {
-                    let out = m.valid().forward(&batch).output;
-                    out.into_data().try_to_vec::<f32>().unwrap()
-                })
-                .collect();
-            let worst = largest_difference(&outputs[0], &outputs[1]);
+            let (models, worst) = trained_pair(
+                &cfg,
+                [
+                    &|m: mgr::Model| m.with_head_layout(HeadLayout::TokenMajor),
+                    &|m: mgr::Model| m.with_head_layout(HeadLayout::FeatureMajor),
+                ],
+            );
             assert!(
                 worst < 1e-4,
                 "{method} {insertion:?}: the token- and feature-major layouts differ by {worst}"
@@ -616,27 +632,16 @@ fn the_token_and_feature_major_head_layouts_train_the_same_model() {
 /// float rounding: outputs of every method, and the model after three training steps.
 #[test]
 fn the_kernels_and_burns_ops_train_the_same_model() {
-    use burn::module::Module;
     let _serial = one_at_a_time();
-    let device = Device::flex();
     for method in Method::ALL {
         let cfg = odd_config(method).with_d_model(16);
-        let models: Vec<mgr::Model> = [Execution::Kernels, Execution::BurnOps]
-            .map(|execution| trained_three_steps(&cfg, |m| m.with_execution(execution), |b| b))
-            .into();
-        let batch = random_batch(&cfg, mixed_availability(12, 2), &device);
-        let outputs: Vec<Vec<f32>> = models
-            .iter()
-            .map(|m| {
-                m.valid()
-                    .forward(&batch)
-                    .output
-                    .into_data()
-                    .try_to_vec::<f32>()
-                    .unwrap()
-            })
-            .collect();
-        let worst = largest_difference(&outputs[0], &outputs[1]);
+        let (models, worst) = trained_pair(
+            &cfg,
+            [
+                &|m: mgr::Model| m.with_execution(Execution::Kernels),
+                &|m: mgr::Model| m.with_execution(Execution::BurnOps),
+            ],
+        );
         assert!(
             worst < 1e-4,
             "{method}: fused and Burn's ops differ by {worst}"

@@ -216,26 +216,30 @@ fn config(a: &BenchArgs) -> Result<ModelConfig> {
     .with_rho(a.rho))
 }
 
+/// One of `all` by its `name`, or an error naming `given` and the names it takes.
+fn by_name<T: Copy>(
+    all: &[T],
+    name: fn(T) -> &'static str,
+    what: &str,
+    given: &str,
+) -> Result<T, String> {
+    all.iter()
+        .copied()
+        .find(|&value| name(value) == given)
+        .ok_or_else(|| {
+            let names: Vec<&str> = all.iter().map(|&value| name(value)).collect();
+            format!("`{given}` is no {what} ({})", names.join(", "))
+        })
+}
+
 /// `--rows`: a [`RowLayout`] by its name.
 fn parse_row_layout(name: &str) -> Result<RowLayout, String> {
-    RowLayout::ALL
-        .into_iter()
-        .find(|layout| layout.name() == name)
-        .ok_or_else(|| {
-            let names: Vec<&str> = RowLayout::ALL.iter().map(|l| l.name()).collect();
-            format!("`{name}` is no row layout ({})", names.join(", "))
-        })
+    by_name(&RowLayout::ALL, RowLayout::name, "row layout", name)
 }
 
 /// `--head-layout`: a [`HeadLayout`] by its name.
 fn parse_head_layout(name: &str) -> Result<HeadLayout, String> {
-    HeadLayout::ALL
-        .into_iter()
-        .find(|layout| layout.name() == name)
-        .ok_or_else(|| {
-            let names: Vec<&str> = HeadLayout::ALL.iter().map(|l| l.name()).collect();
-            format!("`{name}` is no head layout ({})", names.join(", "))
-        })
+    by_name(&HeadLayout::ALL, HeadLayout::name, "head layout", name)
 }
 
 /// The execution policy `--unfused` asks for.
@@ -597,32 +601,30 @@ mod tests {
         assert_eq!(short_kernel_name("plain"), "plain");
     }
 
-    /// `--rows` takes each layout by its name, and rejects any other name with the names it
-    /// takes.
+    /// `--rows` and `--head-layout` take each layout by its name, and reject any other name
+    /// with the names they take.
     #[test]
-    fn row_layouts_are_read_by_name() {
+    fn layouts_are_read_by_name() {
         for layout in RowLayout::ALL {
             assert_eq!(parse_row_layout(layout.name()), Ok(layout));
         }
-        let err = parse_row_layout("scattered").unwrap_err();
-        assert!(
-            err.contains("scattered") && err.contains("gathered"),
-            "{err}"
-        );
-    }
-
-    /// `--head-layout` takes each layout by its name, and rejects any other name with the
-    /// names it takes.
-    #[test]
-    fn head_layouts_are_read_by_name() {
         for layout in HeadLayout::ALL {
             assert_eq!(parse_head_layout(layout.name()), Ok(layout));
         }
-        let err = parse_head_layout("head-major").unwrap_err();
-        assert!(
-            err.contains("head-major") && err.contains("feature-major"),
-            "{err}"
-        );
+        for (err, wrong, one_right) in [
+            (
+                parse_row_layout("scattered").unwrap_err(),
+                "scattered",
+                "gathered",
+            ),
+            (
+                parse_head_layout("head-major").unwrap_err(),
+                "head-major",
+                "feature-major",
+            ),
+        ] {
+            assert!(err.contains(wrong) && err.contains(one_right), "{err}");
+        }
     }
 
     /// The counter counts every launch and, with `by_kernel`, each kernel, per call; a take
