@@ -186,7 +186,7 @@ pub fn self_attention_context(
     x: Tensor<3>,
     heads: usize,
     weights: Option<&dyn Fn(Tensor<4>) -> Tensor<4>>,
-    layout: crate::HeadLayout,
+    layout: HeadLayout,
     exec: Execution,
 ) -> Tensor<3> {
     let [query, key, value] = projections;
@@ -198,25 +198,122 @@ pub fn self_attention_context(
                 || linear.bias.as_ref().is_some_and(|b| b.val().is_tracked())
         });
     let device = x.device();
-    let attention_op = weights.is_none() && runs_attention_op(tracked, n, d, heads, exec, &device);
-    let feature_major = layout.resolved(&device, exec) == crate::HeadLayout::FeatureMajor;
-    if feature_major && !attention_op {
-        let q = crate::linear_columns(query, x.clone(), exec); // [B, d, N]
-        let k = crate::linear_columns(key, x.clone(), exec); // [B, d, N]
-        let v = crate::linear_columns(value, x, exec); // [B, d, N]
-        let a = attention_weights_feature_major(q, k, heads); // [B, H, N, N]
-        let a = match weights {
-            Some(f) => f(a),
-            None => a,
-        }; // [B, H, N, N]
-        return attention_context_feature_major(a, v); // [B, N, d]
+    if weights.is_none() && runs_attention_op(tracked, n, d, heads, exec, &device) {
+        let q = crate::linear_rows(query, x.clone(), exec); // [B, N, d]
+        let k = crate::linear_rows(key, x.clone(), exec); // [B, N, d]
+        let v = crate::linear_rows(value, x, exec); // [B, N, d]
+        return attend(q, k, v, heads, exec); // [B, N, d]
     }
-    let q = crate::linear_rows(query, x.clone(), exec); // [B, N, d]
-    let k = crate::linear_rows(key, x.clone(), exec); // [B, N, d]
-    let v = crate::linear_rows(value, x, exec); // [B, N, d]
-    match weights {
-        None => attend(q, k, v, heads, exec), // [B, N, d]
-        Some(f) => attention_context(f(attention_weights(q, k, heads, exec)), v, exec), // [B, N, d]
+    let layout = layout.resolved(&device, exec);
+    let q = layout.project(query, x.clone(), exec); // [B, d, N] or [B, N, d]
+    let k = layout.project(key, x.clone(), exec); // [B, d, N] or [B, N, d]
+    let v = layout.project(value, x, exec); // [B, d, N] or [B, N, d]
+    let a = layout.weights(q, k, heads, exec); // [B, H, N, N]
+    let a = match weights {
+        Some(f) => f(a),
+        None => a,
+    }; // [B, H, N, N]
+    layout.context(a, v, exec) // [B, N, d]
+}
+
+/// How an attention lays out its Q, K and V: a choice of speed, never of result (the same values
+/// to float rounding). One value held by each attention (`mgr::Model::with_head_layout`); not
+/// part of what a saved model is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum HeadLayout {
+    /// Feature-major on GPU backends under [`Execution::Kernels`], token-major elsewhere.
+    #[default]
+    Auto,
+    /// `[B, T, d]`, each head a strided view: what flex's fused attention reads; on a GPU,
+    /// Burn's products copy each head's Q, K and V first.
+    TokenMajor,
+    /// `[B, d, T]` ([`crate::linear_columns`]), each head a view a product reads as it is (issue 30:
+    /// on lavapipe at batch 64, 850 -> 836 launches per training step, 140 -> 133 per
+    /// inference batch).
+    FeatureMajor,
+}
+
+impl HeadLayout {
+    /// Every layout, in the order of the command line's names.
+    pub const ALL: [HeadLayout; 3] = [
+        HeadLayout::Auto,
+        HeadLayout::TokenMajor,
+        HeadLayout::FeatureMajor,
+    ];
+
+    /// The name used on the command line and in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            HeadLayout::Auto => "auto",
+            HeadLayout::TokenMajor => "token-major",
+            HeadLayout::FeatureMajor => "feature-major",
+        }
+    }
+
+    /// The layout an attention on `device` under `exec` runs in (never `Auto`).
+    pub fn resolved(self, device: &burn::tensor::Device, exec: Execution) -> HeadLayout {
+        match self {
+            HeadLayout::Auto if exec.kernels() && !on_flex(device) => HeadLayout::FeatureMajor,
+            HeadLayout::Auto => HeadLayout::TokenMajor,
+            chosen => chosen,
+        }
+    }
+
+    // An attention's steps in a resolved layout: the one place that picks the token- or
+    // feature-major form of each.
+
+    /// Whether this resolved layout ([`HeadLayout::resolved`]) is feature-major.
+    fn feature_major(self) -> bool {
+        assert!(
+            self != HeadLayout::Auto,
+            "a head layout is resolved for its device before use"
+        );
+        self == HeadLayout::FeatureMajor
+    }
+
+    /// The axis of a projection's tokens: 2 feature-major (`[B, d, T]`), 1 token-major.
+    pub fn token_axis(self) -> usize {
+        if self.feature_major() { 2 } else { 1 }
+    }
+
+    /// A `Linear` on every token, in this layout ([`crate::linear_columns`] or
+    /// [`crate::linear_rows`]).
+    ///
+    /// # Shapes
+    /// - x: `[B, T, d_in]`
+    /// - output: `[B, d_out, T]` feature-major, `[B, T, d_out]` token-major
+    pub fn project(self, linear: &burn::nn::Linear, x: Tensor<3>, exec: Execution) -> Tensor<3> {
+        if self.feature_major() {
+            crate::linear_columns(linear, x, exec) // [B, d_out, T]
+        } else {
+            crate::linear_rows(linear, x, exec) // [B, T, d_out]
+        }
+    }
+
+    /// [`attention_weights`] from Q and K in this layout.
+    ///
+    /// # Shapes
+    /// - q: `[B, d, N]` or `[B, N, d]`; k: `[B, d, M]` or `[B, M, d]`
+    /// - output: `[B, H, N, M]`
+    pub fn weights(self, q: Tensor<3>, k: Tensor<3>, heads: usize, exec: Execution) -> Tensor<4> {
+        if self.feature_major() {
+            attention_weights_feature_major(q, k, heads) // [B, H, N, M]
+        } else {
+            attention_weights(q, k, heads, exec) // [B, H, N, M]
+        }
+    }
+
+    /// [`attention_context`] from V in this layout.
+    ///
+    /// # Shapes
+    /// - a: `[B, H, N, M]`; v: `[B, d, M]` or `[B, M, d]`
+    /// - output: `[B, N, d]`
+    pub fn context(self, a: Tensor<4>, v: Tensor<3>, exec: Execution) -> Tensor<3> {
+        if self.feature_major() {
+            attention_context_feature_major(a, v) // [B, N, d]
+        } else {
+            attention_context(a, v, exec) // [B, N, d]
+        }
     }
 }
 

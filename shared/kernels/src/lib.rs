@@ -158,50 +158,6 @@ pub fn linear_columns(linear: &burn::nn::Linear, x: Tensor<3>, exec: Execution) 
     linear_rows(linear, x, exec).swap_dims(1, 2) // [B, d_out, N]
 }
 
-/// How an attention lays out its Q, K and V: a choice of speed, never of result (the same values
-/// to float rounding). One value held by each attention (`mgr::Model::with_head_layout`); not
-/// part of what a saved model is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
-pub enum HeadLayout {
-    /// Feature-major on GPU backends under [`Execution::Kernels`], token-major elsewhere.
-    #[default]
-    Auto,
-    /// `[B, T, d]`, each head a strided view: what flex's fused attention reads; on a GPU,
-    /// Burn's products copy each head's Q, K and V first.
-    TokenMajor,
-    /// `[B, d, T]` ([`linear_columns`]), each head a view a product reads as it is (issue 30:
-    /// on lavapipe at batch 64, 850 -> 836 launches per training step, 140 -> 133 per
-    /// inference batch).
-    FeatureMajor,
-}
-
-impl HeadLayout {
-    /// Every layout, in the order of the command line's names.
-    pub const ALL: [HeadLayout; 3] = [
-        HeadLayout::Auto,
-        HeadLayout::TokenMajor,
-        HeadLayout::FeatureMajor,
-    ];
-
-    /// The name used on the command line and in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            HeadLayout::Auto => "auto",
-            HeadLayout::TokenMajor => "token-major",
-            HeadLayout::FeatureMajor => "feature-major",
-        }
-    }
-
-    /// The layout an attention on `device` under `exec` runs in (never `Auto`).
-    pub fn resolved(self, device: &Device, exec: Execution) -> HeadLayout {
-        match self {
-            HeadLayout::Auto if exec.kernels() && !on_flex(device) => HeadLayout::FeatureMajor,
-            HeadLayout::Auto => HeadLayout::TokenMajor,
-            chosen => chosen,
-        }
-    }
-}
-
 /// A `Linear` applied to one vector per sample (Eq. 5's f_Mix, the task head). Under
 /// [`Execution::Kernels`] on a GPU backend, the bias row is shaped before the product: Burn's
 /// `Linear::forward` shapes it between the product and the addition, and under Burn's fusion
@@ -573,7 +529,7 @@ pub mod split;
 mod tile;
 
 pub use attention::{
-    FusedAttentionOps, attend, attention_context, attention_context_feature_major,
+    FusedAttentionOps, HeadLayout, attend, attention_context, attention_context_feature_major,
     attention_weights, attention_weights_feature_major, self_attention_context,
 };
 pub use layer_norm::{FusedLayerNormOps, layer_norm_rows};

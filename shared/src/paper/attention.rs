@@ -111,16 +111,8 @@ impl ContextAttention {
         // default feature-major `[B, d, T]` on a GPU, each head a view the products read without
         // a copy, and token-major `[B, T, d]` on flex, as its fused attention reads them). The
         // same values.
-        let feature_major =
-            self.head_layout.resolved(&tokens.device(), self.execution) == HeadLayout::FeatureMajor;
-        let token_axis = if feature_major { 2 } else { 1 };
-        let project = |linear: &Linear, x: Tensor<3>| {
-            if feature_major {
-                kernels::linear_columns(linear, x, self.execution) // [B, d, T]
-            } else {
-                kernels::linear_rows(linear, x, self.execution) // [B, T, d]
-            }
-        };
+        let layout = self.head_layout.resolved(&tokens.device(), self.execution);
+        let project = |linear: &Linear, x: Tensor<3>| layout.project(linear, x, self.execution);
         // The queries first: recorded after the keys' and values' products, the queries'
         // product ran without its bias addition, which Burn's fusion left as a kernel of its
         // own (its fusion trace, docs/RESULTS.md); first, it takes it as its epilogue.
@@ -161,22 +153,12 @@ impl ContextAttention {
         let mut values = project(&self.value, keys_from); // [B, d, N'] or [B, N', d]
         if let Some((key_prompt, value_prompt)) = prompt_key_value {
             // One more key and value, N' = N + 1, in the projections' layout.
-            let one_token = |row: Tensor<2>| {
-                if feature_major {
-                    row.reshape([b, d, 1]) // [B, d, 1]
-                } else {
-                    row.reshape([b, 1, d]) // [B, 1, d]
-                }
-            };
-            keys = Tensor::cat(vec![keys, one_token(key_prompt)], token_axis);
-            values = Tensor::cat(vec![values, one_token(value_prompt)], token_axis);
+            let axis = layout.token_axis();
+            keys = Tensor::cat(vec![keys, key_prompt.unsqueeze_dim(axis)], axis);
+            values = Tensor::cat(vec![values, value_prompt.unsqueeze_dim(axis)], axis);
         }
         // Rows of a are over the keys.
-        let a = if feature_major {
-            kernels::attention_weights_feature_major(q, keys, self.n_heads) // [B, H, N, N']
-        } else {
-            kernels::attention_weights(q, keys, self.n_heads, self.execution) // [B, H, N, N']
-        };
+        let a = layout.weights(q, keys, self.n_heads, self.execution); // [B, H, N, N']
         // e before r: the caller adds the residual to r, and under Burn's fusion the output
         // product takes that addition as its epilogue only if no other op is recorded between.
         // The mean over heads before the token columns are taken (the same numbers: each
@@ -184,11 +166,7 @@ impl ContextAttention {
         // one fused reduction, lavapipe batch 64: 986 per training step against 992 for the
         // slice first, 166 per inference batch either way; docs/RESULTS.md).
         let e = a.clone().mean_dim(1).narrow(3, 0, n).reshape([b, n, n]); // [B, N, N]
-        let context = if feature_major {
-            kernels::attention_context_feature_major(a, values) // [B, N, d]
-        } else {
-            kernels::attention_context(a, values, self.execution) // [B, N, d]
-        };
+        let context = layout.context(a, values, self.execution); // [B, N, d]
         let r = kernels::linear_rows(&self.output, context, self.execution); // [B, N, d]
         AttentionOutput { r, e }
     }
