@@ -15,6 +15,7 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp/mgr-xdg-$(id -u)}"
 mkdir -p "$XDG_RUNTIME_DIR" && chmod 700 "$XDG_RUNTIME_DIR"
 
 scripts/setup.sh
+scripts/setup-tests.sh
 cargo fmt --all --check
 # too_many_lines at clippy.toml's 80: a function that long is split where its parts say what
 # they do (end-to-end tests that read as one story allow it in their file).

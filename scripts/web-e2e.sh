@@ -26,6 +26,10 @@ av_sample=5
 "$expected" --weights web/reference/model.f32.bpk web/assets/model "$sample" > "$out/expected-full-f32.json"
 "$expected" --weights web/reference/model.f32.bpk web/assets/model "$sample" audio > "$out/expected-drop-f32.json"
 "$expected" --weights web/reference/model-avmnist.f32.bpk web/assets/model-avmnist "$av_sample" audio > "$out/expected-av-drop-f32.json"
+# The page's ranking control: each reference ranking's view of the sample, natively.
+for ranking in random inverted oracle-noise oracle-conflict; do
+  "$expected" --ranking "$ranking" web/assets/model "$sample" > "$out/expected-ranking-$ranking.json"
+done
 
 # A model folder whose weights are over the page's 64 MB limit (sparse: no disk used), to check
 # the page refuses it from its announced size.
@@ -45,4 +49,5 @@ BASE_URL="http://127.0.0.1:$port" SAMPLE=$sample SHOT_DIR="$out" \
   EXPECTED_FULL="$out/expected-full.json" EXPECTED_DROP="$out/expected-drop.json" \
   EXPECTED_AV="$out/expected-av.json" EXPECTED_AV_DROP="$out/expected-av-drop.json" \
   EXPECTED_F32="$out/expected-full-f32.json,$out/expected-drop-f32.json,$out/expected-av-drop-f32.json" \
+  EXPECTED_RANKING_DIR="$out" \
   node tests/e2e/e2e.mjs

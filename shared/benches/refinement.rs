@@ -24,7 +24,7 @@ fn refinement(c: &mut Criterion) {
     group.bench_function("forward_b64_n44_d64", |b| {
         b.iter(|| {
             layer
-                .forward(tokens.clone(), available.clone())
+                .forward(tokens.clone(), available.clone(), None)
                 .tokens
                 .into_data()
         })

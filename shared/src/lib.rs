@@ -82,6 +82,7 @@ pub mod harness {
     pub mod synthetic;
     pub mod trace;
     pub mod train;
+    pub mod truth;
 }
 
 /// How the operations run fast: the `mgr-kernels` crate, the facade the model calls.
@@ -94,7 +95,7 @@ pub use mgr_kernels::optimizer;
 pub use harness::fuzz;
 pub use harness::{
     absence, avmnist_tokens, batch, data, freeze, metrics, persist, ranking_quality, seeds,
-    synthetic, trace, train,
+    synthetic, trace, train, truth,
 };
 pub use paper::{
     attention, config, encoder, head, loss, model, prompt, ranking, readings, redistribution,
@@ -106,4 +107,4 @@ pub use config::{EncoderPrompts, Method, ModalitySpec, ModelConfig, Task};
 pub use error::MgrError;
 pub use freeze::{Freeze, ParamCounts};
 pub use model::{DiversityInputs, Model, ModelOutput, Prompts};
-pub use readings::{Gate, GateScope, PromptInsertion, RefinementReadings, ScoreGate};
+pub use readings::{Gate, GateScope, PromptInsertion, RefinementReadings, ScoreGate, SplitRanking};

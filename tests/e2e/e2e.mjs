@@ -140,7 +140,7 @@ csv.slice(1).forEach((row, i) => {
   const f = row.split(','), t = byRank[i];
   const want = [0, t.rank, dropped.trace.modalities[t.origin.modality], t.origin.position];
   if (f.slice(0, 4).join() !== want.join() || Math.abs(Number(f[6]) - t.xi) > 1e-6 || f[7] !== (t.kept ? 'kept' : 'biased')
-    || f[9] !== (t.origin.modality === 1 ? 'yes' : 'no') || !['signal', 'noise'].includes(f[8])) fail(`CSV row ${i}: "${row}" for ${JSON.stringify(t)}`);
+    || f[9] !== (t.origin.modality === 1 ? 'yes' : 'no') || !['signal', 'noise', 'conflicting'].includes(f[8])) fail(`CSV row ${i}: "${row}" for ${JSON.stringify(t)}`);
 });
 if (!/CSV/.test(await page.textContent('#csv-status'))) fail('no CSV status');
 compare('comparison panel', dropped.complete, expectedFull.trace);
@@ -198,6 +198,41 @@ await page.screenshot({ path: `${shots}/e2e-drop-audio-all-edges.png`, fullPage:
 await page.selectOption('#edges', 'strongest');
 await traceAfter('layer=0');
 
+// The ranking control: each reference ranking a view of its own (#ranking=NAME), equal to the
+// native engine under that ranking, its grades on the page, and the URL round trip through the
+// control. The oracles only where the data has ground truth.
+for (const ranking of ['random', 'inverted', 'oracle-noise', 'oracle-conflict']) {
+  const want = JSON.parse(readFileSync(`${process.env.EXPECTED_RANKING_DIR}/expected-ranking-${ranking}.json`, 'utf8'));
+  await page.goto(`${base}/#sample=${sample}&layer=0&ranking=${ranking}`);
+  const view = await traceAfter(`ranking=${ranking}`);
+  compare(`ranking ${ranking}`, view.trace, want.trace);
+  if (view.ranking !== ranking || (await page.inputValue('#ranking')) !== ranking) fail(`ranking control shows ${await page.inputValue('#ranking')} for ${ranking}`);
+  const grades = view.ranking_grades;
+  if (!Array.isArray(grades) || grades.length !== want.ranking_grades.length) fail(`ranking ${ranking}: grades ${JSON.stringify(grades)}`);
+  grades.forEach((g, l) => {
+    const w = want.ranking_grades[l];
+    for (const key of ['auc_modality_mean', 'auc_pooled']) if (Math.abs(g[key] - w[key]) > 1e-3) fail(`ranking ${ranking} layer ${l} ${key} ${g[key]}, native ${w[key]}`);
+    if ((g.conflict.auc === null) !== (w.conflict.auc === null) || Math.abs((g.conflict.auc ?? 0) - (w.conflict.auc ?? 0)) > 1e-3) fail(`ranking ${ranking} layer ${l} conflict AUC ${g.conflict.auc}, native ${w.conflict.auc}`);
+  });
+  const gradeText = await page.textContent('#grade-0');
+  if (!/within each modality/.test(gradeText) || !/conflict AUC/.test(gradeText)) fail(`ranking ${ranking}: grade line "${gradeText}"`);
+  if (!(await page.isVisible('#conflict-line'))) fail(`ranking ${ranking}: no conflict line`);
+  // The noise oracle ranks every signal token above every noise token: its noise AUC is 1.
+  if (ranking === 'oracle-noise' && grades[0].auc_modality_mean < 0.999) fail(`oracle-noise layer 0 within-modality AUC ${grades[0].auc_modality_mean}, not 1`);
+  await page.screenshot({ path: `${shots}/e2e-ranking-${ranking}.png`, fullPage: true });
+}
+await page.selectOption('#ranking', 'learned');
+const backToLearned = await traceAfter(`sample=${sample}&layer=0`);
+if (page.url().includes('ranking=')) fail(`the learned ranking keeps ranking= in the URL: ${page.url()}`);
+compare('ranking back to learned', backToLearned.trace, expectedFull.trace);
+await page.selectOption('#ranking', 'random');
+await traceAfter('ranking=random');
+if (!page.url().includes('ranking=random')) fail(`the ranking control does not reach the URL: ${page.url()}`);
+await page.goto(`${base}/#data=avmnist&sample=0&ranking=oracle-noise`);
+await traceAfter('data=avmnist&sample=0');
+if (!/ground truth/.test(await page.textContent('#message'))) fail('no message for an oracle ranking on AV-MNIST');
+if ((await page.$$eval('#ranking option', os => os.map(o => o.value))).some(v => v.startsWith('oracle'))) fail('AV-MNIST offers an oracle ranking');
+
 // The guided tour: each step a URL (#tour=N) with its paragraph; next/back walk the steps, and
 // leaving keeps the view.
 await page.goto(`${base}/#sample=0`);
@@ -212,9 +247,14 @@ const step1 = await traceAfter('tour=1');
 if (!page.url().endsWith('#tour=1')) fail(`tour URL ${page.url()}`);
 compare('tour step 2 (audio dropped)', step1.trace, expectedDrop.trace);
 if (!/E_miss/.test(await page.textContent('#tour-text'))) fail('tour step 2 text');
-for (let n = 2; n < 5; n++) { await page.click('#tour-next'); await traceAfter(`tour=${n}`); }
-if (!(await page.isDisabled('#tour-next')) || !/AUC/.test(await page.textContent('#tour-text'))) fail('last tour step');
-if ((await page.getAttribute('#tour-link', 'href')) !== '#tour=4') fail('tour step link');
+for (let n = 2; n < 6; n++) { await page.click('#tour-next'); await traceAfter(`tour=${n}`); }
+const lastStep = await traceAfter('tour=5');
+if (!(await page.isDisabled('#tour-next')) || !/oracle/.test(await page.textContent('#tour-text'))) fail('last tour step');
+if (lastStep.ranking !== 'oracle-conflict') fail(`the last tour step splits by ${lastStep.ranking}, not the oracle`);
+if ((await page.getAttribute('#tour-link', 'href')) !== '#tour=5') fail('tour step link');
+await page.click('#tour-back');
+await traceAfter('tour=4');
+if (!/AUC/.test(await page.textContent('#tour-text'))) fail('tour step 5 text');
 await page.click('#tour-back');
 const step3 = await traceAfter('tour=3');
 if (step3.drawn_edges <= dropped.drawn_edges) fail(`tour step 4 should draw every strong edge (${step3.drawn_edges})`);

@@ -4,7 +4,7 @@
 // End-to-end tests read as one story each: run, then check every output in turn.
 #![allow(clippy::too_many_lines)]
 
-use burn::module::Param;
+use burn::module::{Module, Param};
 use burn::tensor::{Device, Tensor, TensorData};
 use mgr::absence::{AbsenceConfig, AbsenceMask, SplitKind};
 use mgr::batch::{Batch, BatchTargets};
@@ -182,6 +182,9 @@ fn each_sample_gets_the_output_it_gets_alone() {
                 available: batch.available.clone().narrow(0, r, 1),
                 available_host: vec![row],
                 targets: None,
+                sample_ids: vec![r],
+                draw_round: 0,
+                truth: None,
             };
             let out: Vec<f32> = model
                 .forward(&alone)
@@ -722,4 +725,125 @@ fn the_gathered_and_masked_row_layouts_train_the_same_model() {
         assert_eq!(models[1].row_layout, RowLayout::Masked);
         assert_eq!(models[1].valid().row_layout, RowLayout::Masked);
     }
+}
+
+/// The kept sets of every layer of every sample, as (modality, position) lists.
+fn kept_sets(model: &mgr::Model, batch: &Batch) -> Vec<Vec<Vec<(usize, usize)>>> {
+    model
+        .trace(batch)
+        .1
+        .iter()
+        .map(|t| {
+            t.layers
+                .iter()
+                .map(|l| {
+                    l.tokens
+                        .iter()
+                        .filter(|t| t.kept)
+                        .map(|t| (t.origin.modality, t.origin.position))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `ranking = random`: the same seed and pass give the same split, in a batch or sample by
+/// sample; another seed or pass another split; the learned scores xi are untouched.
+#[test]
+fn the_random_ranking_is_reproducible_for_a_seed_and_differs_across_seeds() {
+    let _serial = one_at_a_time();
+    let device = Device::flex();
+    let synthetic = SyntheticConfig::new();
+    let cfg = ModelConfig::new(mgr::synthetic::modalities(), 10)
+        .with_d_model(16)
+        .with_n_heads(2);
+    let split = synthetic.first(SplitKind::Test, 6);
+    let names: Vec<String> = cfg.modalities.iter().map(|m| m.name.clone()).collect();
+    let mask = AbsenceMask::complete(&names, 6);
+    let all: Vec<usize> = (0..6).collect();
+    let batch = Batch::from_split(&split, &all, &mask, &device);
+    let learned = init_model(&cfg, 3, &device).unwrap().valid();
+    let mut random = learned.clone();
+    random.set_ranking(mgr::SplitRanking::Random);
+    let once = kept_sets(&random, &batch);
+    assert_eq!(kept_sets(&random, &batch), once, "one seed, one split");
+    let alone: Vec<_> = (0..6)
+        .map(|i| kept_sets(&random, &Batch::from_split(&split, &[i], &mask, &device)).remove(0))
+        .collect();
+    assert_eq!(
+        alone, once,
+        "a sample draws its scores whatever batch it is in"
+    );
+    let other_seed = random.clone().with_ranking_seed(4);
+    assert_ne!(
+        kept_sets(&other_seed, &batch),
+        once,
+        "another seed, another split"
+    );
+    let next_pass = batch_with_round(&split, &mask, &device, 2);
+    assert_ne!(
+        kept_sets(&random, &next_pass),
+        once,
+        "another pass, another split"
+    );
+    assert_ne!(kept_sets(&learned, &batch), once, "not the learned split");
+    let xi = |m: &mgr::Model| m.trace(&batch).1[0].layers[0].tokens[5].xi;
+    assert_eq!(xi(&random), xi(&learned), "xi is still the learned score");
+}
+
+fn batch_with_round(split: &DataSplit, mask: &AbsenceMask, device: &Device, round: u64) -> Batch {
+    let all: Vec<usize> = (0..split.len()).collect();
+    Batch::from_split(split, &all, mask, device).with_draw_round(round)
+}
+
+/// The oracles on the synthetic data: every token kept in either layer is one the truth keeps
+/// first where there are enough of them (signal tokens outnumber K in both layers here), and
+/// where there are fewer (an agreeing set smaller than K), every one of them is kept.
+#[test]
+fn the_oracles_keep_the_truths_tokens_through_both_layers() {
+    let _serial = one_at_a_time();
+    let device = Device::flex();
+    let synthetic = SyntheticConfig::new();
+    let cfg = ModelConfig::new(mgr::synthetic::modalities(), 10)
+        .with_d_model(16)
+        .with_n_heads(2);
+    let split = synthetic.first(SplitKind::Test, 40);
+    let truth = split.truth.clone().unwrap();
+    let names: Vec<String> = cfg.modalities.iter().map(|m| m.name.clone()).collect();
+    let mask = AbsenceMask::complete(&names, 40);
+    let all: Vec<usize> = (0..40).collect();
+    let batch = Batch::from_split(&split, &all, &mask, &device);
+    let mut model = init_model(&cfg, 1, &device).unwrap().valid();
+    model.set_ranking(mgr::SplitRanking::OracleNoise);
+    for (s, layers) in kept_sets(&model, &batch).iter().enumerate() {
+        for kept in layers {
+            assert!(
+                kept.iter().all(|&(m, p)| !truth[s].noise[m][p]),
+                "sample {s}: {kept:?}"
+            );
+        }
+    }
+    model.set_ranking(mgr::SplitRanking::OracleConflict);
+    let mut fewer_than_k = 0;
+    for (s, layers) in kept_sets(&model, &batch).iter().enumerate() {
+        let agreeing: Vec<(usize, usize)> = (0..3)
+            .filter(|&m| !truth[s].conflicting(m))
+            .flat_map(|m| (0..cfg.modalities[m].n_tokens).map(move |p| (m, p)))
+            .collect();
+        let kept0 = &layers[0];
+        if agreeing.len() >= kept0.len() {
+            assert!(kept0.iter().all(|t| agreeing.contains(t)), "sample {s}");
+        } else {
+            fewer_than_k += 1;
+            assert!(
+                agreeing.iter().all(|t| kept0.contains(t)),
+                "sample {s}: {kept0:?}"
+            );
+        }
+    }
+    assert!(
+        fewer_than_k > 0,
+        "no sample had fewer agreeing tokens than K: the test is weak"
+    );
 }

@@ -191,6 +191,7 @@ fn read_split(file: &Path, dir: &Path, split: &str, dataset: &str) -> Result<Dat
         modalities,
         features,
         targets,
+        truth: None,
     })
 }
 

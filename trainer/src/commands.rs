@@ -24,6 +24,8 @@ struct EvalReport<'a> {
     run: &'a std::path::Path,
     dataset: &'a str,
     method: &'static str,
+    /// The ranking the split ran with (the run's own, or `--ranking`'s).
+    split_ranking: &'static str,
     kappa: f64,
     absence_seed: u64,
     absence_type: &'a [String],
@@ -54,10 +56,21 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     let mask = rc
         .absence
         .mask(&rc.model.modalities, splits.test.len(), SplitKind::Test)?;
-    let model = load_model(&rc.model, &paths.best(), &device)?;
+    let mut model = load_model(&rc.model, &paths.best(), &device)?.with_ranking_seed(rc.train.seed);
+    let own_ranking = rc.model.refinement.ranking;
+    if let Some(name) = &a.ranking {
+        let ranking: mgr::SplitRanking = name.parse()?;
+        crate::runconfig::check_ranking(ranking, &rc.dataset).context("--ranking")?;
+        model.set_ranking(ranking);
+        rc.model.refinement.ranking = ranking;
+    }
     let test = evaluate(&model, &splits.test, &mask, EVAL_BATCH, &device);
     let ranking = ranking_report(&rc, &model, &splits.test, &device)?;
-    if let Some(report) = &ranking {
+    // A swapped ranking's report is not the run's: results.json keeps the trained one's.
+    if let Some(report) = ranking
+        .as_ref()
+        .filter(|_| model.config.refinement.ranking == own_ranking)
+    {
         // The ranking does not depend on the absence setting (complete inputs, then each
         // modality dropped from every sample), so it belongs to the run's results.
         if let Ok(mut results) = paths.read_results() {
@@ -69,6 +82,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         run: &a.run,
         dataset: &rc.dataset,
         method: rc.model.method.name(),
+        split_ranking: model.config.refinement.ranking.name(),
         kappa: rc.absence.kappa,
         absence_seed: rc.absence.seed,
         absence_type: &rc.absence.missable,
@@ -84,23 +98,34 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
 /// Test samples the ranking report measures (the first ones of the test split).
 pub const RANKING_SAMPLES: usize = 300;
 
-/// The ranking report (AUC of xi against the ground-truth noise tokens, kept rates, kept slots
-/// of dropped modalities) of an MGR model on the synthetic data's first test samples; None for
-/// other datasets (no ground truth) and methods without refinement.
+/// The ranking report (the split's grades against the ground-truth noise and conflicting
+/// tokens, kept rates, kept slots of dropped modalities) of an MGR model on the synthetic
+/// data's first test samples, on complete inputs and under the run's own absence setting; None
+/// for other datasets (no ground truth) and methods without refinement.
 pub fn ranking_report(
     rc: &RunConfig,
     model: &mgr::Model,
     test: &mgr::data::DataSplit,
     device: &Device,
 ) -> Result<Option<RankingReport>> {
-    if !dataset::find(&rc.dataset)?.noise_truth || rc.model.refine_layers_effective() == 0 {
+    if test.truth.is_none() || rc.model.refine_layers_effective() == 0 {
         return Ok(None);
     }
     let n = test.len().min(RANKING_SAMPLES);
     let subset = test.subset(&(0..n).collect::<Vec<_>>(), test.name.clone());
-    let noise = rc.synthetic.noise_truth(SplitKind::Test, n);
+    let mut mask = rc
+        .absence
+        .mask(&rc.model.modalities, test.len(), SplitKind::Test)?;
+    mask.rows.truncate(n);
+    let setting = format!(
+        "kappa {}, absence seed {} (the run's test masks)",
+        rc.absence.kappa, rc.absence.seed
+    );
     Ok(Some(mgr::ranking_quality::ranking_report(
-        model, &subset, &noise, device,
+        model,
+        &subset,
+        Some((&setting, &mask)),
+        device,
     )?))
 }
 
@@ -111,19 +136,17 @@ fn fmt_auc(auc: Option<f64>) -> String {
 /// The ranking report as lines for the terminal.
 pub fn print_ranking(report: &RankingReport) {
     eprintln!(
-        "ranking against the ground-truth noise tokens ({} test samples, complete inputs):",
-        report.samples
+        "ranking `{}` against the ground truth ({} test samples, complete inputs):",
+        report.ranking, report.samples
     );
     for l in &report.layers {
-        eprintln!(
-            "  layer {}: AUC of xi {} (xi_f {}, xi_e {})  kept: signal {:.1}%  noise {:.1}%",
-            l.layer,
-            fmt_auc(l.auc),
-            fmt_auc(l.auc_f),
-            fmt_auc(l.auc_e),
-            100.0 * l.kept_rate_signal,
-            100.0 * l.kept_rate_noise
-        );
+        print_layer(l);
+    }
+    if let Some(under) = &report.under_absence {
+        eprintln!("  under {}:", under.setting);
+        for l in &under.layers {
+            print_layer(l);
+        }
     }
     for d in &report.dropped {
         let shares: Vec<String> = d
@@ -138,6 +161,33 @@ pub fn print_ranking(report: &RankingReport) {
             100.0 * d.token_share
         );
     }
+}
+
+/// One layer's grades: noise inside each modality and pooled, conflict, kept rates.
+fn print_layer(l: &mgr::ranking_quality::LayerRanking) {
+    let within: Vec<String> = l
+        .by_modality
+        .iter()
+        .map(|g| format!("{} {}", g.modality, fmt_auc(g.auc)))
+        .collect();
+    let placeholder = l.kept_rate_placeholder.map_or(String::new(), |r| {
+        format!("  placeholder {:.1}%", 100.0 * r)
+    });
+    eprintln!(
+        "  layer {}: noise AUC within modality {} (mean {}), pooled {}  conflict AUC {}",
+        l.layer,
+        within.join(", "),
+        fmt_auc(l.auc_modality_mean),
+        fmt_auc(l.auc),
+        fmt_auc(l.conflict.auc),
+    );
+    eprintln!(
+        "           kept: signal {:.1}%  noise {:.1}%  agreeing {:.1}%  conflicting {:.1}%{placeholder}",
+        100.0 * l.kept_rate_signal,
+        100.0 * l.kept_rate_noise,
+        100.0 * l.conflict.kept_rate_agreeing,
+        100.0 * l.conflict.kept_rate_conflicting,
+    );
 }
 
 /// `mgr trace`: one test sample's trace as JSON.
@@ -171,7 +221,7 @@ pub fn trace(a: &TraceArgs) -> Result<()> {
         }
         None => paths.read_mask("test")?.available(a.index).to_vec(),
     };
-    let model = load_model(&rc.model, &paths.best(), &device)?;
+    let model = load_model(&rc.model, &paths.best(), &device)?.with_ranking_seed(rc.train.seed);
     let batch = Batch::from_features(&splits.test, &[a.index], vec![available], &device);
     let (_, traces) = model.trace(&batch);
     let label = match &splits.test.targets {
@@ -192,7 +242,7 @@ pub fn export_file(a: &ExportFileArgs) -> Result<()> {
     let ExportFormat::Safetensors = a.format;
     let (rc, paths) = finished_run(&a.run)?;
     let device = Device::flex();
-    let model = load_model(&rc.model, &paths.best(), &device)?;
+    let model = load_model(&rc.model, &paths.best(), &device)?.with_ranking_seed(rc.train.seed);
     let config = serde_json::to_string_pretty(&json!({
         "format": "mgr-safetensors/1",
         "dataset": rc.dataset,
@@ -271,7 +321,7 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
     // Everything is computed before anything is written: a failure leaves no half export.
     let (samples_file, samples, n, test) = exported_samples(a, &rc, page)?;
     let device = Device::flex();
-    let model = load_model(&rc.model, &paths.best(), &device)?;
+    let model = load_model(&rc.model, &paths.best(), &device)?.with_ranking_seed(rc.train.seed);
     let precision = mgr::persist::WeightPrecision::from(a.precision);
     let (bytes, check) = checked_weights(&rc, &model, precision, &test, n)?;
     let results = match paths.read_results() {

@@ -55,6 +55,12 @@ pub fn train_epoch(
                 .map(|(part, device)| Batch::from_split(split, part, mask, device))
                 .collect()
         };
+        // Each epoch a new draw of the random ranking's scores (the others ignore it).
+        let round = epoch as u64 + 1;
+        let shards: Vec<Batch> = shards
+            .into_iter()
+            .map(|b| b.with_draw_round(round))
+            .collect();
         let (next, losses) = train_step_sharded(model, optimizer, lr, &shards);
         model = next;
         let reference = *reference.get_or_insert(losses.total);

@@ -19,7 +19,8 @@ pub fn kappa_sweep(run: &Path) -> Result<Vec<(f64, f64)>> {
         root: run.to_path_buf(),
     }
     .best();
-    let model = crate::checkpoint::load_model(&rc.model, &best, &device)?;
+    let model =
+        crate::checkpoint::load_model(&rc.model, &best, &device)?.with_ranking_seed(rc.train.seed);
     let mut points = Vec::new();
     for step in 0..=10 {
         let mut absence = rc.absence.clone();

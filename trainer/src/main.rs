@@ -136,6 +136,10 @@ struct EvalArgs {
     /// At most this many missing at once.
     #[arg(long)]
     max_missing: Option<usize>,
+    /// Split by another ranking than the run's, without retraining: learned | random |
+    /// inverted | oracle-noise | oracle-conflict (the oracles need the synthetic data's truth).
+    #[arg(long, value_parser = runconfig::ranking_names())]
+    ranking: Option<String>,
     /// auto | flex | wgpu | wgpu:N | vulkan | cuda | cuda:N.
     #[arg(long, default_value = "flex")]
     device: DeviceChoice,

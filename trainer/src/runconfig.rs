@@ -219,6 +219,22 @@ pub fn method_names() -> clap::builder::PossibleValuesParser {
     clap::builder::PossibleValuesParser::new(mgr::Method::ALL.map(mgr::Method::name))
 }
 
+/// The `--ranking` values the command line accepts (every [`mgr::SplitRanking`]).
+pub fn ranking_names() -> clap::builder::PossibleValuesParser {
+    clap::builder::PossibleValuesParser::new(mgr::SplitRanking::ALL.map(mgr::SplitRanking::name))
+}
+
+/// Refuses a ranking that reads per-token ground truth on a dataset without one, naming both.
+pub fn check_ranking(ranking: mgr::SplitRanking, dataset: &str) -> Result<()> {
+    if ranking.needs_truth() && !crate::dataset::find(dataset)?.noise_truth {
+        bail!(
+            "ranking `{}` splits by the data's per-token ground truth (noise and conflicting tokens), which only the synthetic data has: dataset `{dataset}` has none. Use learned, random or inverted.",
+            ranking.name()
+        );
+    }
+    Ok(())
+}
+
 /// Defaults, then `--config`, then the flags, then `--set`.
 pub fn resolve_train_config(a: &crate::TrainArgs) -> Result<RunConfig> {
     let mut v = serde_json::to_value(RunConfig::default())?;
@@ -277,6 +293,7 @@ pub fn apply_sets(root: &mut Value, sets: &[String]) -> Result<()> {
 pub fn finish(root: Value) -> Result<RunConfig> {
     let rc: RunConfig = serde_json::from_value(root).map_err(|e| anyhow!("invalid config: {e}"))?;
     crate::dataset::find(&rc.dataset)?;
+    check_ranking(rc.model.refinement.ranking, &rc.dataset)?;
     mgr::absence::AbsenceConfig::check_kappa(rc.absence.kappa)?;
     if !mgr::ModelConfig::rho_is_valid(rc.model.refinement.rho) {
         bail!("rho {} is outside (0, 1]", rc.model.refinement.rho);

@@ -468,9 +468,26 @@ fn ranking_against_the_ground_truth_is_reported_by_train_and_eval() {
     assert_eq!(ranking["samples"], 48, "{ranking}");
     let layers = ranking["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 2, "{ranking}");
+    assert_eq!(ranking["ranking"], "learned", "{ranking}");
     for l in layers {
-        let auc = l["auc"].as_f64().unwrap();
+        let auc = l["auc_pooled"].as_f64().unwrap();
         assert!((0.0..=1.0).contains(&auc), "{l}");
+        let within: Vec<&str> = l["by_modality"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["modality"].as_str().unwrap())
+            .collect();
+        assert_eq!(within, ["vision", "audio", "text"], "{l}");
+        let mean = l["auc_modality_mean"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&mean), "{l}");
+        // flip_prob 0.2 over 48 samples: some modality conflicts somewhere.
+        let conflict = &l["conflict"];
+        assert!(conflict["conflicting_tokens"].as_u64().unwrap() > 0, "{l}");
+        assert!(
+            (0.0..=1.0).contains(&conflict["auc"].as_f64().unwrap()),
+            "{l}"
+        );
         let (signal, noise) = (
             l["signal_tokens"].as_u64().unwrap(),
             l["noise_tokens"].as_u64().unwrap(),
@@ -490,6 +507,23 @@ fn ranking_against_the_ground_truth_is_reported_by_train_and_eval() {
         .collect();
     assert_eq!(names, vec!["vision", "audio", "text"]);
     assert!((dropped[2]["token_share"].as_f64().unwrap() - 0.2).abs() < 1e-12);
+    // The grades under the run's own absence (kappa 0.7): placeholders graded apart.
+    let under = &ranking["under_absence"];
+    assert!(
+        under["setting"].as_str().unwrap().contains("kappa 0.7"),
+        "{under}"
+    );
+    let under0 = &under["layers"][0];
+    assert!(
+        under0["kept_rate_placeholder"].as_f64().is_some(),
+        "{under}"
+    );
+    let n_under =
+        under0["signal_tokens"].as_u64().unwrap() + under0["noise_tokens"].as_u64().unwrap();
+    assert!(
+        n_under < n0,
+        "absent modalities' tokens are neither signal nor noise: {under}"
+    );
 
     // eval recomputes the same report and writes it back into results.json.
     let mut stripped = results.clone();
@@ -514,6 +548,118 @@ fn ranking_against_the_ground_truth_is_reported_by_train_and_eval() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(json(base.join("results.json")).get("ranking").is_none());
+}
+
+/// `--set ranking=...` trains with each reference ranking on the synthetic data and says so in
+/// the config and the report; the oracle's layer-0 split ranks every signal token above every
+/// noise token (inside each modality too).
+#[test]
+fn every_reference_ranking_trains_and_is_graded_on_its_own_order() {
+    let tmp = tempfile::tempdir().unwrap();
+    for ranking in ["random", "inverted", "oracle-noise", "oracle-conflict"] {
+        let run = tmp.path().join(ranking);
+        let set = format!("ranking={ranking}");
+        let out = train(&run, &["--epochs", "1", "--set", &set]);
+        assert!(
+            out.status.success(),
+            "{ranking}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(json(run.join("config.json"))["model"]["ranking"], ranking);
+        let report = &json(run.join("results.json"))["ranking"];
+        assert_eq!(report["ranking"], ranking, "{report}");
+        let layer0 = &report["layers"][0];
+        if ranking == "oracle-noise" {
+            assert_eq!(layer0["auc_modality_mean"], 1.0, "{layer0}");
+            assert_eq!(layer0["auc_pooled"], 1.0, "{layer0}");
+        }
+        if ranking == "oracle-conflict" {
+            assert_eq!(layer0["conflict"]["auc"], 1.0, "{layer0}");
+        }
+    }
+}
+
+/// `mgr eval --ranking` swaps a ranking into a trained model without retraining: the report
+/// says which, results.json keeps the run's own; an unknown ranking is refused by name.
+#[test]
+fn eval_swaps_a_ranking_into_a_trained_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("mgr");
+    let out = train(&run, &["--epochs", "1"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results = std::fs::read_to_string(run.join("results.json")).unwrap();
+    let eval = |ranking: &str| -> serde_json::Value {
+        let printed = ok(&["eval", "--run", run.to_str().unwrap(), "--ranking", ranking]);
+        serde_json::from_str(&printed).unwrap()
+    };
+    let random = eval("random");
+    assert_eq!(random["split_ranking"], "random");
+    assert_eq!(random["ranking"]["ranking"], "random");
+    assert_eq!(
+        eval("random"),
+        random,
+        "the random ranking is drawn from the run's seed"
+    );
+    let oracle = eval("oracle-noise");
+    assert_eq!(oracle["ranking"]["layers"][0]["auc_modality_mean"], 1.0);
+    assert_eq!(
+        std::fs::read_to_string(run.join("results.json")).unwrap(),
+        results
+    );
+    let learned = eval("learned");
+    assert_eq!(
+        learned["ranking"],
+        json(run.join("results.json"))["ranking"]
+    );
+    let out = mgr(&["eval", "--run", run.to_str().unwrap(), "--ranking", "best"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("oracle-conflict"));
+}
+
+/// An oracle ranking on data without ground truth is refused before anything is read or
+/// trained, naming the ranking and the dataset.
+#[test]
+fn an_oracle_ranking_on_avmnist_is_refused_naming_the_missing_truth() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = mgr(&[
+        "train",
+        "--dataset",
+        "avmnist",
+        "--data-dir",
+        tmp.path().join("nowhere").to_str().unwrap(),
+        "--method",
+        "mgr",
+        "--set",
+        "ranking=oracle-conflict",
+        "--out",
+        tmp.path().join("run").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("oracle-conflict") && err.contains("ground truth") && err.contains("avmnist"),
+        "{err}"
+    );
+    assert!(!tmp.path().join("run").exists());
+    let proto = mgr(&[
+        "protocol",
+        "--dataset",
+        "avmnist",
+        "--data-dir",
+        "nowhere",
+        "--methods",
+        "mgr",
+        "--set",
+        "ranking=oracle-noise",
+        "--out",
+        tmp.path().join("p").to_str().unwrap(),
+    ]);
+    assert!(!proto.status.success());
+    assert!(String::from_utf8_lossy(&proto.stderr).contains("ground truth"));
 }
 
 /// `protocol --sweep`: one cell per value, each in its own folder with that value, and F1

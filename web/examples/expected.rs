@@ -5,19 +5,29 @@
 //! sample's label and recording.
 //!
 //! `--weights FILE` runs other weights of the same model instead of MODEL_DIR/model.bpk (the
-//! f32 reference of a half-precision export, web/reference/).
+//! f32 reference of a half-precision export, web/reference/). `--ranking NAME` splits by
+//! another ranking than the learned one (the page's `#ranking=NAME`), and adds that ranking's
+//! grades per layer.
 //!
-//! usage: cargo run -p mgr-web --example expected -- [--weights FILE] MODEL_DIR SAMPLE [DROP,...]
+//! usage: cargo run -p mgr-web --example expected -- [--weights FILE] [--ranking NAME] MODEL_DIR SAMPLE [DROP,...]
 
-use mgr_web::engine::{Engine, PageMeta};
+use mgr_web::engine::{Engine, PageMeta, Settings};
+
+/// Removes `--flag VALUE` from `args`, returning VALUE.
+fn take_flag(args: &mut Vec<String>, flag: &str) -> Option<String> {
+    args.iter().position(|a| a == flag).map(|i| {
+        let value = args.get(i + 1).cloned().unwrap_or_default();
+        args.drain(i..(i + 2).min(args.len()));
+        value
+    })
+}
 
 fn main() {
     let mut args: Vec<String> = std::env::args().collect();
-    let weights_file = args.iter().position(|a| a == "--weights").map(|i| {
-        let file = args.get(i + 1).cloned().unwrap_or_default();
-        args.drain(i..(i + 2).min(args.len()));
-        file
-    });
+    let weights_file = take_flag(&mut args, "--weights");
+    let ranking: mgr::SplitRanking = take_flag(&mut args, "--ranking")
+        .map(|r| r.parse().unwrap_or_else(|e| panic!("--ranking: {e}")))
+        .unwrap_or_default();
     if args.len() < 3 {
         eprintln!("usage: expected [--weights FILE] MODEL_DIR SAMPLE [DROP,...]");
         std::process::exit(2);
@@ -44,8 +54,13 @@ fn main() {
         .map(|m| !drop.contains(&m.as_str()))
         .collect();
     let sample = engine.sample(index);
-    let result = engine.infer(&sample, &available, None, None);
+    let settings = Settings {
+        ranking,
+        ..Settings::default()
+    };
+    let result = engine.infer_with(&sample, index, &available, settings);
     let ranking_auc = engine.ranking_auc(None, None);
+    let grades = engine.ranking_grades(settings);
     let recording = match &sample {
         mgr_web::sample::PageSample::Avmnist(s) => Some(s.recording.clone()),
         mgr_web::sample::PageSample::Synthetic(_) => None,
@@ -53,6 +68,6 @@ fn main() {
     let test_ranking = engine.meta.test_ranking();
     let honesty =
         mgr_web::honesty::read_layers(&result.trace, ranking_auc.as_deref(), test_ranking.as_ref());
-    let out = serde_json::json!({"sample": index, "drop": drop, "label": sample.label(), "recording": recording, "trace": result.trace, "complete": result.complete, "ranking_auc": ranking_auc, "honesty": honesty});
+    let out = serde_json::json!({"sample": index, "drop": drop, "label": sample.label(), "recording": recording, "trace": result.trace, "complete": result.complete, "ranking_auc": ranking_auc, "ranking": ranking.name(), "ranking_grades": grades, "honesty": honesty});
     println!("{out}");
 }

@@ -1,9 +1,9 @@
 //! What each control does to the view: [`apply`] is the one place the page's rules live (the
-//! sample range, one modality must stay, the layer on view within L_T, rho in (0, 1], the
-//! tour's steps), pure and tested natively. The DOM layer (`app`) only turns an event into an
+//! sample range, one modality must stay, the layer on view within L_T, rho in (0, 1], an
+//! oracle ranking only on data with ground truth, the tour's steps), pure and tested natively. The DOM layer (`app`) only turns an event into an
 //! [`Action`] and goes to the state `apply` returns, or shows its message.
 
-use crate::state::{Data, EdgeView, Limits, ViewState};
+use crate::state::{Data, EdgeView, Limits, ViewState, parse_ranking};
 use crate::tour::TOUR;
 
 /// One thing a reader did with a control.
@@ -27,6 +27,8 @@ pub enum Action {
     Rho(String),
     /// Chose which redistribution edges are drawn (None: the default).
     Edges(Option<EdgeView>),
+    /// Chose the ranking the split keeps tokens by (its name, as the control gives it).
+    Ranking(String),
     /// Ticked (`keep`) or unticked a modality.
     Keep { modality: String, keep: bool },
     /// Started the guided tour.
@@ -82,6 +84,7 @@ pub fn apply(state: &ViewState, action: Action, limits: &Limits) -> Result<ViewS
                 .filter(|r: &f64| mgr::ModelConfig::rho_is_valid(*r));
         }
         Action::Edges(edges) => next.edges = edges.unwrap_or_default(),
+        Action::Ranking(name) => next.ranking = parse_ranking(&name, limits)?,
         Action::Keep { modality, keep } => {
             next.drop = keep_or_drop(state, &modality, keep, limits)?
         }
@@ -134,6 +137,7 @@ mod tests {
             modalities: vec!["vision".into(), "audio".into(), "text".into()],
             refine_layers: 2,
             samples: 10,
+            truth: true,
         }
     }
 
@@ -231,6 +235,22 @@ mod tests {
             apply(&all, Action::Edges(None), &l).unwrap().edges,
             EdgeView::default()
         );
+    }
+
+    #[test]
+    fn the_ranking_control_sets_a_ranking_and_refuses_an_oracle_without_truth() {
+        let s = ViewState::default();
+        let oracle = apply(&s, Action::Ranking("oracle-conflict".into()), &limits()).unwrap();
+        assert_eq!(oracle.ranking, mgr::SplitRanking::OracleConflict);
+        assert!(oracle.to_hash().contains("ranking=oracle-conflict"));
+        let real = Limits {
+            truth: false,
+            ..limits()
+        };
+        let err = apply(&s, Action::Ranking("oracle-noise".into()), &real).unwrap_err();
+        assert!(err.contains("ground truth"), "{err}");
+        let random = apply(&oracle, Action::Ranking("random".into()), &real).unwrap();
+        assert_eq!(random.ranking, mgr::SplitRanking::Random);
     }
 
     #[test]

@@ -464,7 +464,7 @@ fn bind_sample_controls() {
     });
 }
 
-/// The view controls: layer, L_T, rho, which edges.
+/// The view controls: layer, L_T, rho, which edges, the split's ranking.
 fn bind_view_controls() {
     on("layer", "change", || {
         let layer = el::<HtmlSelectElement>("layer").and_then(|e| e.value().parse().ok());
@@ -490,6 +490,12 @@ fn bind_view_controls() {
         let edges = el::<HtmlSelectElement>("edges").and_then(|e| EdgeView::from_name(&e.value()));
         act(Action::Edges(edges));
     });
+    on("ranking", "change", || {
+        let ranking = el::<HtmlSelectElement>("ranking")
+            .map(|e| e.value())
+            .unwrap_or_default();
+        act(Action::Ranking(ranking));
+    });
 }
 
 /// Applies a control's action to the view on screen ([`actions::apply`], which holds the
@@ -500,6 +506,7 @@ fn act(action: Action) -> bool {
         modalities: Vec::new(),
         refine_layers: 0,
         samples: 1,
+        truth: false,
     });
     match actions::apply(&state, action, &limits) {
         Ok(next) => {
@@ -621,6 +628,10 @@ fn sync_controls(state: &ViewState, limits: &Limits, model_rho: f64) {
     if let Some(s) = el::<HtmlSelectElement>("edges") {
         s.set_value(state.edges.name());
     }
+    if let Some(s) = el::<HtmlSelectElement>("ranking") {
+        s.set_inner_html(&view::ranking_options_html(limits.truth));
+        s.set_value(state.ranking.name());
+    }
     if let Some(b) = el::<HtmlElement>("play") {
         b.set_hidden(state.data != Data::Avmnist);
     }
@@ -702,7 +713,8 @@ fn render_view(engine: &Engine, state: &ViewState, started: f64) -> String {
     let limits = engine.limits();
     let sample = engine.sample(state.sample);
     let available = state.available(&limits);
-    let inference = engine.infer(&sample, &available, state.rho, state.lt);
+    let settings = crate::engine::Settings::of(state);
+    let inference = engine.infer_with(&sample, state.sample, &available, settings);
     let elapsed = window().performance().map(|p| p.now()).unwrap_or(0.0) - started;
     sync_controls(state, &limits, engine.meta.model.refinement.rho);
     let page = PageView::of(engine, state, &sample, inference);

@@ -3,13 +3,15 @@
 
 use burn::tensor::Device;
 use mgr::Model;
+use mgr::SplitRanking;
 use mgr::absence::SplitKind;
 use mgr::batch::Batch;
 use mgr::data::{DataSplit, Targets};
+use mgr::ranking_quality::LayerRanking;
 use mgr::trace::SampleTrace;
 
 use crate::sample::{AvSamples, PageSample};
-use crate::state::{Data, Limits, MAX_SAMPLE};
+use crate::state::{Data, Limits, MAX_SAMPLE, ViewState};
 
 /// `model.json` as `mgr export-web` writes it (the schema is the model crate's).
 pub use mgr::persist::WebModelFile as WebMeta;
@@ -74,12 +76,41 @@ impl PageMeta for WebMeta {
 /// Test samples over which the page reports the ranking's AUC (samples 0..64).
 pub const AUC_SAMPLES: usize = 64;
 
-/// The (rho, L_T) a ranking AUC was computed under, and the AUC per layer.
-type AucCache = Option<((Option<u64>, Option<usize>), Vec<Option<f64>>)>;
+/// The (rho, L_T, ranking) a ranking grade was computed under, and the grades per layer.
+type GradeCache = Option<(SettingsKey, Vec<LayerRanking>)>;
 
-/// The sample (its features and label), rho and L_T a trace with every modality present was
-/// computed under.
-type CompleteKey = (Vec<Vec<f32>>, usize, Option<u64>, Option<usize>);
+/// The sample (its features, label and index) and the settings a trace with every modality
+/// present was computed under.
+type CompleteKey = (Vec<Vec<f32>>, usize, usize, SettingsKey);
+
+/// [`Settings`] as a cache key (rho by its bits).
+type SettingsKey = (Option<u64>, Option<usize>, SplitRanking);
+
+/// What the view changes of the shipped model: rho, L_T and the split's ranking.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Settings {
+    /// Kept fraction rho (None: the model's).
+    pub rho: Option<f64>,
+    /// Refinement layers run (None: the model's).
+    pub lt: Option<usize>,
+    /// The order the split keeps tokens by (the learned one unless set).
+    pub ranking: SplitRanking,
+}
+
+impl Settings {
+    /// The settings of a view.
+    pub fn of(state: &ViewState) -> Settings {
+        Settings {
+            rho: state.rho,
+            lt: state.lt,
+            ranking: state.ranking,
+        }
+    }
+
+    fn key(self) -> SettingsKey {
+        (self.rho.map(f64::to_bits), self.lt, self.ranking)
+    }
+}
 
 /// A loaded model, ready to run.
 pub struct Engine {
@@ -92,8 +123,8 @@ pub struct Engine {
     /// AV-MNIST: the shipped test samples.
     pub samples: Option<AvSamples>,
     device: Device,
-    /// The last ranking AUCs computed, keyed by the (rho, L_T) they were computed under.
-    auc_cache: std::cell::RefCell<AucCache>,
+    /// The last ranking grades computed, keyed by the settings they were computed under.
+    grade_cache: std::cell::RefCell<GradeCache>,
     /// The last trace with every modality present, so that dropping modalities of the same
     /// sample runs the model on one sample, not two.
     complete_cache: std::cell::RefCell<Option<(CompleteKey, SampleTrace)>>,
@@ -143,7 +174,7 @@ impl Engine {
             data,
             samples,
             device,
-            auc_cache: std::cell::RefCell::new(None),
+            grade_cache: std::cell::RefCell::new(None),
             complete_cache: std::cell::RefCell::new(None),
         })
     }
@@ -163,6 +194,7 @@ impl Engine {
                 .samples
                 .as_ref()
                 .map_or(MAX_SAMPLE + 1, |s| s.samples.len()),
+            truth: self.data == Data::Synthetic && self.meta.synthetic.is_some(),
         }
     }
 
@@ -196,6 +228,7 @@ impl Engine {
                 labels: samples.iter().map(PageSample::label).collect(),
                 n_classes: self.meta.model.n_outputs,
             },
+            truth: None,
         }
     }
 
@@ -227,52 +260,62 @@ impl Engine {
     }
 
     /// The model with the page's rho and L_T applied.
-    fn adjusted(&self, rho: Option<f64>, lt: Option<usize>) -> Model {
+    fn adjusted(&self, settings: Settings) -> Model {
         let mut model = self.model.clone();
-        if let Some(rho) = rho {
+        if let Some(rho) = settings.rho {
             model.set_rho(rho);
         }
-        if let Some(lt) = lt {
+        if let Some(lt) = settings.lt {
             model.keep_refinement_layers(lt);
         }
+        model.set_ranking(settings.ranking);
         model
     }
 
-    /// Per refinement layer, the AUC of xi separating signal from the ground-truth noise tokens
-    /// over test samples `0..AUC_SAMPLES` with every modality present, under `rho` and `lt`
-    /// ([`mgr::ranking_quality`], as `mgr eval` reports it). Cached for the last (rho, lt).
-    /// None for data without ground-truth noise (AV-MNIST).
+    /// Per refinement layer, the AUC of the split's score separating signal from the
+    /// ground-truth noise tokens, pooled over the modalities ([`Engine::ranking_grades`]).
     pub fn ranking_auc(&self, rho: Option<f64>, lt: Option<usize>) -> Option<Vec<Option<f64>>> {
+        let settings = Settings {
+            rho,
+            lt,
+            ..Settings::default()
+        };
+        let grades = self.ranking_grades(settings)?;
+        Some(grades.into_iter().map(|l| l.auc).collect())
+    }
+
+    /// Per refinement layer, the ranking's grades against the ground truth over test samples
+    /// `0..AUC_SAMPLES` with every modality present, under `settings`
+    /// ([`mgr::ranking_quality::layer_rankings`], as `mgr eval` reports them): the noise AUC
+    /// inside each modality and pooled, the conflict AUC, the kept rates. Cached for the last
+    /// settings. None for data without ground truth (AV-MNIST).
+    pub fn ranking_grades(&self, settings: Settings) -> Option<Vec<LayerRanking>> {
         let config = self
             .meta
             .synthetic
             .as_ref()
             .filter(|_| self.data == Data::Synthetic)?;
-        let key = (rho.map(f64::to_bits), lt);
-        if let Some((cached_key, aucs)) = self.auc_cache.borrow().as_ref()
+        let key = settings.key();
+        if let Some((cached_key, grades)) = self.grade_cache.borrow().as_ref()
             && *cached_key == key
         {
-            return Some(aucs.clone());
+            return Some(grades.clone());
         }
-        let model = self.adjusted(rho, lt);
+        let model = self.adjusted(settings);
         let split = config.first(SplitKind::Test, AUC_SAMPLES);
         let rows: Vec<usize> = (0..split.len()).collect();
         let available = vec![vec![true; split.modalities.len()]; split.len()];
         let batch = Batch::from_features(&split, &rows, available, &self.device);
         let (_, traces) = model.trace(&batch);
-        let noise = config.noise_truth(SplitKind::Test, split.len());
-        let aucs: Vec<Option<f64>> = mgr::ranking_quality::layer_rankings(&traces, &noise)
-            .into_iter()
-            .map(|l| l.auc)
-            .collect();
-        *self.auc_cache.borrow_mut() = Some((key, aucs.clone()));
-        Some(aucs)
+        let truth = split.truth.as_deref().unwrap_or_default();
+        let names: Vec<String> = split.modalities.iter().map(|m| m.name.clone()).collect();
+        let grades = mgr::ranking_quality::layer_rankings(&traces, truth, &names);
+        *self.grade_cache.borrow_mut() = Some((key, grades.clone()));
+        Some(grades)
     }
 
-    /// Runs the model on `sample` with `available`, `rho` and `lt` refinement layers, and (for
-    /// comparison) with every modality present: one sample's forward pass when nothing is
-    /// dropped or the complete trace of this sample is the one kept from the last call, two
-    /// otherwise.
+    /// Runs the model on `sample` with `available`, `rho` and `lt` refinement layers and the
+    /// learned ranking ([`Engine::infer_with`]).
     pub fn infer(
         &self,
         sample: &PageSample,
@@ -280,9 +323,29 @@ impl Engine {
         rho: Option<f64>,
         lt: Option<usize>,
     ) -> Inference {
-        let model = self.adjusted(rho, lt);
+        let settings = Settings {
+            rho,
+            lt,
+            ..Settings::default()
+        };
+        self.infer_with(sample, 0, available, settings)
+    }
+
+    /// Runs the model on `sample` (test index `index`, which picks the random ranking's draw)
+    /// with `available` under `settings`, and (for comparison) with every modality present: one
+    /// sample's forward pass when nothing is dropped or the complete trace of this sample is
+    /// the one kept from the last call, two otherwise. The oracle rankings read the synthetic
+    /// sample's ground truth.
+    pub fn infer_with(
+        &self,
+        sample: &PageSample,
+        index: usize,
+        available: &[bool],
+        settings: Settings,
+    ) -> Inference {
+        let model = self.adjusted(settings);
         let features = sample.features();
-        let key: CompleteKey = (features.clone(), sample.label(), rho.map(f64::to_bits), lt);
+        let key: CompleteKey = (features.clone(), sample.label(), index, settings.key());
         let everything = available.iter().all(|&a| a);
         let kept = match everything {
             true => None,
@@ -305,9 +368,11 @@ impl Engine {
                 labels: vec![sample.label()],
                 n_classes: self.meta.model.n_outputs,
             },
+            truth: sample.truth().map(|t| vec![t]),
         };
         let rows = vec![0; masks.len()];
-        let batch = Batch::from_features(&split, &rows, masks, &self.device);
+        let mut batch = Batch::from_features(&split, &rows, masks, &self.device);
+        batch.sample_ids = vec![index; rows.len()];
         let (_, mut traces) = model.trace(&batch);
         let complete = match (everything, kept) {
             (true, _) => traces[0].clone(),

@@ -222,6 +222,7 @@ mod tests {
                         xi_f: 0.0,
                         xi_e: 0.0,
                         xi: 0.0,
+                        order: None,
                         rank: i,
                         kept,
                     })
@@ -248,12 +249,16 @@ mod tests {
         ]);
         let test = RankingReport {
             samples: 10,
+            ranking: "learned".into(),
             layers: vec![],
+            under_absence: None,
             dropped: vec![DroppedModality {
                 modality: "b".into(),
                 token_share: 0.4,
                 kept_share: vec![0.25, 0.5],
+                mean_xi_placeholder_present: vec![],
             }],
+            drivers: vec![],
         };
         let layers = read_layers(&t, Some(&[Some(0.7), Some(0.6)]), Some(&test));
         let p0 = &layers[0].placeholders[0];

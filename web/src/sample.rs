@@ -229,6 +229,15 @@ impl PageSample {
         }
     }
 
+    /// What the data knows of each token (synthetic: its noise tokens and the digit each
+    /// modality shows; [`mgr::truth`]); None for real data.
+    pub fn truth(&self) -> Option<mgr::truth::SampleTruth> {
+        match self {
+            PageSample::Synthetic(s) => Some(s.truth()),
+            PageSample::Avmnist(_) => None,
+        }
+    }
+
     /// Which tokens are ground-truth noise (per modality, per position); None where the data
     /// has no such truth (AV-MNIST).
     pub fn noise_tokens(&self) -> Option<&[Vec<bool>]> {

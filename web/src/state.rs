@@ -2,7 +2,11 @@
 //! `data=avmnist` shows the AV-MNIST model (real handwritten and spoken digits) instead of the
 //! synthetic one.
 //! `embed=1` hides the controls for teaching pages; `edges=all` draws every strong
-//! redistribution edge instead of each biased token's strongest one.
+//! redistribution edge instead of each biased token's strongest one; `ranking=random` (or
+//! `inverted`, `oracle-noise`, `oracle-conflict`) splits by a reference ranking instead of the
+//! learned one (the oracles only on data with ground truth).
+
+use mgr::SplitRanking;
 
 use crate::tour::TOUR;
 
@@ -26,6 +30,8 @@ pub struct ViewState {
     pub embed: bool,
     /// Which redistribution edges are drawn.
     pub edges: EdgeView,
+    /// Which order the split keeps tokens by (`ranking=`; the learned one by default).
+    pub ranking: SplitRanking,
     /// The guided tour's step on view (`tour=N`): its view replaces the other settings.
     pub tour: Option<usize>,
 }
@@ -126,6 +132,9 @@ pub struct Limits {
     pub refine_layers: usize,
     /// Sample indices the model can show: `0..samples` (synthetic: up to [`MAX_SAMPLE`]).
     pub samples: usize,
+    /// Whether the data knows each token's truth (synthetic: noise and conflicting tokens), so
+    /// the oracle rankings can run.
+    pub truth: bool,
 }
 
 impl Limits {
@@ -222,6 +231,20 @@ pub fn check_model_size(url: &str, bytes: u64) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `ranking=`: a [`SplitRanking`]'s name; an oracle only where the data has ground truth.
+pub fn parse_ranking(value: &str, limits: &Limits) -> Result<SplitRanking, String> {
+    let names = SplitRanking::ALL.map(SplitRanking::name).join(", ");
+    match value.parse::<SplitRanking>() {
+        Ok(r) if r.needs_truth() && !limits.truth => Err(format!(
+            "ranking `{value}` needs the data's per-token ground truth, which only the synthetic data has; using the learned ranking"
+        )),
+        Ok(r) => Ok(r),
+        Err(_) => Err(format!(
+            "ranking `{value}` is not one of {names}; using the learned ranking"
+        )),
+    }
 }
 
 /// `drop=`: modality names, comma-separated, each one the model has, not all of them; in the
@@ -340,6 +363,7 @@ impl ViewState {
                     ));
                 }
             },
+            "ranking" => self.ranking = parse_ranking(value, limits)?,
             other => return Err(format!("unknown view setting `{other}`")),
         }
         Ok(())
@@ -369,6 +393,9 @@ impl ViewState {
         if self.edges != EdgeView::default() {
             parts.push(format!("edges={}", self.edges.name()));
         }
+        if self.ranking != SplitRanking::default() {
+            parts.push(format!("ranking={}", self.ranking.name()));
+        }
         if self.embed {
             parts.push("embed=1".into());
         }
@@ -394,6 +421,7 @@ mod tests {
             modalities: vec!["vision".into(), "audio".into(), "text".into()],
             refine_layers: 2,
             samples: MAX_SAMPLE + 1,
+            truth: true,
         }
     }
 
@@ -438,6 +466,7 @@ mod tests {
             lt: None,
             embed: false,
             edges: EdgeView::All,
+            ranking: SplitRanking::Random,
             tour: None,
         };
         let html = embed_snippet("https://t.example/mgr/?model=m/#sample=2", &state);
@@ -526,11 +555,42 @@ mod tests {
             lt: Some(2),
             embed: true,
             edges: EdgeView::All,
+            ranking: SplitRanking::OracleConflict,
             tour: None,
         };
         let (back, problems) = ViewState::parse(&s.to_hash(), &limits());
         assert!(problems.is_empty(), "{problems:?}");
         assert_eq!(back, s);
+        for ranking in SplitRanking::ALL {
+            let view = ViewState {
+                ranking,
+                ..ViewState::default()
+            };
+            let hash = view.to_hash();
+            assert_eq!(
+                hash.contains("ranking="),
+                ranking != SplitRanking::Learned,
+                "{hash}"
+            );
+            assert_eq!(ViewState::parse(&hash, &limits()).0, view);
+        }
+    }
+
+    /// An oracle needs ground truth: refused on data without it, with a message; an unknown
+    /// ranking names the ones there are.
+    #[test]
+    fn an_oracle_ranking_needs_data_with_ground_truth() {
+        let real = Limits {
+            truth: false,
+            ..limits()
+        };
+        let (s, problems) = ViewState::parse("#ranking=oracle-noise", &real);
+        assert_eq!(s.ranking, SplitRanking::Learned);
+        assert!(problems[0].contains("ground truth"), "{problems:?}");
+        let (s, problems) = ViewState::parse("#ranking=random", &real);
+        assert_eq!((s.ranking, problems.len()), (SplitRanking::Random, 0));
+        let (_, problems) = ViewState::parse("#ranking=best", &limits());
+        assert!(problems[0].contains("oracle-conflict"), "{problems:?}");
     }
 
     #[test]
@@ -551,6 +611,7 @@ mod tests {
             modalities: vec!["vision".into(), "audio".into()],
             refine_layers: 2,
             samples: 32,
+            truth: false,
         };
         let hash = "#data=avmnist&sample=31&drop=audio&layer=1";
         assert_eq!(Data::of_hash(hash), Data::Avmnist);

@@ -13,7 +13,7 @@ pub struct TourStep {
 }
 
 /// The steps, in order.
-pub const TOUR: [TourStep; 5] = [
+pub const TOUR: [TourStep; 6] = [
     TourStep {
         title: "1. Every modality present",
         view: "sample=3&layer=0",
@@ -49,11 +49,18 @@ pub const TOUR: [TourStep; 5] = [
     TourStep {
         title: "5. How good is the ranking?",
         view: "sample=3&layer=0",
-        text: "The synthetic data knows which tokens are pure noise, so the ranking can be graded: \
-               the line under the probability charts gives its AUC over 64 test samples (0.5 is \
-               chance, 1 puts every signal token above every noise token). The model is never \
-               told which tokens are noise; it learns the ranking only from the task, and the AUC \
-               shows how far that got. Open the token table for each token's scores and truth.",
+        text: "The synthetic data knows which tokens are pure noise, and which modality shows \
+               another digit than the label, so the ranking can be graded: the lines under the \
+               probability charts give its AUC over 64 test samples inside each modality and for \
+               the conflicting modality (0.5 is chance, 1 puts every good token above every bad \
+               one). The model is never told either; it learns the ranking only from the task, \
+               and the AUCs show how far that got. Open the token table for each token's scores \
+               and truth.",
+    },
+    TourStep {
+        title: "6. The learned ranking beside an oracle",
+        view: "sample=10&layer=0&ranking=oracle-conflict",
+        text: "ORACLE_TEXT",
     },
 ];
 
@@ -68,6 +75,7 @@ mod tests {
             modalities: vec!["vision".into(), "audio".into(), "text".into()],
             refine_layers: 2,
             samples: crate::state::MAX_SAMPLE + 1,
+            truth: true,
         };
         for (i, step) in TOUR.iter().enumerate() {
             let (state, problems) = ViewState::parse(step.view, &limits);

@@ -2,10 +2,12 @@
 //! the prediction, the token table, the controls that depend on the model (one checkbox per
 //! modality, the layer choices). Plain Rust, tested natively; `app` only puts them in place.
 
+use mgr::ranking_quality::LayerRanking;
 use mgr::trace::{Edge, LayerTrace, SampleTrace, TokenTrace};
+use mgr::truth::{SampleTruth, TokenKind};
 
 use crate::edges::edges_to_draw;
-use crate::engine::{AUC_SAMPLES, Engine, Inference};
+use crate::engine::{AUC_SAMPLES, Engine, Inference, Settings};
 use crate::honesty::{self, LayerHonesty};
 use crate::sample::PageSample;
 use crate::state::{ViewState, escape_html};
@@ -17,9 +19,13 @@ pub struct PageView {
     pub trace: SampleTrace,
     /// The trace with every modality present.
     pub complete: SampleTrace,
-    /// Per refinement layer, the ranking's AUC against the ground-truth noise over the test
-    /// samples (None for data without ground truth).
+    /// Per refinement layer, the split's AUC against the ground-truth noise over the test
+    /// samples, pooled over the modalities (None for data without ground truth).
     pub aucs: Option<Vec<Option<f64>>>,
+    /// Per refinement layer, every grade of the split over the test samples: the noise AUC
+    /// inside each modality, the conflict AUC, the kept rates (None for data without ground
+    /// truth).
+    pub grades: Option<Vec<LayerRanking>>,
     /// What each layer's ranking does with missing data, in numbers.
     pub honesty: Vec<LayerHonesty>,
     /// `#ranking-auc`.
@@ -51,15 +57,24 @@ impl PageView {
         inference: Inference,
     ) -> Self {
         let Inference { trace, complete } = inference;
-        let aucs = engine.ranking_auc(state.rho, state.lt);
-        let noise = sample.noise_tokens();
+        let grades = engine.ranking_grades(Settings::of(state));
+        let aucs: Option<Vec<Option<f64>>> =
+            grades.as_ref().map(|g| g.iter().map(|l| l.auc).collect());
+        let truth = sample.truth();
         let layer = trace.layers.get(state.layer);
-        let ranking_auc_html = ranking_auc_html(aucs.as_deref(), state.layer, layer, noise);
-        // The test-set figures were measured at the model's own rho and every layer.
-        let test_ranking = engine
-            .meta
-            .test_ranking()
-            .filter(|_| state.rho.is_none() && state.lt.is_none());
+        let ranking_auc_html = format!(
+            "{}{}",
+            ranking_auc_html(grades.as_deref(), state.layer, layer, truth.as_ref()),
+            layer
+                .zip(truth.as_ref())
+                .map(|(l, t)| conflict_html(&trace, l, t, engine))
+                .unwrap_or_default()
+        );
+        // The test-set figures were measured at the model's own rho, every layer and the
+        // learned ranking.
+        let test_ranking = engine.meta.test_ranking().filter(|_| {
+            state.rho.is_none() && state.lt.is_none() && state.ranking == Default::default()
+        });
         let honesty = honesty::read_layers(&trace, aucs.as_deref(), test_ranking.as_ref());
         let honesty_html = honesty::honesty_html(&honesty, state.layer);
         let drawn_edges = layer
@@ -67,10 +82,12 @@ impl PageView {
             .unwrap_or_default();
         let prediction_html = prediction_html(engine, sample, state.sample, &trace, &complete);
         let tokens_html = layer
-            .map(|layer| token_table_html(&trace.modalities, layer, noise))
+            .map(|layer| token_table_html(&trace.modalities, layer, truth.as_ref()))
             .unwrap_or_default();
         let tokens_csv = layer
-            .map(|layer| token_table_csv(&trace.modalities, &trace.available, layer, noise))
+            .map(|layer| {
+                token_table_csv(&trace.modalities, &trace.available, layer, truth.as_ref())
+            })
             .unwrap_or_default();
         let recording = match sample {
             PageSample::Avmnist(s) => Some(s.recording.clone()),
@@ -78,6 +95,7 @@ impl PageView {
         };
         PageView {
             aucs,
+            grades,
             honesty,
             ranking_auc_html,
             honesty_html,
@@ -105,7 +123,9 @@ impl PageView {
             "trace": self.trace,
             "complete": self.complete,
             "ms": ms,
+            "ranking": state.ranking.name(),
             "ranking_auc": self.aucs,
+            "ranking_grades": self.grades,
             "honesty": self.honesty,
             "drawn_edges": self.drawn_edges.len(),
         })
@@ -117,43 +137,131 @@ fn auc_text(a: &Option<f64>) -> String {
     a.map_or("n/a".to_string(), |v| format!("{v:.2}"))
 }
 
-/// The ranking's AUC against the ground-truth noise tokens: per layer over the drawn sample set
-/// (`aucs`, the shown `layer_index` marked) and for this sample's `layer` (`noise`: the sample's
-/// ground truth); a sentence saying why there is none for real data (`aucs` None).
+/// The split's grades against the ground truth: per layer over the drawn sample set
+/// (`grades`, the shown `layer_index` marked), the noise AUC inside each modality (their mean
+/// first), the conflict AUC and the pooled AUC; and the noise AUC of this sample's `layer`
+/// (`truth`: the sample's ground truth). A sentence saying why there is none for real data
+/// (`grades` None).
 pub fn ranking_auc_html(
-    aucs: Option<&[Option<f64>]>,
+    grades: Option<&[LayerRanking]>,
     layer_index: usize,
     layer: Option<&LayerTrace>,
-    noise: Option<&[Vec<bool>]>,
+    truth: Option<&SampleTruth>,
 ) -> String {
-    let Some(aucs) = aucs else {
-        return "Real data has no ground-truth noise tokens, so the ranking's AUC is measured on the synthetic model only (choose it above).".to_string();
+    let Some(grades) = grades else {
+        return "Real data has no ground-truth noise or conflicting tokens, so the ranking is graded on the synthetic model only (choose it above).".to_string();
     };
-    let per_layer: Vec<String> = aucs
+    let per_layer: Vec<String> = grades
         .iter()
-        .enumerate()
-        .map(|(l, a)| {
+        .map(|g| {
+            let l = g.layer;
             let shown = if l == layer_index {
                 " class=\"shown\""
             } else {
                 ""
             };
-            format!("<span{shown}>layer {l}: <b>{}</b></span>", auc_text(a))
+            let within: Vec<String> = g
+                .by_modality
+                .iter()
+                .map(|m| format!("{} {}", escape_html(&m.modality), auc_text(&m.auc)))
+                .collect();
+            format!(
+                "<li{shown} id=\"grade-{l}\">layer {l}: noise AUC within each modality <b class=\"within\">{}</b> ({}), conflict AUC <b class=\"conflict\">{}</b>, pooled <span class=\"pooled\">{}</span></li>",
+                auc_text(&g.auc_modality_mean),
+                within.join(", "),
+                auc_text(&g.conflict.auc),
+                auc_text(&g.auc)
+            )
         })
         .collect();
-    let sample_auc = layer.zip(noise).and_then(|(layer, noise)| {
+    let sample_auc = layer.zip(truth).and_then(|(layer, truth)| {
         let (scores, signal): (Vec<f32>, Vec<bool>) = layer
             .tokens
             .iter()
-            .map(|t| (t.xi, !noise[t.origin.modality][t.origin.position]))
+            .map(|t| {
+                let noise = truth.noise[t.origin.modality][t.origin.position];
+                (t.split_score(), !noise)
+            })
             .unzip();
         mgr::ranking_quality::auc(&scores, &signal)
     });
     format!(
-        "Ranking AUC against the ground-truth noise tokens (test samples 0-{}, all modalities present; 0.5 = chance, 1 = every signal token above every noise token): {}. This sample, this layer: <b id=\"sample-auc\">{}</b>.",
+        "<p>The split's grades against the ground truth (test samples 0-{}, all modalities present; 0.5 = chance, 1 = every good token above every bad one). Noise: signal against pure-noise tokens inside each modality (the pooled figure mostly grades which modality the ranking prefers). Conflict: tokens of a modality that shows the label against those of one that shows another digit, in the same sample.</p><ul class=\"grades\">{}</ul><p>This sample, this layer, noise AUC: <b id=\"sample-auc\">{}</b>.</p>",
         AUC_SAMPLES - 1,
-        per_layer.join(", "),
+        per_layer.join(""),
         auc_text(&sample_auc)
+    )
+}
+
+/// The sample's conflict in words, for the layer on view: which modality shows another digit
+/// than the label and how many of its tokens the split keeps ("audio shows 3, vision and text
+/// show 7: the ranking keeps 6 of audio's 16 tokens"), or that every present modality agrees.
+pub fn conflict_html(
+    trace: &SampleTrace,
+    layer: &LayerTrace,
+    truth: &SampleTruth,
+    engine: &Engine,
+) -> String {
+    let present: Vec<usize> = (0..trace.modalities.len())
+        .filter(|&m| trace.available[m])
+        .collect();
+    let name = |m: usize| escape_html(&trace.modalities[m]);
+    let (conflicting, agreeing): (Vec<usize>, Vec<usize>) =
+        present.iter().partition(|&&m| truth.conflicting(m));
+    let label = engine.class_name(truth.label);
+    if conflicting.is_empty() {
+        return format!(
+            "<p id=\"conflict-line\">Every modality present shows {}, the label: no conflicting tokens in this sample.</p>",
+            escape_html(&label)
+        );
+    }
+    let kept_of = |m: usize| {
+        let of: Vec<&TokenTrace> = layer
+            .tokens
+            .iter()
+            .filter(|t| t.origin.modality == m)
+            .collect();
+        (of.iter().filter(|t| t.kept).count(), of.len())
+    };
+    let shows: Vec<String> = conflicting
+        .iter()
+        .map(|&m| {
+            let shown = escape_html(&engine.class_name(truth.shown[m]));
+            format!("{} shows {shown}", name(m))
+        })
+        .collect();
+    let agree = match agreeing.as_slice() {
+        [] => String::new(),
+        [one] => format!(", {} shows {}", name(*one), escape_html(&label)),
+        many => {
+            let names: Vec<String> = many.iter().map(|&m| name(m)).collect();
+            format!(", {} show {}", names.join(" and "), escape_html(&label))
+        }
+    };
+    let kept: Vec<String> = conflicting
+        .iter()
+        .map(|&m| {
+            let (k, n) = kept_of(m);
+            format!("{k} of {}'s {n} tokens", name(m))
+        })
+        .collect();
+    let kept_agreeing: (usize, usize) = agreeing
+        .iter()
+        .map(|&m| kept_of(m))
+        .fold((0, 0), |(a, b), (k, n)| (a + k, b + n));
+    let beside = if kept_agreeing.1 > 0 {
+        format!(
+            " (and {} of the {} tokens of the modalities that agree)",
+            kept_agreeing.0, kept_agreeing.1
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "<p id=\"conflict-line\">{}{agree}: in layer {} the ranking keeps {}{beside}.</p>",
+        shows.join(", "),
+        layer.layer,
+        kept.join(" and ")
     )
 }
 
@@ -184,19 +292,24 @@ pub fn prediction_html(
 }
 
 /// The tokens of one refinement layer in rank order: modality and position, xi_f, xi_e, xi, the
-/// split, and (synthetic data, `noise`) whether the token is ground-truth noise.
+/// split, and (synthetic data, `truth`) what the token is: pure noise, or a signal token of a
+/// modality that shows another digit than the label (conflicting).
 pub fn token_table_html(
     modalities: &[String],
     layer: &LayerTrace,
-    noise: Option<&[Vec<bool>]>,
+    truth: Option<&SampleTruth>,
 ) -> String {
     let rows: String = by_rank(layer)
         .into_iter()
         .map(|t| {
-            let truth = match is_noise(noise, t) {
-                Some(true) => "noise",
-                Some(false) => "",
-                None => "n/a",
+            let truth = match content_kind(truth, t) {
+                Some(TokenKind::Noise) => "noise".to_string(),
+                Some(TokenKind::Conflicting) => {
+                    let shown = truth.map_or(0, |tr| tr.shown[t.origin.modality]);
+                    format!("conflicting (shows {shown})")
+                }
+                Some(_) => String::new(),
+                None => "n/a".to_string(),
             };
             format!(
                 "<tr class=\"{}\"><td>{}</td><td>{} {}</td><td>{:.3}</td><td>{:.3}</td><td>{:.3}</td><td>{}</td><td>{}</td></tr>",
@@ -219,20 +332,22 @@ pub fn token_table_html(
 
 /// The token table as CSV for a worksheet, one row per token in rank order: rank, modality,
 /// position, the three scores (Eq. 9), the split (Eq. 10), the ground truth (`signal`, `noise`,
-/// or `n/a` for real data) and whether the token is a missing modality's placeholder.
+/// `conflicting` for a signal token of a modality that shows another digit, or `n/a` for real
+/// data) and whether the token is a missing modality's placeholder.
 pub fn token_table_csv(
     modalities: &[String],
     available: &[bool],
     layer: &LayerTrace,
-    noise: Option<&[Vec<bool>]>,
+    truth: Option<&SampleTruth>,
 ) -> String {
     let mut csv =
         String::from("layer,rank,modality,position,xi_f,xi_e,xi,split,truth,placeholder\n");
     for t in by_rank(layer) {
         let (m, p) = (t.origin.modality, t.origin.position);
-        let truth = match is_noise(noise, t) {
-            Some(true) => "noise",
-            Some(false) => "signal",
+        let truth = match content_kind(truth, t) {
+            Some(TokenKind::Noise) => "noise",
+            Some(TokenKind::Conflicting) => "conflicting",
+            Some(_) => "signal",
             None => "n/a",
         };
         csv.push_str(&format!(
@@ -257,9 +372,13 @@ fn by_rank(layer: &LayerTrace) -> Vec<&TokenTrace> {
     tokens
 }
 
-/// Whether the token is ground-truth noise; None for data without that truth.
-fn is_noise(noise: Option<&[Vec<bool>]>, t: &TokenTrace) -> Option<bool> {
-    noise.map(|n| n[t.origin.modality][t.origin.position])
+/// What the token's content is by the ground truth (noise, conflicting or agreeing signal),
+/// whether or not its modality is present (the placeholder column says that); None for data
+/// without that truth.
+fn content_kind(truth: Option<&SampleTruth>, t: &TokenTrace) -> Option<TokenKind> {
+    let truth = truth?;
+    let all = vec![true; truth.noise.len()];
+    Some(truth.kind(&all, t.origin.modality, t.origin.position))
 }
 
 /// One CSV field: quoted (inner quotes doubled) when it holds a comma, quote or line break.
@@ -330,10 +449,30 @@ pub fn refine_layer_options_html(max: usize) -> String {
         .collect()
 }
 
-/// The `<option>`s of the layer shown (value 0-based, label 1-based), for `lt` layers run.
+/// The `<option>`s of the layer shown, for `lt` layers run: numbered from 0, as the URL, the
+/// grades and the lines under the legend number them.
 pub fn shown_layer_options_html(lt: usize) -> String {
     (0..lt)
-        .map(|l| format!("<option value=\"{l}\">layer {}</option>", l + 1))
+        .map(|l| format!("<option value=\"{l}\">layer {l}</option>"))
+        .collect()
+}
+
+/// The `<option>`s of the split's ranking: the learned one, the references, and the oracles
+/// where the data has the ground truth they read (`truth`).
+pub fn ranking_options_html(truth: bool) -> String {
+    mgr::SplitRanking::ALL
+        .into_iter()
+        .filter(|r| truth || !r.needs_truth())
+        .map(|r| {
+            let words = match r {
+                mgr::SplitRanking::Learned => "learned (the paper's xi)",
+                mgr::SplitRanking::Random => "random",
+                mgr::SplitRanking::Inverted => "inverted (lowest xi kept)",
+                mgr::SplitRanking::OracleNoise => "oracle: noise tokens last",
+                mgr::SplitRanking::OracleConflict => "oracle: conflicting modality last",
+            };
+            format!("<option value=\"{}\">{words}</option>", r.name())
+        })
         .collect()
 }
 
@@ -348,6 +487,7 @@ mod tests {
             xi_f: xi,
             xi_e: 0.0,
             xi,
+            order: None,
             rank,
             kept,
         }
@@ -365,29 +505,120 @@ mod tests {
         }
     }
 
+    /// Modality 0 (one token) shows the label 1; modality 1 (two tokens) shows `shown_1`.
+    fn truth(noise: Vec<Vec<bool>>, shown_1: usize) -> SampleTruth {
+        SampleTruth {
+            label: 1,
+            shown: vec![1, shown_1],
+            noise,
+        }
+    }
+
+    fn grade(layer: usize, within: [f64; 2], conflict: Option<f64>) -> LayerRanking {
+        let by_modality = ["vision", "audio"]
+            .iter()
+            .zip(within)
+            .map(|(m, auc)| mgr::ranking_quality::ModalityGrade {
+                modality: m.to_string(),
+                auc: Some(auc),
+                signal_tokens: 1,
+                noise_tokens: 1,
+            })
+            .collect();
+        LayerRanking {
+            layer,
+            auc: Some(0.75),
+            auc_f: None,
+            auc_e: None,
+            by_modality,
+            auc_modality_mean: Some((within[0] + within[1]) / 2.0),
+            conflict: mgr::ranking_quality::ConflictGrade {
+                auc: conflict,
+                ..Default::default()
+            },
+            kept_rate_signal: 0.5,
+            kept_rate_noise: 0.5,
+            kept_rate_placeholder: None,
+            signal_tokens: 2,
+            noise_tokens: 2,
+        }
+    }
+
     #[test]
-    fn the_sample_auc_ranks_signal_against_ground_truth_noise() {
+    fn the_grades_and_the_sample_auc_rank_signal_against_ground_truth_noise() {
         // Token (1, 1) is noise and ranked between the two signal tokens: AUC 1/2.
-        let noise = vec![vec![false], vec![false, true]];
-        let html = ranking_auc_html(Some(&[Some(0.75), None]), 1, Some(&layer()), Some(&noise));
-        assert!(html.contains("layer 0: <b>0.75</b>"), "{html}");
+        let t = truth(vec![vec![false], vec![false, true]], 1);
+        let grades = [grade(0, [0.5, 0.7], Some(0.25)), grade(1, [0.4, 0.6], None)];
+        let html = ranking_auc_html(Some(&grades), 1, Some(&layer()), Some(&t));
+        assert!(html.contains("<b class=\"within\">0.60</b> (vision 0.50, audio 0.70), conflict AUC <b class=\"conflict\">0.25</b>, pooled <span class=\"pooled\">0.75</span>"), "{html}");
+        assert!(html.contains("<li class=\"shown\" id=\"grade-1\">layer 1: noise AUC within each modality <b class=\"within\">0.50</b>"), "{html}");
         assert!(
-            html.contains("<span class=\"shown\">layer 1: <b>n/a</b></span>"),
+            html.contains("conflict AUC <b class=\"conflict\">n/a</b>"),
             "{html}"
         );
         assert!(html.contains("<b id=\"sample-auc\">0.50</b>"), "{html}");
         // Noise ranked last: AUC 1.
-        let noise = vec![vec![false], vec![true, false]];
-        let html = ranking_auc_html(Some(&[]), 0, Some(&layer()), Some(&noise));
+        let t = truth(vec![vec![false], vec![true, false]], 1);
+        let html = ranking_auc_html(Some(&[]), 0, Some(&layer()), Some(&t));
         assert!(html.contains("<b id=\"sample-auc\">1.00</b>"), "{html}");
         assert!(ranking_auc_html(None, 0, Some(&layer()), None).starts_with("Real data"));
+    }
+
+    /// Under a reference ranking the sample's AUC grades the split's own order.
+    #[test]
+    fn the_sample_auc_grades_the_order_the_split_used() {
+        let t = truth(vec![vec![false], vec![false, true]], 1);
+        let mut reversed = layer();
+        for token in &mut reversed.tokens {
+            let noise_token = TokenOrigin {
+                modality: 1,
+                position: 1,
+            };
+            token.order = Some(if token.origin == noise_token {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        let html = ranking_auc_html(Some(&[]), 0, Some(&reversed), Some(&t));
+        assert!(html.contains("<b id=\"sample-auc\">0.00</b>"), "{html}");
+    }
+
+    #[test]
+    fn the_conflict_line_names_the_modality_that_shows_another_digit() {
+        let engine = crate::engine::tests::shipped();
+        let trace = SampleTrace {
+            modalities: vec!["vision".into(), "audio".into()],
+            available: vec![true, true],
+            output: vec![1.0],
+            predicted_class: Some(1),
+            layers: vec![layer()],
+        };
+        // audio shows four (its token 0 biased, token 1 kept); vision shows one, the label.
+        let t = truth(vec![vec![false], vec![false, true]], 4);
+        let html = conflict_html(&trace, &trace.layers[0], &t, &engine);
+        assert!(html.contains("audio shows four, vision shows one: in layer 0 the ranking keeps 1 of audio's 2 tokens (and 1 of the 1 tokens of the modalities that agree)."), "{html}");
+        let t = truth(vec![vec![false], vec![false, true]], 1);
+        let html = conflict_html(&trace, &trace.layers[0], &t, &engine);
+        assert!(html.contains("Every modality present shows one"), "{html}");
+    }
+
+    #[test]
+    fn the_ranking_control_offers_the_oracles_only_with_ground_truth() {
+        assert_eq!(ranking_options_html(true).matches("<option").count(), 5);
+        let real = ranking_options_html(false);
+        assert_eq!(real.matches("<option").count(), 3);
+        assert!(
+            !real.contains("oracle") && real.contains("value=\"random\""),
+            "{real}"
+        );
     }
 
     #[test]
     fn the_token_table_lists_tokens_by_rank_with_their_truth() {
         let modalities = vec!["vision".to_string(), "a<b".to_string()];
-        let noise = vec![vec![false], vec![false, true]];
-        let html = token_table_html(&modalities, &layer(), Some(&noise));
+        let t = truth(vec![vec![false], vec![false, true]], 1);
+        let html = token_table_html(&modalities, &layer(), Some(&t));
         let ranks: Vec<usize> = html
             .split("<tr class=")
             .skip(1)
@@ -407,13 +638,21 @@ mod tests {
         assert!(html.contains("<tr class=\"biased\"><td>2</td>"), "{html}");
         let no_truth = token_table_html(&modalities, &layer(), None);
         assert_eq!(no_truth.matches("<td>n/a</td>").count(), 3);
+        // Modality 1 showing 4 instead of the label: its signal token is conflicting.
+        let t = truth(vec![vec![false], vec![false, true]], 4);
+        let html = token_table_html(&modalities, &layer(), Some(&t));
+        assert!(
+            html.contains("<td>biased</td><td>conflicting (shows 4)</td>"),
+            "{html}"
+        );
+        assert!(html.contains("<td>kept</td><td>noise</td>"), "{html}");
     }
 
     #[test]
     fn the_csv_has_a_row_per_token_by_rank_with_scores_split_and_truth() {
         let modalities = vec!["vision".to_string(), "a,\"b\"".to_string()];
-        let noise = vec![vec![false], vec![false, true]];
-        let csv = token_table_csv(&modalities, &[true, false], &layer(), Some(&noise));
+        let t = truth(vec![vec![false], vec![false, true]], 1);
+        let csv = token_table_csv(&modalities, &[true, false], &layer(), Some(&t));
         let lines: Vec<&str> = csv.lines().collect();
         assert_eq!(
             lines[0],
@@ -425,6 +664,16 @@ mod tests {
         assert_eq!(
             lines[3],
             "0,2,\"a,\"\"b\"\"\",0,-0.5,0,-0.5,biased,signal,yes"
+        );
+        let t = truth(vec![vec![false], vec![false, true]], 7);
+        let conflicting = token_table_csv(&modalities, &[true, true], &layer(), Some(&t));
+        assert!(
+            conflicting
+                .lines()
+                .nth(3)
+                .unwrap()
+                .contains(",biased,conflicting,"),
+            "{conflicting}"
         );
         let real = token_table_csv(&modalities, &[true, true], &layer(), None);
         assert!(
@@ -444,7 +693,7 @@ mod tests {
         );
         assert_eq!(refine_layer_options_html(3).matches("<option").count(), 3);
         assert!(refine_layer_options_html(3).ends_with("<option value=\"3\">3</option>"));
-        assert!(shown_layer_options_html(2).ends_with("<option value=\"1\">layer 2</option>"));
+        assert!(shown_layer_options_html(2).ends_with("<option value=\"1\">layer 1</option>"));
         assert_eq!(shown_layer_options_html(0), "");
     }
 }

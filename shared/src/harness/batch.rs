@@ -6,6 +6,7 @@ use burn::tensor::{Bool, Device, IndexingUpdateOp, Int, Tensor, TensorData};
 
 use crate::absence::AbsenceMask;
 use crate::data::{DataSplit, Targets};
+use crate::truth::SampleTruth;
 
 /// Targets on the device.
 #[derive(Clone, Debug)]
@@ -27,6 +28,15 @@ pub struct Batch {
     pub available_host: Vec<Vec<bool>>,
     /// Targets, when known.
     pub targets: Option<BatchTargets>,
+    /// Each sample's index in its split: with the model's ranking seed and `draw_round`, it
+    /// picks the random ranking's scores ([`crate::seeds::ranking_stream`]), so a sample draws
+    /// the same scores in any batch or shard.
+    pub sample_ids: Vec<usize>,
+    /// Which pass over the samples this is: 0 in evaluation, the epoch + 1 in training (each
+    /// epoch draws new random-ranking scores).
+    pub draw_round: u64,
+    /// Each sample's ground truth, where the split has one (the oracle rankings read it).
+    pub truth: Option<Vec<SampleTruth>>,
 }
 
 /// `indices` split into `parts` contiguous runs whose sizes differ by at most one (the first
@@ -387,7 +397,19 @@ impl Batch {
             available,
             available_host,
             targets: None,
+            sample_ids: indices.to_vec(),
+            draw_round: 0,
+            truth: split
+                .truth
+                .as_ref()
+                .map(|t| indices.iter().map(|&i| t[i].clone()).collect()),
         }
+    }
+
+    /// This batch as pass `round` over its samples (training: the epoch + 1).
+    pub fn with_draw_round(mut self, round: u64) -> Batch {
+        self.draw_round = round;
+        self
     }
 }
 

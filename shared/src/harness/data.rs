@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{ModalitySpec, Task};
 use crate::error::MgrError;
+use crate::truth::SampleTruth;
 
 /// The targets of one split.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -61,6 +62,9 @@ pub struct DataSplit {
     pub features: Vec<Vec<f32>>,
     /// The targets.
     pub targets: Targets,
+    /// Per sample, what the data knows of each token (the synthetic data; None for real data):
+    /// the ranking's grades and the oracle rankings read it.
+    pub truth: Option<Vec<SampleTruth>>,
 }
 
 impl DataSplit {
@@ -104,6 +108,7 @@ impl DataSplit {
                 labels: (0..n).map(|i| i % n_classes.max(1)).collect(),
                 n_classes: n_classes.max(1),
             },
+            truth: None,
         }
     }
 
@@ -165,6 +170,35 @@ impl DataSplit {
                 }
             }
         }
+        self.validate_truth()
+    }
+
+    /// The ground truth, where there is one, has a row per sample that fits the token grid.
+    fn validate_truth(&self) -> Result<(), MgrError> {
+        let Some(truth) = &self.truth else {
+            return Ok(());
+        };
+        if truth.len() != self.len() {
+            let reason = format!(
+                "{} ground-truth rows for {} samples",
+                truth.len(),
+                self.len()
+            );
+            return Err(MgrError::data(&self.name, reason));
+        }
+        for (s, row) in truth.iter().enumerate() {
+            let fits = row.shown.len() == self.modalities.len()
+                && row.noise.len() == self.modalities.len()
+                && row
+                    .noise
+                    .iter()
+                    .zip(&self.modalities)
+                    .all(|(r, m)| r.len() == m.n_tokens);
+            if !fits {
+                let reason = format!("sample {s}: the ground truth does not match the token grid");
+                return Err(MgrError::data(&self.name, reason));
+            }
+        }
         Ok(())
     }
 
@@ -200,6 +234,10 @@ impl DataSplit {
             modalities: self.modalities.clone(),
             features,
             targets,
+            truth: self
+                .truth
+                .as_ref()
+                .map(|t| indices.iter().map(|&i| t[i].clone()).collect()),
         }
     }
 }

@@ -37,6 +37,18 @@ pub fn sample_stream(seed: u64, split: SplitKind, index: usize) -> u64 {
     splitmix64(splitmix64(seed) ^ splitmix64(split_id + 1) ^ (index as u64))
 }
 
+/// The random ranking's scores ([`crate::readings::SplitRanking::Random`]) for refinement layer
+/// `layer` of the sample at `index` in its split, in pass `round` (the epoch + 1 in training, 0
+/// in evaluation) under the training seed: SplitMix64 of each part, so a sample draws the same
+/// scores whichever batch or shard it is in, and every pass draws new ones.
+pub fn ranking_stream(seed: u64, round: u64, index: usize, layer: usize) -> u64 {
+    splitmix64(
+        splitmix64(seed ^ 0x7261_6e6b_0000_0000)
+            ^ splitmix64(round.wrapping_add(1))
+            ^ splitmix64((index as u64) << 8 | layer as u64),
+    )
+}
+
 /// The per-split constant of [`absence_stream`] (the split's name in ASCII, numbered).
 fn split_constant(split: SplitKind) -> u64 {
     match split {

@@ -23,6 +23,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::absence::SplitKind;
 use crate::config::ModalitySpec;
 use crate::data::{DataSplit, Targets};
+use crate::truth::SampleTruth;
 
 /// Image side in pixels.
 pub const IMAGE_SIDE: usize = 16;
@@ -269,12 +270,14 @@ impl SyntheticConfig {
             .map(|s| Vec::with_capacity(n * s.n_tokens * s.token_dim))
             .collect();
         let mut labels = Vec::with_capacity(n);
+        let mut truth = Vec::with_capacity(n);
         for i in 0..n {
             let sample = self.sample(split, i);
             for (m, f) in sample.features().into_iter().enumerate() {
                 features[m].extend(f);
             }
             labels.push(sample.label);
+            truth.push(sample.truth());
         }
         DataSplit {
             name: format!("synthetic/{}", split.name()),
@@ -284,6 +287,7 @@ impl SyntheticConfig {
                 labels,
                 n_classes: N_CLASSES,
             },
+            truth: Some(truth),
         }
     }
 }
@@ -304,6 +308,16 @@ fn draw_sentence(rng: &mut ChaCha8Rng, digit: usize) -> (Vec<usize>, Vec<bool>) 
 }
 
 impl SyntheticSample {
+    /// What the sample knows of its tokens: its label, the digit each modality shows and the
+    /// noise tokens ([`crate::truth`]).
+    pub fn truth(&self) -> SampleTruth {
+        SampleTruth {
+            label: self.label,
+            shown: self.shown.to_vec(),
+            noise: self.noise_tokens.to_vec(),
+        }
+    }
+
     /// Token features per modality: image patches (raster inside each patch), spectrogram
     /// frames, one-hot words.
     pub fn features(&self) -> Vec<Vec<f32>> {

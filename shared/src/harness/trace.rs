@@ -32,6 +32,11 @@ pub struct TokenTrace {
     pub xi_e: f32,
     /// Combined score (Eq. 9); higher = less likely biased.
     pub xi: f32,
+    /// The score the split ranked by where the layer's ranking is not the learned one
+    /// ([`crate::readings::SplitRanking`]): random draws, -xi, or an oracle's 4 x mark + xi.
+    /// Absent (and not written) under the learned ranking, whose split ranks by xi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<f32>,
     /// Rank by xi, 0 = highest, ties to the lower index (Eq. 10).
     pub rank: usize,
     /// Kept (idx_u) or biased (idx_b).
@@ -145,6 +150,7 @@ struct LayerScores {
     xi_f: Vec<f32>,
     xi_e: Vec<f32>,
     xi: Vec<f32>,
+    order: Option<Vec<f32>>,
     rank: Vec<f32>,
     kept: Vec<f32>,
     /// Eq. 11's A, `[B, N, N]` row-major.
@@ -158,6 +164,7 @@ impl LayerScores {
             xi_f: host(layer.xi_f.clone()),
             xi_e: host(layer.xi_e.clone()),
             xi: host(layer.xi.clone()),
+            order: layer.order.clone().map(host),
             rank: host(layer.rank.clone()),
             kept: host(layer.kept.clone()),
             adjacency: host(layer.adjacency.clone()),
@@ -175,6 +182,7 @@ impl LayerScores {
                 xi_f: self.xi_f[at(j)],
                 xi_e: self.xi_e[at(j)],
                 xi: self.xi[at(j)],
+                order: self.order.as_ref().map(|o| o[at(j)]),
                 rank: self.rank[at(j)] as usize,
                 kept: self.kept[at(j)] > 0.5,
             })
@@ -193,6 +201,14 @@ impl LayerScores {
             tokens,
             edges,
         }
+    }
+}
+
+impl TokenTrace {
+    /// The score the split ranked this token by: `order` where the ranking is a reference one,
+    /// xi under the learned ranking.
+    pub fn split_score(&self) -> f32 {
+        self.order.unwrap_or(self.xi)
     }
 }
 

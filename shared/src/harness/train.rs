@@ -230,7 +230,7 @@ pub fn init_model(config: &ModelConfig, seed: u64, device: &Device) -> Result<Mo
     // numbers from the same seed, and a seed should start a GPU run where it starts a CPU one.
     let host = Device::flex().autodiff();
     host.seed(seed);
-    let model = config.init(&host)?;
+    let model = config.init(&host)?.with_ranking_seed(seed);
     model.visit(&mut Materialize);
     Ok(if crate::kernels::on_flex(&device) {
         model

@@ -18,7 +18,9 @@ use crate::error::MgrError;
 use crate::head::{TaskHead, TaskHeadConfig};
 use crate::kernels::{Execution, HeadLayout};
 use crate::loss;
+use crate::readings::SplitRanking;
 use crate::refinement::{RefinementLayer, RefinementLayerConfig, RefinementOutput};
+use crate::seeds;
 use crate::tokenizer::{ModalityTokenizer, ModalityTokenizerConfig};
 use crate::unimodal::{UnimodalEnhancement, UnimodalEnhancementConfig};
 
@@ -52,6 +54,11 @@ pub struct Model {
     /// own unless set.
     #[module(skip)]
     pub row_layout: RowLayout,
+    /// The training seed the random ranking draws its scores from
+    /// ([`crate::readings::SplitRanking::Random`], [`crate::seeds::ranking_stream`]); set by
+    /// [`crate::train::init_model`] and by whoever loads a run's model.
+    #[module(skip)]
+    pub ranking_seed: u64,
 }
 
 impl ModelConfig {
@@ -91,6 +98,7 @@ impl ModelConfig {
             config: self.clone(),
             execution: Execution::default(),
             row_layout: RowLayout::default(),
+            ranking_seed: 0,
         })
     }
 
@@ -408,7 +416,7 @@ impl Model {
         };
 
         let mut diversity = Vec::new();
-        let mut current = match &self.unimodal {
+        let current = match &self.unimodal {
             Some(unimodal) => {
                 let mut enhanced = Vec::with_capacity(m);
                 let mut offset = 0;
@@ -432,12 +440,7 @@ impl Model {
             None => h,
         };
 
-        let mut layers = Vec::with_capacity(self.refinement.len());
-        for layer in &self.refinement {
-            let out = layer.forward(current, batch.available.clone()); // [B, K, d]  Eqs. 5-12
-            current = out.tokens.clone();
-            layers.push(out);
-        }
+        let (current, layers) = self.refine(current, batch); // [B, K, d]  Eqs. 5-12
         assert_eq!(current.dims()[2], d);
         let output = self.head.forward(current); // [B, C]
         ModelOutput {
@@ -447,6 +450,110 @@ impl Model {
             layers,
             diversity,
         }
+    }
+
+    /// The L_T refinement layers (Eqs. 5-12) on h_e, each splitting by its
+    /// [`SplitRanking`]: a reference ranking's keys are made here, the random scores from
+    /// [`crate::seeds::ranking_stream`] and an oracle's marks from the batch's ground truth,
+    /// carried through each layer's selection to the next layer's token order.
+    ///
+    /// # Panics
+    /// Where an oracle ranking meets a batch without ground truth (the trainer refuses such a
+    /// run before it builds one, naming the dataset).
+    ///
+    /// # Shapes
+    /// - h_e: `[B, N, d]`
+    /// - output: the last layer's tokens `[B, K, d]` and each layer's output
+    fn refine(&self, h_e: Tensor<3>, batch: &Batch) -> (Tensor<3>, Vec<RefinementOutput>) {
+        let mut current = h_e;
+        let mut marks = self.oracle_marks(batch); // [B, N]
+        let mut layers = Vec::with_capacity(self.refinement.len());
+        for (l, layer) in self.refinement.iter().enumerate() {
+            let keys = match layer.readings.ranking {
+                SplitRanking::Random => Some(self.random_keys(batch, l, current.dims()[1])), // [B, N]
+                SplitRanking::OracleNoise | SplitRanking::OracleConflict => marks.clone(),
+                SplitRanking::Learned | SplitRanking::Inverted => None,
+            };
+            let out = layer.forward(current, batch.available.clone(), keys); // [B, K, d]
+            marks = marks.map(|m| {
+                let [b, n] = m.dims();
+                let k = out.select.dims()[1];
+                out.select
+                    .clone()
+                    .matmul(m.reshape([b, n, 1]))
+                    .reshape([b, k]) // [B, K]
+            });
+            current = out.tokens.clone();
+            layers.push(out);
+        }
+        (current, layers)
+    }
+
+    /// An oracle ranking's marks for the first refinement layer: 1.0 for the tokens the
+    /// batch's ground truth keeps first ([`crate::truth::SampleTruth::oracle_marks`]), None when
+    /// no layer splits by an oracle.
+    ///
+    /// # Shapes
+    /// - output: `[B, N]`
+    fn oracle_marks(&self, batch: &Batch) -> Option<Tensor<2>> {
+        let ranking = self
+            .refinement
+            .iter()
+            .map(|l| l.readings.ranking)
+            .find(|r| r.needs_truth())?;
+        let truth = batch.truth.as_ref().unwrap_or_else(|| {
+            panic!(
+                "the `{}` ranking needs the data's per-token ground truth, and this batch has none",
+                ranking.name()
+            )
+        });
+        let rows: Vec<f32> = truth
+            .iter()
+            .zip(&batch.available_host)
+            .flat_map(|(t, available)| t.oracle_marks(available, ranking).expect("an oracle"))
+            .collect();
+        let n = rows.len() / batch.len().max(1);
+        let device = batch.available.device();
+        Some(Tensor::from_data(
+            TensorData::new(rows, [batch.len(), n]),
+            &device,
+        ))
+    }
+
+    /// The random ranking's scores for refinement layer `layer` over `n` tokens: uniform in
+    /// [0, 1), a pure function of (ranking seed, pass, sample, layer).
+    ///
+    /// # Shapes
+    /// - output: `[B, N]`
+    fn random_keys(&self, batch: &Batch, layer: usize, n: usize) -> Tensor<2> {
+        use rand::Rng;
+        let keys: Vec<f32> = batch
+            .sample_ids
+            .iter()
+            .flat_map(|&i| {
+                let stream = seeds::ranking_stream(self.ranking_seed, batch.draw_round, i, layer);
+                let mut rng = seeds::rng(stream);
+                (0..n).map(move |_| rng.random::<f32>())
+            })
+            .collect();
+        let device = batch.available.device();
+        Tensor::from_data(TensorData::new(keys, [batch.len(), n]), &device)
+    }
+
+    /// Splits every refinement layer by `ranking` from now on (without retraining: the
+    /// parameters stay), and says so in [`Model::config`]: what `mgr eval --ranking` and the
+    /// page's ranking control change.
+    pub fn set_ranking(&mut self, ranking: SplitRanking) {
+        self.config.refinement.ranking = ranking;
+        self.refinement
+            .iter_mut()
+            .for_each(|layer| layer.readings.ranking = ranking);
+    }
+
+    /// This model, drawing the random ranking's scores from `seed` (the run's training seed).
+    pub fn with_ranking_seed(mut self, seed: u64) -> Self {
+        self.ranking_seed = seed;
+        self
     }
 
     /// Eq. 4: L_div = sum over modalities i of the squared distance correlation between the

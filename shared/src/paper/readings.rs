@@ -67,6 +67,74 @@ impl FromStr for PromptInsertion {
     }
 }
 
+/// Which order the top-rho split (Eq. 10) keeps tokens by. The paper's is `Learned`; the others
+/// are references that grade it: what a ranking is worth is the accuracy it buys over `Random`
+/// and how far it is from an oracle. Every mode leaves the gate and everything after the split
+/// as they are (the gate still reads the learned xi), so only *which* tokens go on changes.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum SplitRanking {
+    /// Eqs. 9-10: the top-K of xi.
+    #[default]
+    Learned,
+    /// Scores drawn uniformly per forward pass, per sample and layer, from the run's seed:
+    /// reproducible, and a ranking with no skill at all.
+    Random,
+    /// The learned order reversed: the bottom-K of xi.
+    Inverted,
+    /// The synthetic data's truth: the signal tokens of present modalities first (noise tokens
+    /// and placeholders after), each group in the learned order. Needs data with that truth.
+    OracleNoise,
+    /// The synthetic data's truth in the paper's sense of bias: the tokens of present modalities
+    /// that show the label first (those of a modality showing another digit, and placeholders,
+    /// after), each group in the learned order. Needs data with that truth.
+    OracleConflict,
+}
+
+impl SplitRanking {
+    /// Every mode.
+    pub const ALL: [SplitRanking; 5] = [
+        SplitRanking::Learned,
+        SplitRanking::Random,
+        SplitRanking::Inverted,
+        SplitRanking::OracleNoise,
+        SplitRanking::OracleConflict,
+    ];
+
+    /// The name used on the command line, in files and in the page's URL.
+    pub fn name(self) -> &'static str {
+        match self {
+            SplitRanking::Learned => "learned",
+            SplitRanking::Random => "random",
+            SplitRanking::Inverted => "inverted",
+            SplitRanking::OracleNoise => "oracle-noise",
+            SplitRanking::OracleConflict => "oracle-conflict",
+        }
+    }
+
+    /// Whether the mode reads the data's per-token ground truth ([`crate::truth`]).
+    pub fn needs_truth(self) -> bool {
+        matches!(
+            self,
+            SplitRanking::OracleNoise | SplitRanking::OracleConflict
+        )
+    }
+}
+
+impl FromStr for SplitRanking {
+    type Err = MgrError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        SplitRanking::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| MgrError::UnknownName {
+                kind: "ranking".into(),
+                name: s.into(),
+                expected: SplitRanking::ALL.map(SplitRanking::name).join(", "),
+            })
+    }
+}
+
 /// The value of the score gate g(xi) that scales a kept token's refinement (Eq. 12's output),
 /// the path by which the ranking (Eq. 9) learns: the top-k split has no gradient.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -144,6 +212,9 @@ pub struct RefinementReadings {
     /// without it training is unstable: the encoder output is not normalised and the previous
     /// layer's tokens are scaled by their scores).
     pub refine_input_norm: bool,
+    /// Which order the split keeps tokens by ([`SplitRanking`]): the learned xi (the paper), or
+    /// a reference ranking that grades it.
+    pub ranking: SplitRanking,
 }
 
 impl Default for RefinementReadings {
@@ -156,6 +227,7 @@ impl Default for RefinementReadings {
             refine_residual: true,
             attention_residual: true,
             refine_input_norm: true,
+            ranking: SplitRanking::Learned,
         }
     }
 }
@@ -208,6 +280,11 @@ impl RefinementReadings {
         }
     }
 
+    /// These readings with the split's `ranking`.
+    pub fn with_ranking(self, ranking: SplitRanking) -> Self {
+        Self { ranking, ..self }
+    }
+
     /// rho, the share of tokens a refinement layer keeps, lies in (0, 1]; every reader of a rho
     /// (config, `--set`, the page's URL and slider) checks it here.
     pub fn rho_is_valid(rho: f64) -> bool {
@@ -246,6 +323,9 @@ struct ReadingKeys {
     refine_residual: bool,
     attention_residual: bool,
     refine_input_norm: bool,
+    /// Added after the other keys; an earlier file without it ran the learned split.
+    #[serde(default)]
+    ranking: SplitRanking,
 }
 
 impl From<ReadingKeys> for RefinementReadings {
@@ -261,6 +341,7 @@ impl From<ReadingKeys> for RefinementReadings {
             refine_residual: k.refine_residual,
             attention_residual: k.attention_residual,
             refine_input_norm: k.refine_input_norm,
+            ranking: k.ranking,
         }
     }
 }
@@ -278,6 +359,7 @@ impl From<RefinementReadings> for ReadingKeys {
             refine_residual: r.refine_residual,
             attention_residual: r.attention_residual,
             refine_input_norm: r.refine_input_norm,
+            ranking: r.ranking,
         }
     }
 }
@@ -302,6 +384,7 @@ mod tests {
                 "attention_residual",
                 "gate_scope",
                 "prompt_insertion",
+                "ranking",
                 "refine_input_norm",
                 "refine_residual",
                 "rho",
@@ -311,6 +394,7 @@ mod tests {
         );
         assert_eq!(json["alpha_f"], 1.0);
         assert_eq!(json["score_gate"], "unit");
+        assert_eq!(json["ranking"], "learned");
         let earlier = r#"{"rho": 0.3, "alpha_f": 0.5, "prompt_insertion": "summation",
             "score_gating": true, "score_gate": "signed", "gate_scope": "update",
             "refine_residual": false, "attention_residual": true, "refine_input_norm": false}"#;
@@ -328,6 +412,7 @@ mod tests {
                 refine_residual: false,
                 attention_residual: true,
                 refine_input_norm: false,
+                ranking: SplitRanking::Learned,
             }
         );
         let back: RefinementReadings =
@@ -347,6 +432,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("refine_residual"), "{err}");
+    }
+
+    #[test]
+    fn every_ranking_name_reads_back_and_an_unknown_one_lists_them() {
+        for mode in SplitRanking::ALL {
+            assert_eq!(mode.name().parse::<SplitRanking>().unwrap(), mode);
+            let json = serde_json::to_value(RefinementReadings::default().with_ranking(mode));
+            assert_eq!(json.unwrap()["ranking"], mode.name());
+        }
+        let err = "oracle".parse::<SplitRanking>().unwrap_err().to_string();
+        assert!(
+            err.contains("oracle-noise") && err.contains("random"),
+            "{err}"
+        );
+        assert!(SplitRanking::OracleConflict.needs_truth() && !SplitRanking::Random.needs_truth());
     }
 
     #[test]

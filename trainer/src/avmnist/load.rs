@@ -177,6 +177,7 @@ pub fn load(dir: &Path) -> Result<(DataSplit, DataSplit, DataSplit)> {
                 labels: raw.labels,
                 n_classes: 10,
             },
+            truth: None,
         });
     }
     let mut test = splits.pop().expect("two splits");
