@@ -105,6 +105,10 @@ if (!Array.isArray(full.ranking_auc) || full.ranking_auc.length !== expectedFull
 full.ranking_auc.forEach((a, l) => {
   if (Math.abs(a - expectedFull.ranking_auc[l]) > 1e-3) fail(`layer ${l} AUC ${a}, native ${expectedFull.ranking_auc[l]}`);
 });
+// What the learned ranking keeps, in plain words, with the class evidence it follows.
+const driversText = await page.textContent('#drivers');
+if (!/What the learned ranking keeps in layer 0/.test(driversText) || !/class evidence/.test(driversText)) fail(`drivers line: "${driversText}"`);
+if (!Array.isArray(full.ranking_drivers) || full.ranking_drivers.length !== full.ranking_auc.length) fail(`ranking_drivers ${JSON.stringify(full.ranking_drivers)}`);
 
 await page.uncheck('#keep-audio');
 const dropped = await traceAfter('drop=audio');

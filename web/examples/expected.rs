@@ -60,7 +60,7 @@ fn main() {
     };
     let result = engine.infer_with(&sample, index, &available, settings);
     let ranking_auc = engine.ranking_auc(None, None);
-    let grades = engine.ranking_grades(settings);
+    let (grades, drivers) = engine.ranking_grades(settings).unzip();
     let recording = match &sample {
         mgr_web::sample::PageSample::Avmnist(s) => Some(s.recording.clone()),
         mgr_web::sample::PageSample::Synthetic(_) => None,
@@ -68,6 +68,6 @@ fn main() {
     let test_ranking = engine.meta.test_ranking();
     let honesty =
         mgr_web::honesty::read_layers(&result.trace, ranking_auc.as_deref(), test_ranking.as_ref());
-    let out = serde_json::json!({"sample": index, "drop": drop, "label": sample.label(), "recording": recording, "trace": result.trace, "complete": result.complete, "ranking_auc": ranking_auc, "ranking": ranking.name(), "ranking_grades": grades, "honesty": honesty});
+    let out = serde_json::json!({"sample": index, "drop": drop, "label": sample.label(), "recording": recording, "trace": result.trace, "complete": result.complete, "ranking_auc": ranking_auc, "ranking": ranking.name(), "ranking_grades": grades, "ranking_drivers": drivers, "honesty": honesty});
     println!("{out}");
 }

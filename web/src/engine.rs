@@ -7,7 +7,7 @@ use mgr::SplitRanking;
 use mgr::absence::SplitKind;
 use mgr::batch::Batch;
 use mgr::data::{DataSplit, Targets};
-use mgr::ranking_quality::LayerRanking;
+use mgr::ranking_quality::{LayerDrivers, LayerRanking};
 use mgr::trace::SampleTrace;
 
 use crate::sample::{AvSamples, PageSample};
@@ -76,8 +76,11 @@ impl PageMeta for WebMeta {
 /// Test samples over which the page reports the ranking's AUC (samples 0..64).
 pub const AUC_SAMPLES: usize = 64;
 
-/// The (rho, L_T, ranking) a ranking grade was computed under, and the grades per layer.
-type GradeCache = Option<(SettingsKey, Vec<LayerRanking>)>;
+/// The split's grades per layer and what xi follows per layer.
+pub type Grades = (Vec<LayerRanking>, Vec<LayerDrivers>);
+
+/// The (rho, L_T, ranking) the grades were computed under, and the grades.
+type GradeCache = Option<(SettingsKey, Grades)>;
 
 /// The sample (its features, label and index) and the settings a trace with every modality
 /// present was computed under.
@@ -280,16 +283,17 @@ impl Engine {
             lt,
             ..Settings::default()
         };
-        let grades = self.ranking_grades(settings)?;
+        let (grades, _) = self.ranking_grades(settings)?;
         Some(grades.into_iter().map(|l| l.auc).collect())
     }
 
     /// Per refinement layer, the ranking's grades against the ground truth over test samples
-    /// `0..AUC_SAMPLES` with every modality present, under `settings`
-    /// ([`mgr::ranking_quality::layer_rankings`], as `mgr eval` reports them): the noise AUC
-    /// inside each modality and pooled, the conflict AUC, the kept rates. Cached for the last
-    /// settings. None for data without ground truth (AV-MNIST).
-    pub fn ranking_grades(&self, settings: Settings) -> Option<Vec<LayerRanking>> {
+    /// `0..AUC_SAMPLES` with every modality present, under `settings`, and what the learned xi
+    /// follows there ([`mgr::ranking_quality::complete_grades`], as `mgr eval` reports them):
+    /// the noise AUC inside each modality and pooled, the conflict AUC, the kept rates; xi's
+    /// mean per modality, its correlations with attention, position and class evidence. Cached
+    /// for the last settings. None for data without ground truth (AV-MNIST).
+    pub fn ranking_grades(&self, settings: Settings) -> Option<Grades> {
         let config = self
             .meta
             .synthetic
@@ -303,13 +307,7 @@ impl Engine {
         }
         let model = self.adjusted(settings);
         let split = config.first(SplitKind::Test, AUC_SAMPLES);
-        let rows: Vec<usize> = (0..split.len()).collect();
-        let available = vec![vec![true; split.modalities.len()]; split.len()];
-        let batch = Batch::from_features(&split, &rows, available, &self.device);
-        let (_, traces) = model.trace(&batch);
-        let truth = split.truth.as_deref().unwrap_or_default();
-        let names: Vec<String> = split.modalities.iter().map(|m| m.name.clone()).collect();
-        let grades = mgr::ranking_quality::layer_rankings(&traces, truth, &names);
+        let grades = mgr::ranking_quality::complete_grades(&model, &split, &self.device).ok()?;
         *self.grade_cache.borrow_mut() = Some((key, grades.clone()));
         Some(grades)
     }

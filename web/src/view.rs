@@ -2,7 +2,7 @@
 //! the prediction, the token table, the controls that depend on the model (one checkbox per
 //! modality, the layer choices). Plain Rust, tested natively; `app` only puts them in place.
 
-use mgr::ranking_quality::LayerRanking;
+use mgr::ranking_quality::{LayerDrivers, LayerRanking};
 use mgr::trace::{Edge, LayerTrace, SampleTrace, TokenTrace};
 use mgr::truth::{SampleTruth, TokenKind};
 
@@ -26,6 +26,8 @@ pub struct PageView {
     /// inside each modality, the conflict AUC, the kept rates (None for data without ground
     /// truth).
     pub grades: Option<Vec<LayerRanking>>,
+    /// Per refinement layer, what the learned xi follows over the same samples.
+    pub drivers: Option<Vec<LayerDrivers>>,
     /// What each layer's ranking does with missing data, in numbers.
     pub honesty: Vec<LayerHonesty>,
     /// `#ranking-auc`.
@@ -57,14 +59,19 @@ impl PageView {
         inference: Inference,
     ) -> Self {
         let Inference { trace, complete } = inference;
-        let grades = engine.ranking_grades(Settings::of(state));
+        let (grades, drivers) = engine.ranking_grades(Settings::of(state)).unzip();
         let aucs: Option<Vec<Option<f64>>> =
             grades.as_ref().map(|g| g.iter().map(|l| l.auc).collect());
         let truth = sample.truth();
         let layer = trace.layers.get(state.layer);
         let ranking_auc_html = format!(
-            "{}{}",
+            "{}{}{}",
             ranking_auc_html(grades.as_deref(), state.layer, layer, truth.as_ref()),
+            drivers
+                .as_deref()
+                .and_then(|d| d.get(state.layer))
+                .map(drivers_html)
+                .unwrap_or_default(),
             layer
                 .zip(truth.as_ref())
                 .map(|(l, t)| conflict_html(&trace, l, t, engine))
@@ -96,6 +103,7 @@ impl PageView {
         PageView {
             aucs,
             grades,
+            drivers,
             honesty,
             ranking_auc_html,
             honesty_html,
@@ -126,6 +134,7 @@ impl PageView {
             "ranking": state.ranking.name(),
             "ranking_auc": self.aucs,
             "ranking_grades": self.grades,
+            "ranking_drivers": self.drivers,
             "honesty": self.honesty,
             "drawn_edges": self.drawn_edges.len(),
         })
@@ -190,6 +199,36 @@ pub fn ranking_auc_html(
         AUC_SAMPLES - 1,
         per_layer.join(""),
         auc_text(&sample_auc)
+    )
+}
+
+/// What the learned score xi keeps in the layer on view, in plain words, from its drivers over
+/// the graded samples: which modality it favours and how much of its spread that explains, and
+/// how closely it follows the attention a token receives, its position and its class evidence
+/// (the head's margin for the label on the token alone).
+pub fn drivers_html(d: &LayerDrivers) -> String {
+    let favoured = d
+        .mean_xi_by_modality
+        .iter()
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(m, _)| escape_html(m))
+        .unwrap_or_default();
+    let means: Vec<String> = d
+        .mean_xi_by_modality
+        .iter()
+        .map(|(m, v)| format!("{} {v:+.2}", escape_html(m)))
+        .collect();
+    let r = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:+.2}"));
+    let share = d
+        .modality_share_of_variance
+        .map_or("n/a".to_string(), |v| format!("{:.0}%", 100.0 * v));
+    format!(
+        "<p id=\"drivers\">What the learned ranking keeps in layer {}: it favours {favoured} tokens (mean &xi; {}), and the modality explains {share} of its spread; inside a sample it follows the token's class evidence (the head's margin for the label on that token alone) with r = <b class=\"margin\">{}</b>, the attention the token receives with r = {}, its position with r = {}.</p>",
+        d.layer,
+        means.join(", "),
+        r(d.corr_xi_label_margin_within_sample),
+        r(d.corr_xi_attention),
+        r(d.corr_xi_position),
     )
 }
 
@@ -601,6 +640,22 @@ mod tests {
         let t = truth(vec![vec![false], vec![false, true]], 1);
         let html = conflict_html(&trace, &trace.layers[0], &t, &engine);
         assert!(html.contains("Every modality present shows one"), "{html}");
+    }
+
+    #[test]
+    fn the_drivers_in_plain_words_name_the_favoured_modality_and_the_correlations() {
+        let d = LayerDrivers {
+            layer: 1,
+            mean_xi_by_modality: vec![("vision".into(), -0.13), ("text".into(), 0.69)],
+            corr_xi_attention: Some(0.22),
+            corr_xi_position: None,
+            modality_share_of_variance: Some(0.208),
+            corr_xi_label_margin: Some(0.3),
+            corr_xi_label_margin_within_sample: Some(0.41),
+        };
+        let html = drivers_html(&d);
+        assert!(html.contains("in layer 1: it favours text tokens (mean &xi; vision -0.13, text +0.69), and the modality explains 21% of its spread"), "{html}");
+        assert!(html.contains("r = <b class=\"margin\">+0.41</b>, the attention the token receives with r = +0.22, its position with r = n/a"), "{html}");
     }
 
     #[test]

@@ -576,6 +576,36 @@ fn traces_and_margins(
     (traces, per_layer)
 }
 
+/// The split's ground truth, or an error naming it.
+fn truth_of(split: &DataSplit) -> Result<&[SampleTruth], MgrError> {
+    split.validate()?;
+    split.truth.as_deref().ok_or_else(|| {
+        MgrError::data(
+            &split.name,
+            "has no per-token ground truth to grade the ranking against (only the synthetic data has one)",
+        )
+    })
+}
+
+/// The grades ([`layer_rankings`]) and what xi follows ([`layer_drivers`], with each token's
+/// class evidence) of `model` on `split`, which must carry its ground truth, with every
+/// modality present: what the page shows beside its picture.
+pub fn complete_grades(
+    model: &Model,
+    split: &DataSplit,
+    device: &Device,
+) -> Result<(Vec<LayerRanking>, Vec<LayerDrivers>), MgrError> {
+    let truth = truth_of(split)?;
+    let names: Vec<String> = split.modalities.iter().map(|m| m.name.clone()).collect();
+    let complete = AbsenceMask::complete(&names, split.len());
+    let (traces, margins) = traces_and_margins(model, split, &complete, device, true);
+    let sizes: Vec<usize> = split.modalities.iter().map(|m| m.n_tokens).collect();
+    Ok((
+        layer_rankings(&traces, truth, &names),
+        layer_drivers(&traces, &names, &sizes, margins.as_deref()),
+    ))
+}
+
 /// The ranking report of `model` on `split`, which must carry its ground truth
 /// ([`DataSplit::truth`]: the synthetic data's): graded on complete inputs, and under `absence`
 /// (a description and a mask over `split`) where given. The model is switched to validation
@@ -586,20 +616,11 @@ pub fn ranking_report(
     absence: Option<(&str, &AbsenceMask)>,
     device: &Device,
 ) -> Result<RankingReport, MgrError> {
-    let Some(truth) = &split.truth else {
-        return Err(MgrError::data(
-            &split.name,
-            "has no per-token ground truth to grade the ranking against (only the synthetic data has one)",
-        ));
-    };
-    split.validate()?;
+    let truth = truth_of(split)?;
     let model = model.valid();
     let names: Vec<String> = split.modalities.iter().map(|m| m.name.clone()).collect();
     let complete = AbsenceMask::complete(&names, split.len());
-    let (complete_traces, margins) = traces_and_margins(&model, split, &complete, device, true);
-    let layers = layer_rankings(&complete_traces, truth, &names);
-    let sizes: Vec<usize> = split.modalities.iter().map(|m| m.n_tokens).collect();
-    let drivers = layer_drivers(&complete_traces, &names, &sizes, margins.as_deref());
+    let (layers, drivers) = complete_grades(&model, split, device)?;
     let under_absence = absence.map(|(setting, mask)| AbsenceGrades {
         setting: setting.to_string(),
         layers: layer_rankings(&traces_under(&model, split, mask, device), truth, &names),

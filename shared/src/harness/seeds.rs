@@ -49,6 +49,13 @@ pub fn ranking_stream(seed: u64, round: u64, index: usize, layer: usize) -> u64 
     )
 }
 
+/// The decoy digits and the corrupt tokens' content of synthetic sample `index` of `split`
+/// under [`crate::synthetic::SyntheticConfig::harmful_noise`]: a stream of its own, so the rest of
+/// the sample is the one [`sample_stream`] draws without it.
+pub fn decoy_stream(seed: u64, split: SplitKind, index: usize) -> u64 {
+    splitmix64(sample_stream(seed, split, index) ^ 0x6465_636f_7900_0000)
+}
+
 /// The per-split constant of [`absence_stream`] (the split's name in ASCII, numbered).
 fn split_constant(split: SplitKind) -> u64 {
     match split {

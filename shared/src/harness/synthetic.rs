@@ -117,6 +117,31 @@ pub struct SyntheticConfig {
     /// Probability that an image patch or spectrogram frame is replaced by uniform noise.
     #[config(default = 0.15)]
     pub noise_token_prob: f64,
+    /// Corrupt tokens carry another digit's evidence instead of uniform noise: each noise patch
+    /// shows the same patch of another digit's glyph, each noise frame plays another digit's
+    /// note, and each filler word is, with `noise_token_prob`, that other digit's name (one
+    /// decoy digit per modality and sample). The same samples otherwise: the same labels,
+    /// shown digits and noise positions as without it. Default false (uniform noise, harmless).
+    #[config(default = "HarmfulNoise(false)")]
+    pub harmful_noise: HarmfulNoise,
+}
+
+/// [`SyntheticConfig::harmful_noise`], a bool in the files; a file written before it existed
+/// (a run's `config.json`, the page's `model.json`) reads as false, the data it was made from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Option<bool>", into = "bool")]
+pub struct HarmfulNoise(pub bool);
+
+impl From<Option<bool>> for HarmfulNoise {
+    fn from(value: Option<bool>) -> Self {
+        HarmfulNoise(value.unwrap_or(false))
+    }
+}
+
+impl From<HarmfulNoise> for bool {
+    fn from(value: HarmfulNoise) -> bool {
+        value.0
+    }
 }
 
 /// One synthetic sample, as a person sees it, with its ground truth.
@@ -180,30 +205,94 @@ impl SyntheticConfig {
             shown_digit(&mut rng, label, self.flip_prob),
             shown_digit(&mut rng, label, self.flip_prob),
         ];
-        let (image, image_noise) = self.draw_image(&mut rng, shown[0]);
+        let (image, image_noise, shift) = self.draw_image(&mut rng, shown[0]);
         let (spectrogram, audio_noise) = self.draw_melody(&mut rng, shown[1]);
         let (words, text_noise) = draw_sentence(&mut rng, shown[2]);
-        SyntheticSample {
+        let mut sample = SyntheticSample {
             label,
             shown,
             image,
             spectrogram,
             words,
             noise_tokens: [image_noise, audio_noise, text_noise],
+        };
+        if self.harmful_noise.0 {
+            let stream = crate::seeds::decoy_stream(self.seed, split, index);
+            self.make_noise_harmful(&mut sample, shift, &mut crate::seeds::rng(stream));
+        }
+        sample
+    }
+
+    /// [`SyntheticConfig::harmful_noise`]: the sample's corrupt tokens rewritten to show a decoy
+    /// digit per modality, drawn from `rng` (a stream of its own, so the rest of the sample is
+    /// the one drawn without it); `shift` is the glyph's (dx, dy).
+    fn make_noise_harmful(
+        &self,
+        sample: &mut SyntheticSample,
+        shift: (usize, usize),
+        rng: &mut ChaCha8Rng,
+    ) {
+        let decoys: Vec<usize> = sample
+            .shown
+            .iter()
+            .map(|&d| (d + rng.random_range(1..N_CLASSES)) % N_CLASSES)
+            .collect();
+        let per_side = IMAGE_SIDE / PATCH_SIDE;
+        for (p, _) in sample.noise_tokens[0]
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n)
+        {
+            let (py, px) = (p / per_side, p % per_side);
+            for y in py * PATCH_SIDE..(py + 1) * PATCH_SIDE {
+                for x in px * PATCH_SIDE..(px + 1) * PATCH_SIDE {
+                    let ink = if glyph_on(decoys[0], shift, x, y) {
+                        1.0
+                    } else {
+                        0.0
+                    };
+                    let value = ink + self.pixel_noise * normal(rng);
+                    sample.image[y * IMAGE_SIDE + x] = value.clamp(0.0, 1.0) as f32;
+                }
+            }
+        }
+        for (t, _) in sample.noise_tokens[1]
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n)
+        {
+            let note = MELODIES[decoys[1]][t * 4 / FRAMES];
+            for (bin, v) in sample.spectrogram[t * BINS..(t + 1) * BINS]
+                .iter_mut()
+                .enumerate()
+            {
+                let value = tone(bin, note) + self.pixel_noise * normal(rng);
+                *v = value.clamp(0.0, 1.0) as f32;
+            }
+        }
+        for (w, _) in sample.noise_tokens[2]
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n)
+        {
+            if rng.random::<f64>() < self.noise_token_prob {
+                sample.words[w] = decoys[2];
+            }
         }
     }
 
-    fn draw_image(&self, rng: &mut ChaCha8Rng, digit: usize) -> (Vec<f32>, Vec<bool>) {
+    /// The image of `digit`, its noise patches and the glyph's shift (dx, dy).
+    fn draw_image(
+        &self,
+        rng: &mut ChaCha8Rng,
+        digit: usize,
+    ) -> (Vec<f32>, Vec<bool>, (usize, usize)) {
         let dx = rng.random_range(0..3usize) + 2; // glyph 10 px wide at x in 2..=4
         let dy = rng.random_range(0..3usize); // glyph 14 px tall at y in 0..=2
         let mut image = vec![0.0f32; IMAGE_SIDE * IMAGE_SIDE];
         for (y, px) in image.chunks_mut(IMAGE_SIDE).enumerate() {
             for (x, p) in px.iter_mut().enumerate() {
-                let on = x >= dx
-                    && y >= dy
-                    && (x - dx) / 2 < 5
-                    && (y - dy) / 2 < 7
-                    && FONT[digit][(y - dy) / 2].as_bytes()[(x - dx) / 2] == b'1';
+                let on = glyph_on(digit, (dx, dy), x, y);
                 let value = if on { 1.0 } else { 0.0 } + self.pixel_noise * normal(rng);
                 *p = value.clamp(0.0, 1.0) as f32;
             }
@@ -222,7 +311,7 @@ impl SyntheticConfig {
                 }
             }
         }
-        (image, noise)
+        (image, noise, (dx, dy))
     }
 
     fn draw_melody(&self, rng: &mut ChaCha8Rng, digit: usize) -> (Vec<f32>, Vec<bool>) {
@@ -236,12 +325,7 @@ impl SyntheticConfig {
                 continue;
             }
             for (bin, v) in frame.iter_mut().enumerate() {
-                let tone = match bin.abs_diff(note) {
-                    0 => 1.0,
-                    1 => 0.4,
-                    _ => 0.0,
-                };
-                *v = (tone + self.pixel_noise * normal(rng)).clamp(0.0, 1.0) as f32;
+                *v = (tone(bin, note) + self.pixel_noise * normal(rng)).clamp(0.0, 1.0) as f32;
             }
         }
         (spec, noise)
@@ -289,6 +373,24 @@ impl SyntheticConfig {
             },
             truth: Some(truth),
         }
+    }
+}
+
+/// Whether pixel (x, y) is ink of `digit`'s glyph drawn 2x at `shift` = (dx, dy).
+fn glyph_on(digit: usize, (dx, dy): (usize, usize), x: usize, y: usize) -> bool {
+    x >= dx
+        && y >= dy
+        && (x - dx) / 2 < 5
+        && (y - dy) / 2 < 7
+        && FONT[digit][(y - dy) / 2].as_bytes()[(x - dx) / 2] == b'1'
+}
+
+/// A spectrogram bin's level for a note: the note's bin 1, its neighbours 0.4.
+fn tone(bin: usize, note: usize) -> f64 {
+    match bin.abs_diff(note) {
+        0 => 1.0,
+        1 => 0.4,
+        _ => 0.0,
     }
 }
 
@@ -405,5 +507,71 @@ mod tests {
             let at = s.noise_tokens[2].iter().position(|&b| !b).unwrap();
             assert_eq!(s.words[at], s.shown[2]);
         }
+    }
+
+    /// Harmful noise rewrites only the corrupt tokens, each to another digit than its
+    /// modality shows: the same labels, shown digits and noise positions, the same signal
+    /// tokens, and every noise patch the glyph of one decoy digit (not uniform noise).
+    #[test]
+    fn harmful_noise_rewrites_only_the_corrupt_tokens_with_another_digits_evidence() {
+        let plain = SyntheticConfig::new();
+        let harmful = SyntheticConfig::new().with_harmful_noise(HarmfulNoise(true));
+        let mut decoy_words = 0;
+        for i in 0..200 {
+            let (a, b) = (
+                plain.sample(SplitKind::Test, i),
+                harmful.sample(SplitKind::Test, i),
+            );
+            assert_eq!(
+                (a.label, a.shown, &a.noise_tokens),
+                (b.label, b.shown, &b.noise_tokens)
+            );
+            let (fa, fb) = (a.features(), b.features());
+            for m in 0..2 {
+                let width = fa[m].len() / a.noise_tokens[m].len();
+                for (t, noise) in a.noise_tokens[m].iter().enumerate() {
+                    let same =
+                        fa[m][t * width..(t + 1) * width] == fb[m][t * width..(t + 1) * width];
+                    assert_eq!(same, !noise, "sample {i} modality {m} token {t}");
+                }
+            }
+            for (w, noise) in a.noise_tokens[2].iter().enumerate() {
+                if !noise {
+                    assert_eq!(a.words[w], b.words[w]);
+                } else if b.words[w] < N_CLASSES {
+                    assert_ne!(b.words[w], b.shown[2], "a decoy word names another digit");
+                    decoy_words += 1;
+                }
+            }
+        }
+        assert!(decoy_words > 0);
+        // A harmful audio frame is a clean tone: one bin at 1 before noise, not uniform.
+        let clean = harmful.with_pixel_noise(0.0);
+        let s = (0..200)
+            .map(|i| clean.sample(SplitKind::Test, i))
+            .find(|s| s.noise_tokens[1].iter().any(|&n| n))
+            .unwrap();
+        let t = s.noise_tokens[1].iter().position(|&n| n).unwrap();
+        let frame = &s.spectrogram[t * BINS..(t + 1) * BINS];
+        assert_eq!(frame.iter().filter(|&&v| v == 1.0).count(), 1, "{frame:?}");
+        assert_eq!(
+            frame.iter().filter(|&&v| v == 0.0).count(),
+            BINS - 3,
+            "{frame:?}"
+        );
+    }
+
+    /// A config written before `harmful_noise` existed reads as the uniform noise it was made
+    /// with; the key round-trips as a plain bool.
+    #[test]
+    fn a_config_without_harmful_noise_reads_as_false() {
+        let mut json = serde_json::to_value(SyntheticConfig::new()).unwrap();
+        assert_eq!(json["harmful_noise"], false);
+        json.as_object_mut().unwrap().remove("harmful_noise");
+        let old: SyntheticConfig = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(old, SyntheticConfig::new());
+        json["harmful_noise"] = true.into();
+        let set: SyntheticConfig = serde_json::from_value(json).unwrap();
+        assert_eq!(set.harmful_noise, HarmfulNoise(true));
     }
 }
