@@ -8,7 +8,8 @@
 #   scripts/ranking-table.sh synthetic MGR_BINARY OUT [SEEDS] [EPOCHS] [EXTRA_TRAIN_ARGS...]
 #   scripts/ranking-table.sh avmnist MGR_BINARY OUT [SEEDS] [EPOCHS] --data-dir DIR [...]
 #
-# synthetic: kappa 0.7, rankings learned, random, inverted, oracle-noise, oracle-conflict.
+# synthetic: kappa 0.7, rankings learned, random, inverted, oracle-noise, oracle-conflict,
+# oracle-majority.
 # avmnist: kappa 0.7, from scratch, learned, random, inverted (no ground truth: no oracles and no
 # AUCs). A finished run is not trained again, so an interrupted table resumes.
 set -euo pipefail
@@ -16,7 +17,7 @@ data=$1 mgr=$2 out=$3 seeds=${4:-4} epochs=${5:-12}
 shift $(($# < 5 ? $# : 5))
 extra=("$@")
 case "$data" in
-  synthetic) rankings=(learned random inverted oracle-noise oracle-conflict) ;;
+  synthetic) rankings=(learned random inverted oracle-noise oracle-conflict oracle-majority) ;;
   avmnist) rankings=(learned random inverted) ;;
   *) echo "ranking-table.sh: dataset synthetic or avmnist, not '$data'" >&2; exit 2 ;;
 esac

@@ -27,7 +27,7 @@ av_sample=5
 "$expected" --weights web/reference/model.f32.bpk web/assets/model "$sample" audio > "$out/expected-drop-f32.json"
 "$expected" --weights web/reference/model-avmnist.f32.bpk web/assets/model-avmnist "$av_sample" audio > "$out/expected-av-drop-f32.json"
 # The page's ranking control: each reference ranking's view of the sample, natively.
-for ranking in random inverted oracle-noise oracle-conflict; do
+for ranking in random inverted oracle-noise oracle-conflict oracle-majority; do
   "$expected" --ranking "$ranking" web/assets/model "$sample" > "$out/expected-ranking-$ranking.json"
 done
 

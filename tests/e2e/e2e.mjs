@@ -205,7 +205,7 @@ await traceAfter('layer=0');
 // The ranking control: each reference ranking a view of its own (#ranking=NAME), equal to the
 // native engine under that ranking, its grades on the page, and the URL round trip through the
 // control. The oracles only where the data has ground truth.
-for (const ranking of ['random', 'inverted', 'oracle-noise', 'oracle-conflict']) {
+for (const ranking of ['random', 'inverted', 'oracle-noise', 'oracle-conflict', 'oracle-majority']) {
   const want = JSON.parse(readFileSync(`${process.env.EXPECTED_RANKING_DIR}/expected-ranking-${ranking}.json`, 'utf8'));
   await page.goto(`${base}/#sample=${sample}&layer=0&ranking=${ranking}`);
   const view = await traceAfter(`ranking=${ranking}`);

@@ -65,7 +65,7 @@ pub const TOUR: [TourStep; 6] = [
                audio's tokens are ranked last, so none of them is kept while the agreeing \
                modalities have enough tokens. Choose \"learned\" in the ranking control to put \
                the paper's ranking beside it: it keeps all 16 audio tokens in layer 0, and its \
-               conflict AUC over the test samples is below 0.5. The oracle \
+               layer-0 conflict AUC over the test samples is below 0.5. The oracle \
                reads the label (a modality agrees when it shows it), so it is a ceiling, not a \
                method: trained with it MGR reaches 0.88 accuracy against the learned ranking's \
                0.79 (4 seeds); swapped into the learned model it changes little, because Eq. 12 \

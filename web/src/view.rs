@@ -509,6 +509,7 @@ pub fn ranking_options_html(truth: bool) -> String {
                 mgr::SplitRanking::Inverted => "inverted (lowest xi kept)",
                 mgr::SplitRanking::OracleNoise => "oracle: noise tokens last",
                 mgr::SplitRanking::OracleConflict => "oracle: conflicting modality last",
+                mgr::SplitRanking::OracleMajority => "oracle: outvoted modality last (no label)",
             };
             format!("<option value=\"{}\">{words}</option>", r.name())
         })
@@ -660,7 +661,7 @@ mod tests {
 
     #[test]
     fn the_ranking_control_offers_the_oracles_only_with_ground_truth() {
-        assert_eq!(ranking_options_html(true).matches("<option").count(), 5);
+        assert_eq!(ranking_options_html(true).matches("<option").count(), 6);
         let real = ranking_options_html(false);
         assert_eq!(real.matches("<option").count(), 3);
         assert!(

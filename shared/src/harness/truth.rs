@@ -63,6 +63,19 @@ impl SampleTruth {
         self.shown[m] != self.label
     }
 
+    /// Whether present modality `m` shows what most present modalities show, or no digit has a
+    /// majority among them (the label is not read).
+    pub fn with_majority(&self, available: &[bool], m: usize) -> bool {
+        let present: Vec<usize> = (0..self.shown.len()).filter(|&i| available[i]).collect();
+        let votes = |digit: usize| present.iter().filter(|&&i| self.shown[i] == digit).count();
+        let top = present
+            .iter()
+            .map(|&i| votes(self.shown[i]))
+            .max()
+            .unwrap_or(0);
+        top * 2 <= present.len() || votes(self.shown[m]) == top
+    }
+
     /// What token `position` of modality `m` is, given which modalities are `available`.
     pub fn kind(&self, available: &[bool], m: usize, position: usize) -> TokenKind {
         if !available[m] {
@@ -89,6 +102,7 @@ impl SampleTruth {
                 TokenKind::Agreeing | TokenKind::Conflicting
             ),
             SplitRanking::OracleConflict => available[m] && !self.conflicting(m),
+            SplitRanking::OracleMajority => available[m] && self.with_majority(available, m),
             _ => false,
         };
         ranking.needs_truth().then(|| {
@@ -134,5 +148,18 @@ mod tests {
         let conflict = t.oracle_marks(&available, SplitRanking::OracleConflict);
         assert_eq!(conflict.unwrap(), [1.0, 1.0, 0.0, 0.0, 0.0]);
         assert_eq!(t.oracle_marks(&available, SplitRanking::Random), None);
+        // Vision 3 and audio 5 present: no majority, both first.
+        let majority = t.oracle_marks(&available, SplitRanking::OracleMajority);
+        assert_eq!(majority.unwrap(), [1.0, 1.0, 1.0, 1.0, 0.0]);
+        // All three present, vision and text show 3: audio (5) is outvoted, whatever the label.
+        let outvoted = SampleTruth {
+            label: 8,
+            ..t.clone()
+        };
+        let all = [true, true, true];
+        let marks = outvoted
+            .oracle_marks(&all, SplitRanking::OracleMajority)
+            .unwrap();
+        assert_eq!(marks, [1.0, 1.0, 0.0, 0.0, 1.0]);
     }
 }

@@ -471,7 +471,9 @@ impl Model {
         for (l, layer) in self.refinement.iter().enumerate() {
             let keys = match layer.readings.ranking {
                 SplitRanking::Random => Some(self.random_keys(batch, l, current.dims()[1])), // [B, N]
-                SplitRanking::OracleNoise | SplitRanking::OracleConflict => marks.clone(),
+                SplitRanking::OracleNoise
+                | SplitRanking::OracleConflict
+                | SplitRanking::OracleMajority => marks.clone(),
                 SplitRanking::Learned | SplitRanking::Inverted => None,
             };
             let out = layer.forward(current, batch.available.clone(), keys); // [B, K, d]

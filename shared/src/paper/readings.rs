@@ -89,16 +89,22 @@ pub enum SplitRanking {
     /// that show the label first (those of a modality showing another digit, and placeholders,
     /// after), each group in the learned order. Needs data with that truth.
     OracleConflict,
+    /// The same without the label: the tokens of the present modalities that show what most
+    /// present modalities show first (a modality outvoted by the others, and placeholders,
+    /// after; with no majority, every present modality first). What a ranking that could see
+    /// which modality disagrees with the others would do. Needs data with that truth.
+    OracleMajority,
 }
 
 impl SplitRanking {
     /// Every mode.
-    pub const ALL: [SplitRanking; 5] = [
+    pub const ALL: [SplitRanking; 6] = [
         SplitRanking::Learned,
         SplitRanking::Random,
         SplitRanking::Inverted,
         SplitRanking::OracleNoise,
         SplitRanking::OracleConflict,
+        SplitRanking::OracleMajority,
     ];
 
     /// The name used on the command line, in files and in the page's URL.
@@ -109,6 +115,7 @@ impl SplitRanking {
             SplitRanking::Inverted => "inverted",
             SplitRanking::OracleNoise => "oracle-noise",
             SplitRanking::OracleConflict => "oracle-conflict",
+            SplitRanking::OracleMajority => "oracle-majority",
         }
     }
 
@@ -116,7 +123,7 @@ impl SplitRanking {
     pub fn needs_truth(self) -> bool {
         matches!(
             self,
-            SplitRanking::OracleNoise | SplitRanking::OracleConflict
+            SplitRanking::OracleNoise | SplitRanking::OracleConflict | SplitRanking::OracleMajority
         )
     }
 }

@@ -219,7 +219,9 @@ impl RefinementLayer {
             SplitRanking::Learned => xi,
             SplitRanking::Inverted => xi.neg(),
             SplitRanking::Random => keys(),
-            SplitRanking::OracleNoise | SplitRanking::OracleConflict => keys().mul_scalar(4.0) + xi,
+            SplitRanking::OracleNoise
+            | SplitRanking::OracleConflict
+            | SplitRanking::OracleMajority => keys().mul_scalar(4.0) + xi,
         }
     }
 }
