@@ -137,7 +137,8 @@ struct EvalArgs {
     #[arg(long)]
     max_missing: Option<usize>,
     /// Split by another ranking than the run's, without retraining: learned | random |
-    /// inverted | oracle-noise | oracle-conflict (the oracles need the synthetic data's truth).
+    /// inverted | oracle-noise | oracle-conflict | oracle-majority (the oracles need the
+    /// synthetic data's truth).
     #[arg(long, value_parser = runconfig::ranking_names())]
     ranking: Option<String>,
     /// auto | flex | wgpu | wgpu:N | vulkan | cuda | cuda:N.
