@@ -78,8 +78,14 @@ pub struct ProtocolArgs {
     /// Workers, one per entry, each on its device: e.g. `wgpu:0,wgpu:1` (one run on each
     /// GPU at a time) or `flex,flex` (two CPU runs). Independent runs go to whichever worker is
     /// free. An entry joining devices with `+` (`wgpu:0+wgpu:1,wgpu:2+wgpu:3`) is one worker
-    /// that trains each run data-parallel over its devices.
-    #[arg(long, value_delimiter = ',', default_value = "auto")]
+    /// that trains each run data-parallel over its devices. `--device`, as `mgr train` spells
+    /// it, is the same option.
+    #[arg(
+        long,
+        visible_alias = "device",
+        value_delimiter = ',',
+        default_value = "auto"
+    )]
     pub devices: Vec<String>,
     /// Output folder.
     #[arg(long)]

@@ -620,6 +620,40 @@ fn eval_swaps_a_ranking_into_a_trained_model() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("oracle-conflict"));
 }
 
+/// `mgr protocol --device`, as `mgr train` spells it, is `--devices`.
+#[test]
+fn protocol_takes_train_s_device_spelling() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("p");
+    let mut args = vec![
+        "protocol",
+        "--dataset",
+        "synthetic",
+        "--methods",
+        "baseline",
+        "--kappa",
+        "0.7",
+        "--absence-seeds",
+        "1",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--device",
+        "flex",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&TINY);
+    let run = mgr(&args);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(out.join("table.json").is_file());
+}
+
 /// An oracle ranking on data without ground truth is refused before anything is read or
 /// trained, naming the ranking and the dataset.
 #[test]
