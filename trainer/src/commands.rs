@@ -33,6 +33,9 @@ struct EvalReport<'a> {
     test: TestMetrics,
     #[serde(skip_serializing_if = "Option::is_none")]
     ranking: Option<RankingReport>,
+    /// What xi follows on data without ground truth (the ranking report has it otherwise).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ranking_drivers: Option<Vec<mgr::ranking_quality::LayerDrivers>>,
 }
 
 /// `mgr eval`: the saved best model on the test split under another absence setting.
@@ -78,6 +81,14 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
             paths.write_results(&results)?;
         }
     }
+    let ranking_drivers =
+        (ranking.is_none() && rc.model.refine_layers_effective() > 0).then(|| {
+            let n = splits.test.len().min(RANKING_SAMPLES);
+            let subset = splits
+                .test
+                .subset(&(0..n).collect::<Vec<_>>(), splits.test.name.clone());
+            mgr::ranking_quality::drivers(&model, &subset, &device)
+        });
     let out = EvalReport {
         run: &a.run,
         dataset: &rc.dataset,
@@ -88,6 +99,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
         absence_type: &rc.absence.missable,
         test: TestMetrics::of(&test),
         ranking,
+        ranking_drivers,
     };
     // Through a Value, so the keys come out sorted like results.json's.
     let out = serde_json::to_value(&out)?;

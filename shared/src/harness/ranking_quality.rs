@@ -606,6 +606,18 @@ pub fn complete_grades(
     ))
 }
 
+/// What xi follows ([`layer_drivers`]) for `model` on `split` with every modality present:
+/// needs no ground truth, so it reads real data too (class evidence where the targets are
+/// classes). The model is switched to validation mode.
+pub fn drivers(model: &Model, split: &DataSplit, device: &Device) -> Vec<LayerDrivers> {
+    let model = model.valid();
+    let names: Vec<String> = split.modalities.iter().map(|m| m.name.clone()).collect();
+    let complete = AbsenceMask::complete(&names, split.len());
+    let (traces, margins) = traces_and_margins(&model, split, &complete, device, true);
+    let sizes: Vec<usize> = split.modalities.iter().map(|m| m.n_tokens).collect();
+    layer_drivers(&traces, &names, &sizes, margins.as_deref())
+}
+
 /// The ranking report of `model` on `split`, which must carry its ground truth
 /// ([`DataSplit::truth`]: the synthetic data's): graded on complete inputs, and under `absence`
 /// (a description and a mask over `split`) where given. The model is switched to validation
@@ -870,5 +882,29 @@ mod tests {
         // 4 kept slots: s0 a0, b1; s1 a0, a1.
         assert_eq!(kept_share(&traces, 0), vec![0.75]);
         assert_eq!(kept_share(&traces, 1), vec![0.25]);
+    }
+
+    /// Data without ground truth still gets its drivers: one per refinement layer, class
+    /// evidence included.
+    #[test]
+    fn drivers_need_no_ground_truth() {
+        let device = Device::flex();
+        let cfg = crate::ModelConfig::new(
+            vec![
+                crate::ModalitySpec::new("v".into(), 4, 3),
+                crate::ModalitySpec::new("a".into(), 6, 2),
+            ],
+            3,
+        )
+        .with_d_model(8)
+        .with_n_heads(2);
+        let split = DataSplit::random_normal("r", cfg.modalities.clone(), 12, 3, 5);
+        assert!(split.truth.is_none());
+        let model = cfg.init(&device).unwrap();
+        let d = drivers(&model, &split, &device);
+        assert_eq!(d.len(), 2);
+        assert!(d.iter().all(|l| l.corr_xi_label_margin.is_some()), "{d:?}");
+        assert_eq!(d[0].mean_xi_by_modality.len(), 2);
+        assert!(ranking_report(&model, &split, None, &device).is_err());
     }
 }
