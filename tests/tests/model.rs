@@ -754,15 +754,8 @@ fn kept_sets(model: &mgr::Model, batch: &Batch) -> Vec<Vec<Vec<(usize, usize)>>>
 fn the_random_ranking_is_reproducible_for_a_seed_and_differs_across_seeds() {
     let _serial = one_at_a_time();
     let device = Device::flex();
-    let synthetic = SyntheticConfig::new();
-    let cfg = ModelConfig::new(mgr::synthetic::modalities(), 10)
-        .with_d_model(16)
-        .with_n_heads(2);
-    let split = synthetic.first(SplitKind::Test, 6);
-    let names: Vec<String> = cfg.modalities.iter().map(|m| m.name.clone()).collect();
-    let mask = AbsenceMask::complete(&names, 6);
-    let all: Vec<usize> = (0..6).collect();
-    let batch = Batch::from_split(&split, &all, &mask, &device);
+    let (cfg, split, mask) = synthetic_complete(6);
+    let batch = batch_with_round(&split, &mask, &device, 0);
     let learned = init_model(&cfg, 3, &device).unwrap().valid();
     let mut random = learned.clone();
     random.set_ranking(mgr::SplitRanking::Random);
@@ -792,6 +785,19 @@ fn the_random_ranking_is_reproducible_for_a_seed_and_differs_across_seeds() {
     assert_eq!(xi(&random), xi(&learned), "xi is still the learned score");
 }
 
+/// A small MGR config for the synthetic data, its first `n` test samples and a mask with every
+/// modality present.
+fn synthetic_complete(n: usize) -> (ModelConfig, DataSplit, AbsenceMask) {
+    let cfg = ModelConfig::new(mgr::synthetic::modalities(), 10)
+        .with_d_model(16)
+        .with_n_heads(2);
+    let split = SyntheticConfig::new().first(SplitKind::Test, n);
+    let names: Vec<String> = cfg.modalities.iter().map(|m| m.name.clone()).collect();
+    let mask = AbsenceMask::complete(&names, n);
+    (cfg, split, mask)
+}
+
+/// Every sample of `split` under `mask`, as pass `round` over them.
 fn batch_with_round(split: &DataSplit, mask: &AbsenceMask, device: &Device, round: u64) -> Batch {
     let all: Vec<usize> = (0..split.len()).collect();
     Batch::from_split(split, &all, mask, device).with_draw_round(round)
@@ -804,16 +810,9 @@ fn batch_with_round(split: &DataSplit, mask: &AbsenceMask, device: &Device, roun
 fn the_oracles_keep_the_truths_tokens_through_both_layers() {
     let _serial = one_at_a_time();
     let device = Device::flex();
-    let synthetic = SyntheticConfig::new();
-    let cfg = ModelConfig::new(mgr::synthetic::modalities(), 10)
-        .with_d_model(16)
-        .with_n_heads(2);
-    let split = synthetic.first(SplitKind::Test, 40);
+    let (cfg, split, mask) = synthetic_complete(40);
     let truth = split.truth.clone().unwrap();
-    let names: Vec<String> = cfg.modalities.iter().map(|m| m.name.clone()).collect();
-    let mask = AbsenceMask::complete(&names, 40);
-    let all: Vec<usize> = (0..40).collect();
-    let batch = Batch::from_split(&split, &all, &mask, &device);
+    let batch = batch_with_round(&split, &mask, &device, 0);
     let mut model = init_model(&cfg, 1, &device).unwrap().valid();
     model.set_ranking(mgr::SplitRanking::OracleNoise);
     for (s, layers) in kept_sets(&model, &batch).iter().enumerate() {

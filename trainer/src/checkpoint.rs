@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::fsutil::write_atomic;
+use crate::runconfig::RunConfig;
 
 /// One row of `metrics.csv`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -219,16 +220,13 @@ pub fn save_model(model: &Model, path: &Path) -> Result<()> {
     write_atomic(path, &to_burnpack(model)?)
 }
 
-/// Loads weights from `path` into a model of `config` on `device`.
-pub fn load_model(config: &ModelConfig, path: &Path, device: &Device) -> Result<Model> {
+/// Loads weights from `path` into a model of `rc`'s model config on `device`, drawing the random
+/// ranking's scores from the run's training seed (as the model it trained was).
+pub fn load_model(rc: &RunConfig, path: &Path, device: &Device) -> Result<Model> {
     let bytes =
         std::fs::read(path).with_context(|| format!("cannot read weights {}", path.display()))?;
-    Ok(from_burnpack(
-        config,
-        bytes,
-        device,
-        &path.display().to_string(),
-    )?)
+    let model = from_burnpack(&rc.model, bytes, device, &path.display().to_string())?;
+    Ok(model.with_ranking_seed(rc.train.seed))
 }
 
 /// Writes the epoch's weights and optimizer state, then the state file, then removes the
@@ -260,7 +258,7 @@ pub fn save(
 /// Loads the last checkpoint: state, weights and optimizer.
 pub fn load(
     paths: &RunPaths,
-    config: &ModelConfig,
+    rc: &RunConfig,
     optimizer: ModuleOptimizer,
     device: &Device,
 ) -> Result<(TrainState, Model, ModuleOptimizer)> {
@@ -274,7 +272,7 @@ pub fn load(
     }
     let state: TrainState = serde_json::from_str(&std::fs::read_to_string(&state_path)?)
         .with_context(|| format!("{}: not a checkpoint state", state_path.display()))?;
-    let model = load_model(config, &paths.weights(state.epochs_done), device)?;
+    let model = load_model(rc, &paths.weights(state.epochs_done), device)?;
     let opt_path = paths.optimizer(state.epochs_done);
     let bytes =
         std::fs::read(&opt_path).with_context(|| format!("cannot read {}", opt_path.display()))?;
@@ -343,7 +341,7 @@ fn parse_metrics_csv(text: &str) -> Result<Vec<EpochRow>> {
 
 /// A run folder with a trained model: its config and paths (an error when `best.bpk` is
 /// missing).
-pub fn finished_run(run: &Path) -> Result<(crate::runconfig::RunConfig, RunPaths)> {
+pub fn finished_run(run: &Path) -> Result<(RunConfig, RunPaths)> {
     let rc = crate::runconfig::load(run)?;
     let paths = RunPaths {
         root: run.to_path_buf(),

@@ -59,7 +59,7 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
     let mask = rc
         .absence
         .mask(&rc.model.modalities, splits.test.len(), SplitKind::Test)?;
-    let mut model = load_model(&rc.model, &paths.best(), &device)?.with_ranking_seed(rc.train.seed);
+    let mut model = load_model(&rc, &paths.best(), &device)?;
     let own_ranking = rc.model.refinement.ranking;
     if let Some(name) = &a.ranking {
         let ranking: mgr::SplitRanking = name.parse()?;
@@ -81,14 +81,8 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
             paths.write_results(&results)?;
         }
     }
-    let ranking_drivers =
-        (ranking.is_none() && rc.model.refine_layers_effective() > 0).then(|| {
-            let n = splits.test.len().min(RANKING_SAMPLES);
-            let subset = splits
-                .test
-                .subset(&(0..n).collect::<Vec<_>>(), splits.test.name.clone());
-            mgr::ranking_quality::drivers(&model, &subset, &device)
-        });
+    let ranking_drivers = (ranking.is_none() && rc.model.refine_layers_effective() > 0)
+        .then(|| mgr::ranking_quality::drivers(&model, &ranking_samples(&splits.test), &device));
     let out = EvalReport {
         run: &a.run,
         dataset: &rc.dataset,
@@ -110,6 +104,13 @@ pub fn eval(a: &EvalArgs) -> Result<()> {
 /// Test samples the ranking report measures (the first ones of the test split).
 pub const RANKING_SAMPLES: usize = 300;
 
+/// The first [`RANKING_SAMPLES`] samples of `test`, which the ranking report and the drivers
+/// read.
+fn ranking_samples(test: &DataSplit) -> DataSplit {
+    let n = test.len().min(RANKING_SAMPLES);
+    test.subset(&(0..n).collect::<Vec<_>>(), test.name.clone())
+}
+
 /// The ranking report (the split's grades against the ground-truth noise and conflicting
 /// tokens, kept rates, kept slots of dropped modalities) of an MGR model on the synthetic
 /// data's first test samples, on complete inputs and under the run's own absence setting; None
@@ -123,8 +124,8 @@ pub fn ranking_report(
     if test.truth.is_none() || rc.model.refine_layers_effective() == 0 {
         return Ok(None);
     }
-    let n = test.len().min(RANKING_SAMPLES);
-    let subset = test.subset(&(0..n).collect::<Vec<_>>(), test.name.clone());
+    let subset = ranking_samples(test);
+    let n = subset.len();
     let mut mask = rc
         .absence
         .mask(&rc.model.modalities, test.len(), SplitKind::Test)?;
@@ -233,7 +234,7 @@ pub fn trace(a: &TraceArgs) -> Result<()> {
         }
         None => paths.read_mask("test")?.available(a.index).to_vec(),
     };
-    let model = load_model(&rc.model, &paths.best(), &device)?.with_ranking_seed(rc.train.seed);
+    let model = load_model(&rc, &paths.best(), &device)?;
     let batch = Batch::from_features(&splits.test, &[a.index], vec![available], &device);
     let (_, traces) = model.trace(&batch);
     let label = match &splits.test.targets {
@@ -254,7 +255,7 @@ pub fn export_file(a: &ExportFileArgs) -> Result<()> {
     let ExportFormat::Safetensors = a.format;
     let (rc, paths) = finished_run(&a.run)?;
     let device = Device::flex();
-    let model = load_model(&rc.model, &paths.best(), &device)?.with_ranking_seed(rc.train.seed);
+    let model = load_model(&rc, &paths.best(), &device)?;
     let config = serde_json::to_string_pretty(&json!({
         "format": "mgr-safetensors/1",
         "dataset": rc.dataset,
@@ -333,7 +334,7 @@ pub fn export_web(a: &ExportArgs) -> Result<()> {
     // Everything is computed before anything is written: a failure leaves no half export.
     let (samples_file, samples, n, test) = exported_samples(a, &rc, page)?;
     let device = Device::flex();
-    let model = load_model(&rc.model, &paths.best(), &device)?.with_ranking_seed(rc.train.seed);
+    let model = load_model(&rc, &paths.best(), &device)?;
     let precision = mgr::persist::WeightPrecision::from(a.precision);
     let (bytes, check) = checked_weights(&rc, &model, precision, &test, n)?;
     let results = match paths.read_results() {

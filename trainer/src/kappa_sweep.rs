@@ -19,8 +19,7 @@ pub fn kappa_sweep(run: &Path) -> Result<Vec<(f64, f64)>> {
         root: run.to_path_buf(),
     }
     .best();
-    let model =
-        crate::checkpoint::load_model(&rc.model, &best, &device)?.with_ranking_seed(rc.train.seed);
+    let model = crate::checkpoint::load_model(&rc, &best, &device)?;
     let mut points = Vec::new();
     for step in 0..=10 {
         let mut absence = rc.absence.clone();

@@ -123,11 +123,10 @@ fn open(
     let progress = if resume {
         let (state, model, optimizer) = checkpoint::load(
             &run.paths,
-            &run.rc.model,
+            &run.rc,
             run.rc.train.optimizer(),
             &run.train_devices[0],
         )?;
-        let model = model.with_ranking_seed(run.rc.train.seed);
         if !quiet {
             eprintln!(
                 "resuming {} after epoch {}",
@@ -322,8 +321,7 @@ fn print_epoch(row: &EpochRow, epochs: usize) {
 /// finished).
 fn finish(run: &OpenRun, state: &TrainState, seconds: f64, quiet: bool) -> Result<()> {
     let rc = &run.rc;
-    let best = checkpoint::load_model(&rc.model, &run.paths.best(), &run.device)?
-        .with_ranking_seed(rc.train.seed);
+    let best = checkpoint::load_model(rc, &run.paths.best(), &run.device)?;
     let test = evaluate(
         &best,
         &run.splits.test,

@@ -427,6 +427,11 @@ fn protocol_runs_every_cell_skips_finished_runs_and_tabulates() {
 /// `mgr protocol` of the baseline and MGR at kappa 0.5, 2 absence seeds x 1 training seed (4
 /// runs), one epoch at the TINY settings, on `devices`, into `out`, with `extra` flags.
 fn small_protocol(out: &Path, devices: &str, extra: &[&str]) -> Output {
+    small_protocol_spelling(out, "--devices", devices, extra)
+}
+
+/// [`small_protocol`] with its devices given as `flag` (`--devices` or its alias `--device`).
+fn small_protocol_spelling(out: &Path, flag: &str, devices: &str, extra: &[&str]) -> Output {
     let mut args = vec![
         "protocol",
         "--dataset",
@@ -441,7 +446,7 @@ fn small_protocol(out: &Path, devices: &str, extra: &[&str]) -> Output {
         "1",
         "--epochs",
         "1",
-        "--devices",
+        flag,
         devices,
         "--out",
         out.to_str().unwrap(),
@@ -625,27 +630,7 @@ fn eval_swaps_a_ranking_into_a_trained_model() {
 fn protocol_takes_train_s_device_spelling() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("p");
-    let mut args = vec![
-        "protocol",
-        "--dataset",
-        "synthetic",
-        "--methods",
-        "baseline",
-        "--kappa",
-        "0.7",
-        "--absence-seeds",
-        "1",
-        "--seeds",
-        "1",
-        "--epochs",
-        "1",
-        "--device",
-        "flex",
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(&TINY);
-    let run = mgr(&args);
+    let run = small_protocol_spelling(&out, "--device", "flex", &[]);
     assert!(
         run.status.success(),
         "{}",

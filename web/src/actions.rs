@@ -1,7 +1,8 @@
 //! What each control does to the view: [`apply`] is the one place the page's rules live (the
 //! sample range, one modality must stay, the layer on view within L_T, rho in (0, 1], an
-//! oracle ranking only on data with ground truth, the tour's steps), pure and tested natively. The DOM layer (`app`) only turns an event into an
-//! [`Action`] and goes to the state `apply` returns, or shows its message.
+//! oracle ranking only on data with ground truth, the tour's steps), pure and tested natively.
+//! The DOM layer (`app`) only turns an event into an [`Action`] and goes to the state `apply`
+//! returns, or shows its message.
 
 use crate::state::{Data, EdgeView, Limits, ViewState, parse_ranking};
 use crate::tour::TOUR;

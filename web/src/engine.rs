@@ -663,10 +663,11 @@ pub(crate) mod tests {
         let (mut scores, mut signal) = (Vec::new(), Vec::new());
         for i in 0..AUC_SAMPLES {
             let sample = engine.sample(i);
+            let noise = sample.truth().unwrap().noise;
             let trace = engine.infer(&sample, &[true, true, true], None, None).trace;
             for t in &trace.layers[0].tokens {
                 scores.push(t.xi);
-                signal.push(!sample.noise_tokens().unwrap()[t.origin.modality][t.origin.position]);
+                signal.push(!noise[t.origin.modality][t.origin.position]);
             }
         }
         let want = mgr::ranking_quality::auc(&scores, &signal).unwrap();

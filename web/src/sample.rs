@@ -238,15 +238,6 @@ impl PageSample {
         }
     }
 
-    /// Which tokens are ground-truth noise (per modality, per position); None where the data
-    /// has no such truth (AV-MNIST).
-    pub fn noise_tokens(&self) -> Option<&[Vec<bool>]> {
-        match self {
-            PageSample::Synthetic(s) => Some(&s.noise_tokens),
-            PageSample::Avmnist(_) => None,
-        }
-    }
-
     /// What the canvas draws: the synthetic sample's own image, spectrogram and words; for
     /// AV-MNIST the model's inputs put back into an image and a spectrogram (as the model sees
     /// them: the PCA-reduced digit, the noisy spectrogram in log power), and the original digit.

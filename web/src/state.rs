@@ -3,8 +3,8 @@
 //! synthetic one.
 //! `embed=1` hides the controls for teaching pages; `edges=all` draws every strong
 //! redistribution edge instead of each biased token's strongest one; `ranking=random` (or
-//! `inverted`, `oracle-noise`, `oracle-conflict`) splits by a reference ranking instead of the
-//! learned one (the oracles only on data with ground truth).
+//! `inverted`, `oracle-noise`, `oracle-conflict`, `oracle-majority`) splits by a reference
+//! ranking instead of the learned one (the oracles only on data with ground truth).
 
 use mgr::SplitRanking;
 

@@ -399,10 +399,7 @@ impl Batch {
             targets: None,
             sample_ids: indices.to_vec(),
             draw_round: 0,
-            truth: split
-                .truth
-                .as_ref()
-                .map(|t| indices.iter().map(|&i| t[i].clone()).collect()),
+            truth: split.truth_rows(indices),
         }
     }
 

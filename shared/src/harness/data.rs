@@ -234,11 +234,14 @@ impl DataSplit {
             modalities: self.modalities.clone(),
             features,
             targets,
-            truth: self
-                .truth
-                .as_ref()
-                .map(|t| indices.iter().map(|&i| t[i].clone()).collect()),
+            truth: self.truth_rows(indices),
         }
+    }
+
+    /// The ground truth of the samples at `indices`, in that order, where the split has one.
+    pub fn truth_rows(&self, indices: &[usize]) -> Option<Vec<SampleTruth>> {
+        let truth = self.truth.as_ref()?;
+        Some(indices.iter().map(|&i| truth[i].clone()).collect())
     }
 }
 

@@ -456,10 +456,7 @@ pub fn layer_rankings(
                 .iter()
                 .filter(|g| g.kind != TokenKind::Placeholder)
                 .collect();
-            let signal: Vec<bool> = evidence
-                .iter()
-                .map(|g| g.kind != TokenKind::Noise)
-                .collect();
+            let signal: Vec<bool> = evidence.iter().map(|g| g.kind.is_signal()).collect();
             let pooled = |score: fn(&TokenTrace) -> f32| {
                 let scores: Vec<f32> = evidence.iter().map(|g| score(g.token)).collect();
                 auc(&scores, &signal)
@@ -473,8 +470,7 @@ pub fn layer_rankings(
                         .filter(|g| g.token.origin.modality == m)
                         .collect();
                     let scores: Vec<f32> = own.iter().map(|g| g.token.split_score()).collect();
-                    let is_signal: Vec<bool> =
-                        own.iter().map(|g| g.kind != TokenKind::Noise).collect();
+                    let is_signal: Vec<bool> = own.iter().map(|g| g.kind.is_signal()).collect();
                     let n_signal = is_signal.iter().filter(|&&s| s).count();
                     ModalityGrade {
                         modality: name.clone(),
@@ -485,18 +481,16 @@ pub fn layer_rankings(
                 })
                 .collect();
             let graded_aucs: Vec<f64> = by_modality.iter().filter_map(|g| g.auc).collect();
-            let count = |kind: TokenKind| {
-                let of_kind = tokens.iter().filter(|g| match kind {
-                    TokenKind::Noise | TokenKind::Placeholder => g.kind == kind,
-                    _ => matches!(g.kind, TokenKind::Agreeing | TokenKind::Conflicting),
-                });
-                of_kind.fold((0usize, 0usize), |(n, k), g| {
+            // (tokens, kept) of the tokens whose kind `of` accepts.
+            let count = |of: fn(TokenKind) -> bool| {
+                let tokens = tokens.iter().filter(|g| of(g.kind));
+                tokens.fold((0usize, 0usize), |(n, k), g| {
                     (n + 1, k + usize::from(g.token.kept))
                 })
             };
-            let (n_signal, kept_signal) = count(TokenKind::Agreeing);
-            let (n_noise, kept_noise) = count(TokenKind::Noise);
-            let (n_placeholder, kept_placeholder) = count(TokenKind::Placeholder);
+            let (n_signal, kept_signal) = count(TokenKind::is_signal);
+            let (n_noise, kept_noise) = count(|k| k == TokenKind::Noise);
+            let (n_placeholder, kept_placeholder) = count(|k| k == TokenKind::Placeholder);
             LayerRanking {
                 layer: l,
                 auc: pooled(TokenTrace::split_score),
@@ -596,26 +590,31 @@ pub fn complete_grades(
     device: &Device,
 ) -> Result<(Vec<LayerRanking>, Vec<LayerDrivers>), MgrError> {
     let truth = truth_of(split)?;
+    let (traces, drivers) = complete_pass(model, split, device);
     let names: Vec<String> = split.modalities.iter().map(|m| m.name.clone()).collect();
-    let complete = AbsenceMask::complete(&names, split.len());
-    let (traces, margins) = traces_and_margins(model, split, &complete, device, true);
-    let sizes: Vec<usize> = split.modalities.iter().map(|m| m.n_tokens).collect();
-    Ok((
-        layer_rankings(&traces, truth, &names),
-        layer_drivers(&traces, &names, &sizes, margins.as_deref()),
-    ))
+    Ok((layer_rankings(&traces, truth, &names), drivers))
 }
 
 /// What xi follows ([`layer_drivers`]) for `model` on `split` with every modality present:
 /// needs no ground truth, so it reads real data too (class evidence where the targets are
 /// classes). The model is switched to validation mode.
 pub fn drivers(model: &Model, split: &DataSplit, device: &Device) -> Vec<LayerDrivers> {
-    let model = model.valid();
+    complete_pass(&model.valid(), split, device).1
+}
+
+/// The traces of `split` with every modality present, and what xi follows in them (each
+/// token's class evidence included).
+fn complete_pass(
+    model: &Model,
+    split: &DataSplit,
+    device: &Device,
+) -> (Vec<SampleTrace>, Vec<LayerDrivers>) {
     let names: Vec<String> = split.modalities.iter().map(|m| m.name.clone()).collect();
     let complete = AbsenceMask::complete(&names, split.len());
-    let (traces, margins) = traces_and_margins(&model, split, &complete, device, true);
+    let (traces, margins) = traces_and_margins(model, split, &complete, device, true);
     let sizes: Vec<usize> = split.modalities.iter().map(|m| m.n_tokens).collect();
-    layer_drivers(&traces, &names, &sizes, margins.as_deref())
+    let drivers = layer_drivers(&traces, &names, &sizes, margins.as_deref());
+    (traces, drivers)
 }
 
 /// The ranking report of `model` on `split`, which must carry its ground truth

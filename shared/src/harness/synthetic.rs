@@ -331,14 +331,6 @@ impl SyntheticConfig {
         (spec, noise)
     }
 
-    /// The ground-truth noise tokens of the first `n` samples of `split`, as
-    /// `[sample][modality][token]` (what [`crate::ranking_quality::ranking_report`] reads).
-    pub fn noise_truth(&self, split: SplitKind, n: usize) -> Vec<Vec<Vec<bool>>> {
-        (0..n.min(self.len(split)))
-            .map(|i| self.sample(split, i).noise_tokens.to_vec())
-            .collect()
-    }
-
     /// The whole split as token features.
     pub fn split(&self, split: SplitKind) -> DataSplit {
         self.first(split, self.len(split))

@@ -46,6 +46,12 @@ impl TokenKind {
         TokenKind::Placeholder,
     ];
 
+    /// A signal token of a present modality (agreeing or conflicting), not noise or a
+    /// placeholder.
+    pub fn is_signal(self) -> bool {
+        matches!(self, TokenKind::Agreeing | TokenKind::Conflicting)
+    }
+
     /// The name reports use.
     pub fn name(self) -> &'static str {
         match self {
@@ -97,10 +103,7 @@ impl SampleTruth {
     ///   tokens too: the paper's bias is a property of the modality's representation).
     pub fn oracle_marks(&self, available: &[bool], ranking: SplitRanking) -> Option<Vec<f32>> {
         let first = |m: usize, p: usize| match ranking {
-            SplitRanking::OracleNoise => matches!(
-                self.kind(available, m, p),
-                TokenKind::Agreeing | TokenKind::Conflicting
-            ),
+            SplitRanking::OracleNoise => self.kind(available, m, p).is_signal(),
             SplitRanking::OracleConflict => available[m] && !self.conflicting(m),
             SplitRanking::OracleMajority => available[m] && self.with_majority(available, m),
             _ => false,

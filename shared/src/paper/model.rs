@@ -471,10 +471,8 @@ impl Model {
         for (l, layer) in self.refinement.iter().enumerate() {
             let keys = match layer.readings.ranking {
                 SplitRanking::Random => Some(self.random_keys(batch, l, current.dims()[1])), // [B, N]
-                SplitRanking::OracleNoise
-                | SplitRanking::OracleConflict
-                | SplitRanking::OracleMajority => marks.clone(),
-                SplitRanking::Learned | SplitRanking::Inverted => None,
+                oracle if oracle.needs_truth() => marks.clone(),
+                _ => None,
             };
             let out = layer.forward(current, batch.available.clone(), keys); // [B, K, d]
             marks = marks.map(|m| {
