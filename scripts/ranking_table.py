@@ -79,7 +79,10 @@ def main():
             rows.append(
                 row(f"{ranking}, swapped into learned", [json.loads(p.read_text()) for p in swapped])
             )
-    (out / "table.json").write_text(json.dumps(rows, indent=2) + "\n")
+    # Written beside, then renamed: a kill leaves the previous table or the new one, never half.
+    partial = out / "table.json.tmp"
+    partial.write_text(json.dumps(rows, indent=2) + "\n")
+    partial.replace(out / "table.json")
     print(
         "| ranking | seeds | accuracy | F1 | AUC within modality (mean), layer 0 / 1 "
         "| pooled AUC, layer 0 / 1 | conflict AUC, layer 0 / 1 | kept agreeing / conflicting, layer 0 "
