@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::fsutil::write_atomic;
+use crate::fsutil::{Lock, LockKind, is_temp_name, remove_stale_temps, try_lock, write_atomic};
 use crate::runconfig::RunConfig;
 
 /// One row of `metrics.csv`.
@@ -138,6 +138,35 @@ pub struct TrainState {
     pub rows: Vec<EpochRow>,
 }
 
+/// What a run folder holds ([`RunPaths::state`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunState {
+    /// No folder, or one with nothing of a run in it (empty, or only a killed writer's temp
+    /// files): a run starts there.
+    Empty,
+    /// `config.json` (perhaps masks and a first epoch's files) but no checkpoint: killed before
+    /// its first epoch was saved. It starts afresh: the same seeds train the same run.
+    Created,
+    /// A checkpoint after `epochs_done` epochs and no results: it resumes there.
+    Checkpointed {
+        /// Epochs the checkpoint holds.
+        epochs_done: usize,
+    },
+    /// `results.json`: finished after `epochs_done` epochs; nothing is redone.
+    Finished {
+        /// Epochs it trained.
+        epochs_done: usize,
+    },
+}
+
+impl RunState {
+    /// Whether a run starts there from its first epoch (empty, or created and never
+    /// checkpointed).
+    pub fn is_fresh(self) -> bool {
+        matches!(self, Self::Empty | Self::Created)
+    }
+}
+
 /// Paths inside a run folder.
 pub struct RunPaths {
     /// The run folder.
@@ -201,10 +230,89 @@ impl RunPaths {
             .with_context(|| format!("cannot read {}", path.display()))?;
         Ok(AbsenceMask::from_csv(&text, &path.display().to_string())?)
     }
+    /// `.lock`: the advisory lock of the process training the run (see [`RunPaths::lock`]).
+    pub fn lock_file(&self) -> PathBuf {
+        self.root.join(".lock")
+    }
+    /// Takes the run's lock, creating its folder: one process trains a run at a time (two
+    /// protocols on one `--out`, a job array task started twice, a `mgr train --resume` beside
+    /// a protocol). Also removes the temp files a killed writer left, which only a holder may.
+    pub fn lock(&self) -> Result<Lock> {
+        std::fs::create_dir_all(&self.root)
+            .with_context(|| format!("cannot create {}", self.root.display()))?;
+        let lock = try_lock(
+            &self.lock_file(),
+            LockKind::Exclusive,
+            &format!("the run {}", self.root.display()),
+        )?;
+        for dir in [
+            self.root.clone(),
+            self.checkpoint_dir(),
+            self.root.join("masks"),
+        ] {
+            remove_stale_temps(&dir);
+        }
+        Ok(lock)
+    }
+    /// What the folder holds ([`RunState`]), from its files alone; each is written by rename
+    /// (config first, then each epoch's checkpoint with its state file last, `results.json`
+    /// last of all), so a kill at any moment leaves one of the states. A folder that is none of
+    /// them (files but no `config.json`, a file that does not parse) is an error naming the
+    /// path and what is wrong; nothing is removed.
+    pub fn state(&self) -> Result<RunState> {
+        let root = &self.root;
+        if !root.exists() {
+            return Ok(RunState::Empty);
+        }
+        if !root.is_dir() {
+            bail!("{} is a file, not a run folder", root.display());
+        }
+        if !self.config().exists() {
+            let entries = std::fs::read_dir(root)
+                .with_context(|| format!("cannot read {}", root.display()))?;
+            let foreign: Vec<String> = entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|name| !is_temp_name(name) && name != ".lock")
+                .collect();
+            if let Some(first) = foreign.first() {
+                bail!(
+                    "{} holds {} entr{} ({first}{}) but no config.json: not a run folder of mgr; \
+                     nothing was changed (move them, or choose another --out)",
+                    root.display(),
+                    foreign.len(),
+                    if foreign.len() == 1 { "y" } else { "ies" },
+                    if foreign.len() > 1 { ", ..." } else { "" }
+                );
+            }
+            return Ok(RunState::Empty);
+        }
+        crate::runconfig::load(root)?;
+        if self.results().exists() {
+            let results = self.read_results()?;
+            return Ok(RunState::Finished {
+                epochs_done: results.epochs,
+            });
+        }
+        if !self.state_file().exists() {
+            return Ok(RunState::Created);
+        }
+        let state = self.read_state()?;
+        Ok(RunState::Checkpointed {
+            epochs_done: state.epochs_done,
+        })
+    }
+    fn read_state(&self) -> Result<TrainState> {
+        let path = self.state_file();
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a checkpoint state", path.display()))
+    }
     fn checkpoint_dir(&self) -> PathBuf {
         self.root.join("checkpoint")
     }
-    fn state(&self) -> PathBuf {
+    fn state_file(&self) -> PathBuf {
         self.checkpoint_dir().join("state.json")
     }
     fn weights(&self, epoch: usize) -> PathBuf {
@@ -245,7 +353,7 @@ pub fn save(
         .map_err(|e| anyhow::anyhow!("cannot serialise the optimizer state: {e:?}"))?;
     write_atomic(&paths.optimizer(epoch), &record)?;
     write_atomic(
-        &paths.state(),
+        &paths.state_file(),
         serde_json::to_string_pretty(state)?.as_bytes(),
     )?;
     if epoch > 0 {
@@ -262,16 +370,14 @@ pub fn load(
     optimizer: ModuleOptimizer,
     device: &Device,
 ) -> Result<(TrainState, Model, ModuleOptimizer)> {
-    let state_path = paths.state();
-    if !state_path.is_file() {
+    if !paths.state_file().is_file() {
         bail!(
             "{} has no checkpoint to resume from ({} is missing)",
             paths.root.display(),
-            state_path.display()
+            paths.state_file().display()
         );
     }
-    let state: TrainState = serde_json::from_str(&std::fs::read_to_string(&state_path)?)
-        .with_context(|| format!("{}: not a checkpoint state", state_path.display()))?;
+    let state = paths.read_state()?;
     let model = load_model(rc, &paths.weights(state.epochs_done), device)?;
     let opt_path = paths.optimizer(state.epochs_done);
     let bytes =
@@ -503,5 +609,103 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Each state a kill can leave a run folder in, read from the files alone, and the folders
+    /// that are not a run's refused with the path and the problem, left as they were.
+    #[test]
+    fn a_run_folder_says_what_state_it_is_in() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = RunPaths {
+            root: tmp.path().join("run"),
+        };
+        assert_eq!(paths.state().unwrap(), RunState::Empty, "no folder");
+        std::fs::create_dir_all(&paths.root).unwrap();
+        std::fs::write(paths.root.join(".config.tmp-77.json"), "{\"half").unwrap();
+        std::fs::write(paths.lock_file(), "").unwrap();
+        assert_eq!(
+            paths.state().unwrap(),
+            RunState::Empty,
+            "a killed writer's temp file and the lock are not a run"
+        );
+        let config = serde_json::to_string(&RunConfig::default()).unwrap();
+        std::fs::write(paths.config(), &config).unwrap();
+        std::fs::create_dir_all(paths.root.join("masks")).unwrap();
+        assert_eq!(paths.state().unwrap(), RunState::Created);
+        let state = TrainState {
+            epochs_done: 2,
+            ..TrainState::default()
+        };
+        write_atomic(
+            &paths.state_file(),
+            serde_json::to_string(&state).unwrap().as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            paths.state().unwrap(),
+            RunState::Checkpointed { epochs_done: 2 }
+        );
+        let results = serde_json::json!({
+            "dataset": "synthetic", "method": "mgr", "kappa": 0.7, "absence_seed": 0, "seed": 0,
+            "accuracy": 0.5, "f1": 0.5, "n_test": 4, "per_pattern": {}, "test_loss": 1.0,
+            "best_epoch": 2, "best_valid_accuracy": 0.5, "epochs": 3, "device": "flex",
+            "train_seconds": 1.0
+        });
+        std::fs::write(paths.results(), results.to_string()).unwrap();
+        assert_eq!(
+            paths.state().unwrap(),
+            RunState::Finished { epochs_done: 3 }
+        );
+
+        // Not a run's: each refused, naming the file, and nothing removed.
+        std::fs::write(paths.results(), "{").unwrap();
+        let err = format!("{:#}", paths.state().unwrap_err());
+        assert!(err.contains("results.json"), "{err}");
+        std::fs::remove_file(paths.results()).unwrap();
+        std::fs::write(paths.state_file(), "[1, 2]").unwrap();
+        let err = format!("{:#}", paths.state().unwrap_err());
+        assert!(
+            err.contains("state.json") && err.contains("not a checkpoint state"),
+            "{err}"
+        );
+        std::fs::write(paths.config(), "{\"model\": 1}").unwrap();
+        let err = format!("{:#}", paths.state().unwrap_err());
+        assert!(
+            err.contains("config.json") && err.contains("not a run config"),
+            "{err}"
+        );
+        std::fs::remove_file(paths.config()).unwrap();
+        let err = format!("{:#}", paths.state().unwrap_err());
+        assert!(
+            err.contains("no config.json") && err.contains("not a run folder of mgr"),
+            "{err}"
+        );
+        assert!(paths.state_file().exists() && paths.root.join("masks").exists());
+        let file = RunPaths {
+            root: tmp.path().join("notes.txt"),
+        };
+        std::fs::write(&file.root, "mine").unwrap();
+        let err = format!("{:#}", file.state().unwrap_err());
+        assert!(
+            err.contains("notes.txt") && err.contains("is a file"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_run_folder_has_one_holder_and_its_lock_sweeps_killed_writers_temp_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = RunPaths {
+            root: tmp.path().join("run"),
+        };
+        std::fs::create_dir_all(paths.root.join("checkpoint")).unwrap();
+        let stale = paths.root.join("checkpoint").join(".state.tmp-1.json");
+        std::fs::write(&stale, "{").unwrap();
+        let lock = paths.lock().unwrap();
+        assert!(!stale.exists());
+        let err = format!("{:#}", paths.lock().unwrap_err());
+        assert!(err.contains("in use by another mgr process"), "{err}");
+        drop(lock);
+        paths.lock().unwrap();
     }
 }

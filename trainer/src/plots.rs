@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
 use crate::checkpoint::{RunPaths, RunResults};
+use crate::fsutil::{rename_into_place, temp_path};
 use crate::kappa_sweep::SweepLine;
 use crate::protocol::{Cell, Row, SweepPoint};
 
@@ -55,18 +56,23 @@ fn both(stem: &Path, size: (u32, u32), svg: &Draw, png: &DrawPng) -> Result<Vec<
     if !font_available() {
         return Ok(Vec::new());
     }
+    // Each drawn into a temp file and renamed: a kill leaves the old plot or the new one.
     let svg_path = with_suffix(stem, "svg");
+    let svg_tmp = temp_path(&svg_path)?;
     render(
-        SVGBackend::new(&svg_path, size).into_drawing_area(),
+        SVGBackend::new(&svg_tmp, size).into_drawing_area(),
         &svg_path,
         svg,
     )?;
+    rename_into_place(&svg_tmp, &svg_path)?;
     let png_path = with_suffix(stem, "png");
+    let png_tmp = temp_path(&png_path)?;
     render(
-        BitMapBackend::new(&png_path, size).into_drawing_area(),
+        BitMapBackend::new(&png_tmp, size).into_drawing_area(),
         &png_path,
         png,
     )?;
+    rename_into_place(&png_tmp, &png_path)?;
     Ok(vec![svg_path, png_path])
 }
 

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 use crate::checkpoint::{RunPaths, RunResults};
 use crate::device::{self, DeviceChoice};
-use crate::fsutil::write_atomic;
+use crate::fsutil::{Lock, LockKind, remove_stale_temps, try_lock, write_atomic};
 use crate::runconfig::{RunConfig, set_key};
 use crate::{plots, run};
 
@@ -603,11 +603,8 @@ pub fn run(a: &ProtocolArgs) -> Result<()> {
         .iter()
         .map(|d| device::parse_group(d).with_context(|| format!("--devices `{d}`")))
         .collect::<Result<_>>()?;
+    let _lock = if a.collect { None } else { Some(lock_out(a)?) };
     if !a.lrs.is_empty() {
-        if !a.collect {
-            std::fs::create_dir_all(&a.out)
-                .with_context(|| format!("cannot create {}", a.out.display()))?;
-        }
         select_lrs(a, &mut jobs, &devices, !a.collect)?;
     }
     if a.collect {
@@ -623,8 +620,6 @@ pub fn run(a: &ProtocolArgs) -> Result<()> {
         })?],
         None => jobs.iter().collect(),
     };
-    std::fs::create_dir_all(&a.out)
-        .with_context(|| format!("cannot create {}", a.out.display()))?;
     let pending: Vec<&Job> = selected
         .iter()
         .copied()
@@ -645,6 +640,30 @@ pub fn run(a: &ProtocolArgs) -> Result<()> {
         bail!("{} run(s) failed: {}", failures.len(), failures.join("; "));
     }
     Ok(())
+}
+
+/// Creates `--out` and takes its lock (`<out>/.lock`): a whole protocol alone (a second one on
+/// the same folder is refused, never both training), the `--job N` workers of a job array
+/// together. Each run folder has a lock of its own besides ([`RunPaths::lock`]). The whole
+/// protocol then removes the temp files a killed one left beside its tables.
+fn lock_out(a: &ProtocolArgs) -> Result<Lock> {
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("cannot create {}", a.out.display()))?;
+    let kind = if a.job.is_some() {
+        LockKind::Shared
+    } else {
+        LockKind::Exclusive
+    };
+    let lock = try_lock(
+        &a.out.join(".lock"),
+        kind,
+        &format!("the protocol folder {}", a.out.display()),
+    )?;
+    if kind == LockKind::Exclusive {
+        remove_stale_temps(&a.out);
+        remove_stale_temps(&a.out.join("plots"));
+    }
+    Ok(lock)
 }
 
 /// `--collect`: the tables and plots from the finished runs under `--out`.
@@ -679,9 +698,9 @@ fn train_jobs(pending: Vec<&Job>, devices: &[Vec<DeviceChoice>]) -> Vec<String> 
                     let Some(job) = queue.lock().expect("queue").next() else {
                         break;
                     };
-                    let resume = job.dir.join("config.json").is_file();
                     let t = std::time::Instant::now();
-                    let result = run::train(job.config.clone(), &job.dir, device, resume, true);
+                    // As `--resume`: whatever state a kill left the folder in, it goes on.
+                    let result = run::train(job.config.clone(), &job.dir, device, true, true);
                     let mut n = done.lock().expect("count");
                     *n += 1;
                     match result {

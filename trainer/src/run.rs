@@ -9,11 +9,11 @@ use mgr::train::{EVAL_BATCH, Evaluation, evaluate, init_model};
 use std::path::Path;
 use std::time::Instant;
 
-use crate::checkpoint::{self, EpochRow, RunPaths, RunResults, TestMetrics, TrainState};
+use crate::checkpoint::{self, EpochRow, RunPaths, RunResults, RunState, TestMetrics, TrainState};
 use crate::dataset::{self, Splits};
 use crate::device::{self, DeviceChoice};
 use crate::epochs::train_epoch;
-use crate::fsutil::write_atomic;
+use crate::fsutil::{Lock, kill_point, write_atomic};
 use crate::progress;
 use crate::runconfig::RunConfig;
 
@@ -50,6 +50,8 @@ struct OpenRun {
     device_name: String,
     /// The training devices (autodiff), one per data-parallel shard.
     train_devices: Vec<Device>,
+    /// The run folder's lock, held while the run trains.
+    _lock: Lock,
 }
 
 /// The parts of a run that each epoch advances.
@@ -68,7 +70,9 @@ pub fn train(
     resume: bool,
     quiet: bool,
 ) -> Result<()> {
-    let (run, mut progress) = open(rc, out, device_choices, resume, quiet)?;
+    let Some((run, mut progress)) = open(rc, out, device_choices, resume, quiet)? else {
+        return Ok(());
+    };
     let started = Instant::now();
     for epoch in progress.state.epochs_done..run.rc.train.epochs {
         progress = train_one_epoch(&run, progress, epoch, quiet)?;
@@ -81,34 +85,51 @@ pub fn train(
     )
 }
 
-/// Checks the settings, then opens the run folder: a new one (config, masks, the initial model)
-/// or, with `resume`, the last checkpoint of an interrupted one with the same settings.
+/// Checks the settings, then opens the run folder under its lock, by what it holds
+/// ([`RunState`]): an empty one, or with `resume` one stopped before its first checkpoint,
+/// starts afresh (config, masks, the initial model); with `resume` a checkpointed one goes on
+/// from its last checkpoint, and a finished one only if `--epochs` grew (None: nothing to do).
+/// Without `resume` a folder holding a run is refused.
 fn open(
     rc: RunConfig,
     out: &Path,
     device_choices: &[DeviceChoice],
     resume: bool,
     quiet: bool,
-) -> Result<(OpenRun, Progress)> {
+) -> Result<Option<(OpenRun, Progress)>> {
     let (rc, splits, [train_mask, valid_mask, test_mask]) = prepare(rc)?;
     let paths = RunPaths {
         root: out.to_path_buf(),
     };
-    // Read and checked before the run folder exists: a bad source leaves nothing behind.
-    let init_source = match &rc.init_from {
-        Some(run) if !resume => Some(checkpoint::init_source(&rc.model, run)?),
-        _ => None,
+    // A first look before anything is written: a folder that is not this run's is refused
+    // untouched. Then, under the lock, the look that counts: another process may have moved
+    // the run on in between.
+    let first_look = look(&rc, &paths, resume)?;
+    // Read and checked before the run folder is written: a bad source leaves nothing behind.
+    let source = |fresh: bool| match &rc.init_from {
+        Some(run) if fresh => checkpoint::init_source(&rc.model, run).map(Some),
+        _ => Ok(None),
     };
-    if resume {
-        check_resume(&rc, &paths)?;
-    } else if paths.config().exists() {
-        bail!(
-            "{} already holds a run; use --resume to continue it or another --out",
-            out.display()
-        );
-    }
+    let mut init_source = source(first_look.is_fresh())?;
     let (devices, device_name) = device::select_all(device_choices, quiet)?;
     let train_devices: Vec<_> = devices.iter().map(|d| d.clone().autodiff()).collect();
+    let lock = paths.lock()?;
+    let state = look(&rc, &paths, resume)?;
+    if state.is_fresh() && init_source.is_none() {
+        init_source = source(true)?;
+    }
+    if let RunState::Finished { epochs_done } = state
+        && epochs_done >= rc.train.epochs
+    {
+        if !quiet {
+            eprintln!(
+                "{} is finished ({epochs_done} epochs, {}): nothing to do",
+                out.display(),
+                paths.results().display()
+            );
+        }
+        return Ok(None);
+    }
     let run = OpenRun {
         rc,
         splits,
@@ -119,48 +140,70 @@ fn open(
         device: devices[0].clone(),
         device_name,
         train_devices,
+        _lock: lock,
     };
-    let progress = if resume {
-        let (state, model, optimizer) = checkpoint::load(
-            &run.paths,
-            &run.rc,
-            run.rc.train.optimizer(),
-            &run.train_devices[0],
-        )?;
-        if !quiet {
+    if state.is_fresh() {
+        if state == RunState::Created && !quiet {
             eprintln!(
-                "resuming {} after epoch {}",
-                out.display(),
-                state.epochs_done
+                "{} has no checkpoint yet (stopped before its first epoch was saved): starting it afresh",
+                out.display()
             );
         }
-        Progress {
-            model: model.freeze(run.rc.freeze),
-            optimizer,
-            state,
-        }
-    } else {
-        start_new(&run, init_source, quiet)?
-    };
-    let _ = std::fs::remove_file(run.paths.results());
-    Ok((run, progress))
-}
-
-/// `--resume`: the saved settings must equal these, but for the number of epochs, which may
-/// grow; the config is rewritten with it.
-fn check_resume(rc: &RunConfig, paths: &RunPaths) -> Result<()> {
-    let mut saved = crate::runconfig::load(&paths.root)?;
-    saved.train.epochs = rc.train.epochs;
-    if serde_json::to_value(&saved)? != serde_json::to_value(rc)? {
-        bail!(
-            "--resume: the settings differ from {}; resume with the same command (only --epochs may change)",
-            paths.config().display()
+        let progress = start_new(&run, init_source, quiet)?;
+        return Ok(Some((run, progress)));
+    }
+    // `--epochs` may have grown: the config says the new number.
+    write_atomic(
+        &run.paths.config(),
+        serde_json::to_string_pretty(&run.rc)?.as_bytes(),
+    )?;
+    let (state, model, optimizer) = checkpoint::load(
+        &run.paths,
+        &run.rc,
+        run.rc.train.optimizer(),
+        &run.train_devices[0],
+    )?;
+    if !quiet {
+        eprintln!(
+            "resuming {} after epoch {}",
+            out.display(),
+            state.epochs_done
         );
     }
-    write_atomic(
-        &paths.config(),
-        serde_json::to_string_pretty(rc)?.as_bytes(),
-    )
+    let _ = std::fs::remove_file(run.paths.results());
+    let progress = Progress {
+        model: model.freeze(run.rc.freeze),
+        optimizer,
+        state,
+    };
+    Ok(Some((run, progress)))
+}
+
+/// The run folder's state, checked against what this command may do with it: without
+/// `resume` it must hold no run; with it, a run there must have been started with these
+/// settings (only the number of epochs may differ). Reads only.
+fn look(rc: &RunConfig, paths: &RunPaths, resume: bool) -> Result<RunState> {
+    if !resume {
+        if paths.config().exists() {
+            bail!(
+                "{} already holds a run; use --resume to continue it or another --out",
+                paths.root.display()
+            );
+        }
+        return Ok(RunState::Empty);
+    }
+    let state = paths.state()?;
+    if state != RunState::Empty {
+        let mut saved = crate::runconfig::load(&paths.root)?;
+        saved.train.epochs = rc.train.epochs;
+        if serde_json::to_value(&saved)? != serde_json::to_value(rc)? {
+            bail!(
+                "--resume: the settings differ from {}; resume with the same command (only --epochs may change)",
+                paths.config().display()
+            );
+        }
+    }
+    Ok(state)
 }
 
 /// A new run folder: the config and the three masks, and the initial model (from `init_source`'s
@@ -245,6 +288,7 @@ fn train_one_epoch(
         first_epoch_loss,
         &run.train_devices,
         |_, _, l| {
+            kill_point("step");
             bar.inc(1);
             bar.set_message(format!("loss {:.4}", l.total));
         },

@@ -430,6 +430,86 @@ fn small_protocol(out: &Path, devices: &str, extra: &[&str]) -> Output {
     small_protocol_spelling(out, "--devices", devices, extra)
 }
 
+/// Two processes never train one run: while a job array's worker trains (`--job 0`), a whole
+/// protocol on the same `--out` is refused, and so is the same worker started twice (the run's
+/// own lock, naming the holder's pid); the worker's kill frees both, and the run then goes on.
+#[test]
+fn a_busy_protocol_and_its_run_are_refused_until_the_holder_dies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("busy");
+    let protocol = |epochs: &str, extra: &[&str]| -> Vec<String> {
+        [
+            "protocol",
+            "--dataset",
+            "synthetic",
+            "--methods",
+            "baseline",
+            "--kappa",
+            "0.5",
+            "--absence-seeds",
+            "1",
+            "--seeds",
+            "1",
+            "--epochs",
+            epochs,
+            "--devices",
+            "flex",
+            "--out",
+            out.to_str().unwrap(),
+        ]
+        .iter()
+        .chain(TINY.iter())
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let run_mgr = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        mgr(&args)
+    };
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_mgr"))
+        .args(protocol("400", &["--job", "0"]))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let run = out.join("runs/baseline/kappa0.5/a0-s0");
+    let started = std::time::Instant::now();
+    while !run.join("checkpoint/state.json").is_file() {
+        assert!(
+            started.elapsed().as_secs() < 120,
+            "no checkpoint after 2 minutes"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let whole = run_mgr(&protocol("400", &[]));
+    let err = String::from_utf8_lossy(&whole.stderr);
+    assert!(
+        !whole.status.success()
+            && err.contains("in use by another mgr process")
+            && err.contains(&format!("{}", out.join(".lock").display())),
+        "{err}"
+    );
+    let twice = run_mgr(&protocol("400", &["--job", "0"]));
+    let err = String::from_utf8_lossy(&twice.stderr);
+    assert!(
+        !twice.status.success()
+            && err.contains("in use by another mgr process")
+            && err.contains(&format!("pid {}", worker.id()))
+            && err.contains("a0-s0"),
+        "{err}"
+    );
+    worker.kill().unwrap();
+    worker.wait().unwrap();
+    // The same protocol with fewer epochs: the checkpointed run finishes where it stands.
+    let after = run_mgr(&protocol("1", &[]));
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    assert!(run.join("results.json").is_file() && out.join("table.json").is_file());
+}
+
 /// [`small_protocol`] with its devices given as `flag` (`--devices` or its alias `--device`).
 fn small_protocol_spelling(out: &Path, flag: &str, devices: &str, extra: &[&str]) -> Output {
     let mut args = vec![
