@@ -11,7 +11,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::checkpoint::{TestMetrics, finished_run, load_model};
-use crate::dataset::{self, PageSamples};
+use crate::dataset;
+use crate::datasets::{self, PageSamples};
 use crate::device;
 use crate::fsutil::write_atomic;
 use crate::runconfig::RunConfig;
@@ -330,7 +331,7 @@ fn samples_safetensors(
 /// config), real ones with their recordings for AV-MNIST (`samples.safetensors`).
 pub fn export_web(a: &ExportArgs) -> Result<()> {
     let (rc, paths) = finished_run(&a.run)?;
-    let page = dataset::find(&rc.dataset)?.page;
+    let page = datasets::find(&rc.dataset)?.page;
     // Everything is computed before anything is written: a failure leaves no half export.
     let (samples_file, samples, n, test) = exported_samples(a, &rc, page)?;
     let device = Device::flex();

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::RunResults;
-use crate::protocol::Cell;
+use crate::protocol::cells::Cell;
 
 /// Test accuracy of one run's best model at kappa 0, 0.1, ..., 1 (its own absence seed).
 pub fn kappa_sweep(run: &Path) -> Result<Vec<(f64, f64)>> {

@@ -7,6 +7,7 @@ mod bench_ops;
 mod checkpoint;
 mod commands;
 mod dataset;
+mod datasets;
 mod device;
 mod epochs;
 mod fsutil;

@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 use crate::checkpoint::{RunPaths, RunResults};
 use crate::fsutil::{rename_into_place, temp_path};
 use crate::kappa_sweep::SweepLine;
-use crate::protocol::{Cell, Row, SweepPoint};
+use crate::protocol::cells::{Cell, Row, SweepPoint};
 
 const FONT_PATHS: [&str; 3] = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",

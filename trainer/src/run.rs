@@ -152,7 +152,14 @@ fn open(
         let progress = start_new(&run, init_source, quiet)?;
         return Ok(Some((run, progress)));
     }
-    // `--epochs` may have grown: the config says the new number.
+    let progress = resume_checkpoint(&run, quiet)?;
+    Ok(Some((run, progress)))
+}
+
+/// The last checkpoint of a run opened for more epochs (or killed after one): the config
+/// rewritten with the new number of epochs, the model, optimizer and log loaded, the old
+/// results removed.
+fn resume_checkpoint(run: &OpenRun, quiet: bool) -> Result<Progress> {
     write_atomic(
         &run.paths.config(),
         serde_json::to_string_pretty(&run.rc)?.as_bytes(),
@@ -166,17 +173,16 @@ fn open(
     if !quiet {
         eprintln!(
             "resuming {} after epoch {}",
-            out.display(),
+            run.paths.root.display(),
             state.epochs_done
         );
     }
     let _ = std::fs::remove_file(run.paths.results());
-    let progress = Progress {
+    Ok(Progress {
         model: model.freeze(run.rc.freeze),
         optimizer,
         state,
-    };
-    Ok(Some((run, progress)))
+    })
 }
 
 /// The run folder's state, checked against what this command may do with it: without

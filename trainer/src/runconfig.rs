@@ -77,7 +77,7 @@ impl AbsenceSettings {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
-    /// Dataset name (see [`crate::dataset::DATASETS`]).
+    /// Dataset name (see [`crate::datasets::DATASETS`]).
     pub dataset: String,
     /// Folder or file of the dataset (not used by `synthetic`).
     pub data_dir: Option<PathBuf>,
@@ -202,10 +202,10 @@ pub fn merge_toml(root: &mut Value, file: &Path) -> Result<()> {
     walk(root, doc, "", file)
 }
 
-/// The `--dataset` values the command line accepts ([`crate::dataset::DATASETS`]), listed in
+/// The `--dataset` values the command line accepts ([`crate::datasets::DATASETS`]), listed in
 /// the help from there.
 pub fn dataset_names() -> clap::builder::PossibleValuesParser {
-    clap::builder::PossibleValuesParser::new(crate::dataset::names())
+    clap::builder::PossibleValuesParser::new(crate::datasets::names())
 }
 
 /// The `--freeze` values the command line accepts (every [`mgr::Freeze`]).
@@ -226,7 +226,7 @@ pub fn ranking_names() -> clap::builder::PossibleValuesParser {
 
 /// Refuses a ranking that reads per-token ground truth on a dataset without one, naming both.
 pub fn check_ranking(ranking: mgr::SplitRanking, dataset: &str) -> Result<()> {
-    if ranking.needs_truth() && !crate::dataset::find(dataset)?.noise_truth {
+    if ranking.needs_truth() && !crate::datasets::find(dataset)?.noise_truth {
         bail!(
             "ranking `{}` splits by the data's per-token ground truth (noise and conflicting tokens), which only the synthetic data has: dataset `{dataset}` has none. Use learned, random or inverted.",
             ranking.name()
@@ -292,7 +292,7 @@ pub fn apply_sets(root: &mut Value, sets: &[String]) -> Result<()> {
 /// Deserialises the merged value, naming the field that does not fit.
 pub fn finish(root: Value) -> Result<RunConfig> {
     let rc: RunConfig = serde_json::from_value(root).map_err(|e| anyhow!("invalid config: {e}"))?;
-    crate::dataset::find(&rc.dataset)?;
+    crate::datasets::find(&rc.dataset)?;
     check_ranking(rc.model.refinement.ranking, &rc.dataset)?;
     mgr::absence::AbsenceConfig::check_kappa(rc.absence.kappa)?;
     if !mgr::ModelConfig::rho_is_valid(rc.model.refinement.rho) {

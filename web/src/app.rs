@@ -14,7 +14,7 @@ use web_sys::{
 
 use crate::actions::{self, Action};
 use crate::engine::Engine;
-use crate::fetch::{ModelFiles, absolute, fetch_model};
+use crate::fetch::{ModelFiles, absolute, fetch_model, window};
 use crate::render;
 use crate::sample::PageSample;
 use crate::state::{Data, EdgeView, Limits, ViewState, embed_snippet, model_json_url};
@@ -72,10 +72,6 @@ fn install(engine: Engine, source: String) -> Data {
         slot.source = source;
     });
     data
-}
-
-pub(crate) fn window() -> web_sys::Window {
-    web_sys::window().expect("a browser window")
 }
 
 fn document() -> Document {

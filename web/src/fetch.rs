@@ -6,9 +6,13 @@ use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 use web_sys::{ReadableStreamDefaultReader, Response};
 
-use crate::app::window;
 use crate::engine::{PageMeta, WebMeta};
 use crate::state::{MAX_MODEL_BYTES, check_model_size};
+
+/// The page's window (the page runs in one; app.rs reads the DOM through it too).
+pub(crate) fn window() -> web_sys::Window {
+    web_sys::window().expect("a browser window")
+}
 
 /// The files of one exported model: `model.json`, `model.bpk` and (AV-MNIST) the samples.
 pub type ModelFiles = (String, Vec<u8>, Option<Vec<u8>>);

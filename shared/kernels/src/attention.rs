@@ -24,9 +24,10 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Shape, Tensor};
 
-use super::linear::{View, blocked_product};
+use super::linear::blocked_product;
 #[cfg(not(target_arch = "wasm32"))]
 use super::tile::{self, Addend, tile_product};
+use super::view::View;
 use super::{Execution, contiguous, on_flex, owned_f32};
 
 /// A = softmax(Q_h K_h^T / sqrt(d_h)) per head h, fused on flex under [`Execution::Kernels`], Burn's ops

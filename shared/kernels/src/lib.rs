@@ -527,6 +527,7 @@ pub mod split;
 // Native only: the browser's products are `linear::blocked_product`'s SIMD128 blocks.
 #[cfg(not(target_arch = "wasm32"))]
 mod tile;
+mod view;
 
 pub use attention::{
     FusedAttentionOps, HeadLayout, attend, attention_context, attention_context_feature_major,

@@ -22,6 +22,7 @@ use burn::backend::tensor::FloatTensor;
 use burn::backend::{Autodiff, Backend, Dispatch, Flex, backend_extension};
 use burn::tensor::{DType, Shape, Tensor};
 
+use super::view::View;
 use super::{Execution, on_flex, owned_f32};
 
 /// `linear` on `[R, I]` rows: the fused product on flex under [`Execution::Kernels`] when the layer has a bias,
@@ -60,61 +61,6 @@ pub trait FusedLinearOps: Backend {
     -> FloatTensor<Self>;
     /// dL/db = the column sums of dL/dy, `[O]`.
     fn fused_linear_grad_bias(grad: FloatTensor<Self>) -> FloatTensor<Self>;
-}
-
-/// A row-major f32 matrix view: element (i, j) at `data[i * row_stride + j * col_stride]`.
-#[derive(Clone, Copy)]
-pub(super) struct View<'a> {
-    pub(super) data: &'a [f32],
-    pub(super) rows: usize,
-    pub(super) cols: usize,
-    pub(super) row_stride: isize,
-    pub(super) col_stride: isize,
-}
-
-impl<'a> View<'a> {
-    /// `t` as a matrix when it is a 2-D f32 tensor with non-negative strides.
-    fn of(t: &'a FlexTensor) -> Option<Self> {
-        let layout = t.layout();
-        let shape = layout.shape();
-        if t.dtype() != DType::F32 || shape.num_dims() != 2 {
-            return None;
-        }
-        let strides = layout.strides();
-        let (row_stride, col_stride) = (strides[0], strides[1]);
-        if row_stride < 0 || col_stride < 0 {
-            return None;
-        }
-        Some(View {
-            data: &t.storage::<f32>()[layout.start_offset()..],
-            rows: shape[0],
-            cols: shape[1],
-            row_stride,
-            col_stride,
-        })
-    }
-
-    /// `rows` x `cols` numbers of `data` with adjacent columns, row i from `i * row_stride`.
-    pub(super) fn row_major(data: &'a [f32], rows: usize, cols: usize, row_stride: usize) -> Self {
-        View {
-            data,
-            rows,
-            cols,
-            row_stride: row_stride as isize,
-            col_stride: 1,
-        }
-    }
-
-    /// The same numbers transposed (no copy).
-    fn t(self) -> Self {
-        View {
-            rows: self.cols,
-            cols: self.rows,
-            row_stride: self.col_stride,
-            col_stride: self.row_stride,
-            ..self
-        }
-    }
 }
 
 /// Products below this many multiply-adds run on one core (gemm's threads cost more than

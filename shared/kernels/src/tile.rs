@@ -19,7 +19,7 @@
 //!
 //! Dimension key: `R` rows of a and out, `K` the inner dimension, `C` columns of b and out.
 
-use super::linear::View;
+use super::view::View;
 
 /// Rows of `out` per register tile.
 const TILE_ROWS: usize = 6;

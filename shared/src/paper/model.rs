@@ -373,7 +373,7 @@ impl Model {
     pub fn forward_shard(&self, batch: &Batch) -> ModelOutput {
         let cfg = &self.config;
         let device = batch.available.device();
-        let [b, m] = batch.available.dims();
+        let m = batch.available.dims()[1];
         let d = cfg.d_model;
         let zero = || zero_loss(&device);
         // By default GPU backends compute a modality's rows for every sample and mask the
@@ -395,25 +395,7 @@ impl Model {
         }
         let x = Tensor::cat(tokens, 1); // [B, N, d]
 
-        let mut l_orth = zero();
-        let h = match self.encoder_prompts() {
-            Prompts::PerPattern(prompts) => {
-                let one_hot = pattern_one_hot(&batch.available_host, cfg.n_patterns(), &device); // [B, 2^M - 1]
-                let layer_prompts = self.layer_prompts(prompts.val(), one_hot, b); // each [B, L, d]
-                self.encoder.forward_with_prompts(x, &layer_prompts) // [B, N, d]
-            }
-            Prompts::PerModality(prompts) => {
-                let prompts = prompts.val(); // [depth, M, L d]
-                let [depth, _, ld] = prompts.dims();
-                l_orth = (0..depth)
-                    .map(|l| loss::orthogonality(prompts.clone().narrow(0, l, 1).reshape([m, ld])))
-                    .fold(zero(), |acc, v| acc + v)
-                    .div_scalar(depth as f64);
-                let layer_prompts = self.layer_prompts(prompts, batch.available.clone(), b); // each [B, L, d]
-                self.encoder.forward_with_prompts(x, &layer_prompts) // [B, N, d]
-            }
-            Prompts::None => self.encoder.forward(x), // [B, N, d]  Eq. 2
-        };
+        let (h, l_orth) = self.encode(x, batch); // [B, N, d]  Eq. 2
 
         let mut diversity = Vec::new();
         let current = match &self.unimodal {
@@ -449,6 +431,38 @@ impl Model {
             l_orth,
             layers,
             diversity,
+        }
+    }
+
+    /// The multimodal encoder (Eq. 2) on the tokens `x`, with the method's prompts: one set per
+    /// absence pattern (MAPs), one per modality with their orthogonality loss (MSPs), or none.
+    ///
+    /// # Shapes
+    /// - x: `[B, N, d]`
+    /// - returns h `[B, N, d]` and L_orth `[1]` (0 without per-modality prompts)
+    fn encode(&self, x: Tensor<3>, batch: &Batch) -> (Tensor<3>, Tensor<1>) {
+        let device = batch.available.device();
+        let [b, m] = batch.available.dims();
+        match self.encoder_prompts() {
+            Prompts::PerPattern(prompts) => {
+                let one_hot =
+                    pattern_one_hot(&batch.available_host, self.config.n_patterns(), &device); // [B, 2^M - 1]
+                let layer_prompts = self.layer_prompts(prompts.val(), one_hot, b); // each [B, L, d]
+                let h = self.encoder.forward_with_prompts(x, &layer_prompts); // [B, N, d]
+                (h, zero_loss(&device))
+            }
+            Prompts::PerModality(prompts) => {
+                let prompts = prompts.val(); // [depth, M, L d]
+                let [depth, _, ld] = prompts.dims();
+                let l_orth = (0..depth)
+                    .map(|l| loss::orthogonality(prompts.clone().narrow(0, l, 1).reshape([m, ld])))
+                    .fold(zero_loss(&device), |acc, v| acc + v)
+                    .div_scalar(depth as f64);
+                let layer_prompts = self.layer_prompts(prompts, batch.available.clone(), b); // each [B, L, d]
+                let h = self.encoder.forward_with_prompts(x, &layer_prompts); // [B, N, d]
+                (h, l_orth)
+            }
+            Prompts::None => (self.encoder.forward(x), zero_loss(&device)), // [B, N, d]
         }
     }
 
