@@ -1,108 +1,29 @@
 //! The DOM layer: loads the model, reads the URL, binds the controls, runs inference after
 //! every change and draws the result. Everything shown is derived from the URL hash.
 
-use std::cell::RefCell;
-
 use mgr::trace::SampleTrace;
 use wasm_bindgen::JsCast;
 use wasm_bindgen::prelude::*;
 use wasm_bindgen_futures::{JsFuture, spawn_local};
 use web_sys::{
-    CanvasRenderingContext2d, Document, HtmlAnchorElement, HtmlCanvasElement, HtmlElement,
-    HtmlInputElement, HtmlSelectElement, HtmlTextAreaElement,
+    CanvasRenderingContext2d, HtmlAnchorElement, HtmlCanvasElement, HtmlElement, HtmlInputElement,
+    HtmlSelectElement,
 };
 
 use crate::actions::{self, Action};
 use crate::engine::Engine;
-use crate::fetch::{ModelFiles, absolute, fetch_model, window};
+use crate::fetch::{absolute, fetch_model, window};
+use crate::page::{
+    PENDING, TOKENS_CSV, current_data, current_state, document, el, install, limits, read_slot,
+    set_html, set_text, show_messages, with_engine, with_slot,
+};
 use crate::render;
 use crate::sample::PageSample;
-use crate::state::{Data, EdgeView, Limits, ViewState, embed_snippet, model_json_url};
+use crate::share::{copy_embed_code, copy_tokens_csv, play_recording, save_png};
+use crate::state::{Data, EdgeView, Limits, ViewState, model_json_url};
 use crate::summary::canvas_summary;
 use crate::tour::TOUR;
 use crate::view::{self, PageView};
-
-/// Everything the page holds for one of its datasets.
-#[derive(Default)]
-struct DataSlot {
-    /// The model in use, loaded when the data is first shown.
-    engine: Option<Engine>,
-    /// The shipped model's files, for "shipped model" after another was loaded.
-    shipped: Option<ModelFiles>,
-    /// Whether the shipped model is being fetched.
-    loading: bool,
-    /// Where the model in use came from, for the page's "Model:" line.
-    source: String,
-}
-
-thread_local! {
-    /// One slot per dataset, in [`Data::ALL`] order.
-    static SLOTS: RefCell<[DataSlot; 2]> = RefCell::new(Default::default());
-    /// Messages waiting for the view's model to load, shown with its first picture.
-    static PENDING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
-    /// The shown layer's token table as CSV, for "copy as CSV".
-    static TOKENS_CSV: RefCell<String> = const { RefCell::new(String::new()) };
-}
-
-fn slot_index(data: Data) -> usize {
-    Data::ALL.iter().position(|&d| d == data).unwrap_or(0)
-}
-
-/// Changes the slot of `data` (briefly: `f` must not reach the slots again).
-fn with_slot<R>(data: Data, f: impl FnOnce(&mut DataSlot) -> R) -> R {
-    SLOTS.with(|slots| f(&mut slots.borrow_mut()[slot_index(data)]))
-}
-
-/// Reads the slot of `data` (`f` may read the slots again, not change them).
-fn read_slot<R>(data: Data, f: impl FnOnce(&DataSlot) -> R) -> R {
-    SLOTS.with(|slots| f(&slots.borrow()[slot_index(data)]))
-}
-
-/// Runs `f` on the engine of `data`, if it is loaded.
-fn with_engine<R>(data: Data, f: impl FnOnce(&Engine) -> R) -> Option<R> {
-    read_slot(data, |slot| slot.engine.as_ref().map(f))
-}
-
-/// Puts `engine` in use for its dataset, saying where it came from: the one way a model is
-/// installed (shipped, `?model=`, a picked file, back to the shipped one). Returns its data.
-fn install(engine: Engine, source: String) -> Data {
-    let data = engine.data;
-    with_slot(data, |slot| {
-        slot.engine = Some(engine);
-        slot.source = source;
-    });
-    data
-}
-
-fn document() -> Document {
-    window().document().expect("a document")
-}
-
-fn el<T: JsCast>(id: &str) -> Option<T> {
-    document()
-        .get_element_by_id(id)
-        .and_then(|e| e.dyn_into::<T>().ok())
-}
-
-fn set_text(id: &str, text: &str) {
-    if let Some(e) = document().get_element_by_id(id) {
-        e.set_text_content(Some(text));
-    }
-}
-
-fn set_html(id: &str, html: &str) {
-    if let Some(e) = document().get_element_by_id(id) {
-        e.set_inner_html(html);
-    }
-}
-
-/// Shows messages (errors, ignored URL settings) in the message box; empty hides it.
-fn show_messages(messages: &[String]) {
-    set_text("message", &messages.join(" | "));
-    if let Some(e) = el::<HtmlElement>("message") {
-        e.set_hidden(messages.is_empty());
-    }
-}
 
 /// Fetches and loads the shipped model of `data` unless it is loaded or on its way, then
 /// renders the current view.
@@ -217,23 +138,6 @@ fn set_palette() {
     }
 }
 
-fn current_data() -> Data {
-    Data::of_hash(&window().location().hash().unwrap_or_default())
-}
-
-/// The limits of the model the current view shows (None while it loads).
-fn limits() -> Option<Limits> {
-    with_engine(current_data(), Engine::limits)
-}
-
-fn current_state() -> (ViewState, Vec<String>) {
-    let hash = window().location().hash().unwrap_or_default();
-    match limits() {
-        Some(limits) => ViewState::parse(&hash, &limits),
-        None => (ViewState::default(), Vec::new()),
-    }
-}
-
 /// Changes the state; the hash change re-renders. A control changed during the tour leaves it
 /// (the view stays, spelled out in the URL).
 fn navigate(state: &ViewState) {
@@ -286,113 +190,6 @@ fn on<F: FnMut() + 'static>(id: &str, event: &str, f: F) {
         let cb = Closure::<dyn FnMut()>::new(f);
         let _ = target.add_event_listener_with_callback(event, cb.as_ref().unchecked_ref());
         cb.forget();
-    }
-}
-
-/// Shows the `<iframe>` code of the current view (embed mode) and copies it to the clipboard
-/// where the browser allows; the code stays selected in its box either way.
-fn copy_embed_code() {
-    let (state, _) = current_state();
-    let location = window().location();
-    let page = format!(
-        "{}{}{}",
-        location.origin().unwrap_or_default(),
-        location.pathname().unwrap_or_default(),
-        location.search().unwrap_or_default()
-    );
-    let snippet = embed_snippet(&page, &state);
-    if let Some(area) = el::<HtmlTextAreaElement>("embed-code") {
-        area.set_value(&snippet);
-        area.set_hidden(false);
-        area.select();
-    }
-    set_text(
-        "share-status",
-        if copy_to_clipboard(&snippet) {
-            "embed code copied"
-        } else {
-            "embed code selected: copy it with Ctrl+C"
-        },
-    );
-}
-
-/// Puts `text` on the clipboard where the browser allows it (a secure page); false where not.
-fn copy_to_clipboard(text: &str) -> bool {
-    // navigator.clipboard is an unstable web-sys API: reached through JS reflection.
-    js_sys::Reflect::get(&window(), &"navigator".into())
-        .and_then(|navigator| js_sys::Reflect::get(&navigator, &"clipboard".into()))
-        .ok()
-        .filter(|c| !c.is_undefined())
-        .and_then(|clipboard| {
-            let write: js_sys::Function = js_sys::Reflect::get(&clipboard, &"writeText".into())
-                .ok()?
-                .dyn_into()
-                .ok()?;
-            let promise: js_sys::Promise = write
-                .call1(&clipboard, &text.into())
-                .ok()?
-                .dyn_into()
-                .ok()?;
-            // A refused write (no permission) rejects later: caught, so it is not an uncaught
-            // error in the console; the text stays selected in its box for Ctrl+C.
-            let ignore = Closure::<dyn FnMut(JsValue)>::new(|_: JsValue| {});
-            let _ = promise.catch(&ignore);
-            ignore.forget();
-            Some(())
-        })
-        .is_some()
-}
-
-/// Shows the shown layer's token table as CSV (for a worksheet), selected, and copies it.
-fn copy_tokens_csv() {
-    let csv = TOKENS_CSV.with(|c| c.borrow().clone());
-    if let Some(area) = el::<HtmlTextAreaElement>("tokens-csv") {
-        area.set_value(&csv);
-        area.set_hidden(false);
-        area.select();
-    }
-    set_text(
-        "csv-status",
-        if copy_to_clipboard(&csv) {
-            "table copied as CSV"
-        } else {
-            "table selected as CSV: copy it with Ctrl+C"
-        },
-    );
-}
-
-/// Downloads the canvas as a PNG named after the view, for slides.
-fn save_png() {
-    let (state, _) = current_state();
-    let Some(canvas) = el::<HtmlCanvasElement>("view") else {
-        return;
-    };
-    let Ok(url) = canvas.to_data_url_with_type("image/png") else {
-        set_text("share-status", "this browser cannot export the picture");
-        return;
-    };
-    let drop = if state.drop.is_empty() {
-        String::new()
-    } else {
-        format!("-drop-{}", state.drop.join("-"))
-    };
-    // Synthetic keeps the names slides already use; other data says which it is.
-    let data = if state.data == Data::default() {
-        String::new()
-    } else {
-        format!("{}-", state.data.name())
-    };
-    let name = format!(
-        "mgr-{data}sample-{}{drop}-layer-{}.png",
-        state.sample, state.layer
-    );
-    if let Ok(link) = document().create_element("a")
-        && let Ok(link) = link.dyn_into::<HtmlAnchorElement>()
-    {
-        link.set_href(&url);
-        link.set_download(&name);
-        link.click();
-        set_text("share-status", &format!("saved {name}"));
     }
 }
 
@@ -637,46 +434,6 @@ fn sync_controls(state: &ViewState, limits: &Limits, model_rho: f64) {
         } else {
             body.class_list().remove_1("embed")
         };
-    }
-}
-
-/// Plays the current AV-MNIST sample's recording through Web Audio, at its own sample rate.
-fn play_recording() {
-    let (state, _) = current_state();
-    let found = with_engine(state.data, |engine| {
-        let rate = engine.samples.as_ref()?.sample_rate;
-        match engine.sample(state.sample) {
-            PageSample::Avmnist(s) => Some((s.wave, s.recording, rate)),
-            PageSample::Synthetic(_) => None,
-        }
-    })
-    .flatten();
-    let Some((wave, recording, rate)) = found else {
-        set_text("audio-status", "this sample has no recording");
-        return;
-    };
-    let played = (|| -> Result<f64, JsValue> {
-        let ctx = web_sys::AudioContext::new()?;
-        let samples: Vec<f32> = wave.iter().map(|&v| f32::from(v) / 32768.0).collect();
-        let buffer = ctx.create_buffer(1, samples.len() as u32, rate as f32)?;
-        buffer.copy_to_channel(&samples, 0)?;
-        let source = ctx.create_buffer_source()?;
-        source.set_buffer(Some(&buffer));
-        source.connect_with_audio_node(&ctx.destination())?;
-        source.start()?;
-        Ok(samples.len() as f64 / f64::from(rate))
-    })();
-    match played {
-        Ok(seconds) => set_text(
-            "audio-status",
-            &format!(
-                "playing {recording} ({seconds:.2} s, as recorded: without the noise mixed into the model's input)"
-            ),
-        ),
-        Err(e) => set_text(
-            "audio-status",
-            &format!("this browser cannot play audio here: {e:?}"),
-        ),
     }
 }
 

@@ -29,17 +29,8 @@
 //!
 //! Dimension key: none (element-wise; any shape).
 
-use burn::backend::TensorMetadata;
-use burn::backend::autodiff::NodeId;
-use burn::backend::autodiff::checkpoint::base::Checkpointer;
-use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
-use burn::backend::autodiff::grads::Gradients;
-use burn::backend::autodiff::ops::{Backward, Ops, OpsKind, unary};
-use burn::backend::flex::{FlexTensor, Layout};
-use burn::backend::ops::{ActivationOps, FloatTensorOps};
-use burn::backend::tensor::FloatTensor;
-use burn::backend::{Autodiff, Backend, Dispatch, DispatchDevice, Flex, backend_extension};
-use burn::tensor::{Bytes, DType, Device, Tensor};
+use burn::backend::{Dispatch, DispatchDevice};
+use burn::tensor::{Device, Tensor};
 
 /// How the model's operations run: a choice of speed, never of result (the two agree to float
 /// rounding, tested per kernel and for a whole training run). One value held by the model
@@ -240,254 +231,6 @@ pub fn on_flex(device: &Device) -> bool {
     )
 }
 
-/// The operations this module adds to Burn's backends.
-#[backend_extension(Flex, Autodiff)]
-pub trait FusedOps: Backend {
-    /// GELU(x) = x Phi(x), Phi the standard normal CDF.
-    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// The gradient of GELU at `x` times `grad`: grad (Phi(x) + x phi(x)).
-    fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// Softmax over the last axis: y_i = exp(x_i - max x) / sum_j exp(x_j - max x).
-    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self>;
-    /// The gradient of softmax from its output `y` and `grad`: y (grad - sum_j grad_j y_j),
-    /// the sum over each row of the last axis.
-    fn fused_softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
-}
-
-impl FusedOps for Flex {
-    fn fused_gelu(x: FlexTensor) -> FlexTensor {
-        match contiguous_f32(&x) {
-            true => map_f32(x, 1, gelu_f32),
-            false => <Flex as ActivationOps<Flex>>::gelu(x),
-        }
-    }
-
-    fn fused_gelu_backward(x: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        let same_shape = x.layout().shape() == grad.layout().shape();
-        match same_shape && contiguous_f32(&x) && contiguous_f32(&grad) {
-            true => zip_f32(&x, grad, 1, gelu_grad_f32),
-            false => <Flex as ActivationOps<Flex>>::gelu_backward(x, grad),
-        }
-    }
-
-    fn fused_softmax(x: FlexTensor) -> FlexTensor {
-        let (last, row) = last_axis(&x);
-        if x.dtype() != DType::F32 || row == 0 {
-            return <Flex as ActivationOps<Flex>>::softmax(x, last);
-        }
-        map_f32(contiguous(x), row, |rows| softmax_rows_f32(rows, row))
-    }
-
-    fn fused_softmax_backward(y: FlexTensor, grad: FlexTensor) -> FlexTensor {
-        let (last, row) = last_axis(&y);
-        let f32s = y.dtype() == DType::F32 && grad.dtype() == DType::F32;
-        if !f32s || row == 0 || grad.layout().shape() != y.layout().shape() {
-            // y (grad - sum(grad y)) from Burn's primitives (never taken by the model: its
-            // softmax inputs are f32).
-            let dot = Flex::float_sum_dim(Flex::float_mul(grad.clone(), y.clone()), last);
-            return Flex::float_mul(y, Flex::float_sub(grad, dot));
-        }
-        zip_f32(&contiguous(y), contiguous(grad), row, |ys, g| {
-            softmax_grad_rows_f32(ys, g, row)
-        })
-    }
-}
-
-impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
-    fn fused_gelu(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        #[derive(Debug)]
-        struct FusedGelu;
-
-        impl<B: Backend + FusedOps> Backward<B, 1> for FusedGelu {
-            type State = NodeId;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                checkpointer: &mut Checkpointer,
-            ) {
-                let input = checkpointer.retrieve_node_output(ops.state);
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    B::fused_gelu_backward(input, grad)
-                });
-            }
-        }
-
-        match FusedGelu
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(mut prep) => {
-                let state = prep.checkpoint(&x);
-                prep.finish(state, B::fused_gelu(x.primitive().clone()))
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_gelu(x.into_primitive())),
-        }
-    }
-
-    fn fused_gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        // The backward above calls the inner backend's; this one (a second derivative) is
-        // Burn's composite, differentiable in turn.
-        <Self as ActivationOps<Self>>::gelu_backward(x, grad)
-    }
-
-    fn fused_softmax(x: FloatTensor<Self>) -> FloatTensor<Self> {
-        /// The backward keeps the output y (the gradient needs only y), not the input.
-        #[derive(Debug)]
-        struct FusedSoftmax;
-
-        impl<B: Backend + FusedOps> Backward<B, 1> for FusedSoftmax
-        where
-            B::FloatTensorPrimitive: Clone + Send + core::fmt::Debug,
-        {
-            type State = B::FloatTensorPrimitive;
-
-            fn backward(
-                self,
-                ops: Ops<Self::State, 1>,
-                grads: &mut Gradients,
-                _checkpointer: &mut Checkpointer,
-            ) {
-                let y = ops.state;
-                unary::<B, _>(ops.parents, ops.node, grads, |grad| {
-                    B::fused_softmax_backward(y, grad)
-                });
-            }
-        }
-
-        match FusedSoftmax
-            .prepare::<C>([x.node()])
-            .compute_bound()
-            .stateful()
-        {
-            OpsKind::Tracked(prep) => {
-                let y = B::fused_softmax(x.primitive().clone());
-                prep.finish(y.clone(), y)
-            }
-            OpsKind::UnTracked(prep) => prep.finish(B::fused_softmax(x.into_primitive())),
-        }
-    }
-
-    fn fused_softmax_backward(y: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
-        // Only for a second derivative: Burn's composite, differentiable in turn.
-        let last = y.shape().num_dims() - 1;
-        let dot = Self::float_sum_dim(Self::float_mul(grad.clone(), y.clone()), last);
-        Self::float_mul(y, Self::float_sub(grad, dot))
-    }
-}
-
-/// The last axis of `t` and its length (0 for a scalar).
-fn last_axis(t: &FlexTensor) -> (usize, usize) {
-    let shape = t.layout().shape();
-    match shape.num_dims() {
-        0 => (0, 0),
-        rank => (rank - 1, shape[rank - 1]),
-    }
-}
-
-/// `t` with a contiguous layout from the start of its storage (itself when it has one already).
-fn contiguous(t: FlexTensor) -> FlexTensor {
-    if contiguous_f32(&t) {
-        t
-    } else {
-        t.to_contiguous()
-    }
-}
-
-/// A contiguous f32 tensor that owns `data` (no copy: the vector becomes its storage).
-fn owned_f32(data: Vec<f32>, shape: burn::tensor::Shape) -> FlexTensor {
-    FlexTensor::new(
-        Bytes::from_elems(data),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
-}
-
-/// Whether the fused path takes `t`: f32, contiguous, from the start of its storage.
-fn contiguous_f32(t: &FlexTensor) -> bool {
-    t.dtype() == DType::F32 && t.layout().is_contiguous() && t.layout().start_offset() == 0
-}
-
-/// Elements per task when a kernel is split over the cores: large enough that a task's
-/// overhead (a few microseconds) is small against its work.
-#[cfg(not(target_arch = "wasm32"))]
-const CHUNK: usize = 1 << 15;
-
-/// Rows of `row` elements per task when a kernel is split over the cores (an element-wise
-/// kernel passes row 1: CHUNK elements per task).
-#[cfg(not(target_arch = "wasm32"))]
-fn rows_per_task(row: usize) -> usize {
-    (CHUNK / row).max(1)
-}
-
-/// `f` over a contiguous f32 tensor, given whole rows of `row` elements (1 for an element-wise
-/// kernel): in place when the tensor owns its storage, into a new one otherwise.
-fn map_f32(mut x: FlexTensor, row: usize, f: impl Fn(&mut [f32]) + Sync + Send) -> FlexTensor {
-    let n = x.layout().num_elements();
-    if x.is_unique() {
-        run(&mut x.storage_mut::<f32>()[..n], row, f);
-        return x;
-    }
-    let mut out = x.storage::<f32>()[..n].to_vec();
-    run(&mut out, row, f);
-    FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(x.layout().shape().clone()),
-        DType::F32,
-    )
-}
-
-/// `f(x, grad)` over whole rows into `grad` (in place when it owns its storage).
-fn zip_f32(
-    x: &FlexTensor,
-    mut grad: FlexTensor,
-    row: usize,
-    f: impl Fn(&[f32], &mut [f32]) + Sync + Send,
-) -> FlexTensor {
-    let n = x.layout().num_elements();
-    let xs = &x.storage::<f32>()[..n];
-    if grad.is_unique() {
-        run_zip(xs, &mut grad.storage_mut::<f32>()[..n], row, f);
-        return grad;
-    }
-    let mut out = grad.storage::<f32>()[..n].to_vec();
-    run_zip(xs, &mut out, row, f);
-    FlexTensor::new(
-        Bytes::from_elems(out),
-        Layout::contiguous(grad.layout().shape().clone()),
-        DType::F32,
-    )
-}
-
-/// `f` on `data`, split over the cores in tasks of whole rows when it is large.
-#[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
-fn run(data: &mut [f32], row: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
-    #[cfg(not(target_arch = "wasm32"))]
-    if data.len() > CHUNK {
-        use rayon::prelude::*;
-        data.par_chunks_mut(rows_per_task(row) * row).for_each(f);
-        return;
-    }
-    f(data);
-}
-
-/// `f(xs, out)` split as [`run`] splits.
-#[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
-fn run_zip(xs: &[f32], out: &mut [f32], row: usize, f: impl Fn(&[f32], &mut [f32]) + Sync + Send) {
-    #[cfg(not(target_arch = "wasm32"))]
-    if out.len() > CHUNK {
-        use rayon::prelude::*;
-        let task = rows_per_task(row) * row;
-        xs.par_chunks(task)
-            .zip(out.par_chunks_mut(task))
-            .for_each(|(x, o)| f(x, o));
-        return;
-    }
-    f(xs, out);
-}
-
 /// Whether this CPU runs AVX2 and FMA: the instructions of [`widest!`]'s wide bodies and of the
 /// native register tiles (`tile.rs`).
 #[cfg(target_arch = "x86_64")]
@@ -498,8 +241,8 @@ pub(crate) fn avx2_fma() -> bool {
 /// `fn $name(args)` running `$body` compiled for AVX2 and FMA (8 lanes) where the CPU has them,
 /// for the build's baseline (SSE2 on x86_64: 4 lanes; wasm32: scalar) otherwise.
 macro_rules! widest {
-    (fn $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
-        fn $name($($arg: $ty),*) {
+    ($vis:vis fn $name:ident($($arg:ident: $ty:ty),*) => $body:ident) => {
+        $vis fn $name($($arg: $ty),*) {
             #[cfg(target_arch = "x86_64")]
             {
                 #[target_feature(enable = "avx2,fma")]
@@ -518,7 +261,9 @@ macro_rules! widest {
 
 // After `widest!`, which they use.
 mod attention;
+mod backend;
 pub mod dcor;
+mod elementwise;
 mod layer_norm;
 mod linear;
 pub mod optimizer;
@@ -533,190 +278,15 @@ pub use attention::{
     FusedAttentionOps, HeadLayout, attend, attention_context, attention_context_feature_major,
     attention_weights, attention_weights_feature_major, self_attention_context,
 };
+pub use backend::FusedOps;
+// What the kernel modules share, reached as `super::NAME` from each of them.
+#[cfg(not(target_arch = "wasm32"))]
+use backend::{CHUNK, rows_per_task};
+use backend::{contiguous, owned_f32, run_zip};
+use elementwise::{LANES, row_dot, row_sum, softmax_rows_body, softmax_rows_f32};
+pub use elementwise::{erf, exp_nonpositive};
 pub use layer_norm::{FusedLayerNormOps, layer_norm_rows};
 pub use linear::{FusedLinearOps, linear_2d};
-
-widest!(fn gelu_f32(data: &mut [f32]) => gelu_body);
-widest!(fn gelu_grad_f32(xs: &[f32], grad: &mut [f32]) => gelu_grad_body);
-widest!(fn softmax_rows_f32(data: &mut [f32], row: usize) => softmax_rows_body);
-widest!(fn softmax_grad_rows_f32(ys: &[f32], grad: &mut [f32], row: usize) => softmax_grad_rows_body);
-
-const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
-/// 1 / sqrt(2 pi).
-const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
-
-#[inline(always)]
-fn gelu_body(data: &mut [f32]) {
-    for v in data.iter_mut() {
-        let x = *v;
-        *v = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
-    }
-}
-
-#[inline(always)]
-fn gelu_grad_body(xs: &[f32], grad: &mut [f32]) {
-    for (g, &x) in grad.iter_mut().zip(xs) {
-        let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
-        let pdf = FRAC_1_SQRT_2PI * exp_nonpositive(-0.5 * x * x);
-        *g *= cdf + x * pdf;
-    }
-}
-
-/// Lanes of the partial sums and maxima of a row: reductions in 8 independent accumulators
-/// vectorise (one accumulator is a serial chain the compiler may not reorder).
-const LANES: usize = 8;
-
-/// The maximum of `row` (NaNs skipped, as `f32::max` does; a NaN still makes its row NaN
-/// through exp).
-#[inline(always)]
-fn row_max(row: &[f32]) -> f32 {
-    let mut acc = [f32::NEG_INFINITY; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let rest = chunks.remainder();
-    for c in chunks {
-        for i in 0..LANES {
-            acc[i] = larger(acc[i], c[i]);
-        }
-    }
-    rest.iter()
-        .chain(&acc)
-        .fold(f32::NEG_INFINITY, |m, &v| larger(m, v))
-}
-
-/// `v` where it is larger than `m`, else `m`: `f32::max` for every `m` that is not NaN (a NaN
-/// `v` is skipped), written as a comparison and a select. `f32::max`'s NaN rule has no
-/// WebAssembly instruction (`f32.max` returns NaN), so in the browser it is a call to `fmaxf`
-/// per element; a select is one vector instruction there and `maxps` on x86.
-#[inline(always)]
-fn larger(m: f32, v: f32) -> f32 {
-    if v > m { v } else { m }
-}
-
-/// sum_i a_i over a row.
-#[inline(always)]
-fn row_sum(a: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let chunks = a.chunks_exact(LANES);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for c in chunks {
-        for i in 0..LANES {
-            acc[i] += c[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// sum_i a_i b_i over a row.
-#[inline(always)]
-fn row_dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let (ca, cb) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = ca
-        .remainder()
-        .iter()
-        .zip(cb.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..LANES {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// Three passes: each row less its maximum, exp over all rows at once, each row over its sum.
-/// The exp runs as one loop over every row so that only the whole buffer's last few numbers
-/// miss the 8-lane blocks: per row, the attention's 45-long rows left 5 numbers to a scalar
-/// exp each, which cost as much as the row's blocks.
-#[inline(always)]
-fn softmax_rows_body(data: &mut [f32], row: usize) {
-    for r in data.chunks_exact_mut(row) {
-        let max = row_max(r);
-        for v in r.iter_mut() {
-            *v -= max;
-        }
-    }
-    for v in data.iter_mut() {
-        *v = exp_nonpositive(*v);
-    }
-    for r in data.chunks_exact_mut(row) {
-        let inv = 1.0 / row_sum(r);
-        for v in r.iter_mut() {
-            *v *= inv;
-        }
-    }
-}
-
-#[inline(always)]
-fn softmax_grad_rows_body(ys: &[f32], grad: &mut [f32], row: usize) {
-    for (y, g) in ys.chunks_exact(row).zip(grad.chunks_exact_mut(row)) {
-        let dot = row_dot(y, g);
-        for (gi, &yi) in g.iter_mut().zip(y) {
-            *gi = yi * (*gi - dot);
-        }
-    }
-}
-
-/// erf(x) as a rational function of x (Eigen's and XLA's f32 erf; absolute error under 5e-7),
-/// exactly +-1 from |x| = 3.92 on, where erf(x) rounds to +-1 in f32: so GELU's 1 + erf(x)
-/// is exactly 0 far left instead of a rounding error that grows with |x|. NaN stays NaN.
-/// Branch-free (the conditions become selects), so a loop of it vectorises.
-#[inline(always)]
-#[allow(clippy::excessive_precision)] // the coefficients as published
-pub fn erf(z: f32) -> f32 {
-    // clamp keeps NaN.
-    let x = z.clamp(-4.0, 4.0);
-    let x2 = x * x;
-    let mut p = -2.726_142_2e-10_f32;
-    p = p * x2 + 2.770_681_4e-8;
-    p = p * x2 - 2.101_024e-6;
-    p = p * x2 - 5.692_506_4e-5;
-    p = p * x2 - 7.349_906_3e-4;
-    p = p * x2 - 2.954_600e-3;
-    p = p * x2 - 1.609_603_3e-2;
-    let mut q = -1.456_607_2e-5_f32;
-    q = q * x2 - 2.133_740_6e-4;
-    q = q * x2 - 1.682_827e-3;
-    q = q * x2 - 7.373_329e-3;
-    q = q * x2 - 1.426_474e-2;
-    let e = x * p / q;
-    if z.abs() >= 3.92 { z.signum() } else { e }
-}
-
-/// exp(x) for x <= 0 (Cephes' expf: x = n ln 2 + r, a degree-6 polynomial in r, times 2^n), 0
-/// below -87 where f32 has no normal result; NaN stays NaN; a positive x gives exp(0) = 1 (not
-/// in the domain). Branch-free, integer steps on bits only: a loop of it vectorises natively
-/// and in the browser (wasm32 SIMD128, where a float-to-integer conversion kept it scalar).
-#[inline(always)]
-pub fn exp_nonpositive(x: f32) -> f32 {
-    const LOG2E: f32 = std::f32::consts::LOG2_E;
-    // Adding 1.5 * 2^23 rounds to the nearest integer without a rounding instruction (SSE2 has
-    // none), and leaves that integer in the sum's low bits: every sum below lies in
-    // [ROUND - 126, ROUND], where f32's step is 1.
-    const ROUND: f32 = 12_582_912.0;
-    // Into [-87, 0], NaN to -87 (a comparison with NaN is false): n is then always a small
-    // integer. Selects, not f32::max/min (see `larger`).
-    let above = if x > -87.0 { x } else { -87.0 };
-    let clamped = if above < 0.0 { above } else { 0.0 };
-    let shifted = clamped * LOG2E + ROUND;
-    let n = shifted - ROUND;
-    let r = clamped - n * 0.693_359_4 + n * 2.121_944_4e-4;
-    let mut p = 1.987_569_1e-4_f32;
-    p = p * r + 1.398_199_9e-3;
-    p = p * r + 8.333_452e-3;
-    p = p * r + 4.166_579_6e-2;
-    p = p * r + 0.166_666_65;
-    p = p * r + 0.5;
-    let y = p * r * r + r + 1.0;
-    // n as an integer in [-126, 0]: the difference of the two sums' bits (same exponent). The
-    // wrapping operations cannot wrap here, but the dev profile's overflow checks on plain
-    // ones would be branches that keep the loop from vectorising.
-    let n_int = shifted.to_bits().wrapping_sub(ROUND.to_bits());
-    let scale = f32::from_bits(n_int.wrapping_add(127) << 23);
-    // x * 0 is 0 for a finite x and NaN for a NaN x, which must come out NaN.
-    if x < -87.0 { 0.0 } else { y * scale + x * 0.0 }
-}
 
 /// Helpers of the kernels' tests (here and in the submodules).
 #[cfg(test)]

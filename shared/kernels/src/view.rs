@@ -1,6 +1,6 @@
 //! A matrix view over f32 numbers with any non-negative strides: what the products of the
 //! linear layers (linear.rs), the register tiles (tile.rs) and the attention kernels
-//! (attention.rs) read their operands through, without a copy.
+//! (attention/flex.rs) read their operands through, without a copy.
 
 use burn::backend::flex::FlexTensor;
 use burn::tensor::DType;
