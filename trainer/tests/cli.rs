@@ -7,22 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const TINY: [&str; 14] = [
-    "--set",
-    "synthetic.n_train=96",
-    "--set",
-    "synthetic.n_valid=48",
-    "--set",
-    "synthetic.n_test=48",
-    "--set",
-    "d_model=16",
-    "--set",
-    "n_heads=2",
-    "--set",
-    "batch_size=32",
-    "--set",
-    "n_layers=1",
-];
+mod common;
+use common::TINY;
 
 fn mgr(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_mgr"))

@@ -12,6 +12,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+mod common;
+use common::TINY;
+
 /// Prints past the test harness's capture (it takes only `print!` and `eprint!`), so that
 /// `cargo test` shows the kill points and how many were survived.
 macro_rules! say {
@@ -44,18 +47,7 @@ fn protocol_args(out: &Path) -> Vec<String> {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    for set in [
-        "synthetic.n_train=96",
-        "synthetic.n_valid=48",
-        "synthetic.n_test=48",
-        "d_model=16",
-        "n_heads=2",
-        "batch_size=32",
-        "n_layers=1",
-    ] {
-        args.push("--set".into());
-        args.push(set.into());
-    }
+    args.extend(TINY.iter().map(|s| s.to_string()));
     args.push("--out".into());
     args.push(out.display().to_string());
     args

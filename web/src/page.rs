@@ -26,14 +26,14 @@ pub(crate) struct DataSlot {
 
 thread_local! {
     /// One slot per dataset, in [`Data::ALL`] order.
-    pub(crate) static SLOTS: RefCell<[DataSlot; 2]> = RefCell::new(Default::default());
+    static SLOTS: RefCell<[DataSlot; 2]> = RefCell::new(Default::default());
     /// Messages waiting for the view's model to load, shown with its first picture.
     pub(crate) static PENDING: RefCell<Vec<String>> = const { RefCell::new(Vec::new()) };
     /// The shown layer's token table as CSV, for "copy as CSV".
     pub(crate) static TOKENS_CSV: RefCell<String> = const { RefCell::new(String::new()) };
 }
 
-pub(crate) fn slot_index(data: Data) -> usize {
+fn slot_index(data: Data) -> usize {
     Data::ALL.iter().position(|&d| d == data).unwrap_or(0)
 }
 

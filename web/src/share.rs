@@ -38,7 +38,7 @@ pub(crate) fn copy_embed_code() {
 }
 
 /// Puts `text` on the clipboard where the browser allows it (a secure page); false where not.
-pub(crate) fn copy_to_clipboard(text: &str) -> bool {
+fn copy_to_clipboard(text: &str) -> bool {
     // navigator.clipboard is an unstable web-sys API: reached through JS reflection.
     js_sys::Reflect::get(&window(), &"navigator".into())
         .and_then(|navigator| js_sys::Reflect::get(&navigator, &"clipboard".into()))

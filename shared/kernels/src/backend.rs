@@ -156,7 +156,7 @@ impl<B: Backend + FusedOps, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
 }
 
 /// The last axis of `t` and its length (0 for a scalar).
-pub(crate) fn last_axis(t: &FlexTensor) -> (usize, usize) {
+fn last_axis(t: &FlexTensor) -> (usize, usize) {
     let shape = t.layout().shape();
     match shape.num_dims() {
         0 => (0, 0),
@@ -183,7 +183,7 @@ pub(crate) fn owned_f32(data: Vec<f32>, shape: burn::tensor::Shape) -> FlexTenso
 }
 
 /// Whether the fused path takes `t`: f32, contiguous, from the start of its storage.
-pub(crate) fn contiguous_f32(t: &FlexTensor) -> bool {
+fn contiguous_f32(t: &FlexTensor) -> bool {
     t.dtype() == DType::F32 && t.layout().is_contiguous() && t.layout().start_offset() == 0
 }
 
@@ -201,11 +201,7 @@ pub(crate) fn rows_per_task(row: usize) -> usize {
 
 /// `f` over a contiguous f32 tensor, given whole rows of `row` elements (1 for an element-wise
 /// kernel): in place when the tensor owns its storage, into a new one otherwise.
-pub(crate) fn map_f32(
-    mut x: FlexTensor,
-    row: usize,
-    f: impl Fn(&mut [f32]) + Sync + Send,
-) -> FlexTensor {
+fn map_f32(mut x: FlexTensor, row: usize, f: impl Fn(&mut [f32]) + Sync + Send) -> FlexTensor {
     let n = x.layout().num_elements();
     if x.is_unique() {
         run(&mut x.storage_mut::<f32>()[..n], row, f);
@@ -221,7 +217,7 @@ pub(crate) fn map_f32(
 }
 
 /// `f(x, grad)` over whole rows into `grad` (in place when it owns its storage).
-pub(crate) fn zip_f32(
+fn zip_f32(
     x: &FlexTensor,
     mut grad: FlexTensor,
     row: usize,
@@ -244,7 +240,7 @@ pub(crate) fn zip_f32(
 
 /// `f` on `data`, split over the cores in tasks of whole rows when it is large.
 #[cfg_attr(target_arch = "wasm32", allow(unused_variables))]
-pub(crate) fn run(data: &mut [f32], row: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
+fn run(data: &mut [f32], row: usize, f: impl Fn(&mut [f32]) + Sync + Send) {
     #[cfg(not(target_arch = "wasm32"))]
     if data.len() > CHUNK {
         use rayon::prelude::*;

@@ -9,12 +9,12 @@ widest!(pub(crate) fn gelu_grad_f32(xs: &[f32], grad: &mut [f32]) => gelu_grad_b
 widest!(pub(crate) fn softmax_rows_f32(data: &mut [f32], row: usize) => softmax_rows_body);
 widest!(pub(crate) fn softmax_grad_rows_f32(ys: &[f32], grad: &mut [f32], row: usize) => softmax_grad_rows_body);
 
-pub(crate) const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
+const FRAC_1_SQRT_2: f32 = std::f32::consts::FRAC_1_SQRT_2;
 /// 1 / sqrt(2 pi).
-pub(crate) const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
+const FRAC_1_SQRT_2PI: f32 = 0.398_942_3;
 
 #[inline(always)]
-pub(crate) fn gelu_body(data: &mut [f32]) {
+fn gelu_body(data: &mut [f32]) {
     for v in data.iter_mut() {
         let x = *v;
         *v = 0.5 * x * (1.0 + erf(x * FRAC_1_SQRT_2));
@@ -22,7 +22,7 @@ pub(crate) fn gelu_body(data: &mut [f32]) {
 }
 
 #[inline(always)]
-pub(crate) fn gelu_grad_body(xs: &[f32], grad: &mut [f32]) {
+fn gelu_grad_body(xs: &[f32], grad: &mut [f32]) {
     for (g, &x) in grad.iter_mut().zip(xs) {
         let cdf = 0.5 * (1.0 + erf(x * FRAC_1_SQRT_2));
         let pdf = FRAC_1_SQRT_2PI * exp_nonpositive(-0.5 * x * x);
@@ -37,7 +37,7 @@ pub(crate) const LANES: usize = 8;
 /// The maximum of `row` (NaNs skipped, as `f32::max` does; a NaN still makes its row NaN
 /// through exp).
 #[inline(always)]
-pub(crate) fn row_max(row: &[f32]) -> f32 {
+fn row_max(row: &[f32]) -> f32 {
     let mut acc = [f32::NEG_INFINITY; LANES];
     let chunks = row.chunks_exact(LANES);
     let rest = chunks.remainder();
@@ -56,7 +56,7 @@ pub(crate) fn row_max(row: &[f32]) -> f32 {
 /// WebAssembly instruction (`f32.max` returns NaN), so in the browser it is a call to `fmaxf`
 /// per element; a select is one vector instruction there and `maxps` on x86.
 #[inline(always)]
-pub(crate) fn larger(m: f32, v: f32) -> f32 {
+fn larger(m: f32, v: f32) -> f32 {
     if v > m { v } else { m }
 }
 
@@ -117,7 +117,7 @@ pub(crate) fn softmax_rows_body(data: &mut [f32], row: usize) {
 }
 
 #[inline(always)]
-pub(crate) fn softmax_grad_rows_body(ys: &[f32], grad: &mut [f32], row: usize) {
+fn softmax_grad_rows_body(ys: &[f32], grad: &mut [f32], row: usize) {
     for (y, g) in ys.chunks_exact(row).zip(grad.chunks_exact_mut(row)) {
         let dot = row_dot(y, g);
         for (gi, &yi) in g.iter_mut().zip(y) {

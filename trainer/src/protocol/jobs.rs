@@ -50,10 +50,7 @@ pub(super) fn build_jobs(a: &ProtocolArgs) -> Result<Vec<Job>> {
     Ok(jobs)
 }
 
-pub(super) fn build_cell_jobs(
-    a: &ProtocolArgs,
-    setting: Option<&(String, String)>,
-) -> Result<Vec<Job>> {
+fn build_cell_jobs(a: &ProtocolArgs, setting: Option<&(String, String)>) -> Result<Vec<Job>> {
     let freezes: Vec<mgr::Freeze> = a
         .freeze
         .iter()
@@ -101,7 +98,7 @@ pub(super) fn build_cell_jobs(
 
 /// One run of `cell`: its config (the defaults, the cell, the seeds, `--epochs`, the backbone,
 /// `--set`, the swept setting) and its folder under `--out`.
-pub(super) fn job(
+fn job(
     a: &ProtocolArgs,
     cell: &Cell,
     kappa: f64,

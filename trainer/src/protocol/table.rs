@@ -11,7 +11,7 @@ use crate::checkpoint::{RunPaths, RunResults};
 use crate::fsutil::write_atomic;
 use crate::plots;
 
-pub(super) fn read_results(jobs: &[Job]) -> Vec<(Cell, RunResults, PathBuf)> {
+fn read_results(jobs: &[Job]) -> Vec<(Cell, RunResults, PathBuf)> {
     jobs.iter()
         .filter_map(|j| {
             let results = RunPaths {
@@ -78,7 +78,7 @@ pub(super) fn write_tables(a: &ProtocolArgs, jobs: &[Job]) -> Result<()> {
 }
 
 /// `table.csv`: one line per cell, fractions.
-pub(super) fn table_csv(rows: &[Row]) -> String {
+fn table_csv(rows: &[Row]) -> String {
     let mut csv =
         String::from("method,insertion,kappa,runs,accuracy_mean,accuracy_std,f1_mean,f1_std\n");
     for r in rows {
@@ -158,7 +158,7 @@ pub(super) fn table_md(dataset: &str, rows: &[Row], expected_runs: usize) -> Str
 }
 
 /// `accuracy-vs-kappa.csv`: each sweep's points.
-pub(super) fn kappa_sweep_csv(sweeps: &[crate::kappa_sweep::SweepLine]) -> String {
+fn kappa_sweep_csv(sweeps: &[crate::kappa_sweep::SweepLine]) -> String {
     let mut csv = String::from("method,run,kappa,accuracy\n");
     for line in sweeps {
         for (kappa, accuracy) in &line.points {
@@ -172,7 +172,7 @@ pub(super) fn kappa_sweep_csv(sweeps: &[crate::kappa_sweep::SweepLine]) -> Strin
     csv
 }
 
-pub(super) fn write_sweep_table(a: &ProtocolArgs, key: &str, rows: &[Row]) -> Result<()> {
+fn write_sweep_table(a: &ProtocolArgs, key: &str, rows: &[Row]) -> Result<()> {
     let points = sweep_points(key, rows);
     let mut csv = format!("line,{key},runs,f1_mean,f1_std,accuracy_mean,accuracy_std\n");
     let mut md = format!(

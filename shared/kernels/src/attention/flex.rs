@@ -8,7 +8,7 @@ use burn::backend::Flex;
 use burn::backend::flex::FlexTensor;
 use burn::tensor::{DType, Shape};
 
-use super::autodiff::{composite_apply, composite_apply_t, composite_scores};
+use super::composite::{composite_apply, composite_apply_t, composite_scores};
 use super::{FusedAttentionOps, score_scale};
 use crate::linear::blocked_product;
 #[cfg(not(target_arch = "wasm32"))]
@@ -18,7 +18,7 @@ use crate::{contiguous, owned_f32};
 
 /// The sizes of one attention product.
 #[derive(Clone, Copy, Debug)]
-pub(super) struct Dims {
+struct Dims {
     /// Heads H.
     heads: usize,
     /// Queries N.
@@ -37,29 +37,25 @@ impl Dims {
 
 /// `x` as contiguous f32 of rank `rank` from the start of its storage, or `x` given back as it
 /// is (then the composite runs).
-pub(super) fn f32_of_rank(x: FlexTensor, rank: usize) -> Result<FlexTensor, FlexTensor> {
+fn f32_of_rank(x: FlexTensor, rank: usize) -> Result<FlexTensor, FlexTensor> {
     match x.dtype() == DType::F32 && x.layout().shape().num_dims() == rank {
         true => Ok(contiguous(x)),
         false => Err(x),
     }
 }
 
-pub(super) fn dims3(t: &FlexTensor) -> [usize; 3] {
+fn dims3(t: &FlexTensor) -> [usize; 3] {
     let s = t.layout().shape();
     [s[0], s[1], s[2]]
 }
 
-pub(super) fn dims4(t: &FlexTensor) -> [usize; 4] {
+fn dims4(t: &FlexTensor) -> [usize; 4] {
     let s = t.layout().shape();
     [s[0], s[1], s[2], s[3]]
 }
 
 /// `f(b, out_b)` for every sample b, `out` cut into B equal parts, over the cores.
-pub(super) fn per_sample(
-    out: &mut [f32],
-    batch: usize,
-    f: impl Fn(usize, &mut [f32]) + Sync + Send,
-) {
+fn per_sample(out: &mut [f32], batch: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
     if batch == 0 || out.is_empty() {
         return;
     }
@@ -99,12 +95,7 @@ impl FusedAttentionOps for Flex {
 
 /// scale A_h X_h (x `[B, M, d]` -> `[B, N, d]`), or scale A_h^T X_h when `transposed` (x
 /// `[B, N, d]` -> `[B, M, d]`), per head; Burn's ops for what the kernels do not take.
-pub(super) fn heads_product(
-    a: FlexTensor,
-    x: FlexTensor,
-    scale: f32,
-    transposed: bool,
-) -> FlexTensor {
+fn heads_product(a: FlexTensor, x: FlexTensor, scale: f32, transposed: bool) -> FlexTensor {
     match (f32_of_rank(a, 4), f32_of_rank(x, 3)) {
         (Ok(a), Ok(x)) if fits(&a, &x, transposed) => {
             let ([b, heads, n, m], [_, rows_in, d]) = (dims4(&a), dims3(&x));
@@ -127,19 +118,19 @@ pub(super) fn heads_product(
     }
 }
 
-pub(super) fn unwrap(r: Result<FlexTensor, FlexTensor>) -> FlexTensor {
+fn unwrap(r: Result<FlexTensor, FlexTensor>) -> FlexTensor {
     r.unwrap_or_else(|t| t)
 }
 
 /// Whether a `[B, H, N, M]` and x `[B, M, d]` (`[B, N, d]` when `transposed`) fit together.
-pub(super) fn fits(a: &FlexTensor, x: &FlexTensor, transposed: bool) -> bool {
+fn fits(a: &FlexTensor, x: &FlexTensor, transposed: bool) -> bool {
     let ([b, heads, n, m], [bx, t, d]) = (dims4(a), dims3(x));
     b == bx && t == if transposed { n } else { m } && heads > 0 && d % heads == 0
 }
 
 /// scale X_h Y_h^T per head, then softmax over each row when `scale` is None (the scale is
 /// then 1 / sqrt(d_h)).
-pub(super) fn scores(x: FlexTensor, y: FlexTensor, heads: usize, scale: Option<f32>) -> FlexTensor {
+fn scores(x: FlexTensor, y: FlexTensor, heads: usize, scale: Option<f32>) -> FlexTensor {
     let fit = |x: &FlexTensor, y: &FlexTensor| {
         let ([b, _, d], [by, _, dy]) = (dims3(x), dims3(y));
         b == by && d == dy && heads > 0 && d % heads == 0
@@ -167,28 +158,21 @@ pub(super) fn scores(x: FlexTensor, y: FlexTensor, heads: usize, scale: Option<f
 // has them (and, for A V and A^T X, d_h is a whole number of 8-wide pieces); the portable
 // bodies below otherwise.
 #[cfg(not(target_arch = "wasm32"))]
-pub(super) fn scores_f32(
-    x: &[f32],
-    y: &[f32],
-    out: &mut [f32],
-    dims: Dims,
-    scale: f32,
-    softmax: bool,
-) {
+fn scores_f32(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, softmax: bool) {
     match tile::available() {
         true => scores_blocked_body(x, y, out, dims, scale, softmax, tiles),
         false => scores_portable(x, y, out, dims, scale, softmax),
     }
 }
 #[cfg(not(target_arch = "wasm32"))]
-pub(super) fn apply_f32(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+fn apply_f32(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
     match tile::available() && dims.d_h().is_multiple_of(L) {
         true => apply_blocked_body(a, v, out, dims, scale, tiles),
         false => apply_portable(a, v, out, dims, scale),
     }
 }
 #[cfg(not(target_arch = "wasm32"))]
-pub(super) fn apply_t_f32(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+fn apply_t_f32(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
     match tile::available() && dims.d_h().is_multiple_of(L) {
         true => apply_t_tiled_body(a, x, out, dims, scale),
         false => apply_t_portable(a, x, out, dims, scale),
@@ -202,28 +186,21 @@ widest!(fn apply_portable(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, sca
 widest!(fn apply_t_portable(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) => apply_t_body);
 
 /// out = a b, out's rows at the given stride: the product the blocked bodies run.
-pub(super) type Product = fn(&mut [f32], usize, &View, &View);
+type Product = fn(&mut [f32], usize, &View, &View);
 
 /// The native product: [`tile_product`]'s AVX2 tiles.
 #[cfg(not(target_arch = "wasm32"))]
-pub(super) fn tiles(out: &mut [f32], out_stride: usize, a: &View, b: &View) {
+fn tiles(out: &mut [f32], out_stride: usize, a: &View, b: &View) {
     tile_product(out, out_stride, Addend::Nothing, 1.0, a, b)
 }
 
 // The browser: the products through the SIMD128 register blocks of `blocked_product`.
 #[cfg(target_arch = "wasm32")]
-pub(super) fn scores_f32(
-    x: &[f32],
-    y: &[f32],
-    out: &mut [f32],
-    dims: Dims,
-    scale: f32,
-    softmax: bool,
-) {
+fn scores_f32(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, softmax: bool) {
     scores_blocked_body(x, y, out, dims, scale, softmax, blocks)
 }
 #[cfg(target_arch = "wasm32")]
-pub(super) fn apply_f32(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+fn apply_f32(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
     apply_blocked_body(a, v, out, dims, scale, blocks)
 }
 #[cfg(target_arch = "wasm32")]
@@ -231,16 +208,16 @@ widest!(fn apply_t_f32(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale:
 
 /// The browser's product: [`blocked_product`]'s SIMD128 blocks (natively: its tests).
 #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
-pub(super) fn blocks(out: &mut [f32], out_stride: usize, a: &View, b: &View) {
+fn blocks(out: &mut [f32], out_stride: usize, a: &View, b: &View) {
     blocked_product(out, out_stride, false, a, b)
 }
 
 /// Lanes of one register block (AVX2: 8 f32).
-pub(super) const L: usize = crate::LANES;
+const L: usize = crate::LANES;
 
 /// `s[at..at + L]` as an array, so the block's arithmetic is one vector operation.
 #[inline(always)]
-pub(super) fn lanes(s: &[f32], at: usize) -> &[f32; L] {
+fn lanes(s: &[f32], at: usize) -> &[f32; L] {
     s[at..at + L].try_into().expect("a block of L lanes")
 }
 
@@ -249,7 +226,7 @@ pub(super) fn lanes(s: &[f32], at: usize) -> &[f32; L] {
 /// terms come from iterators, not indices: an index computed in the inner loop costs more than
 /// the block's arithmetic (bounds and, in the dev profile, overflow checks).
 #[inline(always)]
-pub(super) fn reduce<'a>(mut terms: impl Iterator<Item = (f32, &'a [f32; L])>) -> [f32; L] {
+fn reduce<'a>(mut terms: impl Iterator<Item = (f32, &'a [f32; L])>) -> [f32; L] {
     let mut acc = [[0.0f32; L]; 4];
     loop {
         match (terms.next(), terms.next(), terms.next(), terms.next()) {
@@ -280,7 +257,7 @@ pub(super) fn reduce<'a>(mut terms: impl Iterator<Item = (f32, &'a [f32; L])>) -
 /// Y_h^T into `y_t` (`[d_h, padded]`, one row per feature of the head): row t holds column
 /// `first + t` of y (`[M, d]`) in its first M places; the rest is left as it is (zero padding).
 #[inline(always)]
-pub(super) fn head_transposed(y: &[f32], d: usize, first: usize, y_t: &mut [f32], padded: usize) {
+fn head_transposed(y: &[f32], d: usize, first: usize, y_t: &mut [f32], padded: usize) {
     for (t, y_t_row) in y_t.chunks_exact_mut(padded).enumerate() {
         for (o, y_row) in y_t_row.iter_mut().zip(y.chunks_exact(d)) {
             *o = y_row[first + t];
@@ -294,14 +271,7 @@ pub(super) fn head_transposed(y: &[f32], d: usize, first: usize, y_t: &mut [f32]
 // The browser runs the `*_blocked_body` kernels instead (see `scores_f32`).
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 #[inline(always)]
-pub(super) fn scores_body(
-    x: &[f32],
-    y: &[f32],
-    out: &mut [f32],
-    dims: Dims,
-    scale: f32,
-    softmax: bool,
-) {
+fn scores_body(x: &[f32], y: &[f32], out: &mut [f32], dims: Dims, scale: f32, softmax: bool) {
     let Dims { heads, n, m, d } = dims;
     let d_h = dims.d_h();
     let padded = m.div_ceil(L) * L;
@@ -331,7 +301,7 @@ pub(super) fn scores_body(
 /// [`scores_body`] as one register-blocked `product` per head: [`tile_product`]'s AVX2 tiles
 /// natively, [`blocked_product`]'s SIMD128 blocks in the browser (LLVM vectorises `reduce`'s
 /// blocks for SIMD128 only in part).
-pub(super) fn scores_blocked_body(
+fn scores_blocked_body(
     x: &[f32],
     y: &[f32],
     out: &mut [f32],
@@ -366,7 +336,7 @@ pub(super) fn scores_blocked_body(
 }
 
 /// [`apply_body`] as one register-blocked `product` per head (as [`scores_blocked_body`]).
-pub(super) fn apply_blocked_body(
+fn apply_blocked_body(
     a: &[f32],
     v: &[f32],
     out: &mut [f32],
@@ -389,7 +359,7 @@ pub(super) fn apply_blocked_body(
 /// [`apply_t_body`] as one [`tile_product`] per head, A_h read transposed in place (native; d_h
 /// a whole number of 8-wide pieces).
 #[cfg(not(target_arch = "wasm32"))]
-pub(super) fn apply_t_tiled_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+fn apply_t_tiled_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
     let Dims { heads, n, m, d } = dims;
     let d_h = dims.d_h();
     for h in 0..heads {
@@ -410,7 +380,7 @@ pub(super) fn apply_t_tiled_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Di
 // The browser runs the `*_blocked_body` kernels instead (see `scores_f32`).
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 #[inline(always)]
-pub(super) fn apply_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+fn apply_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
     let Dims { heads, n, m, d } = dims;
     let d_h = dims.d_h();
     if !d_h.is_multiple_of(L) {
@@ -433,7 +403,7 @@ pub(super) fn apply_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scal
 /// One sample: out `[M, d]`, head h's columns = scale A_h^T X_h (a `[H, N, M]`, x `[N, d]`);
 /// each block of L output features stays in a register over the N queries.
 #[inline(always)]
-pub(super) fn apply_t_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+fn apply_t_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
     let Dims { heads, n, m, d } = dims;
     let d_h = dims.d_h();
     if !d_h.is_multiple_of(L) {
@@ -457,7 +427,7 @@ pub(super) fn apply_t_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, sc
 // The browser runs the `*_blocked_body` kernels instead (see `scores_f32`).
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
 #[inline(always)]
-pub(super) fn apply_rows_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+fn apply_rows_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
     let Dims { heads, n, m, d } = dims;
     let d_h = dims.d_h();
     for h in 0..heads {
@@ -472,7 +442,7 @@ pub(super) fn apply_rows_body(a: &[f32], v: &[f32], out: &mut [f32], dims: Dims,
 
 /// [`apply_t_body`] for any d_h: row updates.
 #[inline(always)]
-pub(super) fn apply_t_rows_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
+fn apply_t_rows_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Dims, scale: f32) {
     let Dims { heads, n, m, d } = dims;
     let d_h = dims.d_h();
     for h in 0..heads {
@@ -491,7 +461,7 @@ pub(super) fn apply_t_rows_body(a: &[f32], x: &[f32], out: &mut [f32], dims: Dim
 
 /// out += c x.
 #[inline(always)]
-pub(super) fn axpy(out: &mut [f32], c: f32, x: &[f32]) {
+fn axpy(out: &mut [f32], c: f32, x: &[f32]) {
     for (o, &x) in out.iter_mut().zip(x) {
         *o += c * x;
     }

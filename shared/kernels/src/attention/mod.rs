@@ -18,8 +18,10 @@ use burn::tensor::Tensor;
 
 use super::{Execution, on_flex};
 
-// Flex's forward bodies and the products they run on; the backward through Autodiff.
+// Flex's forward bodies and the products they run on; the backward through Autodiff; each
+// step in Burn's ops.
 mod autodiff;
+mod composite;
 mod flex;
 
 /// A = softmax(Q_h K_h^T / sqrt(d_h)) per head h, fused on flex under [`Execution::Kernels`], Burn's ops
